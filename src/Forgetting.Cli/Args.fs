@@ -1,0 +1,15 @@
+/// The command line: one sub-command per experiment family (Argu).
+module Forgetting.Cli.Args
+
+open Argu
+open Forgetting.Cli.Commands
+
+type Command =
+    | [<CliPrefix(CliPrefix.None)>] Sparsity of ParseResults<SparsityCommand.SparsityArgs>
+    | [<AltCommandLine("-V"); Unique>] Version
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
+            | Version -> "print the version and exit."

@@ -1,0 +1,12 @@
+namespace Forgetting.Cli
+
+/// A failure the user can fix: printed as one line, then the process exits with the code.
+exception UserError of message: string * exitCode: int
+
+module Exit =
+    /// Exit code for bad arguments (Argu's usage errors use it too).
+    let usage = 2
+    /// Exit code for bad input data or files.
+    let input = 1
+
+    let inputError message = raise (UserError(message, input))

@@ -1,0 +1,36 @@
+module Forgetting.Cli.Program
+
+open System
+open Argu
+open Forgetting.Cli.Args
+
+let private version = typeof<Command>.Assembly.GetName().Version |> string
+
+[<EntryPoint>]
+let main argv =
+    let parser = ArgumentParser.Create<Command>(programName = "forgetting")
+
+    try
+        let results = parser.ParseCommandLine(argv, raiseOnUsage = true)
+
+        if results.Contains Version then
+            printfn "forgetting %s" version
+            0
+        else
+            match results.TryGetSubCommand() with
+            | Some(Sparsity args) ->
+                Commands.SparsityCommand.run args
+                0
+            | _ ->
+                eprintfn "forgetting: name a command.\n%s" (parser.PrintUsage())
+                Exit.usage
+    with
+    | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
+        printfn "%s" e.Message
+        0
+    | :? ArguParseException as e ->
+        eprintfn "%s" e.Message
+        Exit.usage
+    | UserError(message, code) ->
+        eprintfn "forgetting: %s" message
+        code
