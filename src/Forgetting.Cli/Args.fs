@@ -6,10 +6,12 @@ open Forgetting.Cli.Commands
 
 type Command =
     | [<CliPrefix(CliPrefix.None)>] Sparsity of ParseResults<SparsityCommand.SparsityArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchCommand.BenchArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
+            | Bench _ -> "time the engine's workloads; one JSON object per line."
             | Version -> "print the version and exit."

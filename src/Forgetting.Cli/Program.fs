@@ -21,6 +21,9 @@ let main argv =
             | Some(Sparsity args) ->
                 Commands.SparsityCommand.run args
                 0
+            | Some(Bench args) ->
+                Commands.BenchCommand.run args
+                0
             | _ ->
                 eprintfn "forgetting: name a command.\n%s" (parser.PrintUsage())
                 Exit.usage

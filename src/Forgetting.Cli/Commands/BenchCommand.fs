@@ -1,0 +1,88 @@
+/// `forgetting bench`: whole-workload timings, one JSON object per line, to set beside
+/// bench/torch_bench.py's lines for the same workloads on the same machine.
+module Forgetting.Cli.Commands.BenchCommand
+
+open Argu
+open Forgetting.Bench
+open Forgetting.Cli
+open Forgetting.Cli.Json
+
+type Workload =
+    | Gemm
+    | Mlp
+    | All
+
+type BenchArgs =
+    | [<Unique>] Workload of Workload
+    | [<Unique>] Batch of int
+    | [<Unique>] Steps of int
+    | [<Unique>] Reps of int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Workload _ -> "what to time (default all)."
+            | Batch _ -> "mlp: the batch size (default 128)."
+            | Steps _ -> "mlp: timed training steps (default 200)."
+            | Reps _ -> "gemm: timed products per size (default 50)."
+
+let private positive name (v: int) =
+    if v < 1 then
+        raise (UserError($"--{name} must be at least 1, got {v}", Exit.usage))
+
+    v
+
+let private memory (t: Timing) =
+    [
+        "peak_rss_mb", Num t.PeakWorkingSetMb
+        "heap_early_mb", Num t.HeapEarlyMb
+        "heap_end_mb", Num t.HeapEndMb
+    ]
+
+let private gemmLines reps =
+    for m, k, n in [ 1024, 1024, 1024; 128, 784, 256 ] do
+        let t, gflops = Workloads.gemm m k n reps
+
+        Obj
+            [
+                "workload", Str "gemm"
+                "impl", Str "forgetting"
+                "m", Int m
+                "k", Int k
+                "n", Int n
+                "dtype", Str "float32"
+                "ms_median", Num t.Median
+                "gflops", Num gflops
+            ]
+        |> render false
+        |> printfn "%s"
+
+let private mlpLine batch steps =
+    let t, loss = Workloads.mlp batch steps
+
+    Obj(
+        [
+            "workload", Str "mlp"
+            "impl", Str "forgetting"
+            "batch", Int batch
+            "steps", Int steps
+            "ms_per_step_median", Num t.Median
+            "samples_per_s", Num(float batch / (t.Median / 1000.0))
+            "final_loss", Num loss
+        ]
+        @ memory t
+    )
+    |> render false
+    |> printfn "%s"
+
+let run (args: ParseResults<BenchArgs>) =
+    let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
+    let steps = args.GetResult(Steps, defaultValue = 200) |> positive "steps"
+    let reps = args.GetResult(Reps, defaultValue = 50) |> positive "reps"
+
+    match args.GetResult(Workload, defaultValue = All) with
+    | Gemm -> gemmLines reps
+    | Mlp -> mlpLine batch steps
+    | All ->
+        gemmLines reps
+        mlpLine batch steps

@@ -1,0 +1,43 @@
+/// One-line JSON objects for machine-readable output (bench lines, result summaries).
+module Forgetting.Cli.Json
+
+open System.IO
+open System.Text
+open System.Text.Json
+
+type Value =
+    | Str of string
+    | Int of int
+    | Num of float
+    | Bool of bool
+    | Obj of (string * Value) list
+    | Arr of Value list
+
+let rec private write (w: Utf8JsonWriter) (v: Value) =
+    match v with
+    | Str s -> w.WriteStringValue s
+    | Int i -> w.WriteNumberValue i
+    | Num x when System.Double.IsFinite x -> w.WriteNumberValue(System.Math.Round(x, 6))
+    | Num _ -> w.WriteNullValue()
+    | Bool b -> w.WriteBooleanValue b
+    | Arr items ->
+        w.WriteStartArray()
+        items |> List.iter (write w)
+        w.WriteEndArray()
+    | Obj fields ->
+        w.WriteStartObject()
+
+        for name, value in fields do
+            w.WritePropertyName name
+            write w value
+
+        w.WriteEndObject()
+
+/// The value as JSON text; `indented` for files people read, one line for streams.
+let render (indented: bool) (v: Value) =
+    use stream = new MemoryStream()
+
+    (use w = new Utf8JsonWriter(stream, JsonWriterOptions(Indented = indented))
+     write w v)
+
+    Encoding.UTF8.GetString(stream.ToArray())

@@ -1,0 +1,110 @@
+namespace Forgetting.Bench
+
+open System
+open System.Diagnostics
+open Forgetting.Tensors
+open Forgetting.Nn
+
+/// Timings of one workload: per-repetition milliseconds and what the memory did.
+type Timing =
+    {
+        Milliseconds: float[]
+        /// Managed heap after a full collection, early in the run and at its end (MB).
+        HeapEarlyMb: float
+        HeapEndMb: float
+        PeakWorkingSetMb: float
+    }
+
+    member t.Median =
+        let s = Array.sort t.Milliseconds
+        let n = s.Length
+
+        if n % 2 = 1 then
+            s[n / 2]
+        else
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+
+/// The benchmark workloads of `forgetting bench`: whole-workload timings, medians over repetitions
+/// after a warm-up, compared against bench/torch_bench.py on the same machine.
+[<RequireQualifiedAccess>]
+module Workloads =
+
+    let private heapMb () =
+        float (GC.GetTotalMemory true) / 1048576.0
+
+    /// Run `step` warm-up times untimed, then `reps` times timed one by one.
+    let time (warmup: int) (reps: int) (step: int -> unit) =
+        for i in 0 .. warmup - 1 do
+            step i
+
+        let early = ref 0.0
+        let sw = Stopwatch()
+
+        let ms =
+            Array.init reps (fun i ->
+                if i = min 10 (reps - 1) then
+                    early.Value <- heapMb ()
+
+                sw.Restart()
+                step (warmup + i)
+                sw.Stop()
+                sw.Elapsed.TotalMilliseconds)
+
+        {
+            Milliseconds = ms
+            HeapEarlyMb = early.Value
+            HeapEndMb = heapMb ()
+            PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0
+        }
+
+    /// C = A·B for float32 m×k by k×n: the timing and GFLOP/s at the median.
+    let gemm (m: int) (k: int) (n: int) (reps: int) =
+        let rng = Rng.create 1L
+        let ka, kb = Rng.split rng
+        let a = Tensor.uniform ka Float32 [| m; k |] -1.0 1.0
+        let b = Tensor.uniform kb Float32 [| k; n |] -1.0 1.0
+        let t = time 3 reps (fun _ -> Tensor.matmul a b |> ignore)
+        t, 2.0 * float m * float k * float n / (t.Median * 1e6)
+
+    /// The MLP of the benchmark: dense layers with ReLU between them, logits out.
+    let mlpParams (rng: Rng) (sizes: int list) =
+        let pairs = List.pairwise sizes
+        let keys = Rng.splitN pairs.Length rng
+
+        pairs
+        |> List.mapi (fun i (fanIn, fanOut) -> $"layer{i}", Init.dense keys[i] Float32 fanIn fanOut)
+        |> Params.ofList
+
+    let mlpForward (layers: int) (p: Params) (x: Tensor) =
+        let mutable h = x
+
+        for i in 0 .. layers - 1 do
+            let z =
+                Tensor.linear h (Params.tensor $"layer{i}/weight" p) (Params.tensor $"layer{i}/bias" p)
+
+            h <- if i < layers - 1 then Tensor.relu z else z
+
+        h
+
+    /// One plain SGD step (forward, backward, update) of the MLP 784-256-256-128-10 with ReLU and
+    /// cross-entropy on a fixed random batch, as in bench/torch_bench.py.
+    let mlp (batch: int) (steps: int) =
+        let sizes = [ 784; 256; 256; 128; 10 ]
+        let kp, kx = Rng.split (Rng.create 1L)
+        let x = Tensor.uniform kx Float32 [| batch; 784 |] 0.0 1.0
+        let labels = Array.init batch (fun i -> i % 10)
+        let sgd = Optim.sgd 0.01
+        let mutable p = mlpParams kp sizes
+        let mutable state = sgd.Init p
+
+        let loss q =
+            Functional.crossEntropy (mlpForward 4 q x) labels
+
+        let t =
+            time 10 steps (fun _ ->
+                let g = Params.grad loss p
+                let p', s' = sgd.Update state p g
+                p <- p'
+                state <- s')
+
+        t, (loss p).Item

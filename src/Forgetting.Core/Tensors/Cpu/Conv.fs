@@ -1,0 +1,105 @@
+/// Image kernels: im2col / col2im (convolution becomes one GEMM) and 2-D max pooling.
+module internal Forgetting.Tensors.Cpu.Conv
+
+open Forgetting.Tensors
+
+let outSize (size: int) (k: int) (stride: int) (padding: int) = (size + 2 * padding - k) / stride + 1
+
+let inline private im2colLoop (x: ^T[]) n c h w kh kw stride padding (r: ^T[]) =
+    let ho, wo = outSize h kh stride padding, outSize w kw stride padding
+    let rows = c * kh * kw
+
+    for b in 0 .. n - 1 do
+        for row in 0 .. rows - 1 do
+            let ch, ki, kj = row / (kh * kw), (row / kw) % kh, row % kw
+            let dst = (b * rows + row) * ho * wo
+            let src = (b * c + ch) * h * w
+
+            for oi in 0 .. ho - 1 do
+                let i = oi * stride - padding + ki
+
+                for oj in 0 .. wo - 1 do
+                    let j = oj * stride - padding + kj
+
+                    r[dst + oi * wo + oj] <-
+                        if i >= 0 && i < h && j >= 0 && j < w then
+                            x[src + i * w + j]
+                        else
+                            LanguagePrimitives.GenericZero
+
+let inline private col2imLoop (cols: ^T[]) n c h w kh kw stride padding (r: ^T[]) =
+    let ho, wo = outSize h kh stride padding, outSize w kw stride padding
+    let rows = c * kh * kw
+
+    for b in 0 .. n - 1 do
+        for row in 0 .. rows - 1 do
+            let ch, ki, kj = row / (kh * kw), (row / kw) % kh, row % kw
+            let src = (b * rows + row) * ho * wo
+            let dst = (b * c + ch) * h * w
+
+            for oi in 0 .. ho - 1 do
+                let i = oi * stride - padding + ki
+
+                if i >= 0 && i < h then
+                    for oj in 0 .. wo - 1 do
+                        let j = oj * stride - padding + kj
+
+                        if j >= 0 && j < w then
+                            r[dst + i * w + j] <- r[dst + i * w + j] + cols[src + oi * wo + oj]
+
+let im2col (x: Storage) (shape: int[]) kh kw stride padding =
+    let n, c, h, w = shape[0], shape[1], shape[2], shape[3]
+    let ho, wo = outSize h kh stride padding, outSize w kw stride padding
+    let r = Storage.uninit x.DType (n * c * kh * kw * ho * wo)
+
+    match x, r with
+    | F32 x, F32 r -> im2colLoop x n c h w kh kw stride padding r
+    | F64 x, F64 r -> im2colLoop x n c h w kh kw stride padding r
+    | _ -> ()
+
+    r
+
+let col2im (cols: Storage) (imageShape: int[]) kh kw stride padding =
+    let n, c, h, w = imageShape[0], imageShape[1], imageShape[2], imageShape[3]
+    let r = Storage.zeros cols.DType (n * c * h * w)
+
+    match cols, r with
+    | F32 x, F32 r -> col2imLoop x n c h w kh kw stride padding r
+    | F64 x, F64 r -> col2imLoop x n c h w kh kw stride padding r
+    | _ -> ()
+
+    r
+
+let inline private maxPoolLoop (x: ^T[]) n c h w k stride (r: ^T[]) (idx: int[]) =
+    let ho, wo = outSize h k stride 0, outSize w k stride 0
+
+    for plane in 0 .. n * c - 1 do
+        let src = plane * h * w
+
+        for oi in 0 .. ho - 1 do
+            for oj in 0 .. wo - 1 do
+                let mutable best = src + oi * stride * w + oj * stride
+
+                for di in 0 .. k - 1 do
+                    for dj in 0 .. k - 1 do
+                        let at = src + (oi * stride + di) * w + oj * stride + dj
+
+                        if x[at] > x[best] then
+                            best <- at
+
+                let o = (plane * ho + oi) * wo + oj
+                r[o] <- x[best]
+                idx[o] <- best
+
+let maxPool2d (x: Storage) (shape: int[]) k stride =
+    let n, c, h, w = shape[0], shape[1], shape[2], shape[3]
+    let count = n * c * outSize h k stride 0 * outSize w k stride 0
+    let r = Storage.uninit x.DType count
+    let idx = Array.zeroCreate count
+
+    match x, r with
+    | F32 x, F32 r -> maxPoolLoop x n c h w k stride r idx
+    | F64 x, F64 r -> maxPoolLoop x n c h w k stride r idx
+    | _ -> ()
+
+    r, idx

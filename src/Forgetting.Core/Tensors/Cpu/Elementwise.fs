@@ -1,0 +1,330 @@
+/// Elementwise CPU kernels: TensorPrimitives (SIMD) where it has the op, plain loops elsewhere.
+module internal Forgetting.Tensors.Cpu.Elementwise
+
+open System
+open System.Numerics.Tensors
+open Forgetting.Tensors
+
+let inline private ro (a: 'T[]) = ReadOnlySpan<'T>(a)
+let inline private rw (a: 'T[]) = Span<'T>(a)
+
+let inline private map ([<InlineIfLambda>] f: ^T -> ^T) (x: ^T[]) (r: ^T[]) =
+    for i in 0 .. x.Length - 1 do
+        r[i] <- f x[i]
+
+let inline private sign (x: ^T) =
+    if x > LanguagePrimitives.GenericZero then
+        LanguagePrimitives.GenericOne
+    elif x < LanguagePrimitives.GenericZero then
+        -LanguagePrimitives.GenericOne
+    else
+        LanguagePrimitives.GenericZero
+
+let inline private step (x: ^T) =
+    if x > LanguagePrimitives.GenericZero then
+        LanguagePrimitives.GenericOne
+    else
+        LanguagePrimitives.GenericZero
+
+let private unary32 (op: UnaryOp) (x: float32[]) (r: float32[]) =
+    match op with
+    | Neg -> TensorPrimitives.Negate(ro x, rw r)
+    | Exp -> TensorPrimitives.Exp(ro x, rw r)
+    | Log -> TensorPrimitives.Log(ro x, rw r)
+    | Sqrt -> TensorPrimitives.Sqrt(ro x, rw r)
+    | Abs -> TensorPrimitives.Abs(ro x, rw r)
+    | Sign -> map sign x r
+    | Tanh -> TensorPrimitives.Tanh(ro x, rw r)
+    | Sigmoid -> TensorPrimitives.Sigmoid(ro x, rw r)
+    | Relu -> TensorPrimitives.Max(ro x, 0.0f, rw r)
+    | Step -> map step x r
+    | Square -> TensorPrimitives.Multiply(ro x, ro x, rw r)
+    | Reciprocal -> TensorPrimitives.Divide(1.0f, ro x, rw r)
+
+let private unary64 (op: UnaryOp) (x: float[]) (r: float[]) =
+    match op with
+    | Neg -> TensorPrimitives.Negate(ro x, rw r)
+    | Exp -> TensorPrimitives.Exp(ro x, rw r)
+    | Log -> TensorPrimitives.Log(ro x, rw r)
+    | Sqrt -> TensorPrimitives.Sqrt(ro x, rw r)
+    | Abs -> TensorPrimitives.Abs(ro x, rw r)
+    | Sign -> map sign x r
+    | Tanh -> TensorPrimitives.Tanh(ro x, rw r)
+    | Sigmoid -> TensorPrimitives.Sigmoid(ro x, rw r)
+    | Relu -> TensorPrimitives.Max(ro x, 0.0, rw r)
+    | Step -> map step x r
+    | Square -> TensorPrimitives.Multiply(ro x, ro x, rw r)
+    | Reciprocal -> TensorPrimitives.Divide(1.0, ro x, rw r)
+
+let unary (op: UnaryOp) (x: Storage) : Storage =
+    let r = Storage.uninit x.DType x.Length
+
+    match x, r with
+    | F32 x, F32 r -> unary32 op x r
+    | F64 x, F64 r -> unary64 op x r
+    | _ -> ()
+
+    r
+
+/// The scalar function behind each binary op, for the loops that TensorPrimitives does not cover.
+let inline private scalarOf (op: BinaryOp) : ^T -> ^T -> ^T =
+    match op with
+    | Add -> (+)
+    | Sub -> (-)
+    | Mul -> (*)
+    | Div -> (/)
+    | Pow -> fun a b -> a ** b
+    | Maximum -> fun a b -> if Double.IsNaN(float a) || a > b then a else b
+    | Minimum -> fun a b -> if Double.IsNaN(float a) || a < b then a else b
+    | Greater ->
+        fun a b ->
+            if a > b then
+                LanguagePrimitives.GenericOne
+            else
+                LanguagePrimitives.GenericZero
+    | Equal ->
+        fun a b ->
+            if a = b then
+                LanguagePrimitives.GenericOne
+            else
+                LanguagePrimitives.GenericZero
+
+/// Same-length spans: one SIMD call where TensorPrimitives has the op.
+let private same32 (op: BinaryOp) (a: ReadOnlySpan<float32>) (b: ReadOnlySpan<float32>) (r: Span<float32>) =
+    match op with
+    | Add -> TensorPrimitives.Add(a, b, r)
+    | Sub -> TensorPrimitives.Subtract(a, b, r)
+    | Mul -> TensorPrimitives.Multiply(a, b, r)
+    | Div -> TensorPrimitives.Divide(a, b, r)
+    | Pow -> TensorPrimitives.Pow(a, b, r)
+    | Maximum -> TensorPrimitives.Max(a, b, r)
+    | Minimum -> TensorPrimitives.Min(a, b, r)
+    | Greater
+    | Equal ->
+        let f = scalarOf op
+
+        for i in 0 .. r.Length - 1 do
+            r[i] <- f a[i] b[i]
+
+let private same64 (op: BinaryOp) (a: ReadOnlySpan<float>) (b: ReadOnlySpan<float>) (r: Span<float>) =
+    match op with
+    | Add -> TensorPrimitives.Add(a, b, r)
+    | Sub -> TensorPrimitives.Subtract(a, b, r)
+    | Mul -> TensorPrimitives.Multiply(a, b, r)
+    | Div -> TensorPrimitives.Divide(a, b, r)
+    | Pow -> TensorPrimitives.Pow(a, b, r)
+    | Maximum -> TensorPrimitives.Max(a, b, r)
+    | Minimum -> TensorPrimitives.Min(a, b, r)
+    | Greater
+    | Equal ->
+        let f = scalarOf op
+
+        for i in 0 .. r.Length - 1 do
+            r[i] <- f a[i] b[i]
+
+/// A span against a scalar, in either order.
+let private scalar32 (op: BinaryOp) (a: ReadOnlySpan<float32>) (s: float32) (scalarFirst: bool) (r: Span<float32>) =
+    match op, scalarFirst with
+    | Add, _ -> TensorPrimitives.Add(a, s, r)
+    | Mul, _ -> TensorPrimitives.Multiply(a, s, r)
+    | Sub, false -> TensorPrimitives.Subtract(a, s, r)
+    | Sub, true -> TensorPrimitives.Subtract(s, a, r)
+    | Div, false -> TensorPrimitives.Divide(a, s, r)
+    | Div, true -> TensorPrimitives.Divide(s, a, r)
+    | Maximum, _ -> TensorPrimitives.Max(a, s, r)
+    | Minimum, _ -> TensorPrimitives.Min(a, s, r)
+    | _ ->
+        let f = scalarOf op
+
+        for i in 0 .. r.Length - 1 do
+            r[i] <- if scalarFirst then f s a[i] else f a[i] s
+
+let private scalar64 (op: BinaryOp) (a: ReadOnlySpan<float>) (s: float) (scalarFirst: bool) (r: Span<float>) =
+    match op, scalarFirst with
+    | Add, _ -> TensorPrimitives.Add(a, s, r)
+    | Mul, _ -> TensorPrimitives.Multiply(a, s, r)
+    | Sub, false -> TensorPrimitives.Subtract(a, s, r)
+    | Sub, true -> TensorPrimitives.Subtract(s, a, r)
+    | Div, false -> TensorPrimitives.Divide(a, s, r)
+    | Div, true -> TensorPrimitives.Divide(s, a, r)
+    | Maximum, _ -> TensorPrimitives.Max(a, s, r)
+    | Minimum, _ -> TensorPrimitives.Min(a, s, r)
+    | _ ->
+        let f = scalarOf op
+
+        for i in 0 .. r.Length - 1 do
+            r[i] <- if scalarFirst then f s a[i] else f a[i] s
+
+let binaryScalar (op: BinaryOp) (x: Storage) (s: float) (scalarFirst: bool) : Storage =
+    let r = Storage.uninit x.DType x.Length
+
+    match x, r with
+    | F32 x, F32 r -> scalar32 op (ReadOnlySpan x) (float32 s) scalarFirst (Span r)
+    | F64 x, F64 r -> scalar64 op (ReadOnlySpan x) s scalarFirst (Span r)
+    | _ -> ()
+
+    r
+
+/// The general broadcast loop: walk the output in row-major order, reading each input through its
+/// broadcast strides (0 along stretched axes).
+let inline private broadcastLoop
+    ([<InlineIfLambda>] f: ^T -> ^T -> ^T)
+    (a: ^T[])
+    (sa: int[])
+    (b: ^T[])
+    (sb: int[])
+    (shape: int[])
+    (r: ^T[])
+    =
+    let rank = shape.Length
+    let index = Array.zeroCreate rank
+    let mutable ia = 0
+    let mutable ib = 0
+
+    for i in 0 .. r.Length - 1 do
+        r[i] <- f a[ia] b[ib]
+        // Advance the multi-index like an odometer, updating both input offsets incrementally.
+        let mutable d = rank - 1
+        let mutable carry = true
+
+        while carry && d >= 0 do
+            index[d] <- index[d] + 1
+            ia <- ia + sa[d]
+            ib <- ib + sb[d]
+
+            if index[d] < shape[d] then
+                carry <- false
+            else
+                ia <- ia - sa[d] * shape[d]
+                ib <- ib - sb[d] * shape[d]
+                index[d] <- 0
+                d <- d - 1
+
+/// op(a, b) with NumPy broadcasting. Fast paths: equal shapes, a scalar side, and a trailing
+/// block broadcast over rows (bias addition), all through SIMD spans.
+let binary (op: BinaryOp) (a: Storage) (aShape: int[]) (b: Storage) (bShape: int[]) (shape: int[]) : Storage =
+    let n = Shape.numel shape
+    let r = Storage.uninit a.DType n
+
+    let bIsSuffix =
+        bShape.Length <= aShape.Length
+        && bShape = aShape[aShape.Length - bShape.Length ..]
+
+    let aIsSuffix =
+        aShape.Length <= bShape.Length
+        && aShape = bShape[bShape.Length - aShape.Length ..]
+
+    match a, b, r with
+    | F32 x, F32 y, F32 z ->
+        if x.Length = n && y.Length = n then
+            same32 op (ReadOnlySpan x) (ReadOnlySpan y) (Span z)
+        elif y.Length = 1 then
+            scalar32 op (ReadOnlySpan x) y[0] false (Span z)
+        elif x.Length = 1 then
+            scalar32 op (ReadOnlySpan y) x[0] true (Span z)
+        elif bIsSuffix && x.Length = n then
+            for row in 0 .. n / y.Length - 1 do
+                same32
+                    op
+                    (ReadOnlySpan(x, row * y.Length, y.Length))
+                    (ReadOnlySpan y)
+                    (Span(z, row * y.Length, y.Length))
+        elif aIsSuffix && y.Length = n then
+            for row in 0 .. n / x.Length - 1 do
+                same32
+                    op
+                    (ReadOnlySpan x)
+                    (ReadOnlySpan(y, row * x.Length, x.Length))
+                    (Span(z, row * x.Length, x.Length))
+        else
+            broadcastLoop
+                (scalarOf op)
+                x
+                (Shape.broadcastStrides aShape shape)
+                y
+                (Shape.broadcastStrides bShape shape)
+                shape
+                z
+    | F64 x, F64 y, F64 z ->
+        if x.Length = n && y.Length = n then
+            same64 op (ReadOnlySpan x) (ReadOnlySpan y) (Span z)
+        elif y.Length = 1 then
+            scalar64 op (ReadOnlySpan x) y[0] false (Span z)
+        elif x.Length = 1 then
+            scalar64 op (ReadOnlySpan y) x[0] true (Span z)
+        elif bIsSuffix && x.Length = n then
+            for row in 0 .. n / y.Length - 1 do
+                same64
+                    op
+                    (ReadOnlySpan(x, row * y.Length, y.Length))
+                    (ReadOnlySpan y)
+                    (Span(z, row * y.Length, y.Length))
+        elif aIsSuffix && y.Length = n then
+            for row in 0 .. n / x.Length - 1 do
+                same64
+                    op
+                    (ReadOnlySpan x)
+                    (ReadOnlySpan(y, row * x.Length, x.Length))
+                    (Span(z, row * x.Length, x.Length))
+        else
+            broadcastLoop
+                (scalarOf op)
+                x
+                (Shape.broadcastStrides aShape shape)
+                y
+                (Shape.broadcastStrides bShape shape)
+                shape
+                z
+    | _ -> Shape.fail "binary" "mixed dtypes reached the kernel"
+
+    r
+
+/// Elementwise select: mask <> 0 ? a : b, all three broadcast to `shape`.
+let where (mask: Storage) (mShape: int[]) (a: Storage) (aShape: int[]) (b: Storage) (bShape: int[]) (shape: int[]) =
+    let n = Shape.numel shape
+    let sm = Shape.broadcastStrides mShape shape
+    let sa = Shape.broadcastStrides aShape shape
+    let sb = Shape.broadcastStrides bShape shape
+    let rank = shape.Length
+    let m = Storage.toFloat64 mask
+
+    // Offsets of output element i in each input, from its multi-index.
+    let offset (strides: int[]) (i: int) =
+        let mutable rem = i
+        let mutable off = 0
+
+        for d in rank - 1 .. -1 .. 0 do
+            off <- off + (rem % shape[d]) * strides[d]
+            rem <- rem / shape[d]
+
+        off
+
+    match a, b with
+    | F32 x, F32 y ->
+        F32(
+            Array.init n (fun i ->
+                if m[offset sm i] <> 0.0 then
+                    x[offset sa i]
+                else
+                    y[offset sb i])
+        )
+    | F64 x, F64 y ->
+        F64(
+            Array.init n (fun i ->
+                if m[offset sm i] <> 0.0 then
+                    x[offset sa i]
+                else
+                    y[offset sb i])
+        )
+    | _ -> Shape.fail "where" "mixed dtypes reached the kernel"
+
+let clamp (x: Storage) (lo: float) (hi: float) =
+    match x with
+    | F32 a ->
+        let r = Array.zeroCreate a.Length
+        TensorPrimitives.Clamp(ReadOnlySpan a, float32 lo, float32 hi, Span r)
+        F32 r
+    | F64 a ->
+        let r = Array.zeroCreate a.Length
+        TensorPrimitives.Clamp(ReadOnlySpan a, lo, hi, Span r)
+        F64 r

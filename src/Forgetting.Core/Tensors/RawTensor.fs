@@ -1,0 +1,110 @@
+namespace Forgetting.Tensors
+
+/// Element type: float32 is the default; float64 serves gradient checks.
+type DType =
+    | Float32
+    | Float64
+
+/// Elementwise functions of one tensor.
+type UnaryOp =
+    | Neg
+    | Exp
+    | Log
+    | Sqrt
+    | Abs
+    | Sign
+    | Tanh
+    | Sigmoid
+    | Relu
+    /// 1 where x > 0, else 0.
+    | Step
+    | Square
+    | Reciprocal
+
+/// Elementwise functions of two tensors, with NumPy broadcasting.
+type BinaryOp =
+    | Add
+    | Sub
+    | Mul
+    | Div
+    | Pow
+    | Maximum
+    | Minimum
+    /// 1 where a > b, else 0.
+    | Greater
+    /// 1 where a = b, else 0.
+    | Equal
+
+/// Reductions along one axis.
+type ReduceOp =
+    | Sum
+    | Max
+    | Min
+
+/// The backend seam: raw, immutable tensors with no autodiff. Every op the engine differentiates is
+/// written against this class only, so another backend (a GPU one) is one more subclass. The CPU
+/// backend (Cpu/CpuTensor.fs) is the reference that defines the semantics.
+[<AbstractClass; AllowNullLiteral>]
+type RawTensor(shape: int[], dtype: DType) =
+    member _.Shape = shape
+    member _.DType = dtype
+    member _.Rank = shape.Length
+    member _.Numel = Shape.numel shape
+
+    /// A copy of the elements, row-major, converted to float32 / float64.
+    abstract ToFloat32: unit -> float32[]
+    abstract ToFloat64: unit -> float[]
+
+    abstract Backend: IBackend
+
+    abstract Cast: dtype: DType -> RawTensor
+    abstract Reshape: shape: int[] -> RawTensor
+    abstract Permute: axes: int[] -> RawTensor
+    /// Rows start .. start + length - 1 along axis 0.
+    abstract Slice: start: int * length: int -> RawTensor
+    /// Rows picked by index along axis 0 (repeats allowed).
+    abstract Gather: indices: int[] -> RawTensor
+    /// Sum of rows into an [count, ...] tensor at the given indices: the adjoint of Gather.
+    abstract ScatterAdd: indices: int[] * count: int -> RawTensor
+    abstract Concat: others: RawTensor[] * axis: int -> RawTensor
+    /// Broadcast to a larger shape (materialised).
+    abstract Expand: shape: int[] -> RawTensor
+    /// Sum over the axes along which this tensor was broadcast from `shape`: the adjoint of Expand.
+    abstract SumTo: shape: int[] -> RawTensor
+
+    abstract Unary: op: UnaryOp -> RawTensor
+    abstract Binary: op: BinaryOp * other: RawTensor -> RawTensor
+    /// op(this, scalar), or op(scalar, this) when `scalarFirst`.
+    abstract BinaryScalar: op: BinaryOp * scalar: float * scalarFirst: bool -> RawTensor
+    /// Elementwise `this <> 0 ? a : b`, broadcasting all three.
+    abstract Where: a: RawTensor * b: RawTensor -> RawTensor
+    abstract Clamp: lo: float * hi: float -> RawTensor
+
+    /// Reduction along an axis, the axis kept with size 1.
+    abstract Reduce: op: ReduceOp * axis: int -> RawTensor
+    abstract SumAll: unit -> float
+    /// Index of the first maximum along the axis, per position of the other axes.
+    abstract ArgMax: axis: int -> int[]
+    abstract Median: unit -> float
+
+    /// Matrix product of the last two axes, batched over a leading axis when rank 3:
+    /// op(this) × op(other), op = transpose when the flag is set.
+    abstract MatMul: transposeThis: bool * other: RawTensor * transposeOther: bool -> RawTensor
+
+    /// Numerically stable softmax / log-softmax along an axis.
+    abstract Softmax: axis: int -> RawTensor
+    abstract LogSoftmax: axis: int -> RawTensor
+
+    /// Image patches as columns: [N, C, H, W] → [N, C·kh·kw, Ho·Wo].
+    abstract Im2Col: kh: int * kw: int * stride: int * padding: int -> RawTensor
+    /// The adjoint of Im2Col: columns summed back into an image of the given shape.
+    abstract Col2Im: imageShape: int[] * kh: int * kw: int * stride: int * padding: int -> RawTensor
+    /// Max pooling over k×k windows: the pooled tensor and the flat input index of each maximum.
+    abstract MaxPool2d: k: int * stride: int -> RawTensor * int[]
+
+/// Where raw tensors come from. The arrays passed in are owned by the new tensor from then on.
+and IBackend =
+    abstract Name: string
+    abstract OfFloat32: shape: int[] * data: float32[] -> RawTensor
+    abstract OfFloat64: shape: int[] * data: float[] -> RawTensor
+    abstract Full: shape: int[] * dtype: DType * value: float -> RawTensor

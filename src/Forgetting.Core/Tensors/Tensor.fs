@@ -1,0 +1,211 @@
+namespace Forgetting.Tensors
+
+open System
+open System.Collections.Generic
+open System.Threading
+open Forgetting.Tensors.Cpu
+
+/// One recorded op of the tape: its inputs and its derivative rule. `Backward g needs` maps the
+/// gradient of the op's output to the gradient of each input, computing only those flagged in `needs`
+/// (null for the others).
+[<AllowNullLiteral>]
+type internal Node(parents: Tensor[], backward: RawTensor -> bool[] -> RawTensor[]) =
+    static let mutable counter = 0L
+    // Creation order is a topological order of the graph: a node is created after its inputs.
+    member val Id = Interlocked.Increment &counter
+    member _.Parents = parents
+    member _.Backward = backward
+
+/// An immutable n-dimensional array that records, when it depends on a variable of `grad`, how it was
+/// computed (reverse-mode automatic differentiation by a tape of derivative rules).
+and [<Sealed>] Tensor internal (raw: RawTensor, node: Node) =
+
+    static let noParents: Tensor[] = [||]
+
+    member internal _.Raw = raw
+    member internal _.Node = node
+    member _.Shape: int[] = Array.copy raw.Shape
+    member _.DType = raw.DType
+    member _.Rank = raw.Rank
+    member _.Numel = raw.Numel
+    /// True when this tensor depends on a variable being differentiated.
+    member _.IsTracked = not (isNull node)
+
+    /// The elements, row-major, as float32 (a copy).
+    member _.ToArray() = raw.ToFloat32()
+    /// The elements, row-major, as float64 (a copy).
+    member _.ToFloat64Array() = raw.ToFloat64()
+
+    /// The value of a one-element tensor.
+    member _.Item =
+        if raw.Numel <> 1 then
+            Shape.fail "item" $"needs a one-element tensor, got shape {Shape.show raw.Shape}"
+
+        raw.ToFloat64()[0]
+
+    override _.ToString() =
+        let values = raw.ToFloat64()
+
+        let shown =
+            values
+            |> Seq.truncate 8
+            |> Seq.map (fun v -> v.ToString "G6")
+            |> String.concat ", "
+
+        let more = if values.Length > 8 then ", …" else ""
+        $"Tensor({Shape.show raw.Shape}, {raw.DType}, [{shown}{more}])"
+
+    /// A constant (untracked) tensor over a raw one.
+    static member internal OfRaw(r: RawTensor) = Tensor(r, null)
+
+    /// The result of an op: tracked when any input is, with the op's derivative rule.
+    static member internal Op(r: RawTensor, parents: Tensor[], backward: RawTensor -> bool[] -> RawTensor[]) =
+        if parents |> Array.exists (fun p -> p.IsTracked) then
+            Tensor(r, Node(parents, backward))
+        else
+            Tensor(r, null)
+
+    /// A fresh variable for `grad`: a leaf of the tape.
+    static member internal Variable(t: Tensor) =
+        Tensor(t.Raw, Node(noParents, fun _ _ -> [||]))
+
+    /// The same values, cut from the tape: no gradient flows through it.
+    member t.StopGradient() = Tensor(raw, null)
+
+    static member internal CheckDType(op: string, a: Tensor, b: Tensor) =
+        if a.DType <> b.DType then
+            Shape.fail op $"dtypes differ: {a.DType} {Shape.show a.Raw.Shape} and {b.DType} {Shape.show b.Raw.Shape}"
+
+    /// A broadcasting binary op whose derivative rule is given per input (before un-broadcasting).
+    static member internal Broadcast
+        (op: BinaryOp, a: Tensor, b: Tensor, da: RawTensor -> RawTensor, db: RawTensor -> RawTensor)
+        =
+        Tensor.CheckDType(string op, a, b)
+        let r = a.Raw.Binary(op, b.Raw)
+
+        Tensor.Op(
+            r,
+            [| a; b |],
+            fun g needs ->
+                [|
+                    (if needs[0] then (da g).SumTo a.Raw.Shape else null)
+                    (if needs[1] then (db g).SumTo b.Raw.Shape else null)
+                |]
+        )
+
+    static member (+)(a: Tensor, b: Tensor) = Tensor.Broadcast(Add, a, b, id, id)
+
+    static member (-)(a: Tensor, b: Tensor) =
+        Tensor.Broadcast(Sub, a, b, id, (fun g -> g.Unary Neg))
+
+    static member (*)(a: Tensor, b: Tensor) =
+        Tensor.Broadcast(Mul, a, b, (fun g -> g.Binary(Mul, b.Raw)), (fun g -> g.Binary(Mul, a.Raw)))
+
+    static member (/)(a: Tensor, b: Tensor) =
+        Tensor.Broadcast(
+            Div,
+            a,
+            b,
+            (fun g -> g.Binary(Div, b.Raw)),
+            // d(a/b)/db = -a/b²
+            fun g -> g.Binary(Mul, a.Raw).Binary(Div, b.Raw.Unary Square).Unary Neg
+        )
+
+    static member (~-)(a: Tensor) =
+        Tensor.Op(a.Raw.Unary Neg, [| a |], (fun g _ -> [| g.Unary Neg |]))
+
+    /// a op s (or s op a when `scalarFirst`), s a constant.
+    static member internal Scalar(op: BinaryOp, a: Tensor, s: float, scalarFirst: bool, da: RawTensor -> RawTensor) =
+        Tensor.Op(a.Raw.BinaryScalar(op, s, scalarFirst), [| a |], (fun g _ -> [| da g |]))
+
+    static member (+)(a: Tensor, s: float) = Tensor.Scalar(Add, a, s, false, id)
+    static member (+)(s: float, a: Tensor) = Tensor.Scalar(Add, a, s, true, id)
+    static member (-)(a: Tensor, s: float) = Tensor.Scalar(Sub, a, s, false, id)
+
+    static member (-)(s: float, a: Tensor) =
+        Tensor.Scalar(Sub, a, s, true, (fun g -> g.Unary Neg))
+
+    static member (*)(a: Tensor, s: float) =
+        Tensor.Scalar(Mul, a, s, false, (fun g -> g.BinaryScalar(Mul, s, false)))
+
+    static member (*)(s: float, a: Tensor) = a * s
+
+    static member (/)(a: Tensor, s: float) =
+        Tensor.Scalar(Div, a, s, false, (fun g -> g.BinaryScalar(Div, s, false)))
+
+    static member (/)(s: float, a: Tensor) =
+        // d(s/a)/da = -s/a²
+        Tensor.Scalar(Div, a, s, true, (fun g -> g.Binary(Mul, a.Raw.Unary(Square).BinaryScalar(Div, -s, true))))
+
+    /// a ** p for a constant exponent.
+    static member Pow(a: Tensor, p: float) =
+        Tensor.Scalar(
+            Pow,
+            a,
+            p,
+            false,
+            (fun g -> g.Binary(Mul, a.Raw.BinaryScalar(Pow, p - 1.0, false).BinaryScalar(Mul, p, false)))
+        )
+
+    /// a ** b elementwise, broadcasting.
+    static member Pow(a: Tensor, b: Tensor) =
+        let r = a.Raw.Binary(Pow, b.Raw)
+
+        Tensor.Broadcast(
+            Pow,
+            a,
+            b,
+            // d/da = b a^(b-1); d/db = a^b ln a
+            (fun g -> g.Binary(Mul, b.Raw).Binary(Mul, a.Raw.Binary(Pow, b.Raw.BinaryScalar(Sub, 1.0, false)))),
+            fun g -> g.Binary(Mul, r).Binary(Mul, a.Raw.Unary Log)
+        )
+
+/// Reverse-mode differentiation: the gradient of a scalar function, by walking the tape backwards.
+module internal Tape =
+
+    /// Gradients of `output` with respect to each of `variables` (zeros where it does not depend on one).
+    let gradients (output: Tensor) (variables: Tensor[]) : RawTensor[] =
+        if output.Numel <> 1 then
+            Shape.fail
+                "grad"
+                $"the function must return a scalar (one element), it returned shape {Shape.show output.Raw.Shape}; reduce it first (e.g. with Tensor.sum or Tensor.mean)"
+
+        let grads = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+
+        if output.IsTracked then
+            // Every node reachable from the output, in reverse creation order (a reverse topological order).
+            let seen = HashSet<Node>(HashIdentity.Reference)
+            let stack = Stack<Node>()
+            stack.Push output.Node
+
+            while stack.Count > 0 do
+                let n = stack.Pop()
+
+                if seen.Add n then
+                    for p in n.Parents do
+                        if p.IsTracked then
+                            stack.Push p.Node
+
+            let order = seen |> Seq.sortByDescending (fun n -> n.Id) |> Seq.toArray
+            grads[output.Node] <- output.Raw.Backend.Full(output.Raw.Shape, output.DType, 1.0)
+
+            for n in order do
+                match grads.TryGetValue n with
+                | true, g when n.Parents.Length > 0 ->
+                    let needs = n.Parents |> Array.map (fun p -> p.IsTracked)
+                    let parentGrads = n.Backward g needs
+
+                    for i in 0 .. n.Parents.Length - 1 do
+                        if needs[i] then
+                            let p = n.Parents[i].Node
+
+                            match grads.TryGetValue p with
+                            | true, acc -> grads[p] <- acc.Binary(Add, parentGrads[i])
+                            | _ -> grads[p] <- parentGrads[i]
+                | _ -> ()
+
+        variables
+        |> Array.map (fun v ->
+            match grads.TryGetValue v.Node with
+            | true, g -> g
+            | _ -> v.Raw.Backend.Full(v.Raw.Shape, v.DType, 0.0))

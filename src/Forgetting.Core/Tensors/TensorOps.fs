@@ -1,0 +1,462 @@
+namespace Forgetting.Tensors
+
+open System
+open Forgetting.Tensors.Cpu
+
+/// Creating, reshaping and computing with tensors; every differentiable op has its derivative rule
+/// beside its forward rule. Ops needing a backend create on the backend of their first input, new
+/// tensors on `Tensor.backend` (the CPU backend).
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Tensor =
+
+    /// The backend new tensors are created on.
+    let backend: IBackend = CpuBackend.Instance
+
+    // ---------------------------------------------------------------- creation
+
+    let private checkData (op: string) (shape: int[]) (length: int) =
+        Shape.validate op shape
+
+        if Shape.numel shape <> length then
+            Shape.fail op $"{length} values do not fill shape {Shape.show shape} ({Shape.numel shape} elements)"
+
+    /// A float32 tensor holding a copy of the values.
+    let ofArray (shape: int[]) (data: float32[]) =
+        checkData "ofArray" shape data.Length
+        Tensor.OfRaw(backend.OfFloat32(Array.copy shape, Array.copy data))
+
+    /// A float64 tensor holding a copy of the values.
+    let ofFloat64 (shape: int[]) (data: float[]) =
+        checkData "ofFloat64" shape data.Length
+        Tensor.OfRaw(backend.OfFloat64(Array.copy shape, Array.copy data))
+
+    /// A tensor of the given dtype from float64 values.
+    let create (dtype: DType) (shape: int[]) (data: float[]) =
+        checkData "create" shape data.Length
+
+        match dtype with
+        | Float32 -> Tensor.OfRaw(backend.OfFloat32(Array.copy shape, Array.map float32 data))
+        | Float64 -> ofFloat64 shape data
+
+    /// Takes ownership of the array, without a copy: the caller must not change it afterwards.
+    let internal wrap32 (shape: int[]) (data: float32[]) =
+        Tensor.OfRaw(backend.OfFloat32(shape, data))
+
+    let full (dtype: DType) (shape: int[]) (value: float) =
+        Shape.validate "full" shape
+        Tensor.OfRaw(backend.Full(Array.copy shape, dtype, value))
+
+    let zeros dtype shape = full dtype shape 0.0
+    let ones dtype shape = full dtype shape 1.0
+    let scalar (dtype: DType) (value: float) = full dtype [||] value
+
+    /// 0, 1, …, n-1.
+    let arange (dtype: DType) (n: int) =
+        create dtype [| n |] (Array.init n float)
+
+    /// Uniform in [lo, hi), from an explicit key.
+    let uniform (rng: Rng) (dtype: DType) (shape: int[]) (lo: float) (hi: float) =
+        Shape.validate "uniform" shape
+        create dtype shape (Rng.uniform (Shape.numel shape) rng |> Array.map (fun u -> lo + (hi - lo) * u))
+
+    /// Normal with the given mean and standard deviation, from an explicit key.
+    let normal (rng: Rng) (dtype: DType) (shape: int[]) (mean: float) (std: float) =
+        Shape.validate "normal" shape
+        create dtype shape (Rng.normal (Shape.numel shape) rng |> Array.map (fun z -> mean + std * z))
+
+    let zerosLike (t: Tensor) =
+        Tensor.OfRaw(t.Raw.Backend.Full(t.Raw.Shape, t.DType, 0.0))
+
+    let fullLike (t: Tensor) (value: float) =
+        Tensor.OfRaw(t.Raw.Backend.Full(t.Raw.Shape, t.DType, value))
+
+    let cast (dtype: DType) (t: Tensor) =
+        if t.DType = dtype then
+            t
+        else
+            Tensor.Op(t.Raw.Cast dtype, [| t |], (fun g _ -> [| g.Cast t.DType |]))
+
+    let stopGradient (t: Tensor) = t.StopGradient()
+
+    // ---------------------------------------------------------------- shape
+
+    let reshape (shape: int[]) (t: Tensor) =
+        let target = Shape.resolve "reshape" t.Numel shape
+        let from = t.Raw.Shape
+        Tensor.Op(t.Raw.Reshape target, [| t |], (fun g _ -> [| g.Reshape from |]))
+
+    /// Flatten all axes but the first: [B, …] → [B, features].
+    let flatten (t: Tensor) =
+        if t.Rank < 1 then
+            Shape.fail "flatten" "needs at least one axis"
+
+        reshape [| t.Raw.Shape[0]; -1 |] t
+
+    let permute (axes: int[]) (t: Tensor) =
+        if Array.sort axes <> Array.init t.Rank id then
+            Shape.fail "permute" $"{Shape.show axes} is not a permutation of the axes of shape {Shape.show t.Raw.Shape}"
+
+        let inverse = Array.zeroCreate axes.Length
+        axes |> Array.iteri (fun i a -> inverse[a] <- i)
+        Tensor.Op(t.Raw.Permute axes, [| t |], (fun g _ -> [| g.Permute inverse |]))
+
+    /// Swap the last two axes.
+    let transpose (t: Tensor) =
+        if t.Rank < 2 then
+            Shape.fail "transpose" $"needs at least two axes, got shape {Shape.show t.Raw.Shape}"
+
+        let axes = Array.init t.Rank id
+        axes[t.Rank - 2] <- t.Rank - 1
+        axes[t.Rank - 1] <- t.Rank - 2
+        permute axes t
+
+    let private checkLeading (op: string) (t: Tensor) =
+        if t.Rank < 1 then
+            Shape.fail op "needs a tensor with at least one axis"
+
+    /// Rows start .. start+length-1 along the leading axis.
+    let slice (start: int) (length: int) (t: Tensor) =
+        checkLeading "slice" t
+        let rows = t.Raw.Shape[0]
+
+        if start < 0 || length < 0 || start + length > rows then
+            Shape.fail "slice" $"rows {start}..{start + length - 1} are outside shape {Shape.show t.Raw.Shape}"
+
+        Tensor.Op(
+            t.Raw.Slice(start, length),
+            [| t |],
+            fun g _ -> [| g.ScatterAdd(Array.init length (fun i -> start + i), rows) |]
+        )
+
+    /// Rows picked by index along the leading axis (repeats allowed).
+    let gather (indices: int[]) (t: Tensor) =
+        checkLeading "gather" t
+        let rows = t.Raw.Shape[0]
+
+        indices
+        |> Array.iter (fun i ->
+            if i < 0 || i >= rows then
+                Shape.fail "gather" $"index {i} is outside the {rows} rows of shape {Shape.show t.Raw.Shape}")
+
+        let indices = Array.copy indices
+        Tensor.Op(t.Raw.Gather indices, [| t |], (fun g _ -> [| g.ScatterAdd(indices, rows) |]))
+
+    /// Row i along the leading axis, that axis removed.
+    let index (i: int) (t: Tensor) = slice i 1 t |> reshape t.Raw.Shape[1..]
+
+    let concat (axis: int) (ts: Tensor list) =
+        match ts with
+        | [] -> Shape.fail "concat" "needs at least one tensor"
+        | first :: rest ->
+            let axis = Shape.axis "concat" first.Raw.Shape axis
+
+            for t in rest do
+                Tensor.CheckDType("concat", first, t)
+
+                if
+                    t.Rank <> first.Rank
+                    || Array.exists2 (fun (i, a) b -> i <> axis && a <> b) (Array.indexed first.Raw.Shape) t.Raw.Shape
+                then
+                    Shape.fail
+                        "concat"
+                        $"shapes {Shape.show first.Raw.Shape} and {Shape.show t.Raw.Shape} differ off axis {axis}"
+
+            let parts = Array.ofList ts
+            let sizes = parts |> Array.map (fun t -> t.Raw.Shape[axis])
+            let raw = first.Raw.Concat(parts[1..] |> Array.map (fun t -> t.Raw), axis)
+
+            Tensor.Op(
+                raw,
+                parts,
+                fun g needs ->
+                    // Each part's gradient is its block of g along the axis: move the axis to the front, slice.
+                    let front =
+                        Array.init g.Rank (fun i ->
+                            if i = 0 then axis
+                            elif i <= axis then i - 1
+                            else i)
+
+                    let back = Array.zeroCreate g.Rank
+                    front |> Array.iteri (fun i a -> back[a] <- i)
+                    let moved = g.Permute front
+                    let mutable start = 0
+
+                    Array.init parts.Length (fun i ->
+                        let s = start
+                        start <- start + sizes[i]
+
+                        if needs[i] then
+                            moved.Slice(s, sizes[i]).Permute back
+                        else
+                            null)
+            )
+
+    /// Stack equal shapes along a new leading axis.
+    let stack (ts: Tensor list) =
+        ts
+        |> List.map (fun t -> reshape (Array.append [| 1 |] t.Raw.Shape) t)
+        |> concat 0
+
+    /// Broadcast to a shape (NumPy rules), materialised.
+    let broadcastTo (shape: int[]) (t: Tensor) =
+        let target = Shape.broadcast "broadcastTo" t.Raw.Shape shape
+
+        if target <> shape then
+            Shape.fail "broadcastTo" $"shape {Shape.show t.Raw.Shape} cannot be broadcast to {Shape.show shape}"
+
+        let from = t.Raw.Shape
+        Tensor.Op(t.Raw.Expand shape, [| t |], (fun g _ -> [| g.SumTo from |]))
+
+    // ---------------------------------------------------------------- elementwise
+
+    let private unary (op: UnaryOp) (rule: RawTensor -> RawTensor -> RawTensor -> RawTensor) (t: Tensor) =
+        let y = t.Raw.Unary op
+        Tensor.Op(y, [| t |], (fun g _ -> [| rule g t.Raw y |]))
+
+    let neg (t: Tensor) = -t
+
+    let exp t =
+        unary Exp (fun g _ y -> g.Binary(Mul, y)) t
+
+    let log t =
+        unary Log (fun g x _ -> g.Binary(Div, x)) t
+
+    let sqrt t =
+        unary Sqrt (fun g _ y -> g.Binary(Div, y.BinaryScalar(Mul, 2.0, false))) t
+
+    let abs t =
+        unary Abs (fun g x _ -> g.Binary(Mul, x.Unary Sign)) t
+
+    /// The sign; its gradient is zero everywhere.
+    let sign (t: Tensor) = Tensor.OfRaw(t.Raw.Unary Sign)
+
+    let tanh t =
+        unary Tanh (fun g _ y -> g.Binary(Mul, y.Unary(Square).BinaryScalar(Sub, 1.0, true))) t
+
+    let sigmoid t =
+        unary Sigmoid (fun g _ y -> g.Binary(Mul, y.Binary(Mul, y.BinaryScalar(Sub, 1.0, true)))) t
+
+    let relu t =
+        unary Relu (fun g x _ -> g.Binary(Mul, x.Unary Step)) t
+
+    let square t =
+        unary Square (fun g x _ -> g.Binary(Mul, x.BinaryScalar(Mul, 2.0, false))) t
+
+    let pow (p: float) (t: Tensor) = Tensor.Pow(t, p)
+
+    /// Elementwise maximum with a constant; the gradient flows where t > c.
+    let maxScalar (c: float) (t: Tensor) =
+        Tensor.Scalar(Maximum, t, c, false, (fun g -> g.Binary(Mul, t.Raw.BinaryScalar(Greater, c, false))))
+
+    /// Elementwise minimum with a constant; the gradient flows where t < c.
+    let minScalar (c: float) (t: Tensor) =
+        Tensor.Scalar(Minimum, t, c, false, (fun g -> g.Binary(Mul, t.Raw.BinaryScalar(Greater, c, true))))
+
+    /// Clamp into [lo, hi]; the gradient flows strictly inside.
+    let clamp (lo: float) (hi: float) (t: Tensor) =
+        if lo > hi then
+            Shape.fail "clamp" $"lower bound {lo} is above upper bound {hi}"
+
+        let inside =
+            t.Raw.BinaryScalar(Greater, lo, false).Binary(Mul, t.Raw.BinaryScalar(Greater, hi, true))
+
+        Tensor.Op(t.Raw.Clamp(lo, hi), [| t |], (fun g _ -> [| g.Binary(Mul, inside) |]))
+
+    /// Elementwise maximum of two tensors; ties send the gradient to the first.
+    let maximum (a: Tensor) (b: Tensor) =
+        let aWins = a.Raw.Binary(Greater, b.Raw).Binary(Maximum, a.Raw.Binary(Equal, b.Raw))
+        let bWins = aWins.BinaryScalar(Sub, 1.0, true)
+        Tensor.Broadcast(Maximum, a, b, (fun g -> g.Binary(Mul, aWins)), (fun g -> g.Binary(Mul, bWins)))
+
+    /// Elementwise `mask <> 0 ? a : b` (the mask is a constant), broadcasting all three.
+    let where (mask: Tensor) (a: Tensor) (b: Tensor) =
+        Tensor.CheckDType("where", a, b)
+        let m = mask.Raw.Cast a.DType
+        let zero = a.Raw.Backend.Full([||], a.DType, 0.0)
+        let r = m.Where(a.Raw, b.Raw)
+
+        Tensor.Op(
+            r,
+            [| a; b |],
+            fun g needs ->
+                [|
+                    (if needs[0] then
+                         m.Where(g, zero).SumTo a.Raw.Shape
+                     else
+                         null)
+                    (if needs[1] then
+                         m.Where(zero, g).SumTo b.Raw.Shape
+                     else
+                         null)
+                |]
+        )
+
+    /// 1 where a > b, else 0 (a constant).
+    let greater (a: Tensor) (b: Tensor) =
+        Tensor.CheckDType("greater", a, b)
+        Tensor.OfRaw(a.Raw.Binary(Greater, b.Raw))
+
+    // ---------------------------------------------------------------- reductions
+
+    let sum (t: Tensor) =
+        let from = t.Raw.Shape
+
+        Tensor.Op(
+            t.Raw.Backend.Full([||], t.DType, t.Raw.SumAll()),
+            [| t |],
+            fun g _ -> [| g.Reshape(Array.create from.Length 1).Expand from |]
+        )
+
+    let mean (t: Tensor) =
+        if t.Numel = 0 then
+            Shape.fail "mean" $"the mean of an empty tensor (shape {Shape.show t.Raw.Shape}) is undefined"
+
+        sum t / float t.Numel
+
+    /// Sum along an axis (negative counts from the end).
+    let sumAxis (axis: int) (keepDim: bool) (t: Tensor) =
+        let a = Shape.axis "sumAxis" t.Raw.Shape axis
+        let from = t.Raw.Shape
+        let kept = t.Raw.Reduce(Sum, a)
+
+        let r =
+            if keepDim then
+                kept
+            else
+                kept.Reshape(Shape.reduce from a false)
+
+        Tensor.Op(r, [| t |], (fun g _ -> [| g.Reshape(Shape.reduce from a true).Expand from |]))
+
+    let meanAxis (axis: int) (keepDim: bool) (t: Tensor) =
+        let a = Shape.axis "meanAxis" t.Raw.Shape axis
+
+        if t.Raw.Shape[a] = 0 then
+            Shape.fail "meanAxis" $"axis {axis} of shape {Shape.show t.Raw.Shape} is empty"
+
+        sumAxis a keepDim t / float t.Raw.Shape[a]
+
+    /// Maximum along an axis; the gradient goes to the first maximum.
+    let maxAxis (axis: int) (keepDim: bool) (t: Tensor) =
+        let a = Shape.axis "maxAxis" t.Raw.Shape axis
+        let from = t.Raw.Shape
+        let kept = t.Raw.Reduce(Max, a)
+
+        let r =
+            if keepDim then
+                kept
+            else
+                kept.Reshape(Shape.reduce from a false)
+
+        Tensor.Op(
+            r,
+            [| t |],
+            fun g _ ->
+                // One-hot of the first arg-max along the axis, built on the host.
+                let arg = t.Raw.ArgMax a
+                let len, inner = from[a], Shape.numel from[a + 1 ..]
+                let mask = Array.zeroCreate (Shape.numel from)
+
+                arg
+                |> Array.iteri (fun j k ->
+                    let o, i = j / inner, j % inner
+                    mask[(o * len + k) * inner + i] <- 1.0)
+
+                let m = t.Raw.Backend.OfFloat64(from, mask).Cast t.DType
+                [| g.Reshape(Shape.reduce from a true).Expand(from).Binary(Mul, m) |]
+        )
+
+    /// Maximum of all elements.
+    let max (t: Tensor) =
+        if t.Numel = 0 then
+            Shape.fail "max" "the maximum of an empty tensor is undefined"
+
+        reshape [| -1 |] t |> maxAxis 0 false
+
+    let argMax (axis: int) (t: Tensor) =
+        t.Raw.ArgMax(Shape.axis "argMax" t.Raw.Shape axis)
+
+    /// The lower median of all elements, as a constant (no gradient flows through a median).
+    let median (t: Tensor) =
+        Tensor.OfRaw(t.Raw.Backend.Full([||], t.DType, t.Raw.Median()))
+
+    // ---------------------------------------------------------------- linear algebra
+
+    /// Matrix product: [m,k]×[k,n], [b,m,k]×[b,k,n], or [b,m,k]×[k,n] (the matrix shared by the batch).
+    let matmul (a: Tensor) (b: Tensor) =
+        Tensor.CheckDType("matmul", a, b)
+        let ra, rb = a.Rank, b.Rank
+
+        let ok =
+            (ra = 2 && rb = 2)
+            || (ra = 3 && rb = 2)
+            || (ra = 3 && rb = 3 && a.Raw.Shape[0] = b.Raw.Shape[0])
+
+        if not ok then
+            Shape.fail "matmul" $"cannot multiply shapes {Shape.show a.Raw.Shape} and {Shape.show b.Raw.Shape}"
+
+        let r = a.Raw.MatMul(false, b.Raw, false)
+
+        Tensor.Op(
+            r,
+            [| a; b |],
+            fun g needs ->
+                [|
+                    (if needs[0] then g.MatMul(false, b.Raw, true) else null)
+                    (if needs[1] then
+                         if ra = 3 && rb = 2 then
+                             // The shared matrix collects the gradient of every batch element.
+                             let flatA = a.Raw.Reshape [| a.Raw.Shape[0] * a.Raw.Shape[1]; a.Raw.Shape[2] |]
+                             let flatG = g.Reshape [| g.Shape[0] * g.Shape[1]; g.Shape[2] |]
+                             flatA.MatMul(true, flatG, false)
+                         else
+                             a.Raw.MatMul(true, g, false)
+                     else
+                         null)
+                |]
+        )
+
+    /// A dense layer: x [B, in] × w [in, out] + b [out].
+    let linear (x: Tensor) (w: Tensor) (b: Tensor) = matmul x w + b
+
+    // ---------------------------------------------------------------- softmax
+
+    let softmax (axis: int) (t: Tensor) =
+        let a = Shape.axis "softmax" t.Raw.Shape axis
+        let s = t.Raw.Softmax a
+        // dx = s ⊙ (g − Σ g⊙s)
+        Tensor.Op(
+            s,
+            [| t |],
+            fun g _ ->
+                let dot = g.Binary(Mul, s).Reduce(Sum, a)
+                [| s.Binary(Mul, g.Binary(Sub, dot)) |]
+        )
+
+    let logSoftmax (axis: int) (t: Tensor) =
+        let a = Shape.axis "logSoftmax" t.Raw.Shape axis
+        let ls = t.Raw.LogSoftmax a
+        // dx = g − softmax ⊙ Σ g
+        Tensor.Op(
+            ls,
+            [| t |],
+            fun g _ ->
+                let total = g.Reduce(Sum, a)
+                [| g.Binary(Sub, ls.Unary(Exp).Binary(Mul, total)) |]
+        )
+
+    // ---------------------------------------------------------------- differentiation
+
+    /// The value of f at xs and its gradient with respect to each of xs; f must return a scalar.
+    let valueAndGrads (f: Tensor[] -> Tensor) (xs: Tensor[]) : Tensor * Tensor[] =
+        let vars = xs |> Array.map Tensor.Variable
+        let y = f vars
+        let grads = Tape.gradients y vars
+        y.StopGradient(), grads |> Array.map Tensor.OfRaw
+
+    let valueAndGrad (f: Tensor -> Tensor) (x: Tensor) : Tensor * Tensor =
+        let y, g = valueAndGrads (fun xs -> f xs[0]) [| x |]
+        y, g[0]
+
+    let grad (f: Tensor -> Tensor) (x: Tensor) = valueAndGrad f x |> snd
+
+    let grads (f: Tensor[] -> Tensor) (xs: Tensor[]) = valueAndGrads f xs |> snd

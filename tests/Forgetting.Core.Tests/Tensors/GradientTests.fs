@@ -1,0 +1,315 @@
+/// Every differentiable op: reverse-mode gradients equal central finite differences (float64, the
+/// tolerances of GradCheck), on random shapes and values.
+module Forgetting.Tests.Tensors.GradientTests
+
+open FsCheck.FSharp
+open Xunit
+open Forgetting.Tensors
+open Forgetting.Tests
+open Forgetting.Tests.Tensors.GradCheck
+
+/// f of one random tensor of a random shape, values in [lo, hi] kept `gap` away from 0.
+let private unaryCheck lo hi gap (f: Tensor -> Tensor) =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        agrees (fun xs -> f xs[0] |> Tensor.sum) [| tensor seed shape lo hi gap |])
+
+/// f of two random tensors whose shapes broadcast against each other.
+let private binaryCheck lo hi gap (f: Tensor -> Tensor -> Tensor) =
+    Checks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
+        // A weighted sum, so that a wrong gradient cannot hide behind symmetric weights.
+        let a, b = tensor seed sa lo hi gap, tensor (seed / 2 + 1) sb lo hi gap
+
+        agrees
+            (fun xs ->
+                let y = f xs[0] xs[1]
+                y * tensor 7 y.Shape 0.5 1.5 0.0 |> Tensor.sum)
+            [| a; b |])
+
+[<Fact>]
+let ``add`` () = binaryCheck -2.0 2.0 0.0 (+)
+
+[<Fact>]
+let ``sub`` () = binaryCheck -2.0 2.0 0.0 (-)
+
+[<Fact>]
+let ``mul`` () = binaryCheck -2.0 2.0 0.0 (*)
+
+[<Fact>]
+let ``div`` () = binaryCheck 0.5 2.0 0.0 (/)
+
+[<Fact>]
+let ``pow of two tensors`` () =
+    binaryCheck 0.5 2.0 0.0 (fun a b -> Tensor.Pow(a, b))
+
+[<Fact>]
+let ``maximum of two tensors`` () =
+    // Values apart from each other: at a tie the maximum has no derivative.
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        let a = tensor seed shape -2.0 2.0 0.0
+
+        let b =
+            a
+            + tensor (seed + 1) shape 0.1 0.5 0.0
+              * Tensor.sign (tensor (seed + 2) shape -1.0 1.0 0.1)
+
+        agrees (fun xs -> Tensor.maximum xs[0] xs[1] |> Tensor.sum) [| a; b |])
+
+[<Fact>]
+let ``scalar arithmetic`` () =
+    unaryCheck 0.5 2.0 0.0 (fun (x: Tensor) -> (3.0 - x) * 2.0 + 1.0 - x / 4.0 + 2.0 / x + 1.5 * x - 0.5)
+
+[<Fact>]
+let ``neg`` () = unaryCheck -2.0 2.0 0.0 Tensor.neg
+
+[<Fact>]
+let ``exp`` () = unaryCheck -2.0 2.0 0.0 Tensor.exp
+
+[<Fact>]
+let ``log`` () = unaryCheck 0.2 3.0 0.0 Tensor.log
+
+[<Fact>]
+let ``pow with a constant exponent`` () = unaryCheck 0.2 3.0 0.0 (Tensor.pow 2.7)
+
+[<Fact>]
+let ``sqrt`` () = unaryCheck 0.2 3.0 0.0 Tensor.sqrt
+
+[<Fact>]
+let ``abs`` () = unaryCheck -2.0 2.0 0.1 Tensor.abs
+
+[<Fact>]
+let ``sign has a zero gradient`` () =
+    unaryCheck -2.0 2.0 0.1 (fun x -> Tensor.sign x * 3.0)
+
+[<Fact>]
+let ``tanh`` () = unaryCheck -3.0 3.0 0.0 Tensor.tanh
+
+[<Fact>]
+let ``sigmoid`` () = unaryCheck -4.0 4.0 0.0 Tensor.sigmoid
+
+[<Fact>]
+let ``relu`` () = unaryCheck -2.0 2.0 0.1 Tensor.relu
+
+[<Fact>]
+let ``square`` () = unaryCheck -2.0 2.0 0.0 Tensor.square
+
+[<Fact>]
+let ``max and min with a constant`` () =
+    // 0.05 is never within the step of any value (values are at least 0.1 from 0 ... the gap below).
+    unaryCheck -2.0 2.0 0.1 (fun x -> Tensor.maxScalar 0.0 x + Tensor.minScalar 0.0 x * 3.0)
+
+[<Fact>]
+let ``clamp`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        // Values kept 0.05 away from the bounds ±1, where the clamp has no derivative.
+        let v =
+            (tensor seed shape -2.0 2.0 0.0).ToFloat64Array()
+            |> Array.map (fun (x: float) ->
+                if System.Math.Abs(System.Math.Abs x - 1.0) < 0.05 then
+                    x * 1.1
+                else
+                    x)
+
+        agrees (fun xs -> Tensor.clamp -1.0 1.0 xs[0] * 2.0 |> Tensor.sum) [| Tensor.ofFloat64 shape v |])
+
+[<Fact>]
+let ``where`` () =
+    Checks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
+        let mask =
+            Tensor.greater (tensor (seed + 5) sa -1.0 1.0 0.0) (Tensor.zeros Float64 [||])
+
+        agrees
+            (fun xs -> Tensor.where mask xs[0] xs[1] * 1.5 |> Tensor.sum)
+            [| tensor seed sa -1.0 1.0 0.0; tensor seed sb -1.0 1.0 0.0 |])
+
+[<Fact>]
+let ``sum and mean`` () =
+    unaryCheck -2.0 2.0 0.0 (fun x -> Tensor.sum (x * x) + Tensor.mean x * 3.0)
+
+/// A random shape and one of its axes.
+let private shapeAndAxis =
+    gen {
+        let! shape = shapes
+        let! axis = Gen.choose (-shape.Length, shape.Length - 1)
+        let! keep = Gen.elements [ false; true ]
+        return shape, axis, keep
+    }
+
+[<Fact>]
+let ``sum, mean and max along an axis`` () =
+    Checks.forAll (Gen.zip shapeAndAxis seeds) (fun ((shape, axis, keep), seed) ->
+        let weights (t: Tensor) =
+            t * tensor 3 t.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+        agrees
+            (fun xs ->
+                weights (Tensor.sumAxis axis keep xs[0])
+                + weights (Tensor.meanAxis axis keep xs[0])
+                + weights (Tensor.maxAxis axis keep xs[0]))
+            [| tensor seed shape -2.0 2.0 0.0 |])
+
+[<Fact>]
+let ``max of all elements`` () = unaryCheck -2.0 2.0 0.0 Tensor.max
+
+/// Matrix shapes: 2-D, batched 3-D and 3-D against a shared 2-D matrix.
+let private matmulShapes =
+    gen {
+        let! m, k, n, b =
+            Gen.zip (Gen.zip (Gen.choose (1, 5)) (Gen.choose (1, 5))) (Gen.zip (Gen.choose (1, 5)) (Gen.choose (1, 3)))
+            |> Gen.map (fun ((m, k), (n, b)) -> m, k, n, b)
+
+        return!
+            Gen.elements
+                [
+                    [| m; k |], [| k; n |]
+                    [| b; m; k |], [| b; k; n |]
+                    [| b; m; k |], [| k; n |]
+                ]
+    }
+
+[<Fact>]
+let ``matmul`` () =
+    Checks.forAll (Gen.zip matmulShapes seeds) (fun ((sa, sb), seed) ->
+        agrees
+            (fun xs ->
+                let y = Tensor.matmul xs[0] xs[1]
+                y * tensor 9 y.Shape 0.5 1.5 0.0 |> Tensor.sum)
+            [| tensor seed sa -1.0 1.0 0.0; tensor (seed + 1) sb -1.0 1.0 0.0 |])
+
+[<Fact>]
+let ``softmax and log-softmax`` () =
+    Checks.forAll (Gen.zip shapeAndAxis seeds) (fun ((shape, axis, _), seed) ->
+        let w (t: Tensor) =
+            t * tensor 4 t.Shape -1.0 1.0 0.0 |> Tensor.sum
+
+        agrees
+            (fun xs -> w (Tensor.softmax axis xs[0]) + w (Tensor.logSoftmax axis xs[0]))
+            [| tensor seed shape -3.0 3.0 0.0 |])
+
+[<Fact>]
+let ``reshape, permute, transpose and broadcastTo`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        let w (t: Tensor) =
+            t * tensor 5 t.Shape -1.0 1.0 0.0 |> Tensor.sum
+
+        let axes = Array.init shape.Length id |> Array.rev
+
+        agrees
+            (fun xs ->
+                let x = xs[0]
+
+                w (Tensor.reshape [| -1 |] x)
+                + w (Tensor.permute axes x)
+                + (if x.Rank >= 2 then
+                       w (Tensor.transpose x)
+                   else
+                       Tensor.zeros Float64 [||])
+                + w (Tensor.broadcastTo (Array.append [| 2 |] shape) x))
+            [| tensor seed shape -1.0 1.0 0.0 |])
+
+[<Fact>]
+let ``slice, index, gather, concat and stack`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        let w (t: Tensor) =
+            t * tensor 6 t.Shape -1.0 1.0 0.0 |> Tensor.sum
+
+        let rows = shape[0]
+
+        agrees
+            (fun xs ->
+                let x = xs[0]
+
+                w (Tensor.slice (rows / 2) (rows - rows / 2) x)
+                + w (Tensor.index (rows - 1) x)
+                + w (Tensor.gather [| rows - 1; 0; rows - 1 |] x)
+                + w (Tensor.concat (shape.Length - 1) [ x; x * 2.0; x ])
+                + w (Tensor.concat 0 [ x; x ])
+                + w (Tensor.stack [ x; x * 3.0 ]))
+            [| tensor seed shape -1.0 1.0 0.0 |])
+
+[<Fact>]
+let ``cross-entropy from logits`` () =
+    Checks.forAll (Gen.zip (Gen.zip (Gen.choose (1, 5)) (Gen.choose (2, 6))) seeds) (fun ((b, c), seed) ->
+        let labels = Array.init b (fun i -> (seed + i) % c)
+        agrees (fun xs -> Functional.crossEntropy xs[0] labels) [| tensor seed [| b; c |] -3.0 3.0 0.0 |])
+
+[<Fact>]
+let ``mse`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        agrees
+            (fun xs -> Functional.mse xs[0] xs[1])
+            [| tensor seed shape -1.0 1.0 0.0; tensor (seed + 1) shape -1.0 1.0 0.0 |])
+
+[<Fact>]
+let ``conv2d with stride and padding`` () =
+    let cases =
+        gen {
+            let! n, c, o = Gen.zip3 (Gen.choose (1, 2)) (Gen.choose (1, 2)) (Gen.choose (1, 3))
+            let! h, w, k = Gen.zip3 (Gen.choose (3, 6)) (Gen.choose (3, 6)) (Gen.choose (1, 3))
+            let! stride, padding = Gen.zip (Gen.choose (1, 2)) (Gen.choose (0, 1))
+            let! seed = seeds
+            return [| n; c; h; w |], [| o; c; k; k |], stride, padding, seed
+        }
+
+    Checks.checkN
+        30
+        (Prop.forAll (Arb.fromGen cases) (fun (xs, ws, stride, padding, seed) ->
+            agrees
+                (fun t ->
+                    let y = Functional.conv2d stride padding t[0] t[1] (Some t[2])
+                    y * tensor 8 y.Shape -1.0 1.0 0.0 |> Tensor.sum)
+                [|
+                    tensor seed xs -1.0 1.0 0.0
+                    tensor (seed + 1) ws -1.0 1.0 0.0
+                    tensor (seed + 2) [| ws[0] |] -1.0 1.0 0.0
+                |]))
+
+[<Fact>]
+let ``max-pool 2-D`` () =
+    Checks.forAll (Gen.zip (Gen.zip (Gen.choose (1, 2)) (Gen.choose (2, 3))) seeds) (fun ((k, stride), seed) ->
+        // Distinct values, so that each window has a single maximum.
+        let values =
+            Rng.permutation (2 * 2 * 6 * 6) (Rng.create (int64 seed))
+            |> Array.map (fun i -> float i / 10.0)
+
+        agrees
+            (fun xs -> Functional.maxPool2d k stride xs[0] * 1.5 |> Tensor.sum)
+            [| Tensor.ofFloat64 [| 2; 2; 6; 6 |] values |])
+
+[<Fact>]
+let ``dropout with a fixed key is linear`` () =
+    unaryCheck -1.0 1.0 0.0 (Functional.dropout (Rng.create 3L) 0.3)
+
+[<Fact>]
+let ``batch norm and layer norm`` () =
+    Checks.forAll (Gen.zip (Gen.elements [ [| 4; 3 |]; [| 3; 2; 2; 2 |] ]) seeds) (fun (shape, seed) ->
+        let w (t: Tensor) =
+            t * tensor 11 t.Shape -1.0 1.0 0.0 |> Tensor.sum
+
+        let ch = shape[1]
+
+        agrees
+            (fun xs ->
+                let bn = Functional.batchNorm 1e-5 xs[1] xs[2] xs[0]
+                w bn.Output + w (Functional.layerNorm 1e-5 xs[3] xs[4] xs[0]))
+            [|
+                tensor seed shape -2.0 2.0 0.0
+                tensor (seed + 1) [| ch |] 0.5 1.5 0.0
+                tensor (seed + 2) [| ch |] -1.0 1.0 0.0
+                tensor (seed + 3) [| shape[shape.Length - 1] |] 0.5 1.5 0.0
+                tensor (seed + 4) [| shape[shape.Length - 1] |] -1.0 1.0 0.0
+            |])
+
+[<Fact>]
+let ``stopGradient and median pass no gradient; cast passes it unchanged`` () =
+    let x = tensor 1 [| 5 |] 0.0 1.0 0.0
+
+    let g =
+        Tensor.grad (fun x -> Tensor.sum (x * Tensor.stopGradient x) + Tensor.median x) x
+
+    Assert.Equal<float[]>(x.ToFloat64Array(), g.ToFloat64Array())
+
+    let g2 =
+        Tensor.grad (fun x -> Tensor.cast Float32 x * 2.0 |> Tensor.sum |> Tensor.cast Float64) x
+
+    Assert.Equal(Float64, g2.DType)
+    Assert.Equal<float[]>(Array.create 5 2.0, g2.ToFloat64Array())

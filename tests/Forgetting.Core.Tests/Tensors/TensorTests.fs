@@ -1,0 +1,209 @@
+/// Invariants of the engine other than gradients: broadcasting, softmax, matmul and conv2d against
+/// naive loops, float32 against float64, stability, errors that name the op, and the RNG.
+module Forgetting.Tests.Tensors.TensorTests
+
+open System
+open FsCheck.FSharp
+open Xunit
+open Forgetting.Tensors
+open Forgetting.Tests
+open Forgetting.Tests.Tensors.GradCheck
+
+let private close (tol: float) (a: float[]) (b: float[]) =
+    a.Length = b.Length
+    && Array.forall2 (fun (x: float) y -> Math.Abs(x - y) <= tol * (1.0 + Math.Abs y)) a b
+
+[<Fact>]
+let ``broadcasting equals explicit expansion`` () =
+    Checks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
+        let a, b = tensor seed sa -2.0 2.0 0.0, tensor (seed + 1) sb -2.0 2.0 0.0
+        let shape = Shape.broadcast "test" sa sb
+        let ea, eb = Tensor.broadcastTo shape a, Tensor.broadcastTo shape b
+
+        [ (+); (-); (*); (fun x y -> Tensor.maximum x y) ]
+        |> List.forall (fun op -> (op a b).ToFloat64Array() = (op ea eb).ToFloat64Array()))
+
+[<Fact>]
+let ``softmax sums to 1 along its axis and log-softmax is its log`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        let x = tensor seed shape -30.0 30.0 0.0
+        let axis = shape.Length - 1 - seed % shape.Length
+        let s = Tensor.softmax axis x
+        let sums = Tensor.sumAxis axis false s
+
+        close 1e-12 (sums.ToFloat64Array()) (Array.create sums.Numel 1.0)
+        && close 1e-12 ((Tensor.logSoftmax axis x).ToFloat64Array()) ((Tensor.log s).ToFloat64Array()))
+
+[<Fact>]
+let ``log-softmax and cross-entropy stay finite for huge logits`` () =
+    for dtype in [ Float32; Float64 ] do
+        let logits =
+            Tensor.create dtype [| 2; 3 |] [| 1e4; -1e4; 0.0; 500.0; 500.0; -500.0 |]
+
+        let ls = (Tensor.logSoftmax 1 logits).ToFloat64Array()
+        Assert.All(ls, fun v -> Assert.True(Double.IsFinite v, $"log-softmax gave {v}"))
+
+        let loss, g =
+            Tensor.valueAndGrad (fun l -> Functional.crossEntropy l [| 1; 2 |]) logits
+
+        Assert.True(Double.IsFinite loss.Item)
+        Assert.All(g.ToFloat64Array(), fun v -> Assert.True(Double.IsFinite v))
+        // Row 0 puts its mass on class 0 (loss 2e4); row 1 on classes 0 and 1 (loss 1000 + log 2).
+        Assert.Equal((2e4 + 1000.0 + Math.Log 2.0) / 2.0, loss.Item, (if dtype = Float64 then 9 else 0))
+
+let private naiveMatmul (a: float[]) (b: float[]) m k n =
+    Array.init (m * n) (fun ij ->
+        let i, j = ij / n, ij % n
+        Seq.sum (seq { for p in 0 .. k - 1 -> a[i * k + p] * b[p * n + j] }))
+
+[<Fact>]
+let ``matmul equals the naive triple loop, batched and shared`` () =
+    let dims = Gen.choose (1, 40)
+
+    Checks.checkN
+        60
+        (Prop.forAll
+            (Arb.fromGen (Gen.zip (Gen.zip3 dims dims dims) (Gen.zip (Gen.choose (1, 3)) seeds)))
+            (fun ((m, k, n), (b, seed)) ->
+                let a = tensor seed [| b; m; k |] -1.0 1.0 0.0
+                let w = tensor (seed + 1) [| k; n |] -1.0 1.0 0.0
+                let batched = tensor (seed + 2) [| b; k; n |] -1.0 1.0 0.0
+                let av, wv, bv = a.ToFloat64Array(), w.ToFloat64Array(), batched.ToFloat64Array()
+                let slice (v: float[]) i size = v[i * size .. (i + 1) * size - 1]
+                let shared = (Tensor.matmul a w).ToFloat64Array()
+                let each = (Tensor.matmul a batched).ToFloat64Array()
+                let plain = (Tensor.matmul (Tensor.index 0 a) w).ToFloat64Array()
+
+                close 1e-12 plain (naiveMatmul (slice av 0 (m * k)) wv m k n)
+                && Seq.forall
+                    (fun i ->
+                        close 1e-12 (slice shared i (m * n)) (naiveMatmul (slice av i (m * k)) wv m k n)
+                        && close
+                            1e-12
+                            (slice each i (m * n))
+                            (naiveMatmul (slice av i (m * k)) (slice bv i (k * n)) m k n))
+                    [ 0 .. b - 1 ]))
+
+[<Fact>]
+let ``conv2d equals a direct loop`` () =
+    let cases =
+        Gen.zip
+            (Gen.zip3 (Gen.choose (1, 2)) (Gen.choose (1, 3)) (Gen.choose (1, 3)))
+            (Gen.zip3 (Gen.choose (1, 3)) (Gen.choose (1, 2)) (Gen.choose (0, 2)))
+
+    Checks.forAll (Gen.zip cases seeds) (fun (((n, c, o), (k, stride, padding)), seed) ->
+        let h, w = 7, 6
+        let x = tensor seed [| n; c; h; w |] -1.0 1.0 0.0
+        let wt = tensor (seed + 1) [| o; c; k; k |] -1.0 1.0 0.0
+        let bias = tensor (seed + 2) [| o |] -1.0 1.0 0.0
+        let y = Functional.conv2d stride padding x wt (Some bias)
+        let xv, wv, bv = x.ToFloat64Array(), wt.ToFloat64Array(), bias.ToFloat64Array()
+        let ho, wo = (h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1
+
+        let expected =
+            [|
+                for b in 0 .. n - 1 do
+                    for oc in 0 .. o - 1 do
+                        for i in 0 .. ho - 1 do
+                            for j in 0 .. wo - 1 do
+                                let mutable acc = bv[oc]
+
+                                for ic in 0 .. c - 1 do
+                                    for di in 0 .. k - 1 do
+                                        for dj in 0 .. k - 1 do
+                                            let r, s = i * stride - padding + di, j * stride - padding + dj
+
+                                            if r >= 0 && r < h && s >= 0 && s < w then
+                                                acc <-
+                                                    acc
+                                                    + xv[((b * c + ic) * h + r) * w + s]
+                                                      * wv[((oc * c + ic) * k + di) * k + dj]
+
+                                acc
+            |]
+
+        y.Shape = [| n; o; ho; wo |] && close 1e-12 (y.ToFloat64Array()) expected)
+
+[<Fact>]
+let ``float32 ops agree with float64 within float32 precision`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        let x64 = tensor seed shape 0.1 2.0 0.0
+        let x32 = Tensor.cast Float32 x64
+
+        let f (x: Tensor) =
+            Tensor.softmax -1 (Tensor.exp x * Tensor.log x + Tensor.sigmoid x / Tensor.sqrt x - Tensor.tanh x)
+
+        close 1e-5 ((f x32).ToFloat64Array()) ((f x64).ToFloat64Array()))
+
+[<Fact>]
+let ``errors name the op and the shapes`` () =
+    let a = Tensor.zeros Float32 [| 2; 3 |]
+    let b = Tensor.zeros Float32 [| 4 |]
+
+    let message (f: unit -> Tensor) =
+        (Assert.ThrowsAny<ArgumentException>(fun () -> f () |> ignore)).Message
+
+    Assert.Equal("Add: shapes [2, 3] and [4] cannot be broadcast together", message (fun () -> a + b))
+    Assert.Equal("matmul: cannot multiply shapes [2, 3] and [4]", message (fun () -> Tensor.matmul a b))
+    Assert.Equal("matmul: inner dimensions differ: [2, 3] × [2, 3]", message (fun () -> Tensor.matmul a a))
+    Assert.Equal("sumAxis: axis 2 is out of range for shape [2, 3]", message (fun () -> Tensor.sumAxis 2 false a))
+
+    Assert.Equal(
+        "reshape: cannot reshape 6 elements into shape [4, -1]",
+        message (fun () -> Tensor.reshape [| 4; -1 |] a)
+    )
+
+    Assert.Equal(
+        "Add: dtypes differ: Float32 [2, 3] and Float64 [2, 3]",
+        message (fun () -> a + Tensor.zeros Float64 [| 2; 3 |])
+    )
+
+    Assert.Equal(
+        "crossEntropy: label 3 at row 1 is outside the 3 classes",
+        message (fun () -> Functional.crossEntropy a [| 0; 3 |])
+    )
+
+    Assert.StartsWith(
+        "grad: the function must return a scalar (one element), it returned shape [2, 3]",
+        message (fun () -> Tensor.grad id a)
+    )
+
+    Assert.Equal(
+        "ofArray: 3 values do not fill shape [2, 2] (4 elements)",
+        message (fun () -> Tensor.ofArray [| 2; 2 |] [| 1f; 2f; 3f |])
+    )
+
+[<Fact>]
+let ``no state leaks between gradient calls`` () =
+    let x = tensor 3 [| 4 |] -1.0 1.0 0.0
+    let f (x: Tensor) = Tensor.sum (Tensor.tanh x * x)
+    let g1 = (Tensor.grad f x).ToFloat64Array()
+    let _ = Tensor.grad (fun y -> Tensor.sum (y * 5.0)) x
+    let g2 = (Tensor.grad f x).ToFloat64Array()
+    Assert.Equal<float[]>(g1, g2)
+    Assert.False((Tensor.grad f x).IsTracked)
+    // A function that ignores its input has a zero gradient.
+    Assert.Equal<float[]>(Array.zeroCreate 4, (Tensor.grad (fun _ -> Tensor.scalar Float64 2.0) x).ToFloat64Array())
+
+[<Fact>]
+let ``the same key gives the same draws; split keys give different ones`` () =
+    let r = Rng.create 42L
+    Assert.Equal<float[]>(Rng.normal 100 r, Rng.normal 100 (Rng.create 42L))
+    let a, b = Rng.split r
+    Assert.NotEqual<float[]>(Rng.uniform 10 a, Rng.uniform 10 b)
+    Assert.NotEqual<float[]>(Rng.uniform 10 a, Rng.uniform 10 r)
+    let keys = Rng.splitN 5 r |> Array.map (fun k -> k.Key)
+    Assert.Equal(5, Array.distinct keys |> Array.length)
+    // A prefix of a larger draw is the smaller draw: values do not depend on the draw's size.
+    Assert.Equal<float[]>(Rng.uniform 10 r, (Rng.uniform 1000 r)[..9])
+
+[<Fact>]
+let ``normal draws have mean 0 and sd 1; permutations are permutations`` () =
+    let z = Rng.normal 200_000 (Rng.create 7L)
+    let mean = Array.average z
+    let sd = sqrt (Array.averageBy (fun v -> (v - mean) ** 2.0) z)
+    Assert.InRange(mean, -0.01, 0.01)
+    Assert.InRange(sd, 0.99, 1.01)
+
+    Checks.forAll (Gen.zip (Gen.choose (0, 300)) seeds) (fun (n, seed) ->
+        Array.sort (Rng.permutation n (Rng.create (int64 seed))) = Array.init n id)
