@@ -1,0 +1,155 @@
+namespace Forgetting.Mechanisms
+
+open Forgetting.Tensors
+open Forgetting.Nn
+
+/// How a forgetting layer gates (source 000, eq. 3-5; mechanisms.md §1).
+type ForgettingLayerConfig =
+    {
+        /// false: σ = sigmoid(ρ · h ⊙ W_f), per sample (eq. 4); true: σ = sigmoid(ρ · W_f), the same
+        /// for every sample (the later model of the same lab).
+        StaticGate: bool
+        /// h' = h + h ⊙ σ (eq. 5) instead of h' = h ⊙ σ (eq. 3).
+        Shortcut: bool
+        /// The fixed steepness ρ > 0 ("cooling factor").
+        Rho: float
+    }
+
+    static member Default =
+        {
+            StaticGate = false
+            Shortcut = true
+            Rho = 1.0
+        }
+
+/// The plug-and-play forgetting layer of inhibitory units, its losses and its read-outs.
+[<RequireQualifiedAccess>]
+module ActiveForgetting =
+
+    /// Guards the ERS denominator: with every gate fully open the loss is 0, not 0/0.
+    let inhibitionEps = 1e-8
+
+    /// The gate σ of a forgetting layer with inhibitory weights wf [n] for excitatory activity h [B, n].
+    let gate (config: ForgettingLayerConfig) (wf: Tensor) (h: Tensor) =
+        if config.StaticGate then
+            Tensor.sigmoid (wf * config.Rho)
+        else
+            Tensor.sigmoid (h * wf * config.Rho)
+
+    /// Per-unit activity of a layer's output: dense [B, n] as it is; conv [B, C, H, W] as the spatial
+    /// mean per channel, so that one inhibitory unit gates one channel.
+    let private activity (h: Tensor) =
+        match h.Rank with
+        | 2 -> h
+        | 4 -> h |> Tensor.meanAxis 3 false |> Tensor.meanAxis 2 false
+        | _ ->
+            Shape.fail
+                "forgetting layer"
+                $"needs dense [B, n] or conv [B, C, H, W] activations, got {Shape.show h.Shape}"
+
+    /// A forgetting layer for `units` excitatory units (channels, for conv maps). W_f starts at 0, so
+    /// every gate starts exactly half open (σ = 0.5). It records its input h and its gate σ.
+    let layer (config: ForgettingLayerConfig) (units: int) : Layer =
+        if config.Rho <= 0.0 then
+            invalidArg (nameof config) $"the steepness ρ must be positive, got {config.Rho}"
+
+        {
+            Name = "forgetting"
+            Init = fun _ dtype -> Params.ofTensors [ "wf", Tensor.zeros dtype [| units |] ]
+            Forward =
+                fun _ p h ->
+                    let wf = Params.tensor "wf" p
+                    let a = activity h
+
+                    if a.Shape[1] <> units then
+                        Shape.fail
+                            "forgetting layer"
+                            $"built for {units} units, got activations of shape {Shape.show h.Shape}"
+
+                    let sigma = gate config wf a
+                    // Broadcast the per-unit gate over a conv map's spatial axes.
+                    let s =
+                        if h.Rank = 4 then
+                            Tensor.reshape [| -1; units; 1; 1 |] sigma
+                        else
+                            sigma
+
+                    let gated = h * s
+                    let out = if config.Shortcut then h + gated else gated
+
+                    out,
+                    [
+                        {
+                            Path = ""
+                            Kind = GateInput
+                            Value = a
+                        }
+                        {
+                            Path = ""
+                            Kind = Gate
+                            Value = sigma
+                        }
+                    ]
+        }
+
+    let private gatesOf (trace: TraceEntry list) =
+        let gates = Trace.ofKind Gate trace |> List.map (fun e -> e.Value)
+
+        if gates.IsEmpty then
+            invalidArg (nameof trace) "the trace holds no forgetting layer: this loss needs at least one"
+
+        gates
+
+    /// ERS (eq. 6): Σ_l Σ_i (1-σ̄_il) σ̄_il / Σ_l Σ_i (1-σ̄_il), σ̄ the gate averaged over the batch.
+    /// In [0, 1); 0 when the gates are saturated (all open or all shut).
+    let inhibitionLoss (trace: TraceEntry list) =
+        let means =
+            gatesOf trace
+            |> List.map (fun s -> if s.Rank = 2 then Tensor.meanAxis 0 false s else s)
+
+        let num = means |> List.map (fun m -> Tensor.sum ((1.0 - m) * m)) |> List.reduce (+)
+        let den = means |> List.map (fun m -> Tensor.sum (1.0 - m)) |> List.reduce (+)
+        num / (den + inhibitionEps)
+
+    /// Σ_{i≠j} a_i b_j per sample in O(n): (Σa)(Σb) − Σ a⊙b, for a, b of shape [B, n] → [B].
+    let pairSum (a: Tensor) (b: Tensor) =
+        Tensor.sumAxis 1 false a * Tensor.sumAxis 1 false b
+        - Tensor.sumAxis 1 false (a * b)
+
+    let private inputsAndGates (trace: TraceEntry list) =
+        let inputs = Trace.ofKind GateInput trace |> List.map (fun e -> e.Value)
+        List.zip inputs (gatesOf trace)
+
+    /// IRS, plain (eq. 7): mean over the batch of Σ_l Σ_i Σ_{j≠i} h_i h_j.
+    let lateralLossPlain (trace: TraceEntry list) =
+        inputsAndGates trace
+        |> List.map (fun (h, _) -> pairSum h h |> Tensor.mean)
+        |> List.reduce (+)
+
+    /// IRS weighted by importance (eq. 8, the default): mean over the batch of
+    /// Σ_l Σ_i Σ_{j≠i} h_i h_j (1-σ_i) σ_j, computed as pairSum (h⊙(1-σ)) (h⊙σ).
+    let lateralLoss (trace: TraceEntry list) =
+        inputsAndGates trace
+        |> List.map (fun (h, s) -> pairSum (h * (1.0 - s)) (h * s) |> Tensor.mean)
+        |> List.reduce (+)
+
+    /// The forgetting terms of eq. 9: λ·L_inh + β·L_lat (each skipped when its weight is 0).
+    let regulariser (lambda: float) (beta: float) (trace: TraceEntry list) =
+        let terms =
+            [
+                if lambda <> 0.0 then
+                    inhibitionLoss trace * lambda
+                if beta <> 0.0 then
+                    lateralLoss trace * beta
+            ]
+
+        match terms with
+        | [] -> None
+        | ts -> Some(List.reduce (+) ts)
+
+    /// Parameter importance (eq. 2) of the weights [inputs, outputs] of a dense layer from the neuron
+    /// importance of its input units Ω^{l-1} and output units Ω^l: θ_ij = 1 − (1 − Ω_i^l)(1 − Ω_j^{l−1}).
+    /// Units with no forgetting layer count as fully important (Ω = 1), so their weights get θ = 1.
+    let parameterImportance (inputImportance: float[]) (outputImportance: float[]) =
+        Array2D.init inputImportance.Length outputImportance.Length (fun j i ->
+            1.0 - (1.0 - outputImportance[i]) * (1.0 - inputImportance[j]))

@@ -1,0 +1,187 @@
+namespace Forgetting.Training
+
+open System.Collections.Generic
+open System.Diagnostics
+open Forgetting.Tensors
+open Forgetting.Nn
+
+/// Labelled examples held in memory as one tensor: inputs [N, …] and labels.
+type Examples =
+    {
+        Inputs: Tensor
+        Labels: int[]
+    }
+
+    member e.Count = e.Labels.Length
+
+/// The loss a model is trained on: from parameters, the forward trace, logits and labels.
+type Objective = Params -> TraceEntry list -> Tensor -> int[] -> Tensor
+
+type TrainConfig =
+    {
+        Epochs: int
+        BatchSize: int
+        Optimizer: Optimizer
+        Seed: int64
+    }
+
+/// What one epoch gave.
+type EpochMetrics =
+    {
+        Epoch: int
+        TrainLoss: float
+        TestLoss: float
+        TestAccuracy: float
+        Seconds: float
+    }
+
+/// Progress of a training run, for a display.
+type Progress =
+    | BatchDone of epoch: int * batch: int * batches: int * loss: float
+    | EpochDone of EpochMetrics
+
+/// Mean per-unit read-outs over a data set, per layer path: hidden activations and forgetting gates.
+type Readouts =
+    {
+        Activations: (string * float[]) list
+        Gates: (string * float[]) list
+    }
+
+/// What evaluation over a data set gave.
+type Evaluation =
+    {
+        Loss: float
+        Accuracy: float
+        Readouts: Readouts
+    }
+
+[<RequireQualifiedAccess>]
+module Trainer =
+
+    /// Seeded batches: a permutation of the examples cut into batches, the last one partial.
+    let batches (rng: Rng) (count: int) (batchSize: int) =
+        let order = Rng.permutation count rng
+        order |> Array.chunkBySize batchSize
+
+    let private batchOf (data: Examples) (indices: int[]) =
+        Tensor.gather indices data.Inputs, indices |> Array.map (fun i -> data.Labels[i])
+
+    /// Adds, per layer path, the per-unit sums over the batch of every recorded activation and gate:
+    /// dense [B, n] as it is, conv [B, C, H, W] as channel means, a static gate [n] once per sample.
+    let private accumulate (sums: List<(string * TraceKind) * float[]>) (batch: int) (trace: TraceEntry list) =
+        for e in trace do
+            if e.Kind <> GateInput then
+                let perUnit =
+                    match e.Value.Rank with
+                    | 1 -> e.Value * float batch
+                    | 4 ->
+                        e.Value
+                        |> Tensor.meanAxis 3 false
+                        |> Tensor.meanAxis 2 false
+                        |> Tensor.sumAxis 0 false
+                    | _ -> Tensor.sumAxis 0 false e.Value
+
+                let v = perUnit.ToFloat64Array()
+
+                // In trace order, which is layer order.
+                match Seq.tryFind (fun (key, _) -> key = (e.Path, e.Kind)) sums with
+                | Some(_, acc) -> Array.iteri (fun j x -> acc[j] <- acc[j] + x) v
+                | None -> sums.Add((e.Path, e.Kind), v)
+
+    /// Loss, accuracy and mean read-outs of the model over a data set, in evaluation mode.
+    let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
+        let sums = List<(string * TraceKind) * float[]>()
+        let mutable lossSum = 0.0
+        let mutable correct = 0
+
+        for start in 0..batchSize .. data.Count - 1 do
+            let indices = Array.init (min batchSize (data.Count - start)) (fun i -> start + i)
+            let x, y = batchOf data indices
+            let logits, trace = model.Forward Mode.Eval p x
+            lossSum <- lossSum + (objective p trace logits y).Item * float indices.Length
+            let predicted = Tensor.argMax 1 logits
+
+            correct <-
+                correct
+                + (Array.map2 (fun a b -> if a = b then 1 else 0) predicted y |> Array.sum)
+
+            accumulate sums indices.Length trace
+
+        let means kind =
+            [
+                for (path, k), s in sums do
+                    if k = kind then
+                        path, s |> Array.map (fun v -> v / float data.Count)
+            ]
+
+        {
+            Loss = lossSum / float data.Count
+            Accuracy = float correct / float data.Count
+            Readouts =
+                {
+                    Activations = means Activation
+                    Gates = means Gate
+                }
+        }
+
+    /// Train with mini-batches; report progress through the callback; evaluate on the test set after
+    /// every epoch. Pure in its result: the same seed gives the same parameters and metrics.
+    let train
+        (model: Layer)
+        (objective: Objective)
+        (config: TrainConfig)
+        (progress: Progress -> unit)
+        (p0: Params)
+        (trainSet: Examples)
+        (testSet: Examples)
+        =
+        if config.Epochs < 1 || config.BatchSize < 1 then
+            invalidArg
+                (nameof config)
+                $"epochs and batch size must be at least 1, got {config.Epochs} and {config.BatchSize}"
+
+        let mutable p = p0
+        let mutable state = config.Optimizer.Init p0
+        let epochKeys = Rng.splitN config.Epochs (Rng.create config.Seed)
+
+        let history =
+            [
+                for epoch in 1 .. config.Epochs do
+                    let sw = Stopwatch.StartNew()
+                    let shuffleKey, dropoutKey = Rng.split epochKeys[epoch - 1]
+                    let bs = batches shuffleKey trainSet.Count config.BatchSize
+                    let stepKeys = Rng.splitN bs.Length dropoutKey
+                    let mutable lossSum = 0.0
+
+                    for b in 0 .. bs.Length - 1 do
+                        let x, y = batchOf trainSet bs[b]
+
+                        let loss, g =
+                            Params.valueAndGrad
+                                (fun q ->
+                                    let logits, trace = model.Forward (Mode.Train stepKeys[b]) q x
+                                    objective q trace logits y)
+                                p
+
+                        let p', s' = config.Optimizer.Update state p g
+                        p <- p'
+                        state <- s'
+                        lossSum <- lossSum + loss.Item * float y.Length
+                        progress (BatchDone(epoch, b + 1, bs.Length, loss.Item))
+
+                    let test = evaluate model objective p config.BatchSize testSet
+
+                    let m =
+                        {
+                            Epoch = epoch
+                            TrainLoss = lossSum / float trainSet.Count
+                            TestLoss = test.Loss
+                            TestAccuracy = test.Accuracy
+                            Seconds = sw.Elapsed.TotalSeconds
+                        }
+
+                    progress (EpochDone m)
+                    m
+            ]
+
+        p, history

@@ -1,0 +1,240 @@
+/// The invariants of the forgetting layer and its losses (source 000, eq. 2-9), as properties.
+module Forgetting.Tests.Mechanisms.ActiveForgettingTests
+
+open System
+open FsCheck.FSharp
+open Xunit
+open Forgetting.Tensors
+open Forgetting.Nn
+open Forgetting.Mechanisms
+open Forgetting.Tests
+open Forgetting.Tests.Tensors.GradCheck
+
+let private config shortcut staticGate rho =
+    {
+        StaticGate = staticGate
+        Shortcut = shortcut
+        Rho = rho
+    }
+
+/// A batch [B, n] of non-negative (post-ReLU) activations, some exactly zero.
+let private activations =
+    gen {
+        let! b, n = Gen.zip (Gen.choose (1, 6)) (Gen.choose (1, 8))
+        let! seed = seeds
+
+        let v =
+            (tensor seed [| b; n |] -1.0 2.0 0.0).ToFloat64Array() |> Array.map (max 0.0)
+
+        return Tensor.ofFloat64 [| b; n |] v
+    }
+
+/// Inhibitory weights for n units.
+let private weightsFor (n: int) (seed: int) (scale: float) = tensor seed [| n |] -scale scale 0.0
+
+let private forward (c: ForgettingLayerConfig) (wf: Tensor) (h: Tensor) =
+    let layer = ActiveForgetting.layer c h.Shape[1]
+    layer.Forward Mode.Eval (Params.ofTensors [ "wf", wf ]) h
+
+let private entry kind value =
+    {
+        Path = "f"
+        Kind = kind
+        Value = value
+    }
+
+/// The trace of one forgetting layer with inputs h and gates σ.
+let private traceOf (h: Tensor) (sigma: Tensor) = [ entry GateInput h; entry Gate sigma ]
+
+[<Fact>]
+let ``gates lie strictly inside (0, 1) while |ρ h w| stays below 30`` () =
+    Checks.forAll (Gen.zip3 activations seeds (Gen.elements [ false; true ])) (fun (h, seed, staticGate) ->
+        let c = config true staticGate 1.5
+        let wf = weightsFor h.Shape[1] seed 5.0
+        let _, trace = forward c wf h
+        let sigma = (trace |> List.find (fun e -> e.Kind = Gate)).Value.ToFloat64Array()
+        sigma |> Array.forall (fun s -> s > 0.0 && s < 1.0))
+
+[<Fact>]
+let ``zero inhibitory weights give gates of exactly one half`` () =
+    Checks.forAll (Gen.zip activations (Gen.elements [ false; true ])) (fun (h, staticGate) ->
+        let _, trace =
+            forward (config true staticGate 2.0) (Tensor.zeros Float64 [| h.Shape[1] |]) h
+
+        (trace |> List.find (fun e -> e.Kind = Gate)).Value.ToFloat64Array()
+        |> Array.forall ((=) 0.5))
+
+[<Fact>]
+let ``with the shortcut the output is h (1 + σ), never below h for h ≥ 0; without it h σ`` () =
+    Checks.forAll (Gen.zip activations seeds) (fun (h, seed) ->
+        let wf = weightsFor h.Shape[1] seed 3.0
+        let withShortcut, trace = forward (config true false 1.0) wf h
+        let without, _ = forward (config false false 1.0) wf h
+        let hv = h.ToFloat64Array()
+        let s = (trace |> List.find (fun e -> e.Kind = Gate)).Value.ToFloat64Array()
+        let out, plain = withShortcut.ToFloat64Array(), without.ToFloat64Array()
+
+        Array.forall
+            id
+            (Array.init hv.Length (fun i ->
+                abs (out[i] - hv[i] * (1.0 + s[i])) < 1e-12
+                && out[i] >= hv[i]
+                && abs (plain[i] - hv[i] * s[i]) < 1e-12)))
+
+[<Fact>]
+let ``the layer gates each channel of a conv map with one unit`` () =
+    let h = tensor 3 [| 2; 3; 4; 4 |] 0.0 1.0 0.0
+    let out, trace = forward (config false false 1.0) (weightsFor 3 5 2.0) h
+    let sigma = (trace |> List.find (fun e -> e.Kind = Gate)).Value
+    Assert.Equal<int[]>([| 2; 3 |], sigma.Shape)
+    let expected = h * Tensor.reshape [| 2; 3; 1; 1 |] sigma
+    Assert.Equal<float[]>(expected.ToFloat64Array(), out.ToFloat64Array())
+
+/// Gates [B, n] with values in (0, 1).
+let private gates =
+    gen {
+        let! b, n = Gen.zip (Gen.choose (1, 6)) (Gen.choose (1, 8))
+        let! seed = seeds
+        return tensor seed [| b; n |] 0.001 0.999 0.0
+    }
+
+[<Fact>]
+let ``inhibition loss lies in [0, 1)`` () =
+    Checks.forAll gates (fun s ->
+        let l = (ActiveForgetting.inhibitionLoss (traceOf s s)).Item
+        l >= 0.0 && l < 1.0)
+
+[<Fact>]
+let ``inhibition loss is 0, not NaN, when every gate is fully open`` () =
+    let openGates = Tensor.ones Float64 [| 4; 5 |]
+    Assert.Equal(0.0, (ActiveForgetting.inhibitionLoss (traceOf openGates openGates)).Item)
+
+[<Fact>]
+let ``polarised gates have a lower inhibition loss than half-open ones`` () =
+    // ERS is the mean of the unit states σ̄ weighted by 1 − σ̄: it is low when the units that are not
+    // fully open are nearly shut. (All units nearly open gives L near 1, not 0: the loss drives gates
+    // shut, and only fully open ones escape its weight.) So: at least half the units within 0.1 of 0,
+    // the others within 0.1 of 0 or 1, against every gate at 1/2.
+    Checks.forAll (Gen.zip gates seeds) (fun (s, seed) ->
+        let n = s.Shape[1]
+
+        let sides =
+            Rng.uniform n (Rng.create (int64 seed))
+            |> Array.mapi (fun i u -> if i < (n + 1) / 2 || u < 0.5 then 0.0 else 1.0)
+
+        let isOpen = Tensor.ofFloat64 [| 1; n |] sides
+        let polarised = Tensor.where isOpen (0.9 + s * 0.1) (s * 0.1)
+        let half = Tensor.fullLike s 0.5
+        let l = (ActiveForgetting.inhibitionLoss (traceOf polarised polarised)).Item
+        l < (ActiveForgetting.inhibitionLoss (traceOf half half)).Item && l <= 0.18)
+
+/// The double sum of eq. 8 (or eq. 7 with σ = 1/2 weights dropped) written out, per sample, averaged.
+let private lateralDoubleSum (h: float[]) (s: float[]) (b: int) (n: int) (weighted: bool) =
+    Seq.average (
+        seq {
+            for r in 0 .. b - 1 ->
+                Seq.sum (
+                    seq {
+                        for i in 0 .. n - 1 do
+                            for j in 0 .. n - 1 do
+                                if i <> j then
+                                    let hi, hj = h[r * n + i], h[r * n + j]
+
+                                    yield
+                                        if weighted then
+                                            hi * hj * (1.0 - s[r * n + i]) * s[r * n + j]
+                                        else
+                                            hi * hj
+                    }
+                )
+        }
+    )
+
+[<Fact>]
+let ``lateral inhibition in O(n) equals the double sum of eq. 7 and eq. 8`` () =
+    Checks.forAll (Gen.zip activations seeds) (fun (h, seed) ->
+        let b, n = h.Shape[0], h.Shape[1]
+        let s = tensor seed [| b; n |] 0.01 0.99 0.0
+        let hv, sv = h.ToFloat64Array(), s.ToFloat64Array()
+        let fast = (ActiveForgetting.lateralLoss (traceOf h s)).Item
+        let plain = (ActiveForgetting.lateralLossPlain (traceOf h s)).Item
+
+        abs (fast - lateralDoubleSum hv sv b n true) < 1e-9
+        && abs (plain - lateralDoubleSum hv sv b n false) < 1e-9)
+
+[<Fact>]
+let ``lateral inhibition is non-negative, and zero when at most one unit is active`` () =
+    Checks.forAll (Gen.zip3 activations seeds (Gen.choose (0, 100))) (fun (h, seed, pick) ->
+        let b, n = h.Shape[0], h.Shape[1]
+        let s = tensor seed [| b; n |] 0.01 0.99 0.0
+        let only = pick % n
+
+        let single =
+            Tensor.ofFloat64 [| b; n |] (h.ToFloat64Array() |> Array.mapi (fun k v -> if k % n = only then v else 0.0))
+
+        (ActiveForgetting.lateralLoss (traceOf h s)).Item >= 0.0
+        && (ActiveForgetting.lateralLoss (traceOf single s)).Item = 0.0
+        && (ActiveForgetting.lateralLossPlain (traceOf single s)).Item = 0.0)
+
+[<Fact>]
+let ``both losses are invariant to permuting the units`` () =
+    Checks.forAll (Gen.zip3 activations seeds seeds) (fun (h, seed, permSeed) ->
+        let b, n = h.Shape[0], h.Shape[1]
+        let s = tensor seed [| b; n |] 0.01 0.99 0.0
+        let perm = Rng.permutation n (Rng.create (int64 permSeed))
+
+        let permute (t: Tensor) =
+            t |> Tensor.transpose |> Tensor.gather perm |> Tensor.transpose
+
+        let close (a: Tensor) (c: Tensor) =
+            abs (a.Item - c.Item) < 1e-12 * (1.0 + abs a.Item)
+
+        close
+            (ActiveForgetting.lateralLoss (traceOf h s))
+            (ActiveForgetting.lateralLoss (traceOf (permute h) (permute s)))
+        && close
+            (ActiveForgetting.inhibitionLoss (traceOf h s))
+            (ActiveForgetting.inhibitionLoss (traceOf (permute h) (permute s))))
+
+[<Fact>]
+let ``gradients of the gate, both losses and their sum match finite differences`` () =
+    Checks.forAll (Gen.zip3 activations seeds (Gen.elements [ false; true ])) (fun (h, seed, shortcut) ->
+        let n = h.Shape[1]
+        let c = config shortcut false 1.3
+        let layer = ActiveForgetting.layer c n
+
+        agrees
+            (fun xs ->
+                let out, trace = layer.Forward Mode.Eval (Params.ofTensors [ "wf", xs[0] ]) xs[1]
+
+                Tensor.sum (out * 0.3)
+                + ActiveForgetting.inhibitionLoss trace * 0.7
+                + ActiveForgetting.lateralLoss trace * 0.2
+                + ActiveForgetting.lateralLossPlain trace * 0.1)
+            [| weightsFor n seed 1.0; h + 0.05 |])
+
+/// Neuron importances in [0, 1].
+let private importances =
+    Gen.choose (0, 1000) |> Gen.map (fun i -> float i / 1000.0)
+
+[<Fact>]
+let ``parameter importance lies in [0, 1], is symmetric and monotone in each argument`` () =
+    Checks.forAll (Gen.zip3 importances importances importances) (fun (a, b, c) ->
+        let theta x y =
+            (ActiveForgetting.parameterImportance [| x |] [| y |])[0, 0]
+
+        let v = theta a b
+
+        v >= 0.0
+        && v <= 1.0
+        && theta a b = theta b a
+        && (theta (max a c) b >= theta (min a c) b)
+        && (theta a (max b c) >= theta a (min b c)))
+
+[<Fact>]
+let ``parameter importance is laid out as the dense weight [inputs, outputs]`` () =
+    let theta = ActiveForgetting.parameterImportance [| 0.0; 1.0; 0.5 |] [| 0.0; 0.5 |]
+    Assert.Equal(3, Array2D.length1 theta)
+    Assert.Equal(0.0, theta[0, 0])
+    Assert.Equal(1.0, theta[1, 0])
+    Assert.Equal(0.75, theta[2, 1])
