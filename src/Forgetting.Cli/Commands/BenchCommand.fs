@@ -10,6 +10,7 @@ open Forgetting.Cli.Json
 type Workload =
     | Gemm
     | Mlp
+    | [<CustomCommandLine("mlp-forgetting")>] Mlp_Forgetting
     | All
 
 type BenchArgs =
@@ -57,12 +58,12 @@ let private gemmLines reps =
         |> render false
         |> printfn "%s"
 
-let private mlpLine batch steps =
-    let t, loss = Workloads.mlp batch steps
+let private mlpLine (workload: string) (variant: string) batch steps =
+    let t, loss = Workloads.mlp variant batch steps
 
     Obj(
         [
-            "workload", Str "mlp"
+            "workload", Str workload
             "impl", Str "forgetting"
             "batch", Int batch
             "steps", Int steps
@@ -82,7 +83,9 @@ let run (args: ParseResults<BenchArgs>) =
 
     match args.GetResult(Workload, defaultValue = All) with
     | Gemm -> gemmLines reps
-    | Mlp -> mlpLine batch steps
+    | Mlp -> mlpLine "mlp" "sgd" batch steps
+    | Mlp_Forgetting -> mlpLine "mlp-forgetting" "lateral_inhibition" batch steps
     | All ->
         gemmLines reps
-        mlpLine batch steps
+        mlpLine "mlp" "sgd" batch steps
+        mlpLine "mlp-forgetting" "lateral_inhibition" batch steps

@@ -4,6 +4,7 @@ open System
 open System.Diagnostics
 open Forgetting.Tensors
 open Forgetting.Nn
+open Forgetting.Experiments
 
 /// Timings of one workload: per-repetition milliseconds and what the memory did.
 type Timing =
@@ -66,39 +67,24 @@ module Workloads =
         let t = time 3 reps (fun _ -> Tensor.matmul a b |> ignore)
         t, 2.0 * float m * float k * float n / (t.Median * 1e6)
 
-    /// The MLP of the benchmark: dense layers with ReLU between them, logits out.
-    let mlpParams (rng: Rng) (sizes: int list) =
-        let pairs = List.pairwise sizes
-        let keys = Rng.splitN pairs.Length rng
-
-        pairs
-        |> List.mapi (fun i (fanIn, fanOut) -> $"layer{i}", Init.dense keys[i] Float32 fanIn fanOut)
-        |> Params.ofList
-
-    let mlpForward (layers: int) (p: Params) (x: Tensor) =
-        let mutable h = x
-
-        for i in 0 .. layers - 1 do
-            let z =
-                Tensor.linear h (Params.tensor $"layer{i}/weight" p) (Params.tensor $"layer{i}/bias" p)
-
-            h <- if i < layers - 1 then Tensor.relu z else z
-
-        h
-
-    /// One plain SGD step (forward, backward, update) of the MLP 784-256-256-128-10 with ReLU and
-    /// cross-entropy on a fixed random batch, as in bench/torch_bench.py.
-    let mlp (batch: int) (steps: int) =
-        let sizes = [ 784; 256; 256; 128; 10 ]
+    /// One plain SGD step (forward, backward, update, lr 0.01) of the MLP 784-256-256-128-10 with ReLU
+    /// and cross-entropy on a fixed random batch, as in bench/torch_bench.py: `sgd` for the plain net,
+    /// `lateral_inhibition` for the net with a forgetting layer after each hidden ReLU (shortcut on,
+    /// ρ = 1, λ = 0.1, β = 1e-4). Returns the timing and the final loss.
+    let mlp (variantName: string) (batch: int) (steps: int) =
+        let variant = Variant.ofName Strengths.Default variantName
+        let model = Variant.mlp variant [ 784; 256; 256; 128; 10 ]
+        let objective = Variant.objective variant
         let kp, kx = Rng.split (Rng.create 1L)
         let x = Tensor.uniform kx Float32 [| batch; 784 |] 0.0 1.0
         let labels = Array.init batch (fun i -> i % 10)
         let sgd = Optim.sgd 0.01
-        let mutable p = mlpParams kp sizes
+        let mutable p = model.Init kp Float32
         let mutable state = sgd.Init p
 
         let loss q =
-            Functional.crossEntropy (mlpForward 4 q x) labels
+            let logits, trace = model.Forward Mode.Eval q x
+            objective q trace logits labels
 
         let t =
             time 10 steps (fun _ ->
