@@ -6,10 +6,12 @@ open Forgetting.Cli.Commands
 
 type Command =
     | [<CliPrefix(CliPrefix.None)>] Sparsity of ParseResults<SparsityCommand.SparsityArgs>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataCommand.DataArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
+            | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -21,6 +21,9 @@ let main argv =
             | Some(Sparsity args) ->
                 Commands.SparsityCommand.run args
                 0
+            | Some(Data args) ->
+                Commands.DataCommand.run args
+                0
             | _ ->
                 eprintfn "forgetting: name a command.\n%s" (parser.PrintUsage())
                 Exit.usage
@@ -34,3 +37,6 @@ let main argv =
     | UserError(message, code) ->
         eprintfn "forgetting: %s" message
         code
+    | :? Forgetting.Data.DataError as e ->
+        eprintfn "forgetting: %s" e.Message
+        Exit.input

@@ -130,7 +130,14 @@ module Dataset =
             if i < 0 || i >= n then
                 invalidArg (nameof indices) $"{d.Name}: sample index {i} is outside 0 … {n - 1}")
 
-        if indices.Length = n && Array.forall2 (=) indices (Permutation.identity n) then
+        let mutable identity = indices.Length = n
+        let mutable k = 0
+
+        while identity && k < n do
+            identity <- indices[k] = k
+            k <- k + 1
+
+        if identity then
             d
         else
             let f = features d
@@ -143,9 +150,22 @@ module Dataset =
                 Labels = Array.map (fun i -> d.Labels[i]) indices
             }
 
-    /// Samples start … start+length-1.
+    /// Samples start … start+length-1: `d` itself for the whole range, else one block copy.
     let slice (start: int) (length: int) (d: Dataset) : Dataset =
-        subset (Array.init length (fun k -> start + k)) d
+        let n = count d
+
+        if start < 0 || length < 0 || start + length > n then
+            invalidArg (nameof length) $"{d.Name}: samples {start} … {start + length - 1} are outside 0 … {n - 1}"
+
+        if start = 0 && length = n then
+            d
+        else
+            let f = features d
+
+            { d with
+                Images = Array.sub d.Images (start * f) (length * f)
+                Labels = Array.sub d.Labels start length
+            }
 
 /// Some samples of a data set, chosen by index and seen through an optional fixed pixel permutation
 /// (output value j of a sample is the source's value `Permutation[j]`). Nothing is copied until a batch

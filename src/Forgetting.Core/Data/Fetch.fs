@@ -220,7 +220,13 @@ module Fetch =
     let run (o: FetchOptions) : FetchOutcome =
         let dir = Cache.datasetDirectory o.Cache o.Dataset
         let title = KnownDataset.title o.Dataset
-        Directory.CreateDirectory o.Cache |> ignore
+
+        try
+            Directory.CreateDirectory o.Cache |> ignore
+        with
+        | :? IOException
+        | :? UnauthorizedAccessException as e ->
+            raise (DataError($"cannot create the data cache {o.Cache}: {e.Message}", o.Cache))
 
         let verified () =
             try

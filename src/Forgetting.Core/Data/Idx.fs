@@ -106,7 +106,8 @@ module Idx =
             if total > int64 Array.MaxLength then
                 fail path $"{declared} is more than one array can hold"
 
-            let pixels: float32[] = Array.zeroCreate (int total)
+            // Every element is written below (or the parse fails), so the runtime need not zero them first.
+            let pixels = GC.AllocateUninitializedArray<float32>(int total)
             let chunk = ArrayPool<byte>.Shared.Rent(1 <<< 20)
 
             try

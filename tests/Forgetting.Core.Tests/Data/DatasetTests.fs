@@ -45,6 +45,11 @@ let ``subset gathers rows; the identity selection is no copy`` () =
     Assert.Throws<ArgumentException>(fun () -> Dataset.subset [| 5 |] d |> ignore)
     |> ignore
 
+    Assert.Same(d, Dataset.slice 0 5 d)
+    let sl = Dataset.slice 3 2 d
+    Assert.Equal<float32[]>([| 3.0f; 3.25f; 3.5f; 4.0f; 4.25f; 4.5f |], sl.Images)
+    Assert.Equal<int[]>([| 1; 0 |], sl.Labels)
+
 [<Fact>]
 let ``a permuted view reads value j of a sample from the source's value p[j]`` () =
     let d = sample 4 2
