@@ -341,7 +341,13 @@ module Cache =
                 Path.Combine(cache, $".{KnownDataset.name dataset}.{Guid.NewGuid():N}.old")
 
             Directory.Move(target, old)
-            Directory.Move(staging, target)
+
+            try
+                Directory.Move(staging, target)
+            with _ ->
+                Directory.Move(old, target)
+                reraise ()
+
             Directory.Delete(old, true)
         else
             Directory.Move(staging, target)

