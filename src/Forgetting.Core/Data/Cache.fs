@@ -231,7 +231,7 @@ module Cache =
                     Unrecorded(present, missing)
 
     /// The error for a data set the cache does not hold: where to put the standard files.
-    let notInCache (cache: string) (dataset: KnownDataset) (missing: string list) =
+    let private notInCache (cache: string) (dataset: KnownDataset) (missing: string list) =
         let dir = datasetDirectory cache dataset
         let published = DataFileRole.all |> List.map DataFileRole.publishedName
 

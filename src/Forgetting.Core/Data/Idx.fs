@@ -223,8 +223,3 @@ module Idx =
     let writeLabels (stream: Stream) (labels: ReadOnlySpan<byte>) =
         stream.Write(header LabelsMagic [| labels.Length |])
         stream.Write labels
-
-    /// Gzip what `write` writes; for files in the published form.
-    let gzipped (write: Stream -> unit) (stream: Stream) =
-        use z = new GZipStream(stream, CompressionLevel.Optimal, true)
-        write z
