@@ -7,6 +7,7 @@ open Forgetting.Cli.Commands
 type Command =
     | [<CliPrefix(CliPrefix.None)>] Sparsity of ParseResults<SparsityCommand.SparsityArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchCommand.BenchArgs>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataCommand.DataArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -14,4 +15,5 @@ type Command =
             match a with
             | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
             | Bench _ -> "time the engine's workloads; one JSON object per line."
+            | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -24,6 +24,9 @@ let main argv =
             | Some(Bench args) ->
                 Commands.BenchCommand.run args
                 0
+            | Some(Data args) ->
+                Commands.DataCommand.run args
+                0
             | _ ->
                 eprintfn "forgetting: name a command.\n%s" (parser.PrintUsage())
                 Exit.usage
@@ -37,3 +40,6 @@ let main argv =
     | UserError(message, code) ->
         eprintfn "forgetting: %s" message
         code
+    | :? Forgetting.Data.DataError as e ->
+        eprintfn "forgetting: %s" e.Message
+        Exit.input

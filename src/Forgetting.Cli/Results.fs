@@ -18,10 +18,12 @@ let versions () =
         |> Option.defaultValue (string (asm.GetName().Version))
 
     Obj
-        [ "forgetting", Str informational
-          "dotnet", Str RuntimeInformation.FrameworkDescription
-          "os", Str RuntimeInformation.OSDescription
-          "processors", Int Environment.ProcessorCount ]
+        [
+            "forgetting", Str informational
+            "dotnet", Str RuntimeInformation.FrameworkDescription
+            "os", Str RuntimeInformation.OSDescription
+            "processors", Int Environment.ProcessorCount
+        ]
 
 /// Write text to a file atomically: a temporary file beside it, then a rename over it.
 let writeAtomically (path: string) (text: string) =
@@ -34,7 +36,9 @@ let writeAtomically (path: string) (text: string) =
         File.WriteAllText(temp, text)
         File.Move(temp, full, true)
     with _ ->
-        if File.Exists temp then File.Delete temp
+        if File.Exists temp then
+            File.Delete temp
+
         reraise ()
 
 /// A CSV table: a header and rows, invariant culture, fields quoted when they need it.
@@ -45,7 +49,9 @@ let csv (header: string list) (rows: string list list) =
         else
             s
 
-    let line (cells: string list) = cells |> List.map field |> String.concat ","
+    let line (cells: string list) =
+        cells |> List.map field |> String.concat ","
+
     (line header :: List.map line rows |> String.concat "\n") + "\n"
 
 let num (x: float) =

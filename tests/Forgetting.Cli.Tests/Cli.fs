@@ -28,8 +28,8 @@ let tempDir () =
     Directory.CreateDirectory d |> ignore
     d
 
-/// Run `forgetting args…` and wait for it (at most two minutes).
-let run (args: string list) : Outcome =
+/// Run `forgetting args…` with extra environment variables and wait for it (at most two minutes).
+let runWith (environment: (string * string) list) (args: string list) : Outcome =
     if not (File.Exists cliDll) then
         failwith $"the CLI is not built at {cliDll}"
 
@@ -37,6 +37,10 @@ let run (args: string list) : Outcome =
         ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true)
 
     psi.ArgumentList.Add cliDll
+
+    for name, value in environment do
+        psi.Environment[name] <- value
+
     args |> List.iter psi.ArgumentList.Add
     use p = Process.Start psi
     let stdout = p.StandardOutput.ReadToEndAsync()
@@ -51,3 +55,6 @@ let run (args: string list) : Outcome =
         Stdout = stdout.Result
         Stderr = stderr.Result
     }
+
+/// Run `forgetting args…` and wait for it (at most two minutes).
+let run (args: string list) : Outcome = runWith [] args

@@ -1,0 +1,206 @@
+"""PyTorch side of the side-by-side benchmarks (CPU, float32).
+
+Run with Debian's Python, which sees Debian's python3-torch:
+
+    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|all \
+        [--batch 128] [--steps 200] [--threads 2] [--reps 50]
+
+Prints one JSON object per line and result, in the schema the F# CLI prints.
+
+What is measured:
+- gemm: torch.mm(a, b, out=c) for float32 (m,k,n) = (1024,1024,1024) and
+  (128,784,256), inputs and output preallocated; 5 warm-up calls, then --reps
+  timed calls; ms_median is the median, gflops = 2*m*k*n / median.
+- mlp: one training step of an MLP 784-256-256-128-10 (ReLU, PyTorch default
+  Linear init): forward, cross-entropy from logits, backward, plain SGD
+  (lr 0.01) via torch.optim.SGD; one fixed random batch (seed 0) of --batch
+  inputs ~ N(0,1) and labels uniform in 0..9. 10 warm-up steps, then --steps
+  steps each timed with time.perf_counter; ms_per_step_median is the median.
+  peak_rss_mb is the process's peak RSS (getrusage ru_maxrss).
+- mlp-forgetting: the same with a forgetting layer (mechanisms.md section 1)
+  after each hidden ReLU: learnable W_f (init 0, so the gate starts at 0.5),
+  gate s = sigmoid(rho * h * W_f) (rho = 1), output h + h*s (shortcut on),
+  loss = CE + 0.1 * L_inh (ERS, eq. 6) + 1e-4 * L_lat (IRS importance-weighted,
+  eq. 8, computed in O(n) per sample).
+
+--threads sets torch.set_num_threads and, because that does not reach
+OpenBLAS's own thread pool, openblas_set_num_threads too. --workload all runs
+each workload in its own child process so that peak_rss_mb is per workload.
+
+Debian's torch runs two thread pools: libgomp (torch's elementwise ops) and
+OpenBLAS's pthreads (matmuls). With libgomp's default spin-waiting the idle
+OpenMP workers keep the 2 cores busy and starve OpenBLAS (mlp steps ~1.7x
+slower), so this script sets OMP_WAIT_POLICY=PASSIVE unless the caller set
+OMP_WAIT_POLICY already (set it to ACTIVE to measure torch's default).
+"""
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by libgomp when torch loads it
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WARMUP_STEPS = 10
+GEMM_WARMUP = 5
+GEMM_SIZES = [(1024, 1024, 1024), (128, 784, 256)]
+
+
+def _openblas():
+    """The OpenBLAS torch loaded, or None (only if it is mapped into this process)."""
+    with open("/proc/self/maps") as f:
+        if "libopenblas" not in f.read():
+            return None
+    lib = ctypes.CDLL("libopenblas.so.0")
+    lib.openblas_get_config.restype = ctypes.c_char_p
+    lib.openblas_get_corename.restype = ctypes.c_char_p
+    return lib
+
+
+def blas_name():
+    """Which BLAS is mapped into this process (torch's BLAS_INFO is just 'generic')."""
+    lib = _openblas()
+    if lib is not None:
+        cfg = lib.openblas_get_config().decode().split()
+        core = lib.openblas_get_corename().decode()
+        return f"OpenBLAS {cfg[1]} pthread, core {core}"
+    with open("/proc/self/maps") as f:
+        libs = sorted({l.split()[-1] for l in f if "blas" in l.lower()})
+    return "reference/other BLAS: " + ",".join(libs) if libs else "unknown"
+
+
+def set_threads(n):
+    torch.set_num_threads(n)
+    lib = _openblas()
+    if lib is not None:
+        lib.openblas_set_num_threads(n)
+
+
+def bench_gemm(args):
+    for m, k, n in GEMM_SIZES:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(m, k, generator=g)
+        b = torch.randn(k, n, generator=g)
+        c = torch.empty(m, n)
+        for _ in range(GEMM_WARMUP):
+            torch.mm(a, b, out=c)
+        times = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=c)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        yield {"workload": "gemm", "impl": "pytorch", "m": m, "k": k, "n": n,
+               "dtype": "float32", "ms_median": round(med * 1e3, 4),
+               "gflops": round(2.0 * m * k * n / med / 1e9, 2),
+               "threads": args.threads, "blas": blas_name()}
+
+
+class MLP(nn.Module):
+    """784-256-256-128-10 ReLU MLP, optionally with a forgetting layer after each hidden ReLU."""
+
+    def __init__(self, forgetting, sizes=(784, 256, 256, 128, 10), rho=1.0):
+        super().__init__()
+        self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-2], sizes[1:-1]))
+        self.out = nn.Linear(sizes[-2], sizes[-1])
+        self.forgetting, self.rho = forgetting, rho
+        if forgetting:  # W_f = 0 -> gate sigmoid(0) = 0.5 at the start
+            self.w_f = nn.ParameterList(nn.Parameter(torch.zeros(o)) for o in sizes[1:-1])
+
+    def forward(self, x):
+        """Returns logits and, with forgetting layers, the (h, gate) pair of each layer."""
+        states = []
+        for i, lin in enumerate(self.hidden):
+            h = F.relu(lin(x))
+            if self.forgetting:
+                s = torch.sigmoid(self.rho * h * self.w_f[i])
+                states.append((h, s))
+                h = h + h * s  # shortcut (eq. 5)
+            x = h
+        return self.out(x), states
+
+
+def forgetting_losses(states, eps=1e-8):
+    """L_inh (ERS, eq. 6, one denominator over all layers) and L_lat (IRS, eq. 8)."""
+    num = den = lat = 0.0
+    for h, s in states:
+        sbar = s.mean(0)
+        num = num + ((1 - sbar) * sbar).sum()
+        den = den + (1 - sbar).sum()
+        a, b = h * (1 - s), h * s
+        lat = lat + a.sum(1) * b.sum(1) - (a * b).sum(1)  # sum_{i != j} a_i b_j per sample
+    return num / (den + eps), lat.mean()
+
+
+def bench_mlp(args, forgetting, lam=0.1, beta=1e-4, lr=0.01):
+    torch.manual_seed(0)
+    model = MLP(forgetting)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    x = torch.randn(args.batch, 784)
+    y = torch.randint(0, 10, (args.batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits, states = model(x)
+        loss = F.cross_entropy(logits, y)
+        if forgetting:
+            l_inh, l_lat = forgetting_losses(states)
+            loss = loss + lam * l_inh + beta * l_lat
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {loss.item()}")
+    med = statistics.median(times)
+    yield {"workload": "mlp-forgetting" if forgetting else "mlp", "impl": "pytorch",
+           "batch": args.batch, "steps": args.steps,
+           "ms_per_step_median": round(med * 1e3, 4),
+           "samples_per_s": round(args.batch / med, 1),
+           "threads": args.threads, "blas": blas_name(),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+WORKLOADS = {
+    "gemm": bench_gemm,
+    "mlp": lambda a: bench_mlp(a, forgetting=False),
+    "mlp-forgetting": lambda a: bench_mlp(a, forgetting=True),
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workload", required=True, choices=[*WORKLOADS, "all"])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=200, help="timed training steps (mlp*)")
+    p.add_argument("--reps", type=int, default=50, help="timed calls per size (gemm)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if args.workload == "all":  # one child per workload: separate peak RSS
+        for w in WORKLOADS:
+            argv = ["--workload", w, "--batch", str(args.batch), "--steps", str(args.steps),
+                    "--reps", str(args.reps), "--threads", str(args.threads)]
+            subprocess.run([sys.executable, os.path.abspath(__file__), *argv], check=True)
+        return
+    set_threads(args.threads)
+    for result in WORKLOADS[args.workload](args):
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
