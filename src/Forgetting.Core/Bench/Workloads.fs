@@ -51,12 +51,10 @@ module Workloads =
                 sw.Stop()
                 sw.Elapsed.TotalMilliseconds)
 
-        {
-            Milliseconds = ms
-            HeapEarlyMb = early.Value
-            HeapEndMb = heapMb ()
-            PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0
-        }
+        { Milliseconds = ms
+          HeapEarlyMb = early.Value
+          HeapEndMb = heapMb ()
+          PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0 }
 
     /// C = A·B for float32 m×k by k×n: the timing and GFLOP/s at the median.
     let gemm (m: int) (k: int) (n: int) (reps: int) =

@@ -6,20 +6,16 @@ open System
 /// in `Instances`, one label for the whole bag. `Witnesses` are the instances that carry the signal
 /// (empty in a negative bag): the ground truth an attention read-out can be checked against.
 type Bag =
-    {
-        Instances: float32[]
-        Count: int
-        Label: int
-        Witnesses: int[]
-    }
+    { Instances: float32[]
+      Count: int
+      Label: int
+      Witnesses: int[] }
 
 /// Bags with instances of one size.
 type BagSet =
-    {
-        Name: string
-        Features: int
-        Bags: Bag[]
-    }
+    { Name: string
+      Features: int
+      Bags: Bag[] }
 
 /// Settings of the bit-pattern bags (mechanisms.md §4).
 type BitPatternOptions =
@@ -56,16 +52,14 @@ module BitPatternBags =
     /// 2,048 bags of 16 instances of 8 bits, 8 signals, one per positive bag, half the bags positive,
     /// 1,536 train / 512 test.
     let defaults: BitPatternOptions =
-        {
-            BagCount = 2048
-            InstancesPerBag = 16
-            Bits = 8
-            SignalCount = 8
-            SignalsPerBag = 1
-            PositiveFraction = 0.5
-            TrainCount = 1536
-            Seed = 1
-        }
+        { BagCount = 2048
+          InstancesPerBag = 16
+          Bits = 8
+          SignalCount = 8
+          SignalsPerBag = 1
+          PositiveFraction = 0.5
+          TrainCount = 1536
+          Seed = 1 }
 
     let private pattern (rng: Random) (bits: int) = rng.Next(1 <<< bits)
 
@@ -138,25 +132,19 @@ module BitPatternBags =
                     else
                         [||]
 
-                {
-                    Instances = patterns |> Array.collect (toValues o.Bits)
-                    Count = o.InstancesPerBag
-                    Label = label
-                    Witnesses = witnesses
-                })
+                { Instances = patterns |> Array.collect (toValues o.Bits)
+                  Count = o.InstancesPerBag
+                  Label = label
+                  Witnesses = witnesses })
 
         let set name (bags: Bag[]) =
-            {
-                Name = name
-                Features = o.Bits
-                Bags = bags
-            }
+            { Name = name
+              Features = o.Bits
+              Bags = bags }
 
-        {
-            Signals = signals.ToArray() |> Array.map (toValues o.Bits)
-            TrainBags = set "bit-patterns/train" bags[.. o.TrainCount - 1]
-            TestBags = set "bit-patterns/test" bags[o.TrainCount ..]
-        }
+        { Signals = signals.ToArray() |> Array.map (toValues o.Bits)
+          TrainBags = set "bit-patterns/train" bags[.. o.TrainCount - 1]
+          TestBags = set "bit-patterns/test" bags[o.TrainCount ..] }
 
 /// Settings of the DeepRC-style sequence bags.
 type SequenceBagOptions =
@@ -177,19 +165,15 @@ type SequenceBagOptions =
 /// A bag of amino-acid sequences (a repertoire), each sequence as letter codes 0 … 19 (see
 /// `SequenceBags.Alphabet`). `Witnesses` are the sequences with an implanted motif.
 type SequenceBag =
-    {
-        Sequences: byte[][]
-        Label: int
-        Witnesses: int[]
-    }
+    { Sequences: byte[][]
+      Label: int
+      Witnesses: int[] }
 
 /// Generated sequence bags and their motifs.
 type SequenceBagSet =
-    {
-        Motifs: byte[][]
-        TrainBags: SequenceBag[]
-        TestBags: SequenceBag[]
-    }
+    { Motifs: byte[][]
+      TrainBags: SequenceBag[]
+      TestBags: SequenceBag[] }
 
 /// Immune-repertoire-like bags in the style of DeepRC's simulated data: bags of random amino-acid
 /// sequences; in a positive bag a share of the sequences carries one of a few implanted motifs, and the
@@ -205,18 +189,16 @@ module SequenceBags =
     /// 400 bags of 100 sequences of 12 to 18 residues, 2 motifs of 4 residues, 5% witnesses in the
     /// positive half, 300 train / 100 test.
     let defaults: SequenceBagOptions =
-        {
-            BagCount = 400
-            SequencesPerBag = 100
-            MinLength = 12
-            MaxLength = 18
-            MotifCount = 2
-            MotifLength = 4
-            WitnessRate = 0.05
-            PositiveFraction = 0.5
-            TrainCount = 300
-            Seed = 1
-        }
+        { BagCount = 400
+          SequencesPerBag = 100
+          MinLength = 12
+          MaxLength = 18
+          MotifCount = 2
+          MotifLength = 4
+          WitnessRate = 0.05
+          PositiveFraction = 0.5
+          TrainCount = 300
+          Seed = 1 }
 
     /// A sequence as letters.
     let decode (sequence: byte[]) =
@@ -293,17 +275,13 @@ module SequenceBags =
                     else
                         [||]
 
-                {
-                    Sequences = sequences
-                    Label = label
-                    Witnesses = witnesses
-                })
+                { Sequences = sequences
+                  Label = label
+                  Witnesses = witnesses })
 
-        {
-            Motifs = motifs.ToArray()
-            TrainBags = bags[.. o.TrainCount - 1]
-            TestBags = bags[o.TrainCount ..]
-        }
+        { Motifs = motifs.ToArray()
+          TrainBags = bags[.. o.TrainCount - 1]
+          TestBags = bags[o.TrainCount ..] }
 
     /// The bags with each sequence one-hot encoded: `maxLength` × 20 values per instance, positions past
     /// a sequence's end left zero.
@@ -321,15 +299,11 @@ module SequenceBags =
                 s
                 |> Array.iteri (fun p c -> values[i * width + p * Alphabet.Length + int c] <- 1.0f))
 
-            {
-                Instances = values
-                Count = bag.Sequences.Length
-                Label = bag.Label
-                Witnesses = bag.Witnesses
-            }
+            { Instances = values
+              Count = bag.Sequences.Length
+              Label = bag.Label
+              Witnesses = bag.Witnesses }
 
-        {
-            Name = name
-            Features = width
-            Bags = Array.map encode bags
-        }
+        { Name = name
+          Features = width
+          Bags = Array.map encode bags }

@@ -14,13 +14,11 @@ type LastBatch =
 /// fresh arrays that belong to the batch (the engine's tensors are immutable and may take them without
 /// a copy). `Positions` are the samples' positions in the view: a slice of the epoch's order, not a copy.
 type Batch =
-    {
-        Index: int
-        Count: int
-        Images: float32[]
-        Labels: int[]
-        Positions: ReadOnlyMemory<int>
-    }
+    { Index: int
+      Count: int
+      Images: float32[]
+      Labels: int[]
+      Positions: ReadOnlyMemory<int> }
 
 /// Mini-batches over a data view: an epoch is a seeded permutation of the view's positions, cut into
 /// index ranges; only the batch being handed out is materialised.
@@ -64,13 +62,11 @@ module Batches =
             let labels = Array.zeroCreate length
             gather view positions.Span (Span images) (Span labels)
 
-            {
-                Index = b
-                Count = length
-                Images = images
-                Labels = labels
-                Positions = positions
-            })
+            { Index = b
+              Count = length
+              Images = images
+              Labels = labels
+              Positions = positions })
 
     /// The order of one epoch: a permutation of 0 … samples-1 drawn from `rng`.
     let order (rng: Random) (samples: int) : int[] = Permutation.random rng samples

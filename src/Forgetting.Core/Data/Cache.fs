@@ -7,12 +7,10 @@ open System.Text.Json.Nodes
 
 /// One file of a cached data set, with the SHA-256 it had when it was written.
 type ManifestFile =
-    {
-        Role: DataFileRole
-        Name: string
-        Sha256: string
-        Bytes: int64
-    }
+    { Role: DataFileRole
+      Name: string
+      Sha256: string
+      Bytes: int64 }
 
 /// What the cache records beside a data set's files (`manifest.json`): where they came from, how the
 /// split was drawn where the source had none, and the checksums verified on every load.
@@ -95,12 +93,10 @@ module Cache =
         for f in m.Files do
             files.Add(
                 JsonObject(
-                    [
-                        Collections.Generic.KeyValuePair("role", JsonValue.Create(DataFileRole.key f.Role) :> JsonNode)
-                        Collections.Generic.KeyValuePair("name", JsonValue.Create f.Name)
-                        Collections.Generic.KeyValuePair("sha256", JsonValue.Create f.Sha256)
-                        Collections.Generic.KeyValuePair("bytes", JsonValue.Create f.Bytes)
-                    ]
+                    [ Collections.Generic.KeyValuePair("role", JsonValue.Create(DataFileRole.key f.Role) :> JsonNode)
+                      Collections.Generic.KeyValuePair("name", JsonValue.Create f.Name)
+                      Collections.Generic.KeyValuePair("sha256", JsonValue.Create f.Sha256)
+                      Collections.Generic.KeyValuePair("bytes", JsonValue.Create f.Bytes) ]
                 )
             )
 
@@ -151,20 +147,16 @@ module Cache =
                 match o["files"] with
                 | null -> bad "no \"files\""
                 | n ->
-                    [
-                        for f in n.AsArray() do
-                            let key = f["role"].GetValue<string>()
+                    [ for f in n.AsArray() do
+                          let key = f["role"].GetValue<string>()
 
-                            match roleOfKey key with
-                            | None -> bad $"unknown file role \"{key}\""
-                            | Some role ->
-                                {
-                                    Role = role
-                                    Name = f["name"].GetValue<string>()
-                                    Sha256 = f["sha256"].GetValue<string>()
-                                    Bytes = f["bytes"].GetValue<int64>()
-                                }
-                    ]
+                          match roleOfKey key with
+                          | None -> bad $"unknown file role \"{key}\""
+                          | Some role ->
+                              { Role = role
+                                Name = f["name"].GetValue<string>()
+                                Sha256 = f["sha256"].GetValue<string>()
+                                Bytes = f["bytes"].GetValue<int64>() } ]
 
             for role in DataFileRole.all do
                 if not (files |> List.exists (fun f -> f.Role = role)) then
@@ -178,16 +170,14 @@ module Cache =
                 then
                     bad $"bad entry for {f.Name}"
 
-            {
-                Dataset = str "dataset"
-                Source = str "source"
-                Split = o["split"] |> Option.ofObj |> Option.map (fun n -> n.GetValue<string>())
-                SplitSeed = o["splitSeed"] |> Option.ofObj |> Option.map (fun n -> n.GetValue<int>())
-                Train = num "train"
-                Test = num "test"
-                Fetched = DateTimeOffset.Parse(str "fetched", Globalization.CultureInfo.InvariantCulture)
-                Files = files
-            }
+            { Dataset = str "dataset"
+              Source = str "source"
+              Split = o["split"] |> Option.ofObj |> Option.map (fun n -> n.GetValue<string>())
+              SplitSeed = o["splitSeed"] |> Option.ofObj |> Option.map (fun n -> n.GetValue<int>())
+              Train = num "train"
+              Test = num "test"
+              Fetched = DateTimeOffset.Parse(str "fetched", Globalization.CultureInfo.InvariantCulture)
+              Files = files }
         with
         | :? DataError -> reraise ()
         | :? JsonException
@@ -358,9 +348,7 @@ module Cache =
         |> List.map (fun (role, name) ->
             let bytes = Files.readAllBytes (Path.Combine(directory, name))
 
-            {
-                Role = role
-                Name = name
-                Sha256 = Files.sha256 (ReadOnlySpan bytes)
-                Bytes = int64 bytes.Length
-            })
+            { Role = role
+              Name = name
+              Sha256 = Files.sha256 (ReadOnlySpan bytes)
+              Bytes = int64 bytes.Length })

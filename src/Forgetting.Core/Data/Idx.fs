@@ -178,13 +178,11 @@ module Idx =
                 )
             )
 
-        {
-            Name = name
-            Images = pixels
-            Shape = shape
-            Labels = labels
-            Classes = classes
-        }
+        { Name = name
+          Images = pixels
+          Shape = shape
+          Labels = labels
+          Classes = classes }
 
     /// Read an image file (raw or gzip).
     let readImages (path: string) =

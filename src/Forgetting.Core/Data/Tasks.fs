@@ -6,13 +6,11 @@ open System
 /// picks the head of a multi-head net; `Classes` are the labels the task's samples carry (labels stay
 /// those of the source data set; `Tasks.localLabel` maps them to 0 … Classes.Length-1 for a task's head).
 type LearningTask =
-    {
-        Id: int
-        Name: string
-        Classes: int[]
-        Train: DataView
-        Test: DataView
-    }
+    { Id: int
+      Name: string
+      Classes: int[]
+      Train: DataView
+      Test: DataView }
 
 /// Task sequences for continual learning, as views over shared data (nothing is copied).
 [<RequireQualifiedAccess>]
@@ -46,13 +44,11 @@ module Tasks =
                 else
                     DataView.permuted p (DataView.all d)
 
-            {
-                Id = t
-                Name = $"{name} permutation {t + 1}"
-                Classes = allClasses data.Train
-                Train = view data.Train
-                Test = view data.Test
-            })
+            { Id = t
+              Name = $"{name} permutation {t + 1}"
+              Classes = allClasses data.Train
+              Train = view data.Train
+              Test = view data.Test })
 
     /// Consecutive groups of `size` classes: {0, 1}, {2, 3}, … (the last may be smaller).
     let classGroups (classes: int) (size: int) : int[][] =
@@ -86,25 +82,21 @@ module Tasks =
         |> Array.mapi (fun t g ->
             let classes = Array.copy g
 
-            {
-                Id = t
-                Name = $"""{name} classes {String.Join(",", classes)}"""
-                Classes = classes
-                Train = DataView.ofIndices (Dataset.indicesOfClasses classes data.Train) data.Train
-                Test = DataView.ofIndices (Dataset.indicesOfClasses classes data.Test) data.Test
-            })
+            { Id = t
+              Name = $"""{name} classes {String.Join(",", classes)}"""
+              Classes = classes
+              Train = DataView.ofIndices (Dataset.indicesOfClasses classes data.Train) data.Train
+              Test = DataView.ofIndices (Dataset.indicesOfClasses classes data.Test) data.Test })
 
     /// One task per data set, in order (e.g. MNIST, then Fashion-MNIST).
     let sequence (datasets: TrainTest list) : LearningTask[] =
         datasets
         |> List.mapi (fun t d ->
-            {
-                Id = t
-                Name = baseName d.Train
-                Classes = allClasses d.Train
-                Train = DataView.all d.Train
-                Test = DataView.all d.Test
-            })
+            { Id = t
+              Name = baseName d.Train
+              Classes = allClasses d.Train
+              Train = DataView.all d.Train
+              Test = DataView.all d.Test })
         |> Array.ofList
 
     /// A stream: the training samples, shuffled by `Random(seed)`, cut into `count` parts of near-equal
@@ -125,13 +117,11 @@ module Tasks =
             let start = t * small + min t larger
             let size = small + (if t < larger then 1 else 0)
 
-            {
-                Id = t
-                Name = $"{name} part {t + 1}/{count}"
-                Classes = allClasses data.Train
-                Train = DataView.ofIndices order[start .. start + size - 1] data.Train
-                Test = DataView.all data.Test
-            })
+            { Id = t
+              Name = $"{name} part {t + 1}/{count}"
+              Classes = allClasses data.Train
+              Train = DataView.ofIndices order[start .. start + size - 1] data.Train
+              Test = DataView.all data.Test })
 
     /// A label's index within the task's classes (for the task's own head).
     let localLabel (task: LearningTask) (label: int) : int =

@@ -24,61 +24,52 @@ type Strengths =
 
     /// λ = 0.1 and β = 1e-4 as in the benchmark workload; ρ = 1; L1 1e-5, L2 5e-4, DeCov 1e-4.
     static member Default =
-        {
-            Lambda = 0.1
-            Beta = 1e-4
-            Rho = 1.0
-            L1 = 1e-5
-            L2 = 5e-4
-            DeCov = 1e-4
-        }
+        { Lambda = 0.1
+          Beta = 1e-4
+          Rho = 1.0
+          L1 = 1e-5
+          L2 = 5e-4
+          DeCov = 1e-4 }
 
 /// A model variant of the paper's comparisons: with or without forgetting layers after each hidden
 /// activation, and which terms are added to the cross-entropy.
 type Variant =
-    {
-        Name: string
-        Layer: ForgettingLayerConfig option
-        Lambda: float
-        Beta: float
-        L1: float
-        L2: float
-        DeCov: float
-    }
+    { Name: string
+      Layer: ForgettingLayerConfig option
+      Lambda: float
+      Beta: float
+      L1: float
+      L2: float
+      DeCov: float }
 
 [<RequireQualifiedAccess>]
 module Variant =
 
     let private plain name =
-        {
-            Name = name
-            Layer = None
-            Lambda = 0.0
-            Beta = 0.0
-            L1 = 0.0
-            L2 = 0.0
-            DeCov = 0.0
-        }
+        { Name = name
+          Layer = None
+          Lambda = 0.0
+          Beta = 0.0
+          L1 = 0.0
+          L2 = 0.0
+          DeCov = 0.0 }
 
     let private layer (s: Strengths) shortcut =
         Some
             { ForgettingLayerConfig.Default with
                 Shortcut = shortcut
-                Rho = s.Rho
-            }
+                Rho = s.Rho }
 
     /// The names `forgetting train --variant` accepts, in the paper's order.
     let names =
-        [
-            "sgd"
-            "l1"
-            "l2"
-            "decov"
-            "inhibition"
-            "i_short_cut"
-            "lateral_inhibition"
-            "forgetting_layer_star"
-        ]
+        [ "sgd"
+          "l1"
+          "l2"
+          "decov"
+          "inhibition"
+          "i_short_cut"
+          "lateral_inhibition"
+          "forgetting_layer_star" ]
 
     /// A named variant with the given strengths:
     /// sgd (plain), l1, l2, decov (the baselines), inhibition (ERS, no shortcut), i_short_cut (ERS +
@@ -93,19 +84,16 @@ module Variant =
         | "inhibition" ->
             { plain name with
                 Layer = layer s false
-                Lambda = s.Lambda
-            }
+                Lambda = s.Lambda }
         | "i_short_cut" ->
             { plain name with
                 Layer = layer s true
-                Lambda = s.Lambda
-            }
+                Lambda = s.Lambda }
         | "lateral_inhibition" ->
             { plain name with
                 Layer = layer s true
                 Lambda = s.Lambda
-                Beta = s.Beta
-            }
+                Beta = s.Beta }
         | "forgetting_layer_star" -> { plain name with Layer = layer s true }
         | other ->
             let known = String.concat ", " names
@@ -119,34 +107,30 @@ module Variant =
 
         let pairs = List.pairwise sizes
 
-        [
-            for i, (fanIn, fanOut) in List.indexed pairs do
-                yield $"fc{i + 1}", Layer.dense fanIn fanOut
+        [ for i, (fanIn, fanOut) in List.indexed pairs do
+              yield $"fc{i + 1}", Layer.dense fanIn fanOut
 
-                if i < pairs.Length - 1 then
-                    yield $"relu{i + 1}", Layer.relu
+              if i < pairs.Length - 1 then
+                  yield $"relu{i + 1}", Layer.relu
 
-                    match variant.Layer with
-                    | Some config -> yield $"forget{i + 1}", ActiveForgetting.layer config fanOut
-                    | None -> ()
-        ]
+                  match variant.Layer with
+                  | Some config -> yield $"forget{i + 1}", ActiveForgetting.layer config fanOut
+                  | None -> () ]
         |> Layer.sequential
 
     /// Cross-entropy plus the variant's terms.
     let objective (variant: Variant) : Objective =
         fun p trace logits labels ->
             let terms =
-                [
-                    Functional.crossEntropy logits labels
-                    if variant.L1 <> 0.0 then
-                        Regularizers.l1 p * variant.L1
-                    if variant.L2 <> 0.0 then
-                        Regularizers.l2 p * variant.L2
-                    if variant.DeCov <> 0.0 then
-                        Regularizers.decovOf trace * variant.DeCov
-                    match ActiveForgetting.regulariser variant.Lambda variant.Beta trace with
-                    | Some r -> r
-                    | None -> ()
-                ]
+                [ Functional.crossEntropy logits labels
+                  if variant.L1 <> 0.0 then
+                      Regularizers.l1 p * variant.L1
+                  if variant.L2 <> 0.0 then
+                      Regularizers.l2 p * variant.L2
+                  if variant.DeCov <> 0.0 then
+                      Regularizers.decovOf trace * variant.DeCov
+                  match ActiveForgetting.regulariser variant.Lambda variant.Beta trace with
+                  | Some r -> r
+                  | None -> () ]
 
             List.reduce (+) terms

@@ -16,11 +16,9 @@ type ForgettingLayerConfig =
     }
 
     static member Default =
-        {
-            StaticGate = false
-            Shortcut = true
-            Rho = 1.0
-        }
+        { StaticGate = false
+          Shortcut = true
+          Rho = 1.0 }
 
 /// The plug-and-play forgetting layer of inhibitory units, its losses and its read-outs.
 [<RequireQualifiedAccess>]
@@ -53,44 +51,39 @@ module ActiveForgetting =
         if config.Rho <= 0.0 then
             invalidArg (nameof config) $"the steepness ρ must be positive, got {config.Rho}"
 
-        {
-            Name = "forgetting"
-            Init = fun _ dtype -> Params.ofTensors [ "wf", Tensor.zeros dtype [| units |] ]
-            Forward =
-                fun _ p h ->
-                    let wf = Params.tensor "wf" p
-                    let a = activity h
+        { Name = "forgetting"
+          Init = fun _ dtype -> Params.ofTensors [ "wf", Tensor.zeros dtype [| units |] ]
+          Forward =
+            fun _ p h ->
+                let wf = Params.tensor "wf" p
+                let a = activity h
 
-                    if a.Shape[1] <> units then
-                        Shape.fail
-                            "forgetting layer"
-                            $"built for {units} units, got activations of shape {Shape.show h.Shape}"
+                if a.Shape[1] <> units then
+                    Shape.fail
+                        "forgetting layer"
+                        $"built for {units} units, got activations of shape {Shape.show h.Shape}"
 
-                    let sigma = gate config wf a
-                    // Broadcast the per-unit gate over a conv map's spatial axes.
-                    let s =
-                        if h.Rank = 4 then
-                            Tensor.reshape [| -1; units; 1; 1 |] sigma
-                        else
-                            sigma
+                let sigma = gate config wf a
+                // Broadcast the per-unit gate over a conv map's spatial axes.
+                let s =
+                    if h.Rank = 4 then
+                        Tensor.reshape [| -1; units; 1; 1 |] sigma
+                    else
+                        sigma
 
-                    let gated = h * s
-                    let out = if config.Shortcut then h + gated else gated
+                let gated = h * s
+                let out = if config.Shortcut then h + gated else gated
 
-                    out,
-                    [
-                        {
-                            Path = ""
-                            Kind = GateInput
-                            Value = a
-                        }
-                        {
-                            Path = ""
-                            Kind = Gate
-                            Value = sigma
-                        }
-                    ]
-        }
+                out,
+                [ { Path = ""
+                    Kind = GateInput
+                    Value = a }
+                  { Path = ""
+                    Kind = Gate
+                    Value = sigma }
+                  { Path = ""
+                    Kind = Activation
+                    Value = out } ] }
 
     let private gatesOf (trace: TraceEntry list) =
         let gates = Trace.ofKind Gate trace |> List.map (fun e -> e.Value)
@@ -136,12 +129,10 @@ module ActiveForgetting =
     /// The forgetting terms of eq. 9: λ·L_inh + β·L_lat (each skipped when its weight is 0).
     let regulariser (lambda: float) (beta: float) (trace: TraceEntry list) =
         let terms =
-            [
-                if lambda <> 0.0 then
-                    inhibitionLoss trace * lambda
-                if beta <> 0.0 then
-                    lateralLoss trace * beta
-            ]
+            [ if lambda <> 0.0 then
+                  inhibitionLoss trace * lambda
+              if beta <> 0.0 then
+                  lateralLoss trace * beta ]
 
         match terms with
         | [] -> None

@@ -20,7 +20,5 @@ module Init =
         let kw, kb = Rng.split rng
 
         Params.ofTensors
-            [
-                "weight", fanInUniform kw dtype [| inputs; outputs |] inputs
-                "bias", fanInUniform kb dtype [| outputs |] inputs
-            ]
+            [ "weight", fanInUniform kw dtype [| inputs; outputs |] inputs
+              "bias", fanInUniform kb dtype [| outputs |] inputs ]

@@ -13,77 +13,59 @@ type TraceKind =
 
 /// One recorded intermediate of a forward pass. `Path` names the layer ("block2/forget").
 type TraceEntry =
-    {
-        Path: string
-        Kind: TraceKind
-        Value: Tensor
-    }
+    { Path: string
+      Kind: TraceKind
+      Value: Tensor }
 
 /// How a forward pass runs: training (dropout on, batch statistics) or evaluation, and the key for
 /// anything random in it.
 type Mode =
-    {
-        Training: bool
-        Rng: Rng
-    }
+    { Training: bool
+      Rng: Rng }
 
     static member Eval =
-        {
-            Training = false
-            Rng = Rng.create 0L
-        }
+        { Training = false
+          Rng = Rng.create 0L }
 
     static member Train(rng: Rng) = { Training = true; Rng = rng }
 
 /// A layer is a value: how to initialise its parameters from a key, and a pure forward function that
 /// returns the output and the intermediates it recorded. Models are layers composed in sequence.
 type Layer =
-    {
-        Name: string
-        Init: Rng -> DType -> Params
-        Forward: Mode -> Params -> Tensor -> Tensor * TraceEntry list
-    }
+    { Name: string
+      Init: Rng -> DType -> Params
+      Forward: Mode -> Params -> Tensor -> Tensor * TraceEntry list }
 
 [<RequireQualifiedAccess>]
 module Layer =
 
     /// A layer with no parameters.
     let stateless (name: string) (f: Tensor -> Tensor) =
-        {
-            Name = name
-            Init = fun _ _ -> Params.empty
-            Forward = fun _ _ x -> f x, []
-        }
+        { Name = name
+          Init = fun _ _ -> Params.empty
+          Forward = fun _ _ x -> f x, [] }
 
     /// A dense layer x W + b, PyTorch's default initialisation.
     let dense (inputs: int) (outputs: int) =
-        {
-            Name = $"dense {inputs}→{outputs}"
-            Init = fun rng dtype -> Init.dense rng dtype inputs outputs
-            Forward =
-                fun _ p x ->
-                    let x = if x.Rank > 2 then Tensor.flatten x else x
-                    Tensor.linear x (Params.tensor "weight" p) (Params.tensor "bias" p), []
-        }
+        { Name = $"dense {inputs}→{outputs}"
+          Init = fun rng dtype -> Init.dense rng dtype inputs outputs
+          Forward =
+            fun _ p x ->
+                let x = if x.Rank > 2 then Tensor.flatten x else x
+                Tensor.linear x (Params.tensor "weight" p) (Params.tensor "bias" p), [] }
 
     /// ReLU, recording its output as the layer's activation.
     let relu =
-        {
-            Name = "relu"
-            Init = fun _ _ -> Params.empty
-            Forward =
-                fun _ _ x ->
-                    let h = Tensor.relu x
+        { Name = "relu"
+          Init = fun _ _ -> Params.empty
+          Forward =
+            fun _ _ x ->
+                let h = Tensor.relu x
 
-                    h,
-                    [
-                        {
-                            Path = ""
-                            Kind = Activation
-                            Value = h
-                        }
-                    ]
-        }
+                h,
+                [ { Path = ""
+                    Kind = Activation
+                    Value = h } ] }
 
     let tanh = stateless "tanh" Tensor.tanh
 
@@ -91,11 +73,9 @@ module Layer =
 
     /// Inverted dropout while training; the identity at evaluation.
     let dropout (p: float) =
-        {
-            Name = $"dropout {p}"
-            Init = fun _ _ -> Params.empty
-            Forward = fun mode _ x -> (if mode.Training then Functional.dropout mode.Rng p x else x), []
-        }
+        { Name = $"dropout {p}"
+          Init = fun _ _ -> Params.empty
+          Forward = fun mode _ x -> (if mode.Training then Functional.dropout mode.Rng p x else x), [] }
 
     /// Layers applied in order; each gets the subtree of parameters under its name, a key of its own,
     /// and its trace entries are prefixed with its name.
@@ -106,40 +86,37 @@ module Layer =
             let all = String.concat ", " names
             invalidArg (nameof layers) $"layer names must be unique, got {all}"
 
-        {
-            Name = "sequential"
-            Init =
-                fun rng dtype ->
-                    let keys = Rng.splitN layers.Length rng
+        { Name = "sequential"
+          Init =
+            fun rng dtype ->
+                let keys = Rng.splitN layers.Length rng
 
-                    layers
-                    |> List.mapi (fun i (name, layer) -> name, layer.Init keys[i] dtype)
-                    |> List.filter (fun (_, p) -> p <> Params.empty)
-                    |> Params.ofList
-            Forward =
-                fun mode p x ->
-                    let keys = Rng.splitN layers.Length mode.Rng
-                    let mutable h = x
-                    let trace = ResizeArray()
+                layers
+                |> List.mapi (fun i (name, layer) -> name, layer.Init keys[i] dtype)
+                |> List.filter (fun (_, p) -> p <> Params.empty)
+                |> Params.ofList
+          Forward =
+            fun mode p x ->
+                let keys = Rng.splitN layers.Length mode.Rng
+                let mutable h = x
+                let trace = ResizeArray()
 
-                    layers
-                    |> List.iteri (fun i (name, layer) ->
-                        let sub =
-                            match p with
-                            | Branch children -> children.TryFind name |> Option.defaultValue Params.empty
-                            | Leaf _ -> Params.empty
+                layers
+                |> List.iteri (fun i (name, layer) ->
+                    let sub =
+                        match p with
+                        | Branch children -> children.TryFind name |> Option.defaultValue Params.empty
+                        | Leaf _ -> Params.empty
 
-                        let y, entries = layer.Forward { mode with Rng = keys[i] } sub h
-                        h <- y
+                    let y, entries = layer.Forward { mode with Rng = keys[i] } sub h
+                    h <- y
 
-                        for e in entries do
-                            trace.Add
-                                { e with
-                                    Path = (if e.Path = "" then name else name + "/" + e.Path)
-                                })
+                    for e in entries do
+                        trace.Add
+                            { e with
+                                Path = (if e.Path = "" then name else name + "/" + e.Path) })
 
-                    h, List.ofSeq trace
-        }
+                h, List.ofSeq trace }
 
     /// Output only.
     let apply (layer: Layer) (mode: Mode) (p: Params) (x: Tensor) = layer.Forward mode p x |> fst

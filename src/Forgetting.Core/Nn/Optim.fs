@@ -7,11 +7,9 @@ type OptimizerState = { Step: int; Buffers: Params list }
 
 /// A pure optimizer: `Update state params grads` gives the new parameters and state; nothing mutates.
 type Optimizer =
-    {
-        Name: string
-        Init: Params -> OptimizerState
-        Update: OptimizerState -> Params -> Params -> Params * OptimizerState
-    }
+    { Name: string
+      Init: Params -> OptimizerState
+      Update: OptimizerState -> Params -> Params -> Params * OptimizerState }
 
 [<RequireQualifiedAccess>]
 module Optim =
@@ -32,35 +30,29 @@ module Optim =
             else
                 Params.map2 (fun g w -> g + w * weightDecay) g p
 
-        {
-            Name = "sgd"
-            Init =
-                fun p ->
-                    {
-                        Step = 0
-                        Buffers = (if momentum = 0.0 then [] else [ zerosLike p ])
-                    }
-            Update =
-                fun state p g ->
-                    let g = decayed p g
+        { Name = "sgd"
+          Init =
+            fun p ->
+                { Step = 0
+                  Buffers = (if momentum = 0.0 then [] else [ zerosLike p ]) }
+          Update =
+            fun state p g ->
+                let g = decayed p g
 
-                    match state.Buffers with
-                    | [] -> Params.map2 (fun w g -> w - g * lr) p g, { state with Step = state.Step + 1 }
-                    | v :: _ ->
-                        let v' = Params.map2 (fun v g -> v * momentum + g) v g
+                match state.Buffers with
+                | [] -> Params.map2 (fun w g -> w - g * lr) p g, { state with Step = state.Step + 1 }
+                | v :: _ ->
+                    let v' = Params.map2 (fun v g -> v * momentum + g) v g
 
-                        let direction =
-                            if nesterov then
-                                Params.map2 (fun g v -> g + v * momentum) g v'
-                            else
-                                v'
+                    let direction =
+                        if nesterov then
+                            Params.map2 (fun g v -> g + v * momentum) g v'
+                        else
+                            v'
 
-                        Params.map2 (fun w d -> w - d * lr) p direction,
-                        {
-                            Step = state.Step + 1
-                            Buffers = [ v' ]
-                        }
-        }
+                    Params.map2 (fun w d -> w - d * lr) p direction,
+                    { Step = state.Step + 1
+                      Buffers = [ v' ] } }
 
     /// Plain SGD.
     let sgd (lr: float) = sgdWith lr 0.0 false 0.0
@@ -77,33 +69,29 @@ module Optim =
         then
             invalidArg (nameof lr) $"adam: needs lr > 0, betas in [0, 1), eps > 0; got {lr}, {beta1}, {beta2}, {eps}"
 
-        {
-            Name = "adam"
-            Init =
-                fun p ->
-                    {
-                        Step = 0
-                        Buffers = [ zerosLike p; zerosLike p ]
-                    }
-            Update =
-                fun state p g ->
-                    let g =
-                        if weightDecay = 0.0 then
-                            g
-                        else
-                            Params.map2 (fun g w -> g + w * weightDecay) g p
+        { Name = "adam"
+          Init =
+            fun p ->
+                { Step = 0
+                  Buffers = [ zerosLike p; zerosLike p ] }
+          Update =
+            fun state p g ->
+                let g =
+                    if weightDecay = 0.0 then
+                        g
+                    else
+                        Params.map2 (fun g w -> g + w * weightDecay) g p
 
-                    match state.Buffers with
-                    | [ m; v ] ->
-                        let t = state.Step + 1
-                        let m' = Params.map2 (fun m g -> m * beta1 + g * (1.0 - beta1)) m g
-                        let v' = Params.map2 (fun v g -> v * beta2 + Tensor.square g * (1.0 - beta2)) v g
-                        let c1, c2 = 1.0 - beta1 ** float t, 1.0 - beta2 ** float t
+                match state.Buffers with
+                | [ m; v ] ->
+                    let t = state.Step + 1
+                    let m' = Params.map2 (fun m g -> m * beta1 + g * (1.0 - beta1)) m g
+                    let v' = Params.map2 (fun v g -> v * beta2 + Tensor.square g * (1.0 - beta2)) v g
+                    let c1, c2 = 1.0 - beta1 ** float t, 1.0 - beta2 ** float t
 
-                        let step = Params.map2 (fun m v -> m / c1 / (Tensor.sqrt (v / c2) + eps) * lr) m' v'
+                    let step = Params.map2 (fun m v -> m / c1 / (Tensor.sqrt (v / c2) + eps) * lr) m' v'
 
-                        Params.map2 (-) p step, { Step = t; Buffers = [ m'; v' ] }
-                    | _ -> invalidArg "state" "adam: the state was not made by adam's Init"
-        }
+                    Params.map2 (-) p step, { Step = t; Buffers = [ m'; v' ] }
+                | _ -> invalidArg "state" "adam: the state was not made by adam's Init" }
 
     let adam (lr: float) = adamWith lr 0.9 0.999 1e-8 0.0

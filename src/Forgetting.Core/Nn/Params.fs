@@ -25,10 +25,8 @@ module Params =
         match p with
         | Leaf t -> [ "", t ]
         | Branch children ->
-            [
-                for KeyValue(name, child) in children do
-                    for path, t in flatten child -> (if path = "" then name else name + "/" + path), t
-            ]
+            [ for KeyValue(name, child) in children do
+                  for path, t in flatten child -> (if path = "" then name else name + "/" + path), t ]
 
     let tensors (p: Params) =
         flatten p |> List.map snd |> Array.ofList

@@ -37,10 +37,7 @@ module Functional =
         Tensor.Op(
             raw.Backend.Full([||], logits.DType, loss),
             [| logits |],
-            fun g _ ->
-                [|
-                    ls.Unary(Exp).Binary(Sub, target).Binary(Mul, g).BinaryScalar(Div, float b, false)
-                |]
+            fun g _ -> [| ls.Unary(Exp).Binary(Sub, target).Binary(Mul, g).BinaryScalar(Div, float b, false) |]
         )
 
     /// Mean squared error.
@@ -101,10 +98,7 @@ module Functional =
         Tensor.Op(
             pooled,
             [| x |],
-            fun g _ ->
-                [|
-                    g.Reshape([| argMax.Length; 1 |]).ScatterAdd(argMax, numel).Reshape x.Raw.Shape
-                |]
+            fun g _ -> [| g.Reshape([| argMax.Length; 1 |]).ScatterAdd(argMax, numel).Reshape x.Raw.Shape |]
         )
 
     /// Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p), from an
@@ -125,11 +119,9 @@ module Functional =
     /// What batch normalisation computed: the output and the batch statistics it used (to blend into
     /// running statistics, if the model keeps them).
     type BatchNormResult =
-        {
-            Output: Tensor
-            Mean: Tensor
-            Variance: Tensor
-        }
+        { Output: Tensor
+          Mean: Tensor
+          Variance: Tensor }
 
     /// The axes batch normalisation averages over: all but the channel axis 1.
     let private statAxes (op: string) (x: Tensor) =
@@ -154,13 +146,11 @@ module Functional =
         let var = meanOver (Tensor.square centred)
         let shape = channelShape x
 
-        {
-            Output =
-                centred / Tensor.sqrt (var + eps) * Tensor.reshape shape gamma
-                + Tensor.reshape shape beta
-            Mean = Tensor.reshape [| -1 |] mu
-            Variance = Tensor.reshape [| -1 |] var
-        }
+        { Output =
+            centred / Tensor.sqrt (var + eps) * Tensor.reshape shape gamma
+            + Tensor.reshape shape beta
+          Mean = Tensor.reshape [| -1 |] mu
+          Variance = Tensor.reshape [| -1 |] var }
 
     /// Batch normalisation with given (running) statistics, as at evaluation time.
     let batchNormWith (eps: float) (mean: Tensor) (variance: Tensor) (gamma: Tensor) (beta: Tensor) (x: Tensor) =

@@ -7,9 +7,7 @@ open System
 /// draw of any size is the same on any machine and thread count, and splitting never reuses a stream.
 [<Struct>]
 type Rng =
-    {
-        Key: uint64
-    }
+    { Key: uint64 }
 
     override r.ToString() = $"Rng(0x{r.Key:x16})"
 
@@ -30,19 +28,11 @@ module Rng =
 
     /// Two independent keys from one; use one and split the other again.
     let split (r: Rng) =
-        {
-            Key = mix (bits r -1L ^^^ 0x6A09E667F3BCC909UL)
-        },
-        {
-            Key = mix (bits r -2L ^^^ 0xBB67AE8584CAA73BUL)
-        }
+        { Key = mix (bits r -1L ^^^ 0x6A09E667F3BCC909UL) }, { Key = mix (bits r -2L ^^^ 0xBB67AE8584CAA73BUL) }
 
     /// n independent keys.
     let splitN (n: int) (r: Rng) =
-        Array.init n (fun i ->
-            {
-                Key = mix (bits r (-3L - int64 i) ^^^ 0x3C6EF372FE94F82BUL)
-            })
+        Array.init n (fun i -> { Key = mix (bits r (-3L - int64 i) ^^^ 0x3C6EF372FE94F82BUL) })
 
     /// n draws uniform in [0, 1), 53 random bits each.
     let uniform (n: int) (r: Rng) =

@@ -87,10 +87,8 @@ and [<Sealed>] Tensor internal (raw: RawTensor, node: Node) =
             r,
             [| a; b |],
             fun g needs ->
-                [|
-                    (if needs[0] then (da g).SumTo a.Raw.Shape else null)
-                    (if needs[1] then (db g).SumTo b.Raw.Shape else null)
-                |]
+                [| (if needs[0] then (da g).SumTo a.Raw.Shape else null)
+                   (if needs[1] then (db g).SumTo b.Raw.Shape else null) |]
         )
 
     static member (+)(a: Tensor, b: Tensor) = Tensor.Broadcast(Add, a, b, id, id)

@@ -279,16 +279,14 @@ module Tensor =
             r,
             [| a; b |],
             fun g needs ->
-                [|
-                    (if needs[0] then
-                         m.Where(g, zero).SumTo a.Raw.Shape
-                     else
-                         null)
-                    (if needs[1] then
-                         m.Where(zero, g).SumTo b.Raw.Shape
-                     else
-                         null)
-                |]
+                [| (if needs[0] then
+                        m.Where(g, zero).SumTo a.Raw.Shape
+                    else
+                        null)
+                   (if needs[1] then
+                        m.Where(zero, g).SumTo b.Raw.Shape
+                    else
+                        null) |]
         )
 
     /// 1 where a > b, else 0 (a constant).
@@ -400,19 +398,17 @@ module Tensor =
             r,
             [| a; b |],
             fun g needs ->
-                [|
-                    (if needs[0] then g.MatMul(false, b.Raw, true) else null)
-                    (if needs[1] then
-                         if ra = 3 && rb = 2 then
-                             // The shared matrix collects the gradient of every batch element.
-                             let flatA = a.Raw.Reshape [| a.Raw.Shape[0] * a.Raw.Shape[1]; a.Raw.Shape[2] |]
-                             let flatG = g.Reshape [| g.Shape[0] * g.Shape[1]; g.Shape[2] |]
-                             flatA.MatMul(true, flatG, false)
-                         else
-                             a.Raw.MatMul(true, g, false)
-                     else
-                         null)
-                |]
+                [| (if needs[0] then g.MatMul(false, b.Raw, true) else null)
+                   (if needs[1] then
+                        if ra = 3 && rb = 2 then
+                            // The shared matrix collects the gradient of every batch element.
+                            let flatA = a.Raw.Reshape [| a.Raw.Shape[0] * a.Raw.Shape[1]; a.Raw.Shape[2] |]
+                            let flatG = g.Reshape [| g.Shape[0] * g.Shape[1]; g.Shape[2] |]
+                            flatA.MatMul(true, flatG, false)
+                        else
+                            a.Raw.MatMul(true, g, false)
+                    else
+                        null) |]
         )
 
     /// A dense layer: x [B, in] × w [in, out] + b [out].

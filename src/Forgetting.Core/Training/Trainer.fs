@@ -5,35 +5,22 @@ open System.Diagnostics
 open Forgetting.Tensors
 open Forgetting.Nn
 
-/// Labelled examples held in memory as one tensor: inputs [N, …] and labels.
-type Examples =
-    {
-        Inputs: Tensor
-        Labels: int[]
-    }
-
-    member e.Count = e.Labels.Length
-
 /// The loss a model is trained on: from parameters, the forward trace, logits and labels.
 type Objective = Params -> TraceEntry list -> Tensor -> int[] -> Tensor
 
 type TrainConfig =
-    {
-        Epochs: int
-        BatchSize: int
-        Optimizer: Optimizer
-        Seed: int64
-    }
+    { Epochs: int
+      BatchSize: int
+      Optimizer: Optimizer
+      Seed: int64 }
 
 /// What one epoch gave.
 type EpochMetrics =
-    {
-        Epoch: int
-        TrainLoss: float
-        TestLoss: float
-        TestAccuracy: float
-        Seconds: float
-    }
+    { Epoch: int
+      TrainLoss: float
+      TestLoss: float
+      TestAccuracy: float
+      Seconds: float }
 
 /// Progress of a training run, for a display.
 type Progress =
@@ -42,18 +29,14 @@ type Progress =
 
 /// Mean per-unit read-outs over a data set, per layer path: hidden activations and forgetting gates.
 type Readouts =
-    {
-        Activations: (string * float[]) list
-        Gates: (string * float[]) list
-    }
+    { Activations: (string * float[]) list
+      Gates: (string * float[]) list }
 
 /// What evaluation over a data set gave.
 type Evaluation =
-    {
-        Loss: float
-        Accuracy: float
-        Readouts: Readouts
-    }
+    { Loss: float
+      Accuracy: float
+      Readouts: Readouts }
 
 [<RequireQualifiedAccess>]
 module Trainer =
@@ -108,21 +91,15 @@ module Trainer =
             accumulate sums indices.Length trace
 
         let means kind =
-            [
-                for (path, k), s in sums do
-                    if k = kind then
-                        path, s |> Array.map (fun v -> v / float data.Count)
-            ]
+            [ for (path, k), s in sums do
+                  if k = kind then
+                      path, s |> Array.map (fun v -> v / float data.Count) ]
 
-        {
-            Loss = lossSum / float data.Count
-            Accuracy = float correct / float data.Count
-            Readouts =
-                {
-                    Activations = means Activation
-                    Gates = means Gate
-                }
-        }
+        { Loss = lossSum / float data.Count
+          Accuracy = float correct / float data.Count
+          Readouts =
+            { Activations = means Activation
+              Gates = means Gate } }
 
     /// Train with mini-batches; report progress through the callback; evaluate on the test set after
     /// every epoch. Pure in its result: the same seed gives the same parameters and metrics.
@@ -145,43 +122,39 @@ module Trainer =
         let epochKeys = Rng.splitN config.Epochs (Rng.create config.Seed)
 
         let history =
-            [
-                for epoch in 1 .. config.Epochs do
-                    let sw = Stopwatch.StartNew()
-                    let shuffleKey, dropoutKey = Rng.split epochKeys[epoch - 1]
-                    let bs = batches shuffleKey trainSet.Count config.BatchSize
-                    let stepKeys = Rng.splitN bs.Length dropoutKey
-                    let mutable lossSum = 0.0
+            [ for epoch in 1 .. config.Epochs do
+                  let sw = Stopwatch.StartNew()
+                  let shuffleKey, dropoutKey = Rng.split epochKeys[epoch - 1]
+                  let bs = batches shuffleKey trainSet.Count config.BatchSize
+                  let stepKeys = Rng.splitN bs.Length dropoutKey
+                  let mutable lossSum = 0.0
 
-                    for b in 0 .. bs.Length - 1 do
-                        let x, y = batchOf trainSet bs[b]
+                  for b in 0 .. bs.Length - 1 do
+                      let x, y = batchOf trainSet bs[b]
 
-                        let loss, g =
-                            Params.valueAndGrad
-                                (fun q ->
-                                    let logits, trace = model.Forward (Mode.Train stepKeys[b]) q x
-                                    objective q trace logits y)
-                                p
+                      let loss, g =
+                          Params.valueAndGrad
+                              (fun q ->
+                                  let logits, trace = model.Forward (Mode.Train stepKeys[b]) q x
+                                  objective q trace logits y)
+                              p
 
-                        let p', s' = config.Optimizer.Update state p g
-                        p <- p'
-                        state <- s'
-                        lossSum <- lossSum + loss.Item * float y.Length
-                        progress (BatchDone(epoch, b + 1, bs.Length, loss.Item))
+                      let p', s' = config.Optimizer.Update state p g
+                      p <- p'
+                      state <- s'
+                      lossSum <- lossSum + loss.Item * float y.Length
+                      progress (BatchDone(epoch, b + 1, bs.Length, loss.Item))
 
-                    let test = evaluate model objective p config.BatchSize testSet
+                  let test = evaluate model objective p config.BatchSize testSet
 
-                    let m =
-                        {
-                            Epoch = epoch
-                            TrainLoss = lossSum / float trainSet.Count
-                            TestLoss = test.Loss
-                            TestAccuracy = test.Accuracy
-                            Seconds = sw.Elapsed.TotalSeconds
-                        }
+                  let m =
+                      { Epoch = epoch
+                        TrainLoss = lossSum / float trainSet.Count
+                        TestLoss = test.Loss
+                        TestAccuracy = test.Accuracy
+                        Seconds = sw.Elapsed.TotalSeconds }
 
-                    progress (EpochDone m)
-                    m
-            ]
+                  progress (EpochDone m)
+                  m ]
 
         p, history

@@ -48,8 +48,7 @@ let ``bit-pattern bags with several signals per bag, and bad settings refused`` 
                 BagCount = 40
                 TrainCount = 30
                 SignalsPerBag = 3
-                PositiveFraction = 0.25
-            }
+                PositiveFraction = 0.25 }
 
     let bags = Array.append s.TrainBags.Bags s.TestBags.Bags
     Assert.Equal(10, bags |> Array.filter (fun b -> b.Label = 1) |> Array.length)
@@ -61,8 +60,7 @@ let ``bit-pattern bags with several signals per bag, and bad settings refused`` 
         BitPatternBags.generate
             { BitPatternBags.defaults with
                 Bits = 3
-                SignalCount = 7
-            }
+                SignalCount = 7 }
         |> ignore)
     |> ignore
 
@@ -108,8 +106,7 @@ let ``one-hot sequence bags: one 1 per residue, zeros past the end`` () =
             { SequenceBags.defaults with
                 BagCount = 4
                 TrainCount = 2
-                SequencesPerBag = 3
-            }
+                SequencesPerBag = 3 }
 
     let set = SequenceBags.oneHot "seq" 18 s.TrainBags
     Assert.Equal(18 * 20, set.Features)

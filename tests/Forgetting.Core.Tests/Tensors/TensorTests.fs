@@ -101,26 +101,24 @@ let ``conv2d equals a direct loop`` () =
         let ho, wo = (h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1
 
         let expected =
-            [|
-                for b in 0 .. n - 1 do
-                    for oc in 0 .. o - 1 do
-                        for i in 0 .. ho - 1 do
-                            for j in 0 .. wo - 1 do
-                                let mutable acc = bv[oc]
+            [| for b in 0 .. n - 1 do
+                   for oc in 0 .. o - 1 do
+                       for i in 0 .. ho - 1 do
+                           for j in 0 .. wo - 1 do
+                               let mutable acc = bv[oc]
 
-                                for ic in 0 .. c - 1 do
-                                    for di in 0 .. k - 1 do
-                                        for dj in 0 .. k - 1 do
-                                            let r, s = i * stride - padding + di, j * stride - padding + dj
+                               for ic in 0 .. c - 1 do
+                                   for di in 0 .. k - 1 do
+                                       for dj in 0 .. k - 1 do
+                                           let r, s = i * stride - padding + di, j * stride - padding + dj
 
-                                            if r >= 0 && r < h && s >= 0 && s < w then
-                                                acc <-
-                                                    acc
-                                                    + xv[((b * c + ic) * h + r) * w + s]
-                                                      * wv[((oc * c + ic) * k + di) * k + dj]
+                                           if r >= 0 && r < h && s >= 0 && s < w then
+                                               acc <-
+                                                   acc
+                                                   + xv[((b * c + ic) * h + r) * w + s]
+                                                     * wv[((oc * c + ic) * k + di) * k + dj]
 
-                                acc
-            |]
+                               acc |]
 
         y.Shape = [| n; o; ho; wo |] && close 1e-12 (y.ToFloat64Array()) expected)
 

@@ -194,11 +194,9 @@ and CpuTensor(storage: Storage, shape: int[]) =
         let r, idx = Conv.maxPool2d storage shape k stride
 
         let outShape =
-            [|
-                shape[0]
-                shape[1]
-                Conv.outSize shape[2] k stride 0
-                Conv.outSize shape[3] k stride 0
-            |]
+            [| shape[0]
+               shape[1]
+               Conv.outSize shape[2] k stride 0
+               Conv.outSize shape[3] k stride 0 |]
 
         CpuTensor.Of(r, outShape), idx
