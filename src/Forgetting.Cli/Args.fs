@@ -8,6 +8,8 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Sparsity of ParseResults<SparsityCommand.SparsityArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchCommand.BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataCommand.DataArgs>
+    | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<RunArgs.RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunArgs.RunArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -15,5 +17,7 @@ type Command =
             match a with
             | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
             | Bench _ -> "time the engine's workloads; one JSON object per line."
+            | Train _ -> "train one MLP variant (forgetting layer or a baseline) on MNIST or Fashion-MNIST."
+            | Compare _ -> "train several variants over seeds; print accuracy and sparsity (Fig. 3a)."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

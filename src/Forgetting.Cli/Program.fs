@@ -24,6 +24,12 @@ let main argv =
             | Some(Bench args) ->
                 Commands.BenchCommand.run args
                 0
+            | Some(Train args) ->
+                Commands.TrainCommand.train args
+                0
+            | Some(Compare args) ->
+                Commands.TrainCommand.compare args
+                0
             | Some(Data args) ->
                 Commands.DataCommand.run args
                 0

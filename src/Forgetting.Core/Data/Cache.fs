@@ -232,7 +232,7 @@ module Cache =
                 $"""{dir} holds no {ManifestName} and lacks {String.Join(", ", missing)}"""
 
         DataError(
-            $"{KnownDataset.title dataset} is not in the data cache: {what}. Fetch it, or put the four standard files "
+            $"{KnownDataset.title dataset} is not in the data cache: {what}. Fetch it with 'forgetting data fetch {KnownDataset.name dataset}', or put the four standard files "
             + $"""{String.Join(", ", published)} (gzip, as published at {List.head (KnownDataset.mirrors dataset)}) in {dir}""",
             dir
         )

@@ -1,0 +1,195 @@
+/// The options `forgetting train` and `forgetting compare` share, and how they become a run's
+/// configuration and data.
+module Forgetting.Cli.Commands.RunArgs
+
+open System
+open Argu
+open Forgetting.Data
+open Forgetting.Experiments
+open Forgetting.Training
+open Forgetting.Cli
+open Forgetting.Cli.Json
+
+type RunArgs =
+    | [<Unique>] Dataset of name: string
+    | [<Unique>] Cache_Dir of path: string
+    | [<Unique>] Hidden of sizes: int list
+    | [<Unique>] Variant of name: string
+    | [<Unique>] Variants of names: string list
+    | [<Unique>] Seeds of count: int
+    | [<Unique>] Rho of float
+    | [<Unique>] Lambda of float
+    | [<Unique>] Beta of float
+    | [<Unique>] L1 of float
+    | [<Unique>] L2 of float
+    | [<Unique>] DeCov of float
+    | [<Unique>] Optimizer of name: string
+    | [<Unique>] Lr of float
+    | [<Unique>] Momentum of float
+    | [<Unique>] Epochs of int
+    | [<Unique>] Batch of int
+    | [<Unique>] Seed of int
+    | [<Unique>] Train_Limit of count: int
+    | [<Unique>] Out of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Dataset _ -> "fashion-mnist (default) or mnist, from the data cache (see 'forgetting data fetch')."
+            | Cache_Dir _ -> "the data cache (default $FORGETTING_DATA, else ~/.cache/forgetting)."
+            | Hidden _ -> "hidden layer sizes (default 256 256 128: the paper's 784-256-256-128-10)."
+            | Variant _ ->
+                $"""train: the variant (default lateral_inhibition); one of {String.concat ", " Variant.names}."""
+            | Variants _ -> "compare: the variants (default sgd l1 l2 lateral_inhibition: Fig. 3a)."
+            | Seeds _ -> "compare: seeds per variant (default 3)."
+            | Rho _ -> "forgetting layer steepness ρ (default 1)."
+            | Lambda _ -> "ERS (inhibition) weight λ (default 0.1)."
+            | Beta _ -> "IRS (lateral inhibition) weight β (default 1e-4)."
+            | L1 _ -> "l1 variant: weight of Σ|w| (default 1e-5)."
+            | L2 _ -> "l2 variant: weight of ½Σw² (default 5e-4)."
+            | DeCov _ -> "decov variant: weight of DeCov (default 1e-4)."
+            | Optimizer _ -> "sgd (default) or adam."
+            | Lr _ -> "learning rate (default 0.01 for sgd, 0.001 for adam)."
+            | Momentum _ -> "sgd momentum (default 0.9)."
+            | Epochs _ -> "training epochs (default 10)."
+            | Batch _ -> "batch size (default 128)."
+            | Seed _ -> "the seed (default 1; compare uses seed, seed+1, …)."
+            | Train_Limit _ -> "use only the first N training examples (quick runs)."
+            | Out _ -> "the results directory (default results/<command>-<dataset>-…)."
+
+let private usage message : 'a = raise (UserError(message, Exit.usage))
+
+let private atLeast name minimum (v: int) =
+    if v < minimum then
+        usage $"--{name} must be at least {minimum}, got {v}"
+
+    v
+
+let private nonNegative name (v: float) =
+    if not (Double.IsFinite v) || v < 0.0 then
+        usage $"--{name} must be a non-negative number, got {v}"
+
+    v
+
+/// The data set named by --dataset, loaded and verified from the cache.
+let dataset (args: ParseResults<RunArgs>) =
+    let name = args.GetResult(Dataset, defaultValue = "fashion-mnist")
+
+    match KnownDataset.tryParse name with
+    | None -> usage $"unknown data set '{name}'; use fashion-mnist or mnist"
+    | Some ds ->
+        let cache = Cache.directory (args.TryGetResult Cache_Dir)
+        let data, manifest = Cache.loadDirectory (Cache.datasetDirectory cache ds) ds
+        ds, data, manifest
+
+/// The strengths of every variant term, from the options or their defaults.
+let strengths (args: ParseResults<RunArgs>) =
+    let d = Strengths.Default
+    let rho = args.GetResult(Rho, defaultValue = d.Rho)
+
+    if not (rho > 0.0) then
+        usage $"--rho must be positive, got {rho}"
+
+    { Lambda = args.GetResult(Lambda, defaultValue = d.Lambda) |> nonNegative "lambda"
+      Beta = args.GetResult(Beta, defaultValue = d.Beta) |> nonNegative "beta"
+      Rho = rho
+      L1 = args.GetResult(L1, defaultValue = d.L1) |> nonNegative "l1"
+      L2 = args.GetResult(L2, defaultValue = d.L2) |> nonNegative "l2"
+      DeCov = args.GetResult(DeCov, defaultValue = d.DeCov) |> nonNegative "decov" }
+
+/// A variant by name, or a usage error listing the names.
+let variant (s: Strengths) (name: string) =
+    if not (List.contains name Variant.names) then
+        usage $"""unknown variant '{name}'; use one of {String.concat ", " Variant.names}"""
+
+    Variant.ofName s name
+
+let optimizer (args: ParseResults<RunArgs>) =
+    let lr fallback =
+        let v = args.GetResult(Lr, defaultValue = fallback)
+
+        if not (v > 0.0) then
+            usage $"--lr must be positive, got {v}"
+
+        v
+
+    match args.GetResult(Optimizer, defaultValue = "sgd") with
+    | "sgd" -> Sgd(lr 0.01, args.GetResult(Momentum, defaultValue = 0.9) |> nonNegative "momentum")
+    | "adam" -> Adam(lr 0.001)
+    | other -> usage $"unknown optimizer '{other}'; use sgd or adam"
+
+/// The run configuration of one variant and seed.
+let config (args: ParseResults<RunArgs>) (v: Variant) (seed: int) =
+    { Variant = v
+      Hidden =
+        args.GetResult(Hidden, defaultValue = [ 256; 256; 128 ])
+        |> List.map (atLeast "hidden" 1)
+      Optimizer = optimizer args
+      Epochs = args.GetResult(Epochs, defaultValue = 10) |> atLeast "epochs" 1
+      BatchSize = args.GetResult(Batch, defaultValue = 128) |> atLeast "batch" 1
+      Seed = int64 seed }
+
+let seed (args: ParseResults<RunArgs>) = args.GetResult(Seed, defaultValue = 1)
+
+/// Training and test examples, the training set cut to --train-limit.
+let examples (args: ParseResults<RunArgs>) (data: TrainTest) =
+    let train = Examples.ofDataset data.Train
+
+    let train =
+        match args.TryGetResult Train_Limit with
+        | Some n -> Examples.take (atLeast "train-limit" 1 n) train
+        | None -> train
+
+    train, Examples.ofDataset data.Test
+
+/// The configuration of a run as JSON.
+let configJson (c: RunConfig) =
+    let v = c.Variant
+
+    Obj
+        [ "variant", Str v.Name
+          "hidden", Arr(c.Hidden |> List.map Int)
+          "forgetting_layer",
+          (match v.Layer with
+           | Some l ->
+               Obj
+                   [ "static_gate", Bool l.StaticGate
+                     "shortcut", Bool l.Shortcut
+                     "rho", Num l.Rho ]
+           | None -> Str "none")
+          "lambda", Num v.Lambda
+          "beta", Num v.Beta
+          "l1", Num v.L1
+          "l2", Num v.L2
+          "decov", Num v.DeCov
+          "optimizer",
+          (match c.Optimizer with
+           | Sgd(lr, m) -> Obj [ "name", Str "sgd"; "lr", Num lr; "momentum", Num m ]
+           | Adam lr -> Obj [ "name", Str "adam"; "lr", Num lr ])
+          "epochs", Int c.Epochs
+          "batch", Int c.BatchSize
+          "seed", Int(int c.Seed) ]
+
+/// Where the data came from, as JSON.
+let dataJson (ds: KnownDataset) (data: TrainTest) (manifest: Manifest option) (train: Examples) =
+    Obj
+        [ "dataset", Str(KnownDataset.name ds)
+          "train_examples", Int train.Count
+          "test_examples", Int data.Test.Labels.Length
+          "source",
+          Str(
+              manifest
+              |> Option.map (fun m -> m.Source)
+              |> Option.defaultValue "standard files"
+          )
+          "split",
+          Str(
+              manifest
+              |> Option.bind (fun m -> m.Split)
+              |> Option.defaultValue "the published train/test split"
+          ) ]
+
+/// The results directory: --out, or a default under results/.
+let outDir (args: ParseResults<RunArgs>) (fallback: string) =
+    args.GetResult(Out, defaultValue = IO.Path.Combine("results", fallback))
+    |> Results.prepare

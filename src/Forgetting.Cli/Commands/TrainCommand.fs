@@ -1,0 +1,225 @@
+/// `forgetting train`: one variant, one seed; `forgetting compare`: several variants over seeds.
+module Forgetting.Cli.Commands.TrainCommand
+
+open System
+open System.IO
+open Argu
+open Forgetting.Data
+open Forgetting.Experiments
+open Forgetting.Training
+open Forgetting.Cli
+open Forgetting.Cli.Json
+open Forgetting.Cli.Commands.RunArgs
+
+let private pct (x: float) = 100.0 * x
+
+/// Run one configuration with a progress display; milestones are one line per epoch.
+let private runWithProgress (title: string) (config: RunConfig) (train: Examples) (test: Examples) =
+    Progress.run title (fun report ->
+        Classification.run
+            config
+            (function
+            | BatchDone(epoch, batch, batches, loss) ->
+                let fraction =
+                    (float (epoch - 1) + float batch / float batches) / float config.Epochs
+
+                report.Update fraction $"epoch {epoch}/{config.Epochs}, loss {loss:F4}"
+            | EpochDone m ->
+                report.Line
+                    $"{title}  epoch {m.Epoch, 2}/{config.Epochs}  train loss {m.TrainLoss:F4}  test loss {m.TestLoss:F4}  test accuracy {pct m.TestAccuracy:F2}%%  ({m.Seconds:F1} s)")
+            train
+            test)
+
+let private layersJson (r: RunResult) =
+    r.Layers
+    |> List.map (fun l ->
+        Obj
+            [ "layer", Int l.Layer
+              "sparsity", Num l.Sparsity
+              "mean_activation", Num(Array.average l.MeanActivation)
+              "mean_importance",
+              (match l.Importance with
+               | Some imp -> Num(Array.average imp)
+               | None -> Str "no forgetting layer") ])
+    |> Arr
+
+let private summaryJson (command: string) (data: Value) (r: RunResult) =
+    Obj
+        [ "command", Str command
+          "config", configJson r.Config
+          "data", data
+          "versions", Results.versions ()
+          "test_accuracy", Num r.Test.Accuracy
+          "test_loss", Num r.Test.Loss
+          "layers", layersJson r
+          "epochs",
+          Arr(
+              r.History
+              |> List.map (fun m ->
+                  Obj
+                      [ "epoch", Int m.Epoch
+                        "train_loss", Num m.TrainLoss
+                        "test_loss", Num m.TestLoss
+                        "test_accuracy", Num m.TestAccuracy
+                        "seconds", Num m.Seconds ])
+          ) ]
+
+let private epochsCsv (r: RunResult) =
+    Results.csv
+        [ "epoch"; "train_loss"; "test_loss"; "test_accuracy"; "seconds" ]
+        [ for m in r.History ->
+              [ string m.Epoch
+                Results.num m.TrainLoss
+                Results.num m.TestLoss
+                Results.num m.TestAccuracy
+                Results.num m.Seconds ] ]
+
+let private unitsCsv (r: RunResult) =
+    Results.csv
+        [ "layer"; "unit"; "mean_activation"; "importance" ]
+        [ for l in r.Layers do
+              for u in 0 .. l.MeanActivation.Length - 1 ->
+                  [ string l.Layer
+                    string u
+                    Results.num l.MeanActivation[u]
+                    (match l.Importance with
+                     | Some imp -> Results.num imp[u]
+                     | None -> "") ] ]
+
+let train (args: ParseResults<RunArgs>) =
+    if args.Contains Variants || args.Contains Seeds then
+        raise (
+            UserError("train runs one variant and seed: use --variant and --seed, or 'forgetting compare'", Exit.usage)
+        )
+
+    let s = strengths args
+    let v = variant s (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
+    let seed = seed args
+    let config = config args v seed
+    let ds, data, manifest = dataset args
+    let train, test = examples args data
+    let dir = outDir args $"train-{KnownDataset.name ds}-{v.Name}-seed{seed}"
+    let r = runWithProgress v.Name config train test
+
+    let command =
+        "forgetting train " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
+
+    Results.writeAtomically
+        (Path.Combine(dir, "summary.json"))
+        (render true (summaryJson command (dataJson ds data manifest train) r))
+
+    Results.writeAtomically (Path.Combine(dir, "epochs.csv")) (epochsCsv r)
+    Results.writeAtomically (Path.Combine(dir, "units.csv")) (unitsCsv r)
+
+    printfn "%s on %s: test accuracy %.2f%%" v.Name (KnownDataset.name ds) (pct r.Test.Accuracy)
+
+    for l in r.Layers do
+        let importance =
+            match l.Importance with
+            | Some imp -> $", mean importance %.3f{Array.average imp}"
+            | None -> ""
+
+        printfn "  hidden layer %d: sparsity %.3f%s" l.Layer l.Sparsity importance
+
+    printfn "results in %s" dir
+
+let private meanSd (xs: float list) =
+    let m = List.average xs
+
+    let sd =
+        if xs.Length < 2 then
+            0.0
+        else
+            sqrt (List.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
+
+    m, sd
+
+let compare (args: ParseResults<RunArgs>) =
+    if args.Contains Variant then
+        raise (UserError("compare runs several variants: use --variants, or 'forgetting train --variant'", Exit.usage))
+
+    let s = strengths args
+
+    let names =
+        args.GetResult(Variants, defaultValue = [ "sgd"; "l1"; "l2"; "lateral_inhibition" ])
+
+    let variants = names |> List.map (variant s)
+    let seeds = args.GetResult(Seeds, defaultValue = 3)
+
+    if seeds < 1 then
+        raise (UserError($"--seeds must be at least 1, got {seeds}", Exit.usage))
+
+    let first = seed args
+    let ds, data, manifest = dataset args
+    let train, test = examples args data
+    let dir = outDir args $"compare-{KnownDataset.name ds}"
+
+    let runs =
+        [ for v in variants do
+              for k in 0 .. seeds - 1 do
+                  let c = config args v (first + k)
+                  v.Name, first + k, runWithProgress $"{v.Name} seed {first + k}" c train test ]
+
+    let hidden = (config args variants.Head first).Hidden.Length
+
+    let rows =
+        [ for v in variants ->
+              let mine =
+                  runs
+                  |> List.filter (fun (n, _, _) -> n = v.Name)
+                  |> List.map (fun (_, _, r) -> r)
+
+              let acc = meanSd (mine |> List.map (fun r -> pct r.Test.Accuracy))
+
+              let sparsity =
+                  [ for k in 0 .. hidden - 1 -> meanSd (mine |> List.map (fun r -> r.Layers[k].Sparsity)) ]
+
+              v.Name, acc, sparsity ]
+
+    let header =
+        [ sprintf "%-22s" "variant"; sprintf "%16s" "test accuracy %" ]
+        @ [ for k in 1..hidden -> sprintf "%15s" $"sparsity h{k}" ]
+
+    let table =
+        [ yield String.concat "  " header
+          for name, (am, asd), sparsity in rows ->
+              String.concat
+                  "  "
+                  ([ sprintf "%-22s" name; sprintf "%16s" $"%.2f{am} ± %.2f{asd}" ]
+                   @ [ for m, sd in sparsity -> sprintf "%15s" $"%.3f{m} ± %.3f{sd}" ]) ]
+
+    let command =
+        "forgetting compare " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
+
+    let summary =
+        Obj
+            [ "command", Str command
+              "data", dataJson ds data manifest train
+              "versions", Results.versions ()
+              "seeds", Arr [ for k in 0 .. seeds - 1 -> Int(first + k) ]
+              "variants",
+              Arr
+                  [ for name, (am, asd), sparsity in rows ->
+                        Obj
+                            [ "variant", Str name
+                              "test_accuracy_mean", Num am
+                              "test_accuracy_sd", Num asd
+                              "sparsity_mean", Arr [ for m, _ in sparsity -> Num m ]
+                              "sparsity_sd", Arr [ for _, sd in sparsity -> Num sd ] ] ]
+              "runs", Arr [ for _, _, r in runs -> summaryJson command (Str(KnownDataset.name ds)) r ] ]
+
+    Results.writeAtomically (Path.Combine(dir, "compare.json")) (render true summary)
+
+    Results.writeAtomically
+        (Path.Combine(dir, "runs.csv"))
+        (Results.csv
+            ([ "variant"; "seed"; "test_accuracy" ]
+             @ [ for k in 1..hidden -> $"sparsity_h{k}" ])
+            [ for name, seed, r in runs ->
+                  [ name; string seed; Results.num r.Test.Accuracy ]
+                  @ [ for l in r.Layers -> Results.num l.Sparsity ] ])
+
+    Results.writeAtomically (Path.Combine(dir, "table.txt")) (String.concat "\n" table + "\n")
+    printfn "%s, %d examples for training, %d seeds:" (KnownDataset.name ds) train.Count seeds
+    table |> List.iter (printfn "%s")
+    printfn "results in %s" dir
