@@ -33,11 +33,17 @@ let rec private write (w: Utf8JsonWriter) (v: Value) =
 
         w.WriteEndObject()
 
-/// The value as JSON text; `indented` for files people read, one line for streams.
+/// The value as JSON text; `indented` for files people read, one line for streams. Relaxed escaping:
+/// the text is never embedded in HTML, and "0.1.0+abc" should read as written.
 let render (indented: bool) (v: Value) =
     use stream = new MemoryStream()
 
-    (use w = new Utf8JsonWriter(stream, JsonWriterOptions(Indented = indented))
+    (use w =
+        new Utf8JsonWriter(
+            stream,
+            JsonWriterOptions(Indented = indented, Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+        )
+
      write w v)
 
     Encoding.UTF8.GetString(stream.ToArray())

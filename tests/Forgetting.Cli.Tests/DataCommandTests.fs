@@ -7,32 +7,7 @@ open Xunit
 open Forgetting.Tests
 open Forgetting.Tests.TestData
 
-let private writeSums (dir: string) (files: Map<string, byte[]>) =
-    let path = Path.Combine(dir, "md5sums.txt")
-    File.WriteAllText(path, md5sums files)
-    path
-
-let private fetchFrom (cache: string) (server: LoopbackServer) (sums: string) =
-    Cli.run
-        [ "data"
-          "fetch"
-          "mnist"
-          "--cache-dir"
-          cache
-          "--source"
-          "download"
-          "--base-url"
-          server.BaseUrl
-          "--checksums"
-          sums ]
-
-/// One line on stderr, prefixed, and no stack trace.
-let private assertOneLineError (code: int) (r: Cli.Outcome) =
-    Assert.Equal(code, r.ExitCode)
-    let lines = r.Stderr.Trim().Split '\n'
-    Assert.Single lines |> ignore
-    Assert.StartsWith("forgetting: ", lines[0])
-    Assert.DoesNotContain("   at ", r.Stderr)
+open Forgetting.Tests.Fixtures
 
 [<Fact>]
 let ``data list shows the cache folder and where it came from`` () =

@@ -79,7 +79,7 @@ let dataset (args: ParseResults<RunArgs>) =
     | None -> usage $"unknown data set '{name}'; use fashion-mnist or mnist"
     | Some ds ->
         let cache = Cache.directory (args.TryGetResult Cache_Dir)
-        let data, manifest = Cache.loadDirectory (Cache.datasetDirectory cache ds) ds
+        let data, manifest = Cache.loadWithManifest cache ds
         ds, data, manifest
 
 /// The strengths of every variant term, from the options or their defaults.

@@ -284,12 +284,15 @@ module Cache =
 
         { Train = train; Test = test }, manifest
 
-    /// Load a data set from the cache, verified (see `loadDirectory`).
-    let load (cache: string) (dataset: KnownDataset) : TrainTest =
+    /// Load a data set from the cache, verified (see `loadDirectory`), with its manifest if it has one.
+    let loadWithManifest (cache: string) (dataset: KnownDataset) : TrainTest * Manifest option =
         match entry cache dataset with
         | Absent -> raise (notInCache cache dataset (DataFileRole.all |> List.map DataFileRole.publishedName))
         | Unrecorded(_, missing) when not missing.IsEmpty -> raise (notInCache cache dataset missing)
-        | _ -> fst (loadDirectory (datasetDirectory cache dataset) dataset)
+        | _ -> loadDirectory (datasetDirectory cache dataset) dataset
+
+    /// Load a data set from the cache, verified (see `loadDirectory`).
+    let load (cache: string) (dataset: KnownDataset) : TrainTest = fst (loadWithManifest cache dataset)
 
     /// Check the checksums of a cached data set's files without parsing them; the manifest if it has one.
     let verify (cache: string) (dataset: KnownDataset) : Manifest option =

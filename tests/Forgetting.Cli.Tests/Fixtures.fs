@@ -1,0 +1,45 @@
+/// Shared set-ups of the CLI tests: a data cache filled from a loopback server, and output checks.
+module Forgetting.Tests.Fixtures
+
+open System.IO
+open Xunit
+open Forgetting.Tests
+open Forgetting.Tests.TestData
+
+let writeSums (dir: string) (files: Map<string, byte[]>) =
+    let path = Path.Combine(dir, "md5sums.txt")
+    File.WriteAllText(path, md5sums files)
+    path
+
+/// `forgetting data fetch mnist` from a loopback server into `cache`, checked against `sums`.
+let fetchFrom (cache: string) (server: LoopbackServer) (sums: string) =
+    Cli.run
+        [ "data"
+          "fetch"
+          "mnist"
+          "--cache-dir"
+          cache
+          "--source"
+          "download"
+          "--base-url"
+          server.BaseUrl
+          "--checksums"
+          sums ]
+
+/// A data cache holding a generated "mnist" of `train` and `test` 28×28 images.
+let cachedMnist (train: int) (test: int) =
+    let dir = Cli.tempDir ()
+    let cache = Path.Combine(dir, "cache")
+    let files = publishedFiles 5 train test
+    use server = new LoopbackServer(files)
+    let r = fetchFrom cache server (writeSums dir files)
+    Assert.True((r.ExitCode = 0), $"fetch failed: {r.Stderr}")
+    cache
+
+/// One line on stderr, prefixed, and no stack trace.
+let assertOneLineError (code: int) (r: Cli.Outcome) =
+    Assert.Equal(code, r.ExitCode)
+    let lines = r.Stderr.Trim().Split '\n'
+    Assert.Single lines |> ignore
+    Assert.StartsWith("forgetting: ", lines[0])
+    Assert.DoesNotContain("   at ", r.Stderr)

@@ -1,0 +1,102 @@
+/// `forgetting train` and `forgetting compare` as processes, on a small generated data set.
+module Forgetting.Tests.TrainCommandTests
+
+open System.IO
+open System.Text.Json
+open Xunit
+open Forgetting.Tests
+open Forgetting.Tests.Fixtures
+
+let private quick =
+    [ "--dataset"
+      "mnist"
+      "--hidden"
+      "16"
+      "8"
+      "--epochs"
+      "2"
+      "--batch"
+      "16" ]
+
+[<Fact>]
+let ``train writes a summary with config, seed, data and versions, per-epoch and per-unit CSVs`` () =
+    let cache = cachedMnist 64 32
+    let out = Path.Combine(Cli.tempDir (), "run")
+
+    let r =
+        Cli.run ([ "train"; "--cache-dir"; cache; "--out"; out; "--seed"; "7" ] @ quick)
+
+    Assert.Equal("", r.Stderr)
+    Assert.Equal(0, r.ExitCode)
+    Assert.Contains("lateral_inhibition  epoch  2/2", r.Stdout)
+    Assert.Contains("hidden layer 2: sparsity", r.Stdout)
+
+    use summary =
+        JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "summary.json")))
+
+    let root = summary.RootElement
+    Assert.Equal(7, root.GetProperty("config").GetProperty("seed").GetInt32())
+    Assert.Equal("lateral_inhibition", root.GetProperty("config").GetProperty("variant").GetString())
+    Assert.Equal(64, root.GetProperty("data").GetProperty("train_examples").GetInt32())
+    Assert.StartsWith("0.1.0", root.GetProperty("versions").GetProperty("forgetting").GetString())
+    let accuracy = root.GetProperty("test_accuracy").GetDouble()
+    Assert.InRange(accuracy, 0.0, 1.0)
+    Assert.Equal(3, File.ReadAllLines(Path.Combine(out, "epochs.csv")).Length)
+    // A header and one row per hidden unit: 16 + 8.
+    Assert.Equal(25, File.ReadAllLines(Path.Combine(out, "units.csv")).Length)
+
+[<Fact>]
+let ``the same seed gives the same numbers`` () =
+    let cache = cachedMnist 64 32
+
+    let run () =
+        let out = Path.Combine(Cli.tempDir (), "run")
+
+        let r =
+            Cli.run ([ "train"; "--cache-dir"; cache; "--out"; out; "--variant"; "l2" ] @ quick)
+
+        Assert.Equal(0, r.ExitCode)
+
+        File.ReadAllText(Path.Combine(out, "epochs.csv")).Split('\n')
+        |> Array.map (fun l -> l.Split(',') |> Array.truncate 4)
+
+    Assert.Equal<string[][]>(run (), run ())
+
+[<Fact>]
+let ``compare prints a table of accuracy and sparsity over seeds`` () =
+    let cache = cachedMnist 48 16
+    let out = Path.Combine(Cli.tempDir (), "cmp")
+
+    let r =
+        Cli.run (
+            [ "compare"
+              "--cache-dir"
+              cache
+              "--out"
+              out
+              "--variants"
+              "sgd"
+              "inhibition"
+              "--seeds"
+              "2" ]
+            @ quick
+        )
+
+    Assert.Equal(0, r.ExitCode)
+    Assert.Contains("variant                  test accuracy %      sparsity h1      sparsity h2", r.Stdout)
+    Assert.Contains("inhibition", r.Stdout)
+    Assert.Equal(5, File.ReadAllLines(Path.Combine(out, "runs.csv")).Length)
+    Assert.True(File.Exists(Path.Combine(out, "compare.json")))
+    Assert.Empty(Directory.GetFiles(out, "*.tmp", SearchOption.AllDirectories))
+
+[<Fact>]
+let ``bad options and a missing data set are one clear line`` () =
+    let empty = Cli.tempDir ()
+    let missing = Cli.run [ "train"; "--cache-dir"; empty; "--dataset"; "mnist" ]
+    assertOneLineError 1 missing
+    Assert.Contains("forgetting data fetch mnist", missing.Stderr)
+    assertOneLineError 2 (Cli.run [ "train"; "--variant"; "dropout-everything" ])
+    assertOneLineError 2 (Cli.run [ "train"; "--epochs"; "0" ])
+    assertOneLineError 2 (Cli.run [ "train"; "--lr"; "-1" ])
+    assertOneLineError 2 (Cli.run [ "train"; "--dataset"; "cifar" ])
+    assertOneLineError 2 (Cli.run [ "compare"; "--variant"; "sgd" ])
