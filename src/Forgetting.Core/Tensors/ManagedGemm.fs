@@ -287,17 +287,24 @@ type private Scratch<'T when 'T: unmanaged>() =
 let inline private ceilDiv (x: int) (y: int) = (x + y - 1) / y
 let inline private roundUp (x: int) (y: int) = ceilDiv x y * y
 
-/// Copy `count` (<= width) elements to a width-wide row of a panel, zeroing the rest. Panels are
-/// 32 or 64 bytes wide for every kernel here, so full rows go through Vector256.
+/// Copy `count` (<= width) elements to a width-wide row of a panel, zeroing the rest. Full rows
+/// of B panels (32 or 64 bytes) go through Vector256, the narrow rows of depth-major A panels
+/// (6 elements) through 8-byte words.
 let inline private copyRow (src: nativeptr<'T>) (dst: nativeptr<'T>) (count: int) (width: int) =
     let lanes = Vector256<'T>.Count
 
-    if count = width && width % lanes = 0 then
+    if count = width && width % lanes = 0 && Vector256.IsHardwareAccelerated then
         let mutable j = 0
 
         while j < width do
             Vector256.Store(Vector256.Load(NativePtr.add src j), NativePtr.add dst j)
             j <- j + lanes
+    elif count = width && width * sizeof<'T> % 8 = 0 then
+        let s = NativePtr.ofNativeInt<int64>(NativePtr.toNativeInt src)
+        let d = NativePtr.ofNativeInt<int64>(NativePtr.toNativeInt dst)
+
+        for q in 0 .. width * sizeof<'T> / 8 - 1 do
+            NativePtr.set d q (NativePtr.get s q)
     else
         for j in 0 .. count - 1 do
             NativePtr.set dst j (NativePtr.get src j)
@@ -340,25 +347,126 @@ let private packA
 
     if transA then struct (1, mr) else struct (kc, 1)
 
+/// A 16-column panel of transposed float32 B: 8x8 blocks are transposed in registers, so that
+/// both the reads (along rows of the stored B) and the writes (along panel rows) are vectors.
+let private packTransposed32 (b: nativeptr<float32>) (ldb: int) (kc: int) (panel: nativeptr<float32>) =
+    let mutable p = 0
+
+    while p + 8 <= kc do
+        for half in 0..1 do
+            let s = NativePtr.add b (half * 8 * ldb + p)
+
+            let row r =
+                Avx.LoadVector256(NativePtr.add s (r * ldb))
+
+            let t0 = Avx.UnpackLow(row 0, row 1)
+            let t1 = Avx.UnpackHigh(row 0, row 1)
+            let t2 = Avx.UnpackLow(row 2, row 3)
+            let t3 = Avx.UnpackHigh(row 2, row 3)
+            let t4 = Avx.UnpackLow(row 4, row 5)
+            let t5 = Avx.UnpackHigh(row 4, row 5)
+            let t6 = Avx.UnpackLow(row 6, row 7)
+            let t7 = Avx.UnpackHigh(row 6, row 7)
+            let u0 = Avx.Shuffle(t0, t2, 0x44uy)
+            let u1 = Avx.Shuffle(t0, t2, 0xEEuy)
+            let u2 = Avx.Shuffle(t1, t3, 0x44uy)
+            let u3 = Avx.Shuffle(t1, t3, 0xEEuy)
+            let u4 = Avx.Shuffle(t4, t6, 0x44uy)
+            let u5 = Avx.Shuffle(t4, t6, 0xEEuy)
+            let u6 = Avx.Shuffle(t5, t7, 0x44uy)
+            let u7 = Avx.Shuffle(t5, t7, 0xEEuy)
+            let d = NativePtr.add panel (p * 16 + half * 8)
+            Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20uy))
+            Avx.Store(NativePtr.add d 16, Avx.Permute2x128(u1, u5, 0x20uy))
+            Avx.Store(NativePtr.add d 32, Avx.Permute2x128(u2, u6, 0x20uy))
+            Avx.Store(NativePtr.add d 48, Avx.Permute2x128(u3, u7, 0x20uy))
+            Avx.Store(NativePtr.add d 64, Avx.Permute2x128(u0, u4, 0x31uy))
+            Avx.Store(NativePtr.add d 80, Avx.Permute2x128(u1, u5, 0x31uy))
+            Avx.Store(NativePtr.add d 96, Avx.Permute2x128(u2, u6, 0x31uy))
+            Avx.Store(NativePtr.add d 112, Avx.Permute2x128(u3, u7, 0x31uy))
+
+        p <- p + 8
+
+    while p < kc do
+        for j in 0..15 do
+            NativePtr.set panel (p * 16 + j) (NativePtr.get b (j * ldb + p))
+
+        p <- p + 1
+
+/// An 8-column panel of transposed float64 B, by 4x4 blocks (see packTransposed32).
+let private packTransposed64 (b: nativeptr<float>) (ldb: int) (kc: int) (panel: nativeptr<float>) =
+    let mutable p = 0
+
+    while p + 4 <= kc do
+        for half in 0..1 do
+            let s = NativePtr.add b (half * 4 * ldb + p)
+
+            let row r =
+                Avx.LoadVector256(NativePtr.add s (r * ldb))
+
+            let t0 = Avx.UnpackLow(row 0, row 1)
+            let t1 = Avx.UnpackHigh(row 0, row 1)
+            let t2 = Avx.UnpackLow(row 2, row 3)
+            let t3 = Avx.UnpackHigh(row 2, row 3)
+            let d = NativePtr.add panel (p * 8 + half * 4)
+            Avx.Store(d, Avx.Permute2x128(t0, t2, 0x20uy))
+            Avx.Store(NativePtr.add d 8, Avx.Permute2x128(t1, t3, 0x20uy))
+            Avx.Store(NativePtr.add d 16, Avx.Permute2x128(t0, t2, 0x31uy))
+            Avx.Store(NativePtr.add d 24, Avx.Permute2x128(t1, t3, 0x31uy))
+
+        p <- p + 4
+
+    while p < kc do
+        for j in 0..7 do
+            NativePtr.set panel (p * 8 + j) (NativePtr.get b (j * ldb + p))
+
+        p <- p + 1
+
+let inline private retype<'T, 'U when 'T: unmanaged and 'U: unmanaged> (p: nativeptr<'T>) : nativeptr<'U> =
+    NativePtr.ofNativeInt<'U>(NativePtr.toNativeInt p)
+
 /// Pack depth [0, kc) x columns [0, cols) of op(B) (offset to the block's corner) into depth-major
 /// micro-panels of nr columns, zero-padded: the layout the kernel streams.
 let private packB (transB: bool) (b: nativeptr<'T>) (ldb: int) (kc: int) (cols: int) (nr: int) (dst: nativeptr<'T>) =
+    // Type tests on 'T are constants once the JIT specialises this for float32 or float64.
+    let transposed32 =
+        transB
+        && Avx.IsSupported
+        && nr = 16
+        && Type.op_Equality (typeof<'T>, typeof<float32>)
+
+    let transposed64 =
+        transB
+        && Avx.IsSupported
+        && nr = 8
+        && Type.op_Equality (typeof<'T>, typeof<float>)
+
     let mutable j = 0
 
     while j < cols do
         let panel = NativePtr.add dst (j * kc)
         let w = min nr (cols - j)
 
+        let src =
+            if transB then
+                NativePtr.add b (j * ldb)
+            else
+                NativePtr.add b j
+
         if not transB then
             for p in 0 .. kc - 1 do
-                copyRow (NativePtr.add b (p * ldb + j)) (NativePtr.add panel (p * nr)) w nr
+                copyRow (NativePtr.add src (p * ldb)) (NativePtr.add panel (p * nr)) w nr
+        elif w = nr && transposed32 then
+            packTransposed32 (retype src) ldb kc (retype panel)
+        elif w = nr && transposed64 then
+            packTransposed64 (retype src) ldb kc (retype panel)
         else
-            // Column j of op(B) is row j of the stored B: read along it, write across the panel.
+            // Column jj of op(B) is row jj of the stored B: read along it, write across the panel.
             for jj in 0 .. w - 1 do
-                let src = NativePtr.add b ((j + jj) * ldb)
+                let row = NativePtr.add src (jj * ldb)
 
                 for p in 0 .. kc - 1 do
-                    NativePtr.set panel (p * nr + jj) (NativePtr.get src p)
+                    NativePtr.set panel (p * nr + jj) (NativePtr.get row p)
 
             if w < nr then
                 for p in 0 .. kc - 1 do
@@ -427,34 +535,35 @@ let grid (mr: int) (nr: int) (nc: int) (workers: int) (m: int) (n: int) (k: int)
 
     best
 
-/// C := alpha · op(A) · op(B) + beta · C on pinned, offset pointers; m, n, k >= 1.
-let gemm
-    (kernel: Kernel<'T>)
-    (blocking: Blocking)
-    (one: 'T)
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: 'T)
-    (a: nativeint)
-    (lda: int)
-    (b: nativeint)
-    (ldb: int)
-    (beta: 'T)
-    (c: nativeint)
-    (ldc: int)
-    : unit =
-    let mr = kernel.MR
-    let nr = kernel.NR
-    let g = grid mr nr blocking.NC (Parallelism.degree ()) m n k
-    // Balanced k blocks, fixed by k alone: the order of the sum over k is part of every result.
-    let kBlocks = ceilDiv k blocking.KC
-    let kcMax = ceilDiv k kBlocks
-    let mcMax = min (roundUp blocking.MC mr) g.TileRows
+/// One GEMM, cut into tiles by `grid`: Tile computes one of them, start to finish.
+[<Sealed>]
+type private Job<'T when 'T: unmanaged>
+    (
+        kernel: Kernel<'T>,
+        g: Grid,
+        kBlocks: int,
+        kcMax: int,
+        mcMax: int,
+        directA: bool,
+        one: 'T,
+        transA: bool,
+        transB: bool,
+        m: int,
+        n: int,
+        k: int,
+        alpha: 'T,
+        a: nativeint,
+        lda: int,
+        b: nativeint,
+        ldb: int,
+        beta: 'T,
+        c: nativeint,
+        ldc: int
+    ) =
 
-    let tile (index: int) =
+    member _.Tile(index: int) =
+        let mr = kernel.MR
+        let nr = kernel.NR
         let i0 = (index / g.ColTiles) * g.TileRows
         let j0 = (index % g.ColTiles) * g.TileCols
         let rows = min g.TileRows (m - i0)
@@ -497,7 +606,19 @@ let gemm
                     else
                         NativePtr.add a (i * lda + p0)
 
-                let struct (aRow, aStep) = packA transA aCorner lda mc kc mr packedA
+                // In place, only a last partial panel needs packing (for its zero rows).
+                let full = if directA then mc / mr * mr else 0
+
+                let struct (packedRow, packedStep) =
+                    packA
+                        transA
+                        (NativePtr.add aCorner (full * lda))
+                        lda
+                        (mc - full)
+                        kc
+                        mr
+                        (NativePtr.add packedA (full * kc))
+
                 let mutable jr = 0
 
                 while jr < cols do
@@ -507,7 +628,13 @@ let gemm
 
                     while ir < mc do
                         let h = min mr (mc - ir)
-                        let aPanel = NativePtr.add packedA (ir * kc)
+
+                        let struct (aPanel, aRow, aStep) =
+                            if ir < full then
+                                struct (NativePtr.add aCorner (ir * lda), lda, 1)
+                            else
+                                struct (NativePtr.add packedA (ir * kc), packedRow, packedStep)
+
                         let cTile = NativePtr.add c ((i + ir) * ldc + j0 + jr)
 
                         if h = mr && w = nr then
@@ -531,4 +658,57 @@ let gemm
 
                 ic <- ic + mc
 
-    Parallelism.forTiles (g.RowTiles * g.ColTiles) tile
+/// C := alpha · op(A) · op(B) + beta · C on pinned, offset pointers; m, n, k >= 1.
+let gemm
+    (kernel: Kernel<'T>)
+    (blocking: Blocking)
+    (one: 'T)
+    (transA: bool)
+    (transB: bool)
+    (m: int)
+    (n: int)
+    (k: int)
+    (alpha: 'T)
+    (a: nativeint)
+    (lda: int)
+    (b: nativeint)
+    (ldb: int)
+    (beta: 'T)
+    (c: nativeint)
+    (ldc: int)
+    : unit =
+    let g = grid kernel.MR kernel.NR blocking.NC (Parallelism.degree ()) m n k
+    // Balanced k blocks, fixed by k alone: the order of the sum over k is part of every result.
+    let kBlocks = ceilDiv k blocking.KC
+    let kcMax = ceilDiv k kBlocks
+    let mcMax = min (roundUp blocking.MC kernel.MR) g.TileRows
+    // Untransposed A is read in place: its rows are contiguous, as the kernel wants, so packing
+    // would only copy it. Not when rows sit a multiple of 4 KB apart, though: then the rows of an
+    // A block fall into the same few cache sets and evict each other, which packing prevents.
+    let directA = not transA && lda * sizeof<'T> % 4096 <> 0
+
+    let job =
+        Job<'T>(
+            kernel,
+            g,
+            kBlocks,
+            kcMax,
+            mcMax,
+            directA,
+            one,
+            transA,
+            transB,
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            lda,
+            b,
+            ldb,
+            beta,
+            c,
+            ldc
+        )
+
+    Parallelism.forTiles (g.RowTiles * g.ColTiles) job.Tile
