@@ -484,9 +484,11 @@ type Grid =
         TileCols: int
     }
 
-// Below this many multiply-adds a GEMM runs on the calling thread: Parallel.For costs some
-// microseconds to start, the time the kernel needs for about this much work.
-let private parallelThreshold = 1L <<< 18
+// Below this many multiply-adds a GEMM runs on the calling thread. Waking a second worker costs
+// 5-20 us (more on a busy machine), about what the kernel needs for this much work: on this
+// 2-core machine 96^3 was slower on two threads (15-22 us) than on one (14 us), 128^3 faster
+// (20 us against 34).
+let private parallelThreshold = 1L <<< 20
 
 /// Choose the tiles for `workers` workers. Tile edges fall on multiples of MR and NR counted from
 /// C's corner, whatever the grid, so every element of C is computed by the same operations (the
@@ -513,9 +515,12 @@ let grid (mr: int) (nr: int) (nc: int) (workers: int) (m: int) (n: int) (k: int)
             let rt = ceilDiv m tileRows
             let ct = ceilDiv n tileCols
 
-            if tileCols <= max nc nr then
+            // ct = minCols always passes, so a grid is always found.
+            if tileCols <= roundUp nc nr then
                 let rounds = float (ceilDiv (rt * ct) workers)
-                // A packed element costs about as much as 4 multiply-adds of the kernel.
+                // A tile packs (or, for A in place, first reads from memory) its rows of A and
+                // columns of B once per k block; an element of that costs about as much as 4
+                // multiply-adds of the kernel.
                 let tile =
                     float tileRows * float tileCols * float k
                     + 4.0 * float k * float (tileRows + tileCols)
