@@ -35,6 +35,19 @@ type BinaryOp =
     /// 1 where a = b, else 0.
     | Equal
 
+    /// The op's name in error messages (a constant: `string` on a union would format by reflection).
+    member op.Name =
+        match op with
+        | Add -> "Add"
+        | Sub -> "Sub"
+        | Mul -> "Mul"
+        | Div -> "Div"
+        | Pow -> "Pow"
+        | Maximum -> "Maximum"
+        | Minimum -> "Minimum"
+        | Greater -> "Greater"
+        | Equal -> "Equal"
+
 /// Reductions along one axis.
 type ReduceOp =
     | Sum

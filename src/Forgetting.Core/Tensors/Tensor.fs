@@ -80,7 +80,7 @@ and [<Sealed>] Tensor internal (raw: RawTensor, node: Node) =
     static member internal Broadcast
         (op: BinaryOp, a: Tensor, b: Tensor, da: RawTensor -> RawTensor, db: RawTensor -> RawTensor)
         =
-        Tensor.CheckDType(string op, a, b)
+        Tensor.CheckDType(op.Name, a, b)
         let r = a.Raw.Binary(op, b.Raw)
 
         Tensor.Op(

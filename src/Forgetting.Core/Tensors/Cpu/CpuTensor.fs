@@ -90,7 +90,7 @@ and CpuTensor(storage: Storage, shape: int[]) =
 
     override this.Binary(op, other) =
         let o = this.Same("binary", other)
-        let outShape = Shape.broadcast (string op) shape other.Shape
+        let outShape = Shape.broadcast op.Name shape other.Shape
         CpuTensor.Of(Elementwise.binary op storage shape o other.Shape outShape, outShape)
 
     override _.BinaryScalar(op, scalar, scalarFirst) =
