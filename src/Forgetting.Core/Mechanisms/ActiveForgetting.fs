@@ -32,7 +32,7 @@ module ActiveForgetting =
         if config.StaticGate then
             Tensor.sigmoid (wf * config.Rho)
         else
-            Tensor.sigmoid (h * wf * config.Rho)
+            Fused.gate config.Rho wf h
 
     /// Per-unit activity of a layer's output: dense [B, n] as it is; conv [B, C, H, W] as the spatial
     /// mean per channel, so that one inhibitory unit gates one channel.
@@ -71,8 +71,11 @@ module ActiveForgetting =
                     else
                         sigma
 
-                let gated = h * s
-                let out = if config.Shortcut then h + gated else gated
+                let out =
+                    match config.Shortcut, h.Rank with
+                    | true, 2 when not config.StaticGate -> Fused.shortcut h sigma
+                    | true, _ -> h + h * s
+                    | false, _ -> h * s
 
                 out,
                 [ { Path = ""
@@ -123,7 +126,12 @@ module ActiveForgetting =
     /// Σ_l Σ_i Σ_{j≠i} h_i h_j (1-σ_i) σ_j, computed as pairSum (h⊙(1-σ)) (h⊙σ).
     let lateralLoss (trace: TraceEntry list) =
         inputsAndGates trace
-        |> List.map (fun (h, s) -> pairSum (h * (1.0 - s)) (h * s) |> Tensor.mean)
+        |> List.map (fun (h, s) ->
+            if s.Shape = h.Shape then
+                Fused.lateralInhibition h s
+            else
+                // A static gate [n]: the composed form broadcasts it over the batch.
+                pairSum (h * (1.0 - s)) (h * s) |> Tensor.mean)
         |> List.reduce (+)
 
     /// The forgetting terms of eq. 9: λ·L_inh + β·L_lat (each skipped when its weight is 0).

@@ -28,7 +28,7 @@ module Optim =
             if weightDecay = 0.0 then
                 g
             else
-                Params.map2 (fun g w -> g + w * weightDecay) g p
+                Params.map2 (fun g w -> Tensor.addScaled g weightDecay w) g p
 
         { Name = "sgd"
           Init =
@@ -40,9 +40,9 @@ module Optim =
                 let g = decayed p g
 
                 match state.Buffers with
-                | [] -> Params.map2 (fun w g -> w - g * lr) p g, { state with Step = state.Step + 1 }
+                | [] -> Params.map2 (fun w g -> Tensor.addScaled w -lr g) p g, { state with Step = state.Step + 1 }
                 | v :: _ ->
-                    let v' = Params.map2 (fun v g -> v * momentum + g) v g
+                    let v' = Params.map2 (fun v g -> Tensor.addScaled g momentum v) v g
 
                     let direction =
                         if nesterov then
@@ -50,7 +50,7 @@ module Optim =
                         else
                             v'
 
-                    Params.map2 (fun w d -> w - d * lr) p direction,
+                    Params.map2 (fun w d -> Tensor.addScaled w -lr d) p direction,
                     { Step = state.Step + 1
                       Buffers = [ v' ] } }
 
@@ -80,7 +80,7 @@ module Optim =
                     if weightDecay = 0.0 then
                         g
                     else
-                        Params.map2 (fun g w -> g + w * weightDecay) g p
+                        Params.map2 (fun g w -> Tensor.addScaled g weightDecay w) g p
 
                 match state.Buffers with
                 | [ m; v ] ->

@@ -168,7 +168,17 @@ module internal Tape =
                 "grad"
                 $"the function must return a scalar (one element), it returned shape {Shape.show output.Raw.Shape}; reduce it first (e.g. with Tensor.sum or Tensor.mean)"
 
-        let grads = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+        // Each node's incoming gradients are kept until the node is reached (after all its consumers, in
+        // reverse creation order), then summed in one buffer.
+        let incoming = Dictionary<Node, RawTensor list>(HashIdentity.Reference)
+
+        let total (n: Node) =
+            match incoming.TryGetValue n with
+            | true, [ g ] -> Some g
+            | true, g :: rest -> Some(g.AddMany rest)
+            | _ -> None
+
+        let results = Dictionary<Node, RawTensor>(HashIdentity.Reference)
 
         if output.IsTracked then
             // Every node reachable from the output, in reverse creation order (a reverse topological order).
@@ -185,11 +195,12 @@ module internal Tape =
                             stack.Push p.Node
 
             let order = seen |> Seq.sortByDescending (fun n -> n.Id) |> Seq.toArray
-            grads[output.Node] <- output.Raw.Backend.Full(output.Raw.Shape, output.DType, 1.0)
+            incoming[output.Node] <- [ output.Raw.Backend.Full(output.Raw.Shape, output.DType, 1.0) ]
 
             for n in order do
-                match grads.TryGetValue n with
-                | true, g when n.Parents.Length > 0 ->
+                match total n with
+                | Some g when n.Parents.Length > 0 ->
+                    incoming.Remove n |> ignore
                     let needs = n.Parents |> Array.map (fun p -> p.IsTracked)
                     let parentGrads = n.Backward g needs
 
@@ -197,13 +208,14 @@ module internal Tape =
                         if needs[i] then
                             let p = n.Parents[i].Node
 
-                            match grads.TryGetValue p with
-                            | true, acc -> grads[p] <- acc.Binary(Add, parentGrads[i])
-                            | _ -> grads[p] <- parentGrads[i]
-                | _ -> ()
+                            match incoming.TryGetValue p with
+                            | true, gs -> incoming[p] <- parentGrads[i] :: gs
+                            | _ -> incoming[p] <- [ parentGrads[i] ]
+                | Some g -> results[n] <- g
+                | None -> ()
 
         variables
         |> Array.map (fun v ->
-            match grads.TryGetValue v.Node with
+            match results.TryGetValue v.Node with
             | true, g -> g
             | _ -> v.Raw.Backend.Full(v.Raw.Shape, v.DType, 0.0))

@@ -237,7 +237,7 @@ module Tensor =
         unary Sigmoid (fun g _ y -> g.Binary(Mul, y.Binary(Mul, y.BinaryScalar(Sub, 1.0, true)))) t
 
     let relu t =
-        unary Relu (fun g x _ -> g.Binary(Mul, x.Unary Step)) t
+        unary Relu (fun g x _ -> x.ReluBackward g) t
 
     let square t =
         unary Square (fun g x _ -> g.Binary(Mul, x.BinaryScalar(Mul, 2.0, false))) t
@@ -293,6 +293,19 @@ module Tensor =
     let greater (a: Tensor) (b: Tensor) =
         Tensor.CheckDType("greater", a, b)
         Tensor.OfRaw(a.Raw.Binary(Greater, b.Raw))
+
+    /// a + alpha · b for tensors of one shape, in one pass.
+    let addScaled (a: Tensor) (alpha: float) (b: Tensor) =
+        Tensor.CheckDType("addScaled", a, b)
+
+        if a.Raw.Shape <> b.Raw.Shape then
+            Shape.fail "addScaled" $"shapes differ: {Shape.show a.Raw.Shape} and {Shape.show b.Raw.Shape}"
+
+        Tensor.Op(
+            a.Raw.AddScaled(b.Raw, alpha),
+            [| a; b |],
+            fun g needs -> [| g; (if needs[1] then g.BinaryScalar(Mul, alpha, false) else null) |]
+        )
 
     // ---------------------------------------------------------------- reductions
 

@@ -209,6 +209,42 @@ let ``gradients of the gate, both losses and their sum match finite differences`
                 + ActiveForgetting.lateralLossPlain trace * 0.1)
             [| weightsFor n seed 1.0; h + 0.05 |])
 
+[<Fact>]
+let ``the fused gate, shortcut and lateral-inhibition kernels equal the composed ops`` () =
+    Checks.forAll (Gen.zip3 activations seeds (Gen.elements [ 0.5; 1.0; 3.0 ])) (fun (h, seed, rho) ->
+        let n = h.Shape[1]
+        let wf = weightsFor n seed 2.0
+        let sigma = Fused.gate rho wf h
+        let composed = Tensor.sigmoid (h * wf * rho)
+
+        let close (a: Tensor) (b: Tensor) =
+            Array.forall2
+                (fun (x: float) y -> abs (x - y) <= 1e-12 * (1.0 + abs y))
+                (a.ToFloat64Array())
+                (b.ToFloat64Array())
+
+        let lateralComposed =
+            ActiveForgetting.pairSum (h * (1.0 - sigma)) (h * sigma) |> Tensor.mean
+
+        close sigma composed
+        && close (Fused.shortcut h sigma) (h + h * sigma)
+        && close (Fused.lateralInhibition h sigma) lateralComposed
+        // Their gradients too, against the composed forms' reverse mode.
+        && Array.forall2
+            close
+            (Tensor.grads
+                (fun xs ->
+                    Fused.lateralInhibition xs[0] xs[1]
+                    + Tensor.sum (Fused.shortcut xs[0] xs[1])
+                    + Tensor.sum (Fused.gate rho wf xs[0]))
+                [| h; sigma |])
+            (Tensor.grads
+                (fun xs ->
+                    (ActiveForgetting.pairSum (xs[0] * (1.0 - xs[1])) (xs[0] * xs[1]) |> Tensor.mean)
+                    + Tensor.sum (xs[0] + xs[0] * xs[1])
+                    + Tensor.sum (Tensor.sigmoid (xs[0] * wf * rho)))
+                [| h; sigma |]))
+
 /// Neuron importances in [0, 1].
 let private importances =
     Gen.choose (0, 1000) |> Gen.map (fun i -> float i / 1000.0)

@@ -59,6 +59,13 @@ let ``scalar arithmetic`` () =
     unaryCheck 0.5 2.0 0.0 (fun (x: Tensor) -> (3.0 - x) * 2.0 + 1.0 - x / 4.0 + 2.0 / x + 1.5 * x - 0.5)
 
 [<Fact>]
+let ``addScaled`` () =
+    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+        agrees
+            (fun xs -> Tensor.addScaled xs[0] -0.7 xs[1] |> Tensor.square |> Tensor.sum)
+            [| tensor seed shape -1.0 1.0 0.0; tensor (seed + 1) shape -1.0 1.0 0.0 |])
+
+[<Fact>]
 let ``neg`` () = unaryCheck -2.0 2.0 0.0 Tensor.neg
 
 [<Fact>]
