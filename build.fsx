@@ -95,11 +95,65 @@ Target.create "Test" (fun _ ->
     | None when passed = 0 -> failwith "no test ran"
     | None -> ())
 
-Target.create "Demo" (fun _ -> dotnet [ cli; "sparsity" ])
+// The main job: the paper's Fig. 3a (MLP 784-256-256-128-10 on Fashion-MNIST: sgd, L1, L2 and the
+// forgetting layer), after fetching the data set into the cache if it is not there yet.
+Target.create "Demo" (fun _ ->
+    dotnet [ cli; "data"; "fetch"; "fashion-mnist" ]
+
+    dotnet
+        [ cli
+          "compare"
+          "--variants"
+          "sgd"
+          "l1"
+          "l2"
+          "lateral_inhibition"
+          "--seeds"
+          "3"
+          "--epochs"
+          "10"
+          "--out"
+          Path.Combine(root, "results", "fig3a") ])
+
+// Side-by-side timings: this library's workloads, then PyTorch's on the same machine when
+// Debian's python3-torch is installed (bench/install-torch.sh); lines appended to bench/last-run.jsonl.
+Target.create "Bench" (fun _ ->
+    let log = Path.Combine(root, "bench", "last-run.jsonl")
+    File.WriteAllText(log, "")
+
+    let capture (program: string) (arguments: string list) =
+        let result =
+            CreateProcess.fromRawCommand program arguments
+            |> CreateProcess.withWorkingDirectory root
+            |> CreateProcess.redirectOutput
+            |> Proc.run
+
+        if result.ExitCode <> 0 then
+            failwithf "'%s %s' exited with code %d" program (String.Join(" ", arguments)) result.ExitCode
+
+        printf "%s" result.Result.Output
+        File.AppendAllText(log, result.Result.Output)
+
+    capture "dotnet" [ cli; "bench"; "--workload"; "all" ]
+
+    let hasTorch =
+        File.Exists "/usr/bin/python3"
+        && (CreateProcess.fromRawCommand "/usr/bin/python3" [ "-c"; "import torch" ]
+            |> CreateProcess.redirectOutput
+            |> Proc.run)
+            .ExitCode
+            =
+            0
+
+    if hasTorch then
+        capture "/usr/bin/python3" [ Path.Combine(root, "bench", "torch_bench.py"); "--workload"; "all" ]
+    else
+        printfn "PyTorch baseline skipped: /usr/bin/python3 with torch is not installed (bench/install-torch.sh)")
 
 "Clean" ==> "Restore" ==> "Build" ==> "Test" |> ignore
 "Restore" ==> "Format" ==> "Test" |> ignore
 "Build" ==> "Demo" |> ignore
+"Build" ==> "Bench" |> ignore
 
 try
     Target.runOrDefaultWithArguments "Build"
