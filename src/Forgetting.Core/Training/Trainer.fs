@@ -71,6 +71,29 @@ module Trainer =
                 | Some(_, acc) -> Array.iteri (fun j x -> acc[j] <- acc[j] + x) v
                 | None -> sums.Add((e.Path, e.Kind), v)
 
+    /// The predicted class of every example, in evaluation mode.
+    let predict (model: Layer) (p: Params) (batchSize: int) (data: Examples) =
+        [| for start in 0..batchSize .. data.Count - 1 do
+               let indices = Array.init (min batchSize (data.Count - start)) (fun i -> start + i)
+               let x, _ = batchOf data indices
+               yield! Tensor.argMax 1 (Layer.apply model Mode.Eval p x) |]
+
+    /// Accuracy of predictions against the examples' labels, overall and per class.
+    let accuracy (predicted: int[]) (data: Examples) =
+        let hits = Array.map2 (fun a b -> if a = b then 1.0 else 0.0) predicted data.Labels
+
+        let perClass =
+            Array.init data.Classes (fun c ->
+                let mine =
+                    Array.indexed data.Labels |> Array.filter (fun (_, l) -> l = c) |> Array.map fst
+
+                if mine.Length = 0 then
+                    nan
+                else
+                    (mine |> Array.sumBy (fun i -> hits[i])) / float mine.Length)
+
+        Array.average hits, perClass
+
     /// Loss, accuracy and mean read-outs of the model over a data set, in evaluation mode.
     let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
         let sums = List<(string * TraceKind) * float[]>()
