@@ -14,7 +14,7 @@ type PruningCriterion =
     /// empirical Fisher (the mean of squared per-sample gradients), given as one tensor tree.
     | BrainDamage of fisherDiagonal: Params
     /// Uniformly random scores from the key.
-    | Random of Rng
+    | RandomScores of Rng
 
 /// Keeping a fraction of each dense layer's weights, chosen by a criterion; the rest are set to 0.
 [<RequireQualifiedAccess>]
@@ -37,7 +37,7 @@ module Pruning =
 
         match criterion with
         | Magnitude -> v |> Array.map abs
-        | Random rng ->
+        | RandomScores rng ->
             let keys = Rng.splitN (layer + 1) rng
             Rng.uniform v.Length keys[layer]
         | BrainDamage fisher ->
