@@ -1,0 +1,242 @@
+namespace Forgetting.Experiments
+
+open Forgetting.Tensors
+open Forgetting.Nn
+open Forgetting.Training
+open Forgetting.Analysis
+
+/// One line of a chart: y against x, with an optional ± band (standard deviation over repetitions).
+type Curve =
+    { Label: string
+      X: float[]
+      Y: float[]
+      Sd: float[] option }
+
+/// What a panel of a figure shows.
+type Panel =
+    | Lines of title: string * xLabel: string * yLabel: string * curves: Curve list
+    | Histograms of title: string * xLabel: string * groups: (string * float[]) list
+    | Points of title: string * xLabel: string * yLabel: string * groups: (string * (float * float)[]) list
+
+/// A re-run figure of source 000: its panels and the runs behind them.
+type Figure =
+    { Name: string
+      Caption: string
+      Panels: Panel list
+      Runs: RunResult list }
+
+/// Settings shared by the figures: how long to train and on what.
+type FigureSettings =
+    { Hidden: int list
+      Epochs: int
+      BatchSize: int
+      Optimizer: OptimizerChoice
+      Strengths: Strengths
+      Seed: int64 }
+
+/// The paper's analyses (source 000, Fig. 1e-4c), each a function of training data and settings.
+[<RequireQualifiedAccess>]
+module Figures =
+
+    let private meanSd (xs: float[]) =
+        let m = Array.average xs
+        let sd = if xs.Length < 2 then 0.0 else sqrt (Array.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
+        m, sd
+
+    /// Train one variant with the settings (seed offset by `k` for repetitions).
+    let train (s: FigureSettings) (progress: string -> Progress -> unit) (variant: string) (k: int) (data: Examples * Examples) =
+        let v = Variant.ofName s.Strengths variant
+
+        let config =
+            { Variant = v
+              Hidden = s.Hidden
+              Optimizer = s.Optimizer
+              Epochs = s.Epochs
+              BatchSize = s.BatchSize
+              Seed = s.Seed + int64 k }
+
+        Classification.run config (progress $"{variant} seed {config.Seed}") (fst data) (snd data)
+
+    /// Accuracy of a trained run's model with other parameters, on the test set.
+    let private accuracyWith (r: RunResult) (test: Examples) (p: Params) =
+        let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
+        fst (Trainer.accuracy (Trainer.predict m p r.Config.BatchSize test) test)
+
+    let private importanceOf (r: RunResult) =
+        r.Layers
+        |> List.map (fun l ->
+            match l.Importance with
+            | Some omega -> l.Layer, omega
+            | None -> failwith $"{r.Config.Variant.Name} has no forgetting layer to read importance from")
+
+    /// Fig. 1e: sparsity of each hidden layer without the layer, with ERS only, and with ERS + IRS.
+    let sparsity (s: FigureSettings) progress data =
+        let runs = [ "sgd"; "inhibition"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+
+        { Name = "fig1e"
+          Caption = "Treves-Rolls sparsity of each hidden layer's output: plain net, inhibition (ERS), ERS + IRS."
+          Panels =
+            [ Lines(
+                  "Sparsity per hidden layer",
+                  "hidden layer",
+                  "sparsity",
+                  [ for r in runs ->
+                        { Label = r.Config.Variant.Name
+                          X = [| for l in r.Layers -> float l.Layer |]
+                          Y = [| for l in r.Layers -> l.Sparsity |]
+                          Sd = None } ]
+              ) ]
+          Runs = runs }
+
+    let fractions = [ for i in 0..10 -> float i / 10.0 ]
+
+    /// Fig. 2a-d on one trained net with forgetting layers: ablation curves over all hidden units and per
+    /// layer (ascending, descending, random: mean ± sd of `draws`), per-class accuracy after removing the
+    /// top-1 and top-10 units, and the histograms of neuron importance.
+    let ablation (s: FigureSettings) progress (data: Examples * Examples) (draws: int) =
+        let test = snd data
+        let r = train s progress "lateral_inhibition" 0 data
+        let importance = importanceOf r
+        let evaluate = accuracyWith r test
+        let rng = Rng.create (s.Seed + 1000L)
+
+        let curves (scope: (int * float[]) list) =
+            let fixedOrder label order =
+                { Label = label
+                  X = Array.ofList fractions
+                  Y = Ablation.curve evaluate r.Params (Ablation.order order scope) fractions |> Array.ofList
+                  Sd = None }
+
+            let random =
+                Rng.splitN draws rng
+                |> Array.map (fun key -> Ablation.curve evaluate r.Params (Ablation.order (Shuffled key) scope) fractions |> Array.ofList)
+
+            let stats = Array.init fractions.Length (fun i -> meanSd (random |> Array.map (fun c -> c[i])))
+
+            [ fixedOrder "ascending importance" Ascending
+              fixedOrder "descending importance" Descending
+              { Label = $"random (mean ± sd of {draws})"
+                X = Array.ofList fractions
+                Y = stats |> Array.map fst
+                Sd = Some(stats |> Array.map snd) } ]
+
+        let top k =
+            let removed = Ablation.order Descending importance |> Array.truncate k |> List.ofArray
+            let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
+            snd (Trainer.accuracy (Trainer.predict m (Ablation.remove removed r.Params) r.Config.BatchSize test) test)
+
+        let classes = [| for c in 0 .. test.Classes - 1 -> float c |]
+        let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
+        let intact = snd (Trainer.accuracy (Trainer.predict m r.Params r.Config.BatchSize test) test)
+
+        { Name = "fig2"
+          Caption = "Ablation of hidden units by neuron importance (a, b), per-class accuracy after removing the most important units (c), importance histograms (d)."
+          Panels =
+            [ yield Lines("(a) All hidden layers", "fraction of units removed", "test accuracy", curves importance)
+              for layer, omega in importance do
+                  yield Lines($"(b) Hidden layer {layer}", "fraction of units removed", "test accuracy", curves [ layer, omega ])
+              yield Lines(
+                  "(c) Per-class accuracy",
+                  "class",
+                  "test accuracy",
+                  [ { Label = "intact"; X = classes; Y = intact; Sd = None }
+                    { Label = "top-1 removed"; X = classes; Y = top 1; Sd = None }
+                    { Label = "top-10 removed"; X = classes; Y = top 10; Sd = None } ]
+              )
+              yield Histograms("(d) Neuron importance", "importance Ω", [ for layer, omega in importance -> $"hidden layer {layer}", omega ]) ]
+          Runs = [ r ] }
+
+    /// Fig. 3b: accuracy against the fraction of weights kept, pruning by parameter importance (eq. 2),
+    /// magnitude, optimal brain damage (empirical Fisher over `fisherSamples` training examples), random.
+    let pruning (s: FigureSettings) progress (data: Examples * Examples) (fisherSamples: int) =
+        let trainSet, test = data
+        let r = train s progress "lateral_inhibition" 0 data
+        let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
+
+        let sampleLoss (q: Params) (i: int) =
+            let x = Tensor.slice i 1 trainSet.Inputs
+            Functional.crossEntropy (Layer.apply m Mode.Eval q x) [| trainSet.Labels[i] |]
+
+        let fisher = Pruning.fisherDiagonal sampleLoss (min fisherSamples trainSet.Count) r.Params
+        let kept = [ 0.02; 0.05; 0.1; 0.2; 0.3; 0.5; 0.7; 1.0 ]
+
+        let curve label criterion =
+            { Label = label
+              X = Array.ofList kept
+              Y = [| for f in kept -> accuracyWith r test (Pruning.prune criterion f r.Params) |]
+              Sd = None }
+
+        { Name = "fig3b"
+          Caption = "Test accuracy against the fraction of weights kept in every dense layer."
+          Panels =
+            [ Lines(
+                  "Pruning",
+                  "fraction of weights kept",
+                  "test accuracy",
+                  [ curve "parameter importance (eq. 2)" (Importance(importanceOf r))
+                    curve "optimal brain damage (Fisher)" (BrainDamage fisher)
+                    curve "magnitude" Magnitude
+                    curve "random" (RandomScores(Rng.create (s.Seed + 2000L))) ]
+              ) ]
+          Runs = [ r ] }
+
+    /// Fig. 3c: training loss per epoch of the plain net, the layer without its losses, the full layer.
+    let convergence (s: FigureSettings) progress data =
+        let runs =
+            [ "sgd"; "forgetting_layer_star"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+
+        { Name = "fig3c"
+          Caption = "Training loss per epoch (each variant's own objective)."
+          Panels =
+            [ Lines(
+                  "Convergence",
+                  "epoch",
+                  "training loss",
+                  [ for r in runs ->
+                        { Label = r.Config.Variant.Name
+                          X = [| for m in r.History -> float m.Epoch |]
+                          Y = [| for m in r.History -> m.TrainLoss |]
+                          Sd = None } ]
+              ) ]
+          Runs = runs }
+
+    /// Fig. 4a: mean sparsity of the hidden layers against test accuracy, `seeds` runs per variant.
+    let tradeoff (s: FigureSettings) progress data (seeds: int) =
+        let variants = [ "l1"; "decov"; "sgd"; "inhibition"; "i_short_cut"; "lateral_inhibition" ]
+        let runs = [ for v in variants -> v, [ for k in 0 .. seeds - 1 -> train s progress v k data ] ]
+
+        { Name = "fig4a"
+          Caption = $"Mean sparsity of the hidden layers against test accuracy, {seeds} seeds per variant."
+          Panels =
+            [ Points(
+                  "Sparsity and accuracy",
+                  "test accuracy",
+                  "mean sparsity",
+                  [ for v, rs in runs ->
+                        v, [| for r in rs -> r.Test.Accuracy, r.Layers |> List.averageBy (fun l -> l.Sparsity) |] ]
+              ) ]
+          Runs = runs |> List.collect snd }
+
+    /// Fig. 4b: accuracy when a fraction of one hidden layer's units get Gaussian noise on their incoming
+    /// weights (sd = scale × the layer's weight sd), mean ± sd over `repeats`, with and without the layer.
+    let robustness (s: FigureSettings) progress data (layer: int) (scale: float) (repeats: int) =
+        let test = snd data
+        let runs = [ "sgd"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+        let perturbed = [ 0.0; 0.1; 0.2; 0.3; 0.4; 0.5; 0.6; 0.7; 0.8; 0.9; 1.0 ]
+
+        let curve (r: RunResult) =
+            let keys = Rng.splitN repeats (Rng.create (s.Seed + 3000L))
+
+            let stats =
+                [| for f in perturbed ->
+                       meanSd [| for key in keys -> accuracyWith r test (Perturbation.perturb key layer f scale r.Params) |] |]
+
+            { Label = r.Config.Variant.Name
+              X = Array.ofList perturbed
+              Y = stats |> Array.map fst
+              Sd = Some(stats |> Array.map snd) }
+
+        { Name = "fig4b"
+          Caption = $"Noise (sd {scale} × the layer's weight sd) on the incoming weights of a fraction of hidden layer {layer}'s units; mean ± sd of {repeats}."
+          Panels = [ Lines("Robustness", "fraction of units perturbed", "test accuracy", List.map curve runs) ]
+          Runs = runs }
