@@ -40,11 +40,23 @@ module Figures =
 
     let private meanSd (xs: float[]) =
         let m = Array.average xs
-        let sd = if xs.Length < 2 then 0.0 else sqrt (Array.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
+
+        let sd =
+            if xs.Length < 2 then
+                0.0
+            else
+                sqrt (Array.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
+
         m, sd
 
     /// Train one variant with the settings (seed offset by `k` for repetitions).
-    let train (s: FigureSettings) (progress: string -> Progress -> unit) (variant: string) (k: int) (data: Examples * Examples) =
+    let train
+        (s: FigureSettings)
+        (progress: string -> Progress -> unit)
+        (variant: string)
+        (k: int)
+        (data: Examples * Examples)
+        =
         let v = Variant.ofName s.Strengths variant
 
         let config =
@@ -71,7 +83,9 @@ module Figures =
 
     /// Fig. 1e: sparsity of each hidden layer without the layer, with ERS only, and with ERS + IRS.
     let sparsity (s: FigureSettings) progress data =
-        let runs = [ "sgd"; "inhibition"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+        let runs =
+            [ "sgd"; "inhibition"; "lateral_inhibition" ]
+            |> List.map (fun v -> train s progress v 0 data)
 
         { Name = "fig1e"
           Caption = "Treves-Rolls sparsity of each hidden layer's output: plain net, inhibition (ERS), ERS + IRS."
@@ -104,14 +118,19 @@ module Figures =
             let fixedOrder label order =
                 { Label = label
                   X = Array.ofList fractions
-                  Y = Ablation.curve evaluate r.Params (Ablation.order order scope) fractions |> Array.ofList
+                  Y =
+                    Ablation.curve evaluate r.Params (Ablation.order order scope) fractions
+                    |> Array.ofList
                   Sd = None }
 
             let random =
                 Rng.splitN draws rng
-                |> Array.map (fun key -> Ablation.curve evaluate r.Params (Ablation.order (Shuffled key) scope) fractions |> Array.ofList)
+                |> Array.map (fun key ->
+                    Ablation.curve evaluate r.Params (Ablation.order (Shuffled key) scope) fractions
+                    |> Array.ofList)
 
-            let stats = Array.init fractions.Length (fun i -> meanSd (random |> Array.map (fun c -> c[i])))
+            let stats =
+                Array.init fractions.Length (fun i -> meanSd (random |> Array.map (fun c -> c[i])))
 
             [ fixedOrder "ascending importance" Ascending
               fixedOrder "descending importance" Descending
@@ -121,29 +140,55 @@ module Figures =
                 Sd = Some(stats |> Array.map snd) } ]
 
         let top k =
-            let removed = Ablation.order Descending importance |> Array.truncate k |> List.ofArray
+            let removed =
+                Ablation.order Descending importance |> Array.truncate k |> List.ofArray
+
             let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
             snd (Trainer.accuracy (Trainer.predict m (Ablation.remove removed r.Params) r.Config.BatchSize test) test)
 
         let classes = [| for c in 0 .. test.Classes - 1 -> float c |]
         let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
-        let intact = snd (Trainer.accuracy (Trainer.predict m r.Params r.Config.BatchSize test) test)
+
+        let intact =
+            snd (Trainer.accuracy (Trainer.predict m r.Params r.Config.BatchSize test) test)
 
         { Name = "fig2"
-          Caption = "Ablation of hidden units by neuron importance (a, b), per-class accuracy after removing the most important units (c), importance histograms (d)."
+          Caption =
+            "Ablation of hidden units by neuron importance (a, b), per-class accuracy after removing the most important units (c), importance histograms (d)."
           Panels =
             [ yield Lines("(a) All hidden layers", "fraction of units removed", "test accuracy", curves importance)
               for layer, omega in importance do
-                  yield Lines($"(b) Hidden layer {layer}", "fraction of units removed", "test accuracy", curves [ layer, omega ])
-              yield Lines(
-                  "(c) Per-class accuracy",
-                  "class",
-                  "test accuracy",
-                  [ { Label = "intact"; X = classes; Y = intact; Sd = None }
-                    { Label = "top-1 removed"; X = classes; Y = top 1; Sd = None }
-                    { Label = "top-10 removed"; X = classes; Y = top 10; Sd = None } ]
-              )
-              yield Histograms("(d) Neuron importance", "importance Ω", [ for layer, omega in importance -> $"hidden layer {layer}", omega ]) ]
+                  yield
+                      Lines(
+                          $"(b) Hidden layer {layer}",
+                          "fraction of units removed",
+                          "test accuracy",
+                          curves [ layer, omega ]
+                      )
+              yield
+                  Lines(
+                      "(c) Per-class accuracy",
+                      "class",
+                      "test accuracy",
+                      [ { Label = "intact"
+                          X = classes
+                          Y = intact
+                          Sd = None }
+                        { Label = "top-1 removed"
+                          X = classes
+                          Y = top 1
+                          Sd = None }
+                        { Label = "top-10 removed"
+                          X = classes
+                          Y = top 10
+                          Sd = None } ]
+                  )
+              yield
+                  Histograms(
+                      "(d) Neuron importance",
+                      "importance Ω",
+                      [ for layer, omega in importance -> $"hidden layer {layer}", omega ]
+                  ) ]
           Runs = [ r ] }
 
     /// Fig. 3b: accuracy against the fraction of weights kept, pruning by parameter importance (eq. 2),
@@ -157,7 +202,9 @@ module Figures =
             let x = Tensor.slice i 1 trainSet.Inputs
             Functional.crossEntropy (Layer.apply m Mode.Eval q x) [| trainSet.Labels[i] |]
 
-        let fisher = Pruning.fisherDiagonal sampleLoss (min fisherSamples trainSet.Count) r.Params
+        let fisher =
+            Pruning.fisherDiagonal sampleLoss (min fisherSamples trainSet.Count) r.Params
+
         let kept = [ 0.02; 0.05; 0.1; 0.2; 0.3; 0.5; 0.7; 1.0 ]
 
         let curve label criterion =
@@ -183,7 +230,8 @@ module Figures =
     /// Fig. 3c: training loss per epoch of the plain net, the layer without its losses, the full layer.
     let convergence (s: FigureSettings) progress data =
         let runs =
-            [ "sgd"; "forgetting_layer_star"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+            [ "sgd"; "forgetting_layer_star"; "lateral_inhibition" ]
+            |> List.map (fun v -> train s progress v 0 data)
 
         { Name = "fig3c"
           Caption = "Training loss per epoch (each variant's own objective)."
@@ -202,8 +250,11 @@ module Figures =
 
     /// Fig. 4a: mean sparsity of the hidden layers against test accuracy, `seeds` runs per variant.
     let tradeoff (s: FigureSettings) progress data (seeds: int) =
-        let variants = [ "l1"; "decov"; "sgd"; "inhibition"; "i_short_cut"; "lateral_inhibition" ]
-        let runs = [ for v in variants -> v, [ for k in 0 .. seeds - 1 -> train s progress v k data ] ]
+        let variants =
+            [ "l1"; "decov"; "sgd"; "inhibition"; "i_short_cut"; "lateral_inhibition" ]
+
+        let runs =
+            [ for v in variants -> v, [ for k in 0 .. seeds - 1 -> train s progress v k data ] ]
 
         { Name = "fig4a"
           Caption = $"Mean sparsity of the hidden layers against test accuracy, {seeds} seeds per variant."
@@ -221,7 +272,10 @@ module Figures =
     /// weights (sd = scale × the layer's weight sd), mean ± sd over `repeats`, with and without the layer.
     let robustness (s: FigureSettings) progress data (layer: int) (scale: float) (repeats: int) =
         let test = snd data
-        let runs = [ "sgd"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+
+        let runs =
+            [ "sgd"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+
         let perturbed = [ 0.0; 0.1; 0.2; 0.3; 0.4; 0.5; 0.6; 0.7; 0.8; 0.9; 1.0 ]
 
         let curve (r: RunResult) =
@@ -229,7 +283,8 @@ module Figures =
 
             let stats =
                 [| for f in perturbed ->
-                       meanSd [| for key in keys -> accuracyWith r test (Perturbation.perturb key layer f scale r.Params) |] |]
+                       meanSd
+                           [| for key in keys -> accuracyWith r test (Perturbation.perturb key layer f scale r.Params) |] |]
 
             { Label = r.Config.Variant.Name
               X = Array.ofList perturbed
@@ -237,6 +292,53 @@ module Figures =
               Sd = Some(stats |> Array.map snd) }
 
         { Name = "fig4b"
-          Caption = $"Noise (sd {scale} × the layer's weight sd) on the incoming weights of a fraction of hidden layer {layer}'s units; mean ± sd of {repeats}."
+          Caption =
+            $"Noise (sd {scale} × the layer's weight sd) on the incoming weights of a fraction of hidden layer {layer}'s units; mean ± sd of {repeats}."
           Panels = [ Lines("Robustness", "fraction of units perturbed", "test accuracy", List.map curve runs) ]
+          Runs = runs }
+
+    /// The output of the last hidden block for the first `count` test examples.
+    let lastHidden (r: RunResult) (test: Examples) (count: int) =
+        let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
+        let x = Tensor.slice 0 count test.Inputs
+        let _, trace = m.Forward Mode.Eval r.Params x
+        let h = (trace |> List.filter (fun e -> e.Kind = Activation) |> List.last).Value
+        let v, n = h.ToFloat64Array(), h.Shape[1]
+        Array.init count (fun i -> v[i * n .. (i + 1) * n - 1])
+
+    /// Fig. 4c: t-SNE maps of the raw inputs and of the last hidden layer of the plain net and of the net
+    /// with forgetting layers, `count` test examples coloured by class, with each map's trustworthiness.
+    let tsne (s: FigureSettings) progress (data: Examples * Examples) (count: int) =
+        let test = snd data
+        let count = min count test.Count
+
+        let runs =
+            [ "sgd"; "lateral_inhibition" ] |> List.map (fun v -> train s progress v 0 data)
+
+        let raw = (Tensor.slice 0 count test.Inputs).ToFloat64Array()
+        let features = raw.Length / count
+        let inputs = Array.init count (fun i -> raw[i * features .. (i + 1) * features - 1])
+        let options = { Tsne.defaults with Seed = s.Seed }
+
+        let panel (title: string) (points: float[][]) =
+            let map = Tsne.embed options points
+            let trust = Tsne.trustworthiness 12 points map
+
+            Points(
+                $"{title} (trustworthiness {trust:F3})",
+                "t-SNE 1",
+                "t-SNE 2",
+                [ for c in 0 .. test.Classes - 1 ->
+                      $"class {c}",
+                      [| for i in 0 .. count - 1 do
+                             if test.Labels[i] = c then
+                                 yield map[i][0], map[i][1] |] ]
+            )
+
+        { Name = "fig4c"
+          Caption =
+            $"t-SNE of {count} test images: raw pixels, and the last hidden layer of the plain net and of the net with forgetting layers."
+          Panels =
+            [ yield panel "Raw inputs" inputs
+              for r in runs -> panel $"Last hidden layer, {r.Config.Variant.Name}" (lastHidden r test count) ]
           Runs = runs }
