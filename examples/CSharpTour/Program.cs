@@ -1,6 +1,19 @@
-// The C# face: `dotnet run --project examples/CSharpTour -c Release`.
+// The C# face: `dotnet run --project examples/CSharpTour -c Release` (after `forgetting data fetch fashion-mnist`).
 using Forgetting.CSharp;
 
-// Two samples of four units: units 0 and 1 each fire once, units 2 and 3 never do.
-var activations = new double[,] { { 2.0, 0.0, 0.0, 0.0 }, { 0.0, 2.0, 0.0, 0.0 } };
-Console.WriteLine($"two of four units active: S = {Sparsity.OfActivations(activations):F3}");
+// A gradient: d/dx Σ x² = 2x.
+var x = Tensors.FromArray(new[] { 1.0, -2.0, 3.0 }, 3);
+var grad = Autodiff.Grad(t => t.Square().Sum(), x);
+Console.WriteLine($"grad of sum(x^2) at [1, -2, 3]: [{string.Join(", ", grad.ToFloat64Array())}]");
+
+// A net with a forgetting layer after each hidden ReLU, trained on Fashion-MNIST from the data cache.
+var data = DataSet.Load("fashion-mnist");
+var net = new MlpClassifier(new[] { 128, 64 }, variant: "lateral_inhibition");
+var result = net.Train(data.Train, data.Test, epochs: 3, seed: 1,
+    onEpoch: e => Console.WriteLine($"epoch {e.Epoch}: test accuracy {e.TestAccuracy:P2}"));
+
+foreach (var layer in result.Layers)
+{
+    var important = layer.Importance!.Count(omega => omega > 0.5);
+    Console.WriteLine($"hidden layer {layer.Layer}: sparsity {layer.Sparsity:F3}, {important} of {layer.Importance!.Count} units with importance > 0.5");
+}
