@@ -10,6 +10,8 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataCommand.DataArgs>
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<RunArgs.RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunArgs.RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Figure of ParseResults<RunArgs.RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<FigureCommand.ReportArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -18,6 +20,8 @@ type Command =
             | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
             | Bench _ -> "time the engine's workloads; one JSON object per line."
             | Train _ -> "train one MLP variant (forgetting layer or a baseline) on MNIST or Fashion-MNIST."
+            | Figure _ -> "re-run the paper's figures (1e, 2a-d, 3b, 3c, 4a-c): JSON, CSV and SVG per figure."
+            | Report _ -> "gather a directory of figures into one HTML page."
             | Compare _ -> "train several variants over seeds; print accuracy and sparsity (Fig. 3a)."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -27,6 +27,12 @@ let main argv =
             | Some(Train args) ->
                 Commands.TrainCommand.train args
                 0
+            | Some(Figure args) ->
+                Commands.FigureCommand.run args
+                0
+            | Some(Report args) ->
+                Commands.FigureCommand.report args
+                0
             | Some(Compare args) ->
                 Commands.TrainCommand.compare args
                 0

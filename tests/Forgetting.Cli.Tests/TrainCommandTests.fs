@@ -100,3 +100,55 @@ let ``bad options and a missing data set are one clear line`` () =
     assertOneLineError 2 (Cli.run [ "train"; "--lr"; "-1" ])
     assertOneLineError 2 (Cli.run [ "train"; "--dataset"; "cifar" ])
     assertOneLineError 2 (Cli.run [ "compare"; "--variant"; "sgd" ])
+
+[<Fact>]
+let ``figure writes JSON, CSV and SVG per panel, and report gathers them into one page`` () =
+    let cache = cachedMnist 64 32
+    let out = Path.Combine(Cli.tempDir (), "figs")
+
+    let r =
+        Cli.run (
+            [ "figure"
+              "--cache-dir"
+              cache
+              "--out"
+              out
+              "--figures"
+              "fig1e"
+              "fig2"
+              "fig3b"
+              "--draws"
+              "2"
+              "--fisher-samples"
+              "8" ]
+            @ quick
+        )
+
+    Assert.Equal("", r.Stderr)
+    Assert.Equal(0, r.ExitCode)
+    Assert.Contains("fig2: Ablation of hidden units", r.Stdout)
+
+    // Two hidden layers (quick): fig2 has (a), (b) per layer, (c) and (d).
+    for fig, panels in [ "fig1e", 1; "fig2", 5; "fig3b", 1 ] do
+        let dir = Path.Combine(out, fig)
+        use json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "figure.json")))
+        Assert.Equal(panels, json.RootElement.GetProperty("panels").GetArrayLength())
+
+        for k in 1..panels do
+            System.Xml.Linq.XDocument.Parse(File.ReadAllText(Path.Combine(dir, $"{fig}-{k}.svg")))
+            |> ignore
+
+            Assert.True(File.ReadAllLines(Path.Combine(dir, $"{fig}-{k}.csv")).Length > 1)
+
+    let report = Cli.run [ "report"; out ]
+    Assert.Equal(0, report.ExitCode)
+    let page = Path.Combine(out, "report.html")
+    Assert.Equal($"3 figures gathered into {page}", report.Stdout.Trim())
+    let html = File.ReadAllText page
+    Assert.Equal(7, html.Split("<svg").Length - 1)
+
+[<Fact>]
+let ``figure and report refuse bad input with one line`` () =
+    assertOneLineError 2 (Cli.run [ "figure"; "--figures"; "fig9" ])
+    assertOneLineError 1 (Cli.run [ "report"; "/nonexistent/figures" ])
+    assertOneLineError 1 (Cli.run [ "report"; Cli.tempDir () ])

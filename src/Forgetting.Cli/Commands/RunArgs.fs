@@ -31,6 +31,13 @@ type RunArgs =
     | [<Unique>] Seed of int
     | [<Unique>] Train_Limit of count: int
     | [<Unique>] Out of dir: string
+    | [<Unique>] Figures of names: string list
+    | [<Unique>] Draws of count: int
+    | [<Unique>] Repeats of count: int
+    | [<Unique>] Perturb_Layer of layer: int
+    | [<Unique>] Noise of scale: float
+    | [<Unique>] Tsne_Points of count: int
+    | [<Unique>] Fisher_Samples of count: int
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -56,6 +63,13 @@ type RunArgs =
             | Seed _ -> "the seed (default 1; compare uses seed, seed+1, …)."
             | Train_Limit _ -> "use only the first N training examples (quick runs)."
             | Out _ -> "the results directory (default results/<command>-<dataset>-…)."
+            | Figures _ -> "figure: which (default all): fig1e fig2 fig3b fig3c fig4a fig4b fig4c."
+            | Draws _ -> "figure fig2: random ablation orders (default 10)."
+            | Repeats _ -> "figure fig4b: noise draws per fraction (default 5)."
+            | Perturb_Layer _ -> "figure fig4b: the hidden layer perturbed (default 1)."
+            | Noise _ -> "figure fig4b: noise sd as a multiple of the layer's weight sd (default 1)."
+            | Tsne_Points _ -> "figure fig4c: test images embedded by t-SNE (default 1000)."
+            | Fisher_Samples _ -> "figure fig3b: training examples for the Fisher of brain damage (default 200)."
 
 let private usage message : 'a = raise (UserError(message, Exit.usage))
 

@@ -4,19 +4,13 @@ open Forgetting.Tensors
 open Forgetting.Nn
 open Forgetting.Training
 open Forgetting.Analysis
+open Forgetting.Reporting
 
-/// One line of a chart: y against x, with an optional ± band (standard deviation over repetitions).
-type Curve =
-    { Label: string
-      X: float[]
-      Y: float[]
-      Sd: float[] option }
-
-/// What a panel of a figure shows.
+/// A panel of a figure: one of the charts of Reporting.Svg.
 type Panel =
-    | Lines of title: string * xLabel: string * yLabel: string * curves: Curve list
-    | Histograms of title: string * xLabel: string * groups: (string * float[]) list
-    | Points of title: string * xLabel: string * yLabel: string * groups: (string * (float * float)[]) list
+    | Lines of LineChart
+    | Histograms of Histogram
+    | Points of Scatter
 
 /// A re-run figure of source 000: its panels and the runs behind them.
 type Figure =
@@ -37,6 +31,34 @@ type FigureSettings =
 /// The paper's analyses (source 000, Fig. 1e-4c), each a function of training data and settings.
 [<RequireQualifiedAccess>]
 module Figures =
+
+    let private lines (title, xLabel, yLabel, series) =
+        Lines
+            { Title = title
+              XLabel = xLabel
+              YLabel = yLabel
+              Series = series
+              XRange = None
+              YRange = None }
+
+    /// Importance and other values in [0, 1], in 20 bins.
+    let private histograms (title, xLabel, groups) =
+        Histograms
+            { Title = title
+              XLabel = xLabel
+              Groups = groups
+              Bins = 20
+              Range = Some(0.0, 1.0)
+              Layout = Overlaid }
+
+    let private points (title, xLabel, yLabel, groups) =
+        Points
+            { Title = title
+              XLabel = xLabel
+              YLabel = yLabel
+              Groups = groups
+              XRange = None
+              YRange = None }
 
     let private meanSd (xs: float[]) =
         let m = Array.average xs
@@ -90,12 +112,12 @@ module Figures =
         { Name = "fig1e"
           Caption = "Treves-Rolls sparsity of each hidden layer's output: plain net, inhibition (ERS), ERS + IRS."
           Panels =
-            [ Lines(
+            [ lines (
                   "Sparsity per hidden layer",
                   "hidden layer",
                   "sparsity",
                   [ for r in runs ->
-                        { Label = r.Config.Variant.Name
+                        { Series.Label = r.Config.Variant.Name
                           X = [| for l in r.Layers -> float l.Layer |]
                           Y = [| for l in r.Layers -> l.Sparsity |]
                           Sd = None } ]
@@ -116,7 +138,7 @@ module Figures =
 
         let curves (scope: (int * float[]) list) =
             let fixedOrder label order =
-                { Label = label
+                { Series.Label = label
                   X = Array.ofList fractions
                   Y =
                     Ablation.curve evaluate r.Params (Ablation.order order scope) fractions
@@ -134,7 +156,7 @@ module Figures =
 
             [ fixedOrder "ascending importance" Ascending
               fixedOrder "descending importance" Descending
-              { Label = $"random (mean ± sd of {draws})"
+              { Series.Label = $"random (mean ± sd of {draws})"
                 X = Array.ofList fractions
                 Y = stats |> Array.map fst
                 Sd = Some(stats |> Array.map snd) } ]
@@ -156,38 +178,38 @@ module Figures =
           Caption =
             "Ablation of hidden units by neuron importance (a, b), per-class accuracy after removing the most important units (c), importance histograms (d)."
           Panels =
-            [ yield Lines("(a) All hidden layers", "fraction of units removed", "test accuracy", curves importance)
+            [ yield lines ("(a) All hidden layers", "fraction of units removed", "test accuracy", curves importance)
               for layer, omega in importance do
                   yield
-                      Lines(
+                      lines (
                           $"(b) Hidden layer {layer}",
                           "fraction of units removed",
                           "test accuracy",
                           curves [ layer, omega ]
                       )
               yield
-                  Lines(
+                  lines (
                       "(c) Per-class accuracy",
                       "class",
                       "test accuracy",
-                      [ { Label = "intact"
+                      [ { Series.Label = "intact"
                           X = classes
                           Y = intact
                           Sd = None }
-                        { Label = "top-1 removed"
+                        { Series.Label = "top-1 removed"
                           X = classes
                           Y = top 1
                           Sd = None }
-                        { Label = "top-10 removed"
+                        { Series.Label = "top-10 removed"
                           X = classes
                           Y = top 10
                           Sd = None } ]
                   )
               yield
-                  Histograms(
+                  histograms (
                       "(d) Neuron importance",
                       "importance Ω",
-                      [ for layer, omega in importance -> $"hidden layer {layer}", omega ]
+                      [ for layer, omega in importance -> $"layer {layer}", omega ]
                   ) ]
           Runs = [ r ] }
 
@@ -208,7 +230,7 @@ module Figures =
         let kept = [ 0.02; 0.05; 0.1; 0.2; 0.3; 0.5; 0.7; 1.0 ]
 
         let curve label criterion =
-            { Label = label
+            { Series.Label = label
               X = Array.ofList kept
               Y = [| for f in kept -> accuracyWith r test (Pruning.prune criterion f r.Params) |]
               Sd = None }
@@ -216,7 +238,7 @@ module Figures =
         { Name = "fig3b"
           Caption = "Test accuracy against the fraction of weights kept in every dense layer."
           Panels =
-            [ Lines(
+            [ lines (
                   "Pruning",
                   "fraction of weights kept",
                   "test accuracy",
@@ -236,12 +258,12 @@ module Figures =
         { Name = "fig3c"
           Caption = "Training loss per epoch (each variant's own objective)."
           Panels =
-            [ Lines(
+            [ lines (
                   "Convergence",
                   "epoch",
                   "training loss",
                   [ for r in runs ->
-                        { Label = r.Config.Variant.Name
+                        { Series.Label = r.Config.Variant.Name
                           X = [| for m in r.History -> float m.Epoch |]
                           Y = [| for m in r.History -> m.TrainLoss |]
                           Sd = None } ]
@@ -259,7 +281,7 @@ module Figures =
         { Name = "fig4a"
           Caption = $"Mean sparsity of the hidden layers against test accuracy, {seeds} seeds per variant."
           Panels =
-            [ Points(
+            [ points (
                   "Sparsity and accuracy",
                   "test accuracy",
                   "mean sparsity",
@@ -286,7 +308,7 @@ module Figures =
                        meanSd
                            [| for key in keys -> accuracyWith r test (Perturbation.perturb key layer f scale r.Params) |] |]
 
-            { Label = r.Config.Variant.Name
+            { Series.Label = r.Config.Variant.Name
               X = Array.ofList perturbed
               Y = stats |> Array.map fst
               Sd = Some(stats |> Array.map snd) }
@@ -294,7 +316,7 @@ module Figures =
         { Name = "fig4b"
           Caption =
             $"Noise (sd {scale} × the layer's weight sd) on the incoming weights of a fraction of hidden layer {layer}'s units; mean ± sd of {repeats}."
-          Panels = [ Lines("Robustness", "fraction of units perturbed", "test accuracy", List.map curve runs) ]
+          Panels = [ lines ("Robustness", "fraction of units perturbed", "test accuracy", List.map curve runs) ]
           Runs = runs }
 
     /// The output of the last hidden block for the first `count` test examples.
@@ -320,16 +342,16 @@ module Figures =
         let inputs = Array.init count (fun i -> raw[i * features .. (i + 1) * features - 1])
         let options = { Tsne.defaults with Seed = s.Seed }
 
-        let panel (title: string) (points: float[][]) =
-            let map = Tsne.embed options points
-            let trust = Tsne.trustworthiness 12 points map
+        let panel (title: string) (data: float[][]) =
+            let map = Tsne.embed options data
+            let trust = Tsne.trustworthiness 12 data map
 
-            Points(
+            points (
                 $"{title} (trustworthiness {trust:F3})",
                 "t-SNE 1",
                 "t-SNE 2",
                 [ for c in 0 .. test.Classes - 1 ->
-                      $"class {c}",
+                      string c,
                       [| for i in 0 .. count - 1 do
                              if test.Labels[i] = c then
                                  yield map[i][0], map[i][1] |] ]
