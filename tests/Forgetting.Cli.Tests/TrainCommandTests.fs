@@ -100,6 +100,9 @@ let ``bad options and a missing data set are one clear line`` () =
     assertOneLineError 2 (Cli.run [ "train"; "--lr"; "-1" ])
     assertOneLineError 2 (Cli.run [ "train"; "--dataset"; "cifar" ])
     assertOneLineError 2 (Cli.run [ "compare"; "--variant"; "sgd" ])
+    let misplaced = Cli.run [ "train"; "--draws"; "3" ]
+    assertOneLineError 2 misplaced
+    Assert.Contains("--draws is not an option of 'train' (it belongs to 'figure')", misplaced.Stderr)
 
 [<Fact>]
 let ``figure writes JSON, CSV and SVG per panel, and report gathers them into one page`` () =

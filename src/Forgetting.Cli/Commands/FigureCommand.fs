@@ -118,6 +118,7 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
     printfn "  written to %s" figDir
 
 let run (args: ParseResults<RunArgs>) =
+    only "figure" args
     let wanted = args.GetResult(Figures, defaultValue = names)
 
     for n in wanted do

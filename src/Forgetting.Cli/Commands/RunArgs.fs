@@ -73,6 +73,29 @@ type RunArgs =
 
 let private usage message : 'a = raise (UserError(message, Exit.usage))
 
+/// The commands an option belongs to (all three when it is not named here).
+let private owners (a: RunArgs) =
+    match a with
+    | Variant _ -> [ "train" ]
+    | Variants _ -> [ "compare" ]
+    | Seeds _ -> [ "compare"; "figure" ]
+    | Figures _
+    | Draws _
+    | Repeats _
+    | Perturb_Layer _
+    | Noise _
+    | Tsne_Points _
+    | Fisher_Samples _ -> [ "figure" ]
+    | _ -> [ "train"; "compare"; "figure" ]
+
+/// Refuse options that belong to another command rather than ignore them.
+let only (command: string) (args: ParseResults<RunArgs>) =
+    for a in args.GetAllResults() do
+        if not (List.contains command (owners a)) then
+            let name = args.Parser.GetArgumentCaseInfo(a).Name.Value
+            let belongs = String.concat "', '" (owners a)
+            usage $"{name} is not an option of '{command}' (it belongs to '{belongs}')"
+
 let private atLeast name minimum (v: int) =
     if v < minimum then
         usage $"--{name} must be at least {minimum}, got {v}"

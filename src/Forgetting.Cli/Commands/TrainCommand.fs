@@ -87,11 +87,7 @@ let private unitsCsv (r: RunResult) =
                      | None -> "") ] ]
 
 let train (args: ParseResults<RunArgs>) =
-    if args.Contains Variants || args.Contains Seeds then
-        raise (
-            UserError("train runs one variant and seed: use --variant and --seed, or 'forgetting compare'", Exit.usage)
-        )
-
+    only "train" args
     let s = strengths args
     let v = variant s (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
     let seed = seed args
@@ -135,9 +131,7 @@ let private meanSd (xs: float list) =
     m, sd
 
 let compare (args: ParseResults<RunArgs>) =
-    if args.Contains Variant then
-        raise (UserError("compare runs several variants: use --variants, or 'forgetting train --variant'", Exit.usage))
-
+    only "compare" args
     let s = strengths args
 
     let names =
