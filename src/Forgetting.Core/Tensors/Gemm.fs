@@ -13,6 +13,7 @@ module Forgetting.Tensors.Gemm
 #nowarn "9" // The managed kernel takes pinned pointers to the caller's arrays.
 
 open System
+open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 open Microsoft.FSharp.NativeInterop
 
@@ -189,17 +190,38 @@ let inline private small
                 else
                     alpha * s + beta * c[at]
 
-// Fma with Avx2 is what the kernels use; Avx2 also guarantees Avx for the loads and broadcasts.
+// Fma with Avx2 is what the Vector256 kernels use; Avx2 also guarantees Avx for the loads and
+// broadcasts.
 let private hasFma = Fma.IsSupported && Avx2.IsSupported
 
-/// What computes a product: a provider's engine, or (for tests) the portable managed kernel on a
-/// machine that also has the FMA one.
+// The runtime reports Vector512 as not accelerated on processors that slow their clock for
+// 512-bit work, so there the Vector256 kernels stay in use.
+let private hasAvx512 = Vector512.IsHardwareAccelerated && Avx512F.IsSupported
+
+/// What computes a product: a provider's engine, or (for tests and measurements) one managed
+/// kernel named explicitly.
 [<RequireQualifiedAccess>]
 type internal Engine =
     | Blas
+    /// The fastest managed kernel this processor runs.
     | Fast
+    /// 8x32 float32 and 8x16 float64 over Vector512.
+    | Avx512
+    /// 6x16 float32 and 6x8 float64 over Vector256 + FMA.
+    | Fma
+    /// Vector<T>, for processors with neither.
     | Portable
 
+/// The managed kernels this processor runs, fastest first: the one Fast names, then the others.
+let internal kernels: Engine list =
+    [ if hasAvx512 then
+          Engine.Avx512
+      if hasFma then
+          Engine.Fma
+      Engine.Portable ]
+
+let private avx512x32 = ManagedGemm.Avx512Kernel32()
+let private avx512x64 = ManagedGemm.Avx512Kernel64()
 let private fma32 = ManagedGemm.Fma32Kernel()
 let private fma64 = ManagedGemm.Fma64Kernel()
 let private portable32 = ManagedGemm.PortableKernel<float32>()
@@ -207,14 +229,60 @@ let private portable64 = ManagedGemm.PortableKernel<float>()
 
 // Blocking for this machine class (48 KB L1d, 1 MB L2 per core): a B micro-panel of 256 x 16
 // float32 (16 KB) in L1, an A block of 144 x 256 (144 KB) in L2. Throughput changed by under 2%
-// across MC 96-240 and KC 256-512, so these are not finely tuned to one processor.
-let private blocking32: ManagedGemm.Blocking = { MC = 144; KC = 256; NC = 4096 }
-let private blocking64: ManagedGemm.Blocking = { MC = 72; KC = 256; NC = 2048 }
+// across MC 96-240 and KC 256-512, so these are not finely tuned to one processor. Packing an
+// element costs about 4 multiply-adds of these kernels.
+let private blocking32: ManagedGemm.Blocking =
+    { MC = 144
+      KC = 256
+      NC = 4096
+      PackCost = 4.0 }
+
+let private blocking64: ManagedGemm.Blocking =
+    { MC = 72
+      KC = 256
+      NC = 2048
+      PackCost = 4.0 }
+
+// The AVX-512 kernels' B micro-panel of 256 x 32 float32 (32 KB) leaves a third of L1 to the A
+// rows streaming past it. On Zen 5, 1024^3 and the MLP shapes moved by no more than the noise
+// (about 5%) across MC 64-384 and KC 128-512, in either precision. Twice the multiply-adds per
+// cycle make a packed element cost twice as many of them: 2 threads on 128x256x784 ran 3% faster
+// split by columns, which that weighs right, than by rows.
+let private blocking512x32: ManagedGemm.Blocking =
+    { MC = 128
+      KC = 256
+      NC = 4096
+      PackCost = 8.0 }
+
+let private blocking512x64: ManagedGemm.Blocking =
+    { MC = 64
+      KC = 256
+      NC = 2048
+      PackCost = 8.0 }
+
+let private unsupported (engine: Engine) =
+    invalidOp $"the managed GEMM kernel {engine} does not run on this processor"
+
+/// The float32 kernel an engine names (Fast: the first of `kernels`), with its blocking.
+let internal kernel32 (engine: Engine) : struct (ManagedGemm.Kernel<float32> * ManagedGemm.Blocking) =
+    match (if engine = Engine.Fast then kernels.Head else engine) with
+    | Engine.Avx512 when hasAvx512 -> struct (avx512x32, blocking512x32)
+    | Engine.Fma when hasFma -> struct (fma32, blocking32)
+    | Engine.Portable -> struct (portable32, blocking32)
+    | _ -> unsupported engine
+
+/// The float64 kernel an engine names, with its blocking.
+let internal kernel64 (engine: Engine) : struct (ManagedGemm.Kernel<float> * ManagedGemm.Blocking) =
+    match (if engine = Engine.Fast then kernels.Head else engine) with
+    | Engine.Avx512 when hasAvx512 -> struct (avx512x64, blocking512x64)
+    | Engine.Fma when hasFma -> struct (fma64, blocking64)
+    | Engine.Portable -> struct (portable64, blocking64)
+    | _ -> unsupported engine
 
 let private engineOf (provider: Provider) =
     match provider with
     | OpenBlas -> Engine.Blas
-    | Managed -> Engine.Fast
+    | Managed -> kernels.Head
 
 let internal sgemmOn
     (engine: Engine)
@@ -246,8 +314,7 @@ let internal sgemmOn
     elif int64 m * int64 n * int64 k <= smallWork then
         small transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
     else
-        let kernel: ManagedGemm.Kernel<float32> =
-            if hasFma && engine = Engine.Fast then fma32 else portable32
+        let struct (kernel, blocking) = kernel32 engine
 
         use pa = fixed a
         use pb = fixed b
@@ -255,7 +322,7 @@ let internal sgemmOn
 
         ManagedGemm.gemm
             kernel
-            blocking32
+            blocking
             1.0f
             transA
             transB
@@ -301,8 +368,7 @@ let internal dgemmOn
     elif int64 m * int64 n * int64 k <= smallWork then
         small transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
     else
-        let kernel: ManagedGemm.Kernel<float> =
-            if hasFma && engine = Engine.Fast then fma64 else portable64
+        let struct (kernel, blocking) = kernel64 engine
 
         use pa = fixed a
         use pb = fixed b
@@ -310,7 +376,7 @@ let internal dgemmOn
 
         ManagedGemm.gemm
             kernel
-            blocking64
+            blocking
             1.0
             transA
             transB

@@ -1,11 +1,13 @@
-/// The managed GEMM: cache-blocked and packed in the manner of Goto and van de Geijn (BLIS), with a
-/// register-blocked micro-kernel over Vector256 + FMA and a portable Vector<T> one elsewhere.
+/// The managed GEMM: cache-blocked and packed in the manner of Goto and van de Geijn (BLIS), with
+/// register-blocked micro-kernels over Vector512 (AVX-512), over Vector256 + FMA, and a portable
+/// Vector<T> one for other processors.
 /// Callers (Gemm) check the arguments and handle the degenerate cases (m, n or k = 0, alpha = 0).
 module internal Forgetting.Tensors.ManagedGemm
 
 #nowarn "9" // Pointer arithmetic over pinned arrays: the micro-kernel must address packed panels directly.
 
 open System
+open System.Collections.Generic
 open System.Numerics
 open System.Runtime.InteropServices
 open System.Runtime.Intrinsics
@@ -19,6 +21,17 @@ open Microsoft.FSharp.NativeInterop
 type Kernel<'T when 'T: unmanaged>(mr: int, nr: int) =
     member _.MR = mr
     member _.NR = nr
+
+    /// A kernel of the same height for the last panel of B when it is narrow enough for it, where
+    /// a kernel this wide would mostly multiply zero padding.
+    abstract Narrow: Kernel<'T> option
+    default _.Narrow = None
+
+    /// Whether the copies around this kernel (packing partial panels, edge tiles of C) may use
+    /// AVX-512 masked moves. Only kernels that need AVX-512 anyway say so, which keeps the plain
+    /// copies that other processors run tested wherever the other kernels are.
+    abstract MaskedMoves: bool
+    default _.MaskedMoves = false
 
     abstract Run:
         kc: int *
@@ -199,6 +212,363 @@ type Fma64Kernel() =
             put 4 c40 c41
             put 5 c50 c51
 
+/// 8x16 float32, one zmm per row: the last panel of B when at most 16 columns remain, where the
+/// 8x32 kernel would spend most of its work on zero padding.
+[<Sealed>]
+type Avx512NarrowKernel32() =
+    inherit Kernel<float32>(8, 16)
+
+    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        let a0 = a
+        let a1 = NativePtr.add a aRow
+        let a2 = NativePtr.add a (2 * aRow)
+        let a3 = NativePtr.add a (3 * aRow)
+        let a4 = NativePtr.add a (4 * aRow)
+        let a5 = NativePtr.add a (5 * aRow)
+        let a6 = NativePtr.add a (6 * aRow)
+        let a7 = NativePtr.add a (7 * aRow)
+        let mutable c0 = Vector512<float32>.Zero
+        let mutable c1 = Vector512<float32>.Zero
+        let mutable c2 = Vector512<float32>.Zero
+        let mutable c3 = Vector512<float32>.Zero
+        let mutable c4 = Vector512<float32>.Zero
+        let mutable c5 = Vector512<float32>.Zero
+        let mutable c6 = Vector512<float32>.Zero
+        let mutable c7 = Vector512<float32>.Zero
+        let mutable pb = b
+        let mutable off = 0
+        let mutable p = 0
+
+        while p < kc do
+            let b0 = Avx512F.LoadVector512 pb
+            c0 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a0 off), b0, c0)
+            c1 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a1 off), b0, c1)
+            c2 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a2 off), b0, c2)
+            c3 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a3 off), b0, c3)
+            c4 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a4 off), b0, c4)
+            c5 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a5 off), b0, c5)
+            c6 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a6 off), b0, c6)
+            c7 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a7 off), b0, c7)
+            pb <- NativePtr.add pb 16
+            off <- off + aStep
+            p <- p + 1
+
+        let alphaV = Vector512.Create alpha
+
+        if beta = 0.0f then
+            Avx512F.Store(NativePtr.add c (0 * ldc), Avx512F.Multiply(alphaV, c0))
+            Avx512F.Store(NativePtr.add c (1 * ldc), Avx512F.Multiply(alphaV, c1))
+            Avx512F.Store(NativePtr.add c (2 * ldc), Avx512F.Multiply(alphaV, c2))
+            Avx512F.Store(NativePtr.add c (3 * ldc), Avx512F.Multiply(alphaV, c3))
+            Avx512F.Store(NativePtr.add c (4 * ldc), Avx512F.Multiply(alphaV, c4))
+            Avx512F.Store(NativePtr.add c (5 * ldc), Avx512F.Multiply(alphaV, c5))
+            Avx512F.Store(NativePtr.add c (6 * ldc), Avx512F.Multiply(alphaV, c6))
+            Avx512F.Store(NativePtr.add c (7 * ldc), Avx512F.Multiply(alphaV, c7))
+        else
+            let betaV = Vector512.Create beta
+
+            let inline put (row: int) (acc: Vector512<float32>) =
+                let r = NativePtr.add c (row * ldc)
+
+                Avx512F.Store(
+                    r,
+                    Avx512F.FusedMultiplyAdd(acc, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r))
+                )
+
+            put 0 c0
+            put 1 c1
+            put 2 c2
+            put 3 c3
+            put 4 c4
+            put 5 c5
+            put 6 c6
+            put 7 c7
+
+/// 8x8 float64, for the last panel of B when at most 8 columns remain (see Avx512NarrowKernel32).
+[<Sealed>]
+type Avx512NarrowKernel64() =
+    inherit Kernel<float>(8, 8)
+
+    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        let a0 = a
+        let a1 = NativePtr.add a aRow
+        let a2 = NativePtr.add a (2 * aRow)
+        let a3 = NativePtr.add a (3 * aRow)
+        let a4 = NativePtr.add a (4 * aRow)
+        let a5 = NativePtr.add a (5 * aRow)
+        let a6 = NativePtr.add a (6 * aRow)
+        let a7 = NativePtr.add a (7 * aRow)
+        let mutable c0 = Vector512<float>.Zero
+        let mutable c1 = Vector512<float>.Zero
+        let mutable c2 = Vector512<float>.Zero
+        let mutable c3 = Vector512<float>.Zero
+        let mutable c4 = Vector512<float>.Zero
+        let mutable c5 = Vector512<float>.Zero
+        let mutable c6 = Vector512<float>.Zero
+        let mutable c7 = Vector512<float>.Zero
+        let mutable pb = b
+        let mutable off = 0
+        let mutable p = 0
+
+        while p < kc do
+            let b0 = Avx512F.LoadVector512 pb
+            c0 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a0 off), b0, c0)
+            c1 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a1 off), b0, c1)
+            c2 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a2 off), b0, c2)
+            c3 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a3 off), b0, c3)
+            c4 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a4 off), b0, c4)
+            c5 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a5 off), b0, c5)
+            c6 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a6 off), b0, c6)
+            c7 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a7 off), b0, c7)
+            pb <- NativePtr.add pb 8
+            off <- off + aStep
+            p <- p + 1
+
+        let alphaV = Vector512.Create alpha
+
+        if beta = 0.0 then
+            Avx512F.Store(NativePtr.add c (0 * ldc), Avx512F.Multiply(alphaV, c0))
+            Avx512F.Store(NativePtr.add c (1 * ldc), Avx512F.Multiply(alphaV, c1))
+            Avx512F.Store(NativePtr.add c (2 * ldc), Avx512F.Multiply(alphaV, c2))
+            Avx512F.Store(NativePtr.add c (3 * ldc), Avx512F.Multiply(alphaV, c3))
+            Avx512F.Store(NativePtr.add c (4 * ldc), Avx512F.Multiply(alphaV, c4))
+            Avx512F.Store(NativePtr.add c (5 * ldc), Avx512F.Multiply(alphaV, c5))
+            Avx512F.Store(NativePtr.add c (6 * ldc), Avx512F.Multiply(alphaV, c6))
+            Avx512F.Store(NativePtr.add c (7 * ldc), Avx512F.Multiply(alphaV, c7))
+        else
+            let betaV = Vector512.Create beta
+
+            let inline put (row: int) (acc: Vector512<float>) =
+                let r = NativePtr.add c (row * ldc)
+
+                Avx512F.Store(
+                    r,
+                    Avx512F.FusedMultiplyAdd(acc, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r))
+                )
+
+            put 0 c0
+            put 1 c1
+            put 2 c2
+            put 3 c3
+            put 4 c4
+            put 5 c5
+            put 6 c6
+            put 7 c7
+
+/// 8x32 float32 with sixteen zmm accumulators. AVX-512's thirty-two registers would hold a taller
+/// tile, but eight rows divide the batch sizes and layer widths that matter (128, 256, 784) exactly,
+/// and the kernel already runs at the FMA units' peak: more rows would only waste edge tiles.
+[<Sealed>]
+type Avx512Kernel32() =
+    inherit Kernel<float32>(8, 32)
+    let narrow = Some(Avx512NarrowKernel32() :> Kernel<float32>)
+    override _.Narrow = narrow
+    override _.MaskedMoves = Avx512BW.IsSupported
+
+    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        let a0 = a
+        let a1 = NativePtr.add a aRow
+        let a2 = NativePtr.add a (2 * aRow)
+        let a3 = NativePtr.add a (3 * aRow)
+        let a4 = NativePtr.add a (4 * aRow)
+        let a5 = NativePtr.add a (5 * aRow)
+        let a6 = NativePtr.add a (6 * aRow)
+        let a7 = NativePtr.add a (7 * aRow)
+        let mutable c00 = Vector512<float32>.Zero
+        let mutable c01 = Vector512<float32>.Zero
+        let mutable c10 = Vector512<float32>.Zero
+        let mutable c11 = Vector512<float32>.Zero
+        let mutable c20 = Vector512<float32>.Zero
+        let mutable c21 = Vector512<float32>.Zero
+        let mutable c30 = Vector512<float32>.Zero
+        let mutable c31 = Vector512<float32>.Zero
+        let mutable c40 = Vector512<float32>.Zero
+        let mutable c41 = Vector512<float32>.Zero
+        let mutable c50 = Vector512<float32>.Zero
+        let mutable c51 = Vector512<float32>.Zero
+        let mutable c60 = Vector512<float32>.Zero
+        let mutable c61 = Vector512<float32>.Zero
+        let mutable c70 = Vector512<float32>.Zero
+        let mutable c71 = Vector512<float32>.Zero
+        let mutable pb = b
+        let mutable off = 0
+        let mutable p = 0
+
+        while p < kc do
+            let b0 = Avx512F.LoadVector512 pb
+            let b1 = Avx512F.LoadVector512(NativePtr.add pb 16)
+            let x = Vector512.Create(NativePtr.get a0 off)
+            c00 <- Avx512F.FusedMultiplyAdd(x, b0, c00)
+            c01 <- Avx512F.FusedMultiplyAdd(x, b1, c01)
+            let x = Vector512.Create(NativePtr.get a1 off)
+            c10 <- Avx512F.FusedMultiplyAdd(x, b0, c10)
+            c11 <- Avx512F.FusedMultiplyAdd(x, b1, c11)
+            let x = Vector512.Create(NativePtr.get a2 off)
+            c20 <- Avx512F.FusedMultiplyAdd(x, b0, c20)
+            c21 <- Avx512F.FusedMultiplyAdd(x, b1, c21)
+            let x = Vector512.Create(NativePtr.get a3 off)
+            c30 <- Avx512F.FusedMultiplyAdd(x, b0, c30)
+            c31 <- Avx512F.FusedMultiplyAdd(x, b1, c31)
+            let x = Vector512.Create(NativePtr.get a4 off)
+            c40 <- Avx512F.FusedMultiplyAdd(x, b0, c40)
+            c41 <- Avx512F.FusedMultiplyAdd(x, b1, c41)
+            let x = Vector512.Create(NativePtr.get a5 off)
+            c50 <- Avx512F.FusedMultiplyAdd(x, b0, c50)
+            c51 <- Avx512F.FusedMultiplyAdd(x, b1, c51)
+            let x = Vector512.Create(NativePtr.get a6 off)
+            c60 <- Avx512F.FusedMultiplyAdd(x, b0, c60)
+            c61 <- Avx512F.FusedMultiplyAdd(x, b1, c61)
+            let x = Vector512.Create(NativePtr.get a7 off)
+            c70 <- Avx512F.FusedMultiplyAdd(x, b0, c70)
+            c71 <- Avx512F.FusedMultiplyAdd(x, b1, c71)
+            pb <- NativePtr.add pb 32
+            off <- off + aStep
+            p <- p + 1
+
+        let alphaV = Vector512.Create alpha
+
+        if beta = 0.0f then
+            let inline put (row: int) (lo: Vector512<float32>) (hi: Vector512<float32>) =
+                let r = NativePtr.add c (row * ldc)
+                Avx512F.Store(r, Avx512F.Multiply(alphaV, lo))
+                Avx512F.Store(NativePtr.add r 16, Avx512F.Multiply(alphaV, hi))
+
+            put 0 c00 c01
+            put 1 c10 c11
+            put 2 c20 c21
+            put 3 c30 c31
+            put 4 c40 c41
+            put 5 c50 c51
+            put 6 c60 c61
+            put 7 c70 c71
+        else
+            let betaV = Vector512.Create beta
+
+            let inline put (row: int) (lo: Vector512<float32>) (hi: Vector512<float32>) =
+                let r = NativePtr.add c (row * ldc)
+                let r16 = NativePtr.add r 16
+                Avx512F.Store(r, Avx512F.FusedMultiplyAdd(lo, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r)))
+
+                Avx512F.Store(
+                    r16,
+                    Avx512F.FusedMultiplyAdd(hi, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r16))
+                )
+
+            put 0 c00 c01
+            put 1 c10 c11
+            put 2 c20 c21
+            put 3 c30 c31
+            put 4 c40 c41
+            put 5 c50 c51
+            put 6 c60 c61
+            put 7 c70 c71
+
+/// 8x16 float64: the float32 kernel's register layout with half as many lanes.
+[<Sealed>]
+type Avx512Kernel64() =
+    inherit Kernel<float>(8, 16)
+    let narrow = Some(Avx512NarrowKernel64() :> Kernel<float>)
+    override _.Narrow = narrow
+    override _.MaskedMoves = Avx512BW.IsSupported
+
+    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        let a0 = a
+        let a1 = NativePtr.add a aRow
+        let a2 = NativePtr.add a (2 * aRow)
+        let a3 = NativePtr.add a (3 * aRow)
+        let a4 = NativePtr.add a (4 * aRow)
+        let a5 = NativePtr.add a (5 * aRow)
+        let a6 = NativePtr.add a (6 * aRow)
+        let a7 = NativePtr.add a (7 * aRow)
+        let mutable c00 = Vector512<float>.Zero
+        let mutable c01 = Vector512<float>.Zero
+        let mutable c10 = Vector512<float>.Zero
+        let mutable c11 = Vector512<float>.Zero
+        let mutable c20 = Vector512<float>.Zero
+        let mutable c21 = Vector512<float>.Zero
+        let mutable c30 = Vector512<float>.Zero
+        let mutable c31 = Vector512<float>.Zero
+        let mutable c40 = Vector512<float>.Zero
+        let mutable c41 = Vector512<float>.Zero
+        let mutable c50 = Vector512<float>.Zero
+        let mutable c51 = Vector512<float>.Zero
+        let mutable c60 = Vector512<float>.Zero
+        let mutable c61 = Vector512<float>.Zero
+        let mutable c70 = Vector512<float>.Zero
+        let mutable c71 = Vector512<float>.Zero
+        let mutable pb = b
+        let mutable off = 0
+        let mutable p = 0
+
+        while p < kc do
+            let b0 = Avx512F.LoadVector512 pb
+            let b1 = Avx512F.LoadVector512(NativePtr.add pb 8)
+            let x = Vector512.Create(NativePtr.get a0 off)
+            c00 <- Avx512F.FusedMultiplyAdd(x, b0, c00)
+            c01 <- Avx512F.FusedMultiplyAdd(x, b1, c01)
+            let x = Vector512.Create(NativePtr.get a1 off)
+            c10 <- Avx512F.FusedMultiplyAdd(x, b0, c10)
+            c11 <- Avx512F.FusedMultiplyAdd(x, b1, c11)
+            let x = Vector512.Create(NativePtr.get a2 off)
+            c20 <- Avx512F.FusedMultiplyAdd(x, b0, c20)
+            c21 <- Avx512F.FusedMultiplyAdd(x, b1, c21)
+            let x = Vector512.Create(NativePtr.get a3 off)
+            c30 <- Avx512F.FusedMultiplyAdd(x, b0, c30)
+            c31 <- Avx512F.FusedMultiplyAdd(x, b1, c31)
+            let x = Vector512.Create(NativePtr.get a4 off)
+            c40 <- Avx512F.FusedMultiplyAdd(x, b0, c40)
+            c41 <- Avx512F.FusedMultiplyAdd(x, b1, c41)
+            let x = Vector512.Create(NativePtr.get a5 off)
+            c50 <- Avx512F.FusedMultiplyAdd(x, b0, c50)
+            c51 <- Avx512F.FusedMultiplyAdd(x, b1, c51)
+            let x = Vector512.Create(NativePtr.get a6 off)
+            c60 <- Avx512F.FusedMultiplyAdd(x, b0, c60)
+            c61 <- Avx512F.FusedMultiplyAdd(x, b1, c61)
+            let x = Vector512.Create(NativePtr.get a7 off)
+            c70 <- Avx512F.FusedMultiplyAdd(x, b0, c70)
+            c71 <- Avx512F.FusedMultiplyAdd(x, b1, c71)
+            pb <- NativePtr.add pb 16
+            off <- off + aStep
+            p <- p + 1
+
+        let alphaV = Vector512.Create alpha
+
+        if beta = 0.0 then
+            let inline put (row: int) (lo: Vector512<float>) (hi: Vector512<float>) =
+                let r = NativePtr.add c (row * ldc)
+                Avx512F.Store(r, Avx512F.Multiply(alphaV, lo))
+                Avx512F.Store(NativePtr.add r 8, Avx512F.Multiply(alphaV, hi))
+
+            put 0 c00 c01
+            put 1 c10 c11
+            put 2 c20 c21
+            put 3 c30 c31
+            put 4 c40 c41
+            put 5 c50 c51
+            put 6 c60 c61
+            put 7 c70 c71
+        else
+            let betaV = Vector512.Create beta
+
+            let inline put (row: int) (lo: Vector512<float>) (hi: Vector512<float>) =
+                let r = NativePtr.add c (row * ldc)
+                let r8 = NativePtr.add r 8
+                Avx512F.Store(r, Avx512F.FusedMultiplyAdd(lo, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r)))
+
+                Avx512F.Store(
+                    r8,
+                    Avx512F.FusedMultiplyAdd(hi, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r8))
+                )
+
+            put 0 c00 c01
+            put 1 c10 c11
+            put 2 c20 c21
+            put 3 c30 c31
+            put 4 c40 c41
+            put 5 c50 c51
+            put 6 c60 c61
+            put 7 c70 c71
+
 /// 4 x 2·Vector<T>.Count for processors without AVX2 + FMA (or other ISAs): eight accumulators
 /// fit the sixteen vector registers of SSE and of Arm's NEON alike.
 [<Sealed>]
@@ -264,7 +634,13 @@ type PortableKernel<'T when 'T: unmanaged and 'T: (new: unit -> 'T) and 'T: stru
 
 /// Cache blocking: an A block of MC x KC stays in L2 while B micro-panels of KC x NR stream
 /// through L1; a tile is at most NC columns wide, so that its packed B (KC x NC) stays in L3.
-type Blocking = { MC: int; KC: int; NC: int }
+/// PackCost is what packing (or first reading) one element of A or B costs, in multiply-adds of
+/// the kernel, for the choice of tiles: the faster the kernel, the more a copy costs by that measure.
+type Blocking =
+    { MC: int
+      KC: int
+      NC: int
+      PackCost: float }
 
 /// Pack-buffer memory per thread, kept between calls: allocating (and page-faulting) a few hundred
 /// KB per call costs as much as a small GEMM. Pinned, so its address can be taken at any time.
@@ -287,10 +663,41 @@ type private Scratch<'T when 'T: unmanaged>() =
 let inline private ceilDiv (x: int) (y: int) = (x + y - 1) / y
 let inline private roundUp (x: int) (y: int) = ceilDiv x y * y
 
+let inline private retype<'T, 'U when 'T: unmanaged and 'U: unmanaged> (p: nativeptr<'T>) : nativeptr<'U> =
+    NativePtr.ofNativeInt<'U>(NativePtr.toNativeInt p)
+
+/// A byte mask selecting the first `bytes` (clamped to 0..64) lanes of a zmm register.
+let inline private firstBytes (bytes: int) =
+    Vector512.LessThan(Vector512<byte>.Indices, Vector512.Create(byte (max 0 (min 64 bytes))))
+
+/// Copy `count` elements, reading and writing nothing past them (so it may write into C). Masked
+/// moves copy up to 64 bytes at once without faulting on the lanes they leave out.
+let inline private copyElements (masked: bool) (src: nativeptr<'T>) (dst: nativeptr<'T>) (count: int) =
+    if masked then
+        let s = retype<'T, byte> src
+        let d = retype<'T, byte> dst
+        let bytes = count * sizeof<'T>
+        let mutable o = 0
+
+        while o < bytes do
+            let mask = firstBytes (bytes - o)
+
+            Avx512BW.MaskStore(
+                NativePtr.add d o,
+                mask,
+                Avx512BW.MaskLoad(NativePtr.add s o, mask, Vector512<byte>.Zero)
+            )
+
+            o <- o + 64
+    else
+        for j in 0 .. count - 1 do
+            NativePtr.set dst j (NativePtr.get src j)
+
 /// Copy `count` (<= width) elements to a width-wide row of a panel, zeroing the rest. Full rows
-/// of B panels (32 or 64 bytes) go through Vector256, the narrow rows of depth-major A panels
-/// (6 elements) through 8-byte words.
-let inline private copyRow (src: nativeptr<'T>) (dst: nativeptr<'T>) (count: int) (width: int) =
+/// of B panels (32 to 128 bytes) go through Vector256, the narrow rows of depth-major A panels
+/// (6 elements) through 8-byte words, and partial rows 64 bytes at a time through masked loads
+/// that fill in the zeros.
+let inline private copyRow (masked: bool) (src: nativeptr<'T>) (dst: nativeptr<'T>) (count: int) (width: int) =
     let lanes = Vector256<'T>.Count
 
     if count = width && width % lanes = 0 && Vector256.IsHardwareAccelerated then
@@ -305,6 +712,16 @@ let inline private copyRow (src: nativeptr<'T>) (dst: nativeptr<'T>) (count: int
 
         for q in 0 .. width * sizeof<'T> / 8 - 1 do
             NativePtr.set d q (NativePtr.get s q)
+    elif masked && width * sizeof<'T> % 64 = 0 then
+        let s = retype<'T, byte> src
+        let d = retype<'T, byte> dst
+        let bytes = count * sizeof<'T>
+
+        for o in 0..64 .. width * sizeof<'T> - 1 do
+            let v =
+                Avx512BW.MaskLoad(NativePtr.add s o, firstBytes (bytes - o), Vector512<byte>.Zero)
+
+            Avx512BW.Store(NativePtr.add d o, v)
     else
         for j in 0 .. count - 1 do
             NativePtr.set dst j (NativePtr.get src j)
@@ -317,6 +734,7 @@ let inline private copyRow (src: nativeptr<'T>) (dst: nativeptr<'T>) (count: int
 /// keeps each panel row-major (a row of A is contiguous), transposed A makes it depth-major (a
 /// column of A is): both packs are contiguous copies, and the kernel reads either layout.
 let private packA
+    (masked: bool)
     (transA: bool)
     (a: nativeptr<'T>)
     (lda: int)
@@ -341,20 +759,21 @@ let private packA
                     NativePtr.initBlock row 0uy (uint32 (kc * sizeof<'T>))
         else
             for p in 0 .. kc - 1 do
-                copyRow (NativePtr.add a (p * lda + i)) (NativePtr.add panel (p * mr)) h mr
+                copyRow masked (NativePtr.add a (p * lda + i)) (NativePtr.add panel (p * mr)) h mr
 
         i <- i + mr
 
     if transA then struct (1, mr) else struct (kc, 1)
 
-/// A 16-column panel of transposed float32 B: 8x8 blocks are transposed in registers, so that
-/// both the reads (along rows of the stored B) and the writes (along panel rows) are vectors.
-let private packTransposed32 (b: nativeptr<float32>) (ldb: int) (kc: int) (panel: nativeptr<float32>) =
+/// An nr-column panel (nr a multiple of 8) of transposed float32 B: 8x8 blocks are transposed in
+/// registers, so that both the reads (along rows of the stored B) and the writes (along panel rows)
+/// are vectors.
+let private packTransposed32 (b: nativeptr<float32>) (ldb: int) (kc: int) (nr: int) (panel: nativeptr<float32>) =
     let mutable p = 0
 
     while p + 8 <= kc do
-        for half in 0..1 do
-            let s = NativePtr.add b (half * 8 * ldb + p)
+        for group in 0 .. nr / 8 - 1 do
+            let s = NativePtr.add b (group * 8 * ldb + p)
 
             let row r =
                 Avx.LoadVector256(NativePtr.add s (r * ldb))
@@ -375,31 +794,32 @@ let private packTransposed32 (b: nativeptr<float32>) (ldb: int) (kc: int) (panel
             let u5 = Avx.Shuffle(t4, t6, 0xEEuy)
             let u6 = Avx.Shuffle(t5, t7, 0x44uy)
             let u7 = Avx.Shuffle(t5, t7, 0xEEuy)
-            let d = NativePtr.add panel (p * 16 + half * 8)
+            let d = NativePtr.add panel (p * nr + group * 8)
             Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20uy))
-            Avx.Store(NativePtr.add d 16, Avx.Permute2x128(u1, u5, 0x20uy))
-            Avx.Store(NativePtr.add d 32, Avx.Permute2x128(u2, u6, 0x20uy))
-            Avx.Store(NativePtr.add d 48, Avx.Permute2x128(u3, u7, 0x20uy))
-            Avx.Store(NativePtr.add d 64, Avx.Permute2x128(u0, u4, 0x31uy))
-            Avx.Store(NativePtr.add d 80, Avx.Permute2x128(u1, u5, 0x31uy))
-            Avx.Store(NativePtr.add d 96, Avx.Permute2x128(u2, u6, 0x31uy))
-            Avx.Store(NativePtr.add d 112, Avx.Permute2x128(u3, u7, 0x31uy))
+            Avx.Store(NativePtr.add d nr, Avx.Permute2x128(u1, u5, 0x20uy))
+            Avx.Store(NativePtr.add d (2 * nr), Avx.Permute2x128(u2, u6, 0x20uy))
+            Avx.Store(NativePtr.add d (3 * nr), Avx.Permute2x128(u3, u7, 0x20uy))
+            Avx.Store(NativePtr.add d (4 * nr), Avx.Permute2x128(u0, u4, 0x31uy))
+            Avx.Store(NativePtr.add d (5 * nr), Avx.Permute2x128(u1, u5, 0x31uy))
+            Avx.Store(NativePtr.add d (6 * nr), Avx.Permute2x128(u2, u6, 0x31uy))
+            Avx.Store(NativePtr.add d (7 * nr), Avx.Permute2x128(u3, u7, 0x31uy))
 
         p <- p + 8
 
     while p < kc do
-        for j in 0..15 do
-            NativePtr.set panel (p * 16 + j) (NativePtr.get b (j * ldb + p))
+        for j in 0 .. nr - 1 do
+            NativePtr.set panel (p * nr + j) (NativePtr.get b (j * ldb + p))
 
         p <- p + 1
 
-/// An 8-column panel of transposed float64 B, by 4x4 blocks (see packTransposed32).
-let private packTransposed64 (b: nativeptr<float>) (ldb: int) (kc: int) (panel: nativeptr<float>) =
+/// An nr-column panel (nr a multiple of 4) of transposed float64 B, by 4x4 blocks (see
+/// packTransposed32).
+let private packTransposed64 (b: nativeptr<float>) (ldb: int) (kc: int) (nr: int) (panel: nativeptr<float>) =
     let mutable p = 0
 
     while p + 4 <= kc do
-        for half in 0..1 do
-            let s = NativePtr.add b (half * 4 * ldb + p)
+        for group in 0 .. nr / 4 - 1 do
+            let s = NativePtr.add b (group * 4 * ldb + p)
 
             let row r =
                 Avx.LoadVector256(NativePtr.add s (r * ldb))
@@ -408,44 +828,47 @@ let private packTransposed64 (b: nativeptr<float>) (ldb: int) (kc: int) (panel: 
             let t1 = Avx.UnpackHigh(row 0, row 1)
             let t2 = Avx.UnpackLow(row 2, row 3)
             let t3 = Avx.UnpackHigh(row 2, row 3)
-            let d = NativePtr.add panel (p * 8 + half * 4)
+            let d = NativePtr.add panel (p * nr + group * 4)
             Avx.Store(d, Avx.Permute2x128(t0, t2, 0x20uy))
-            Avx.Store(NativePtr.add d 8, Avx.Permute2x128(t1, t3, 0x20uy))
-            Avx.Store(NativePtr.add d 16, Avx.Permute2x128(t0, t2, 0x31uy))
-            Avx.Store(NativePtr.add d 24, Avx.Permute2x128(t1, t3, 0x31uy))
+            Avx.Store(NativePtr.add d nr, Avx.Permute2x128(t1, t3, 0x20uy))
+            Avx.Store(NativePtr.add d (2 * nr), Avx.Permute2x128(t0, t2, 0x31uy))
+            Avx.Store(NativePtr.add d (3 * nr), Avx.Permute2x128(t1, t3, 0x31uy))
 
         p <- p + 4
 
     while p < kc do
-        for j in 0..7 do
-            NativePtr.set panel (p * 8 + j) (NativePtr.get b (j * ldb + p))
+        for j in 0 .. nr - 1 do
+            NativePtr.set panel (p * nr + j) (NativePtr.get b (j * ldb + p))
 
         p <- p + 1
 
-let inline private retype<'T, 'U when 'T: unmanaged and 'U: unmanaged> (p: nativeptr<'T>) : nativeptr<'U> =
-    NativePtr.ofNativeInt<'U>(NativePtr.toNativeInt p)
-
 /// Pack depth [0, kc) x columns [0, cols) of op(B) (offset to the block's corner) into depth-major
-/// micro-panels of nr columns, zero-padded: the layout the kernel streams.
-let private packB (transB: bool) (b: nativeptr<'T>) (ldb: int) (kc: int) (cols: int) (nr: int) (dst: nativeptr<'T>) =
+/// micro-panels of nr columns, zero-padded: the layout the kernel streams. A last panel of at most
+/// narrowNr columns is packed narrowNr wide instead, for the kernel's Narrow one.
+let private packB
+    (masked: bool)
+    (transB: bool)
+    (b: nativeptr<'T>)
+    (ldb: int)
+    (kc: int)
+    (cols: int)
+    (nr: int)
+    (narrowNr: int)
+    (dst: nativeptr<'T>)
+    =
     // Type tests on 'T are constants once the JIT specialises this for float32 or float64.
     let transposed32 =
-        transB
-        && Avx.IsSupported
-        && nr = 16
-        && Type.op_Equality (typeof<'T>, typeof<float32>)
+        transB && Avx.IsSupported && Type.op_Equality (typeof<'T>, typeof<float32>)
 
     let transposed64 =
-        transB
-        && Avx.IsSupported
-        && nr = 8
-        && Type.op_Equality (typeof<'T>, typeof<float>)
+        transB && Avx.IsSupported && Type.op_Equality (typeof<'T>, typeof<float>)
 
     let mutable j = 0
 
     while j < cols do
         let panel = NativePtr.add dst (j * kc)
         let w = min nr (cols - j)
+        let width = if w <= narrowNr then narrowNr else nr
 
         let src =
             if transB then
@@ -455,23 +878,23 @@ let private packB (transB: bool) (b: nativeptr<'T>) (ldb: int) (kc: int) (cols: 
 
         if not transB then
             for p in 0 .. kc - 1 do
-                copyRow (NativePtr.add src (p * ldb)) (NativePtr.add panel (p * nr)) w nr
-        elif w = nr && transposed32 then
-            packTransposed32 (retype src) ldb kc (retype panel)
-        elif w = nr && transposed64 then
-            packTransposed64 (retype src) ldb kc (retype panel)
+                copyRow masked (NativePtr.add src (p * ldb)) (NativePtr.add panel (p * width)) w width
+        elif w = width && width % 8 = 0 && transposed32 then
+            packTransposed32 (retype src) ldb kc width (retype panel)
+        elif w = width && width % 4 = 0 && transposed64 then
+            packTransposed64 (retype src) ldb kc width (retype panel)
         else
             // Column jj of op(B) is row jj of the stored B: read along it, write across the panel.
             for jj in 0 .. w - 1 do
                 let row = NativePtr.add src (jj * ldb)
 
                 for p in 0 .. kc - 1 do
-                    NativePtr.set panel (p * nr + jj) (NativePtr.get row p)
+                    NativePtr.set panel (p * width + jj) (NativePtr.get row p)
 
-            if w < nr then
+            if w < width then
                 for p in 0 .. kc - 1 do
-                    for jj in w .. nr - 1 do
-                        NativePtr.set panel (p * nr + jj) Unchecked.defaultof<'T>
+                    for jj in w .. width - 1 do
+                        NativePtr.set panel (p * width + jj) Unchecked.defaultof<'T>
 
         j <- j + nr
 
@@ -485,7 +908,8 @@ type Grid =
 // Below this many multiply-adds a GEMM runs on the calling thread. Waking a second worker costs
 // 5-20 us (more on a busy machine), about what the kernel needs for this much work: on this
 // 2-core machine 96^3 was slower on two threads (15-22 us) than on one (14 us), 128^3 faster
-// (20 us against 34).
+// (20 us against 34). The AVX-512 kernel, twice as fast, left the break-even about there:
+// 128x64x128 (2^20) reached 400 GFLOP/s on two threads against 257 on one, 64^3 gained nothing.
 let private parallelThreshold = 1L <<< 20
 
 /// Choose the tiles for `workers` workers. Tile edges fall on multiples of MR and NR counted from
@@ -493,7 +917,9 @@ let private parallelThreshold = 1L <<< 20
 /// same micro-kernel lane, the same k blocks) with any number of workers: the grid only moves work
 /// between threads. Cost model: rounds of tiles times the work of one tile, packing included
 /// (a tile packs its rows of A and its columns of B once per k block).
-let grid (mr: int) (nr: int) (nc: int) (workers: int) (m: int) (n: int) (k: int) : Grid =
+let grid (mr: int) (nr: int) (blocking: Blocking) (workers: int) (m: int) (n: int) (k: int) : Grid =
+    let nc = blocking.NC
+
     let workers =
         if int64 m * int64 n * int64 k < parallelThreshold then
             1
@@ -517,11 +943,10 @@ let grid (mr: int) (nr: int) (nc: int) (workers: int) (m: int) (n: int) (k: int)
             if tileCols <= roundUp nc nr then
                 let rounds = float (ceilDiv (rt * ct) workers)
                 // A tile packs (or, for A in place, first reads from memory) its rows of A and
-                // columns of B once per k block; an element of that costs about as much as 4
-                // multiply-adds of the kernel.
+                // columns of B once per k block.
                 let tile =
                     float tileRows * float tileCols * float k
-                    + 4.0 * float k * float (tileRows + tileCols)
+                    + blocking.PackCost * float k * float (tileRows + tileCols)
 
                 let cost = rounds * tile
 
@@ -562,9 +987,18 @@ type private Job<'T when 'T: unmanaged>
         ldc: int
     ) =
 
+    let betaZero = EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>)
+
     member _.Tile(index: int) =
         let mr = kernel.MR
         let nr = kernel.NR
+        let masked = kernel.MaskedMoves
+
+        let struct (narrow, narrowNr) =
+            match kernel.Narrow with
+            | Some k -> struct (k, k.NR)
+            | None -> struct (kernel, nr)
+
         let i0 = (index / g.ColTiles) * g.TileRows
         let j0 = (index % g.ColTiles) * g.TileCols
         let rows = min g.TileRows (m - i0)
@@ -579,6 +1013,10 @@ type private Job<'T when 'T: unmanaged>
         let a = NativePtr.ofNativeInt<'T> a
         let b = NativePtr.ofNativeInt<'T> b
         let c = NativePtr.ofNativeInt<'T> c
+        // Where row r, depth p of op(A) is in the stored A: a + r * aRowStride + p * aDepthStride.
+        let struct (aRowStride, aDepthStride) =
+            if transA then struct (1, lda) else struct (lda, 1)
+
         let icBlocks = ceilDiv rows mcMax
         let mcSize = roundUp (ceilDiv rows icBlocks) mr
 
@@ -586,6 +1024,7 @@ type private Job<'T when 'T: unmanaged>
             let p0 = kb * kcMax
             let kc = min kcMax (k - p0)
             let beta = if kb = 0 then beta else one
+            let readsC = kb > 0 || not betaZero
 
             let bCorner =
                 if transB then
@@ -593,7 +1032,7 @@ type private Job<'T when 'T: unmanaged>
                 else
                     NativePtr.add b (p0 * ldb + j0)
 
-            packB transB bCorner ldb kc cols nr packedB
+            packB masked transB bCorner ldb kc cols nr narrowNr packedB
 
             let mutable ic = 0
 
@@ -612,8 +1051,9 @@ type private Job<'T when 'T: unmanaged>
 
                 let struct (packedRow, packedStep) =
                     packA
+                        masked
                         transA
-                        (NativePtr.add aCorner (full * lda))
+                        (NativePtr.add aCorner (full * aRowStride))
                         lda
                         (mc - full)
                         kc
@@ -624,6 +1064,13 @@ type private Job<'T when 'T: unmanaged>
 
                 while jr < cols do
                     let w = min nr (cols - jr)
+
+                    let struct (kernel, width) =
+                        if w <= narrowNr then
+                            struct (narrow, narrowNr)
+                        else
+                            struct (kernel, nr)
+
                     let bPanel = NativePtr.add packedB (jr * kc)
                     let mutable ir = 0
 
@@ -632,26 +1079,30 @@ type private Job<'T when 'T: unmanaged>
 
                         let struct (aPanel, aRow, aStep) =
                             if ir < full then
-                                struct (NativePtr.add aCorner (ir * lda), lda, 1)
+                                struct (NativePtr.add aCorner (ir * aRowStride), aRowStride, aDepthStride)
                             else
                                 struct (NativePtr.add packedA (ir * kc), packedRow, packedStep)
 
                         let cTile = NativePtr.add c ((i + ir) * ldc + j0 + jr)
 
-                        if h = mr && w = nr then
+                        if h = mr && w = width then
                             kernel.Run(kc, aPanel, aRow, aStep, bPanel, cTile, ldc, alpha, beta)
                         else
                             // An edge tile goes through a full-size buffer and the same kernel, so
-                            // that its elements get exactly the arithmetic of interior ones.
-                            for r in 0 .. h - 1 do
-                                for j in 0 .. w - 1 do
-                                    NativePtr.set edge (r * nr + j) (NativePtr.get cTile (r * ldc + j))
+                            // that its elements get exactly the arithmetic of interior ones. With
+                            // beta = 0 the kernel does not read C, so neither does the copy.
+                            if readsC then
+                                for r in 0 .. h - 1 do
+                                    copyElements
+                                        masked
+                                        (NativePtr.add cTile (r * ldc))
+                                        (NativePtr.add edge (r * width))
+                                        w
 
-                            kernel.Run(kc, aPanel, aRow, aStep, bPanel, edge, nr, alpha, beta)
+                            kernel.Run(kc, aPanel, aRow, aStep, bPanel, edge, width, alpha, beta)
 
                             for r in 0 .. h - 1 do
-                                for j in 0 .. w - 1 do
-                                    NativePtr.set cTile (r * ldc + j) (NativePtr.get edge (r * nr + j))
+                                copyElements masked (NativePtr.add edge (r * width)) (NativePtr.add cTile (r * ldc)) w
 
                         ir <- ir + mr
 
@@ -678,15 +1129,17 @@ let gemm
     (c: nativeint)
     (ldc: int)
     : unit =
-    let g = grid kernel.MR kernel.NR blocking.NC (Parallelism.degree ()) m n k
+    let g = grid kernel.MR kernel.NR blocking (Parallelism.degree ()) m n k
     // Balanced k blocks, fixed by k alone: the order of the sum over k is part of every result.
     let kBlocks = ceilDiv k blocking.KC
     let kcMax = ceilDiv k kBlocks
     let mcMax = min (roundUp blocking.MC kernel.MR) g.TileRows
-    // Untransposed A is read in place: its rows are contiguous, as the kernel wants, so packing
-    // would only copy it. Not when rows sit a multiple of 4 KB apart, though: then the rows of an
-    // A block fall into the same few cache sets and evict each other, which packing prevents.
-    let directA = not transA && lda * sizeof<'T> % 4096 <> 0
+    // A is read in place: the kernel takes a row stride and a depth stride, so rows of op(A) that
+    // are contiguous (A as stored) and columns that are (A transposed, each depth step one row of
+    // the stored A on) both suit it, and packing would only copy them. Not when rows sit a multiple
+    // of 4 KB apart, though: then the rows an A block reads fall into the same few cache sets and
+    // evict each other, which packing prevents.
+    let directA = lda * sizeof<'T> % 4096 <> 0
 
     let job =
         Job<'T>(

@@ -1,6 +1,8 @@
 module Forgetting.Tests.Tensors.GemmTests
 
 open System
+open System.Runtime.Intrinsics
+open System.Runtime.Intrinsics.X86
 open System.Threading
 open FsCheck.FSharp
 open Xunit
@@ -254,10 +256,14 @@ let private flags = [ false, false; false, true; true, false; true, true ]
 let private awkwardCases =
     [ for f in flags do
           for s in awkwardShapes -> awkward f s ]
-    // Untransposed A with rows 4 KB apart (lda = 1024) is packed instead of read in place.
+    // A with rows 4 KB apart (lda = 1024) is packed instead of read in place, transposed or not
+    // (stored 20 x 1024 untransposed, 300 x 1024 transposed).
     @ [ for transB in [ false; true ] ->
             { awkward (false, transB) (20, 40, 300) with
                 Pads = 724, 0, 0 } ]
+    @ [ for transB in [ false; true ] ->
+            { awkward (true, transB) (20, 40, 300) with
+                Pads = 1004, 0, 0 } ]
 
 [<Fact>]
 let ``dgemm equals the triple loop for every transpose, offset, stride, alpha and beta`` () =
@@ -273,32 +279,100 @@ let ``sgemm equals the triple loop within float32 rounding`` () =
     for c in awkwardCases do
         Assert.True(runS (Gemm.sgemmWith Gemm.Managed) c, $"%A{c}")
 
-[<Fact>]
-let ``the portable kernel (machines without AVX2 and FMA) equals the triple loop too`` () =
-    Checks.checkN 50 (Prop.forAll (Arb.fromGen cases) (runD (Gemm.dgemmOn Gemm.Engine.Portable)))
-    Checks.checkN 50 (Prop.forAll (Arb.fromGen cases) (runS (Gemm.sgemmOn Gemm.Engine.Portable)))
+/// Shapes around the edges of every kernel's tiles: rows of 8 (AVX-512) and 6 (FMA), columns of
+/// 32 with a last panel of at most 16 run by the AVX-512 kernel's narrow one (16 and 48 exactly,
+/// 10 as the MLP's output layer), 16 (FMA) and 8 (portable), and depths across a k block.
+let private edgeCases =
+    [ for transA, transB in flags do
+          for m in [ 1; 5; 7; 8; 9; 14; 17 ] do
+              for n in [ 1; 7; 10; 15; 16; 17; 31; 32; 33; 47; 48; 49 ] do
+                  for k in [ 9; 257 ] do
+                      let beta = if (m + n) % 2 = 0 then 0.0 else -0.5
 
-    for c in awkwardCases do
-        Assert.True(runD (Gemm.dgemmOn Gemm.Engine.Portable) c, $"%A{c}")
+                      { awkward (transA, transB) (m, n, k) with
+                          Beta = beta
+                          Pads = (m % 3, n % 2, 1) } ]
+
+/// The managed kernels by name, as tests name them (Gemm.Engine is internal to the library).
+let private engine (name: string) =
+    match name with
+    | "Avx512" -> Gemm.Engine.Avx512
+    | "Fma" -> Gemm.Engine.Fma
+    | "Portable" -> Gemm.Engine.Portable
+    | _ -> invalidArg (nameof name) name
+
+/// Each managed kernel on its own: every one this processor runs is checked against the reference
+/// (the default provider checks only the fastest), and one it cannot run is refused.
+type KernelTests(output: ITestOutputHelper) =
+
+    [<Theory>]
+    [<InlineData("Avx512")>]
+    [<InlineData("Fma")>]
+    [<InlineData("Portable")>]
+    member _.``each managed kernel equals the triple loop, or is refused where it cannot run``(name: string) =
+        let e = engine name
+
+        if List.contains e Gemm.kernels then
+            output.WriteLine $"{name} runs here (kernels: %A{Gemm.kernels}): checking it"
+            Checks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runD (Gemm.dgemmOn e)))
+            Checks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runS (Gemm.sgemmOn e)))
+
+            for c in awkwardCases @ edgeCases do
+                Assert.True(runD (Gemm.dgemmOn e) c, $"{name} dgemm %A{c}")
+                Assert.True(runS (Gemm.sgemmOn e) c, $"{name} sgemm %A{c}")
+        else
+            output.WriteLine $"{name} does not run here (kernels: %A{Gemm.kernels}): checking it is refused"
+
+            let refused =
+                Assert.Throws<InvalidOperationException>(fun () ->
+                    computeS (Gemm.sgemmOn e) (awkward (false, false) (20, 20, 20)) |> ignore)
+
+            Assert.Contains(name, refused.Message)
+
+    [<Fact>]
+    member _.``the fastest kernel the processor runs is the default``() =
+        let expected =
+            if Vector512.IsHardwareAccelerated && Avx512F.IsSupported then
+                Gemm.Engine.Avx512
+            elif Fma.IsSupported && Avx2.IsSupported then
+                Gemm.Engine.Fma
+            else
+                Gemm.Engine.Portable
+
+        output.WriteLine $"kernels here: %A{Gemm.kernels}"
+        Assert.Equal(expected, Gemm.kernels.Head)
+        Assert.Equal(Gemm.Engine.Portable, List.last Gemm.kernels)
+        let struct (fast, _) = Gemm.kernel32 Gemm.Engine.Fast
+        let struct (first, _) = Gemm.kernel32 Gemm.kernels.Head
+        Assert.Same(first, fast)
 
 [<Fact>]
 let ``beta = 0 overwrites C without reading it, even NaN`` () =
-    for provider in Gemm.available do
-        // Tiny (the direct loop), large (the packed kernel), alpha = 0 and k = 0 (no product at all).
-        for (m, n, k, alpha) in [ 3, 4, 5, 1.0; 40, 50, 300, 2.0; 40, 50, 300, 0.0; 8, 9, 0, 1.0 ] do
+    let engines =
+        [ for p in Gemm.available -> string p, Gemm.dgemmWith p, Gemm.sgemmWith p ]
+        @ [ for e in Gemm.kernels -> string e, Gemm.dgemmOn e, Gemm.sgemmOn e ]
+
+    for name, dgemm, sgemm in engines do
+        // Tiny (the direct loop), large (the packed kernel), with edge tiles of rows and of narrow
+        // columns, alpha = 0 and k = 0 (no product at all).
+        for (m, n, k, alpha) in
+            [ 3, 4, 5, 1.0
+              40, 50, 300, 2.0
+              43, 41, 300, 1.0
+              40, 50, 300, 0.0
+              8, 9, 0, 1.0 ] do
             let a = Array.init (m * k) (fun i -> float (i % 7) - 3.0)
             let b = Array.init (k * n) (fun i -> float (i % 5) - 2.0)
             let want = Array.zeroCreate (m * n)
             Gemm.dgemmWith Gemm.Managed false false m n k alpha a 0 (max 1 k) b 0 n 0.0 want 0 n
             let c = Array.create (m * n) nan
-            Gemm.dgemmWith provider false false m n k alpha a 0 (max 1 k) b 0 n 0.0 c 0 n
-            Assert.True(Array.forall Double.IsFinite c, $"{provider} dgemm {m}x{n}x{k} alpha={alpha} left NaN")
+            dgemm false false m n k alpha a 0 (max 1 k) b 0 n 0.0 c 0 n
+            Assert.True(Array.forall Double.IsFinite c, $"{name} dgemm {m}x{n}x{k} alpha={alpha} left NaN")
             Assert.Equal<float[]>(want, c)
 
             let c32 = Array.create (m * n) Single.NaN
 
-            Gemm.sgemmWith
-                provider
+            sgemm
                 false
                 false
                 m
@@ -316,64 +390,71 @@ let ``beta = 0 overwrites C without reading it, even NaN`` () =
                 0
                 n
 
-            Assert.True(Array.forall Single.IsFinite c32, $"{provider} sgemm {m}x{n}x{k} alpha={alpha} left NaN")
+            Assert.True(Array.forall Single.IsFinite c32, $"{name} sgemm {m}x{n}x{k} alpha={alpha} left NaN")
             Assert.Equal<float[]>(want, Array.map float c32)
 
 [<Fact>]
 let ``results are bit-identical with 1, 2 and 3 workers`` () =
+    // Edge tiles in both directions for every kernel: 150 rows are not a multiple of 8 or 6, and
+    // 170 columns leave 10 for the AVX-512 kernel's narrow panel; 600 is three k blocks.
     let m, n, k = 150, 170, 600
-    // The test means something only if the work is cut differently: one tile, then several.
-    let g1 = ManagedGemm.grid 6 16 4096 1 m n k
-    let g2 = ManagedGemm.grid 6 16 4096 2 m n k
-    Assert.Equal(1, g1.RowTiles * g1.ColTiles)
-    Assert.True(g2.RowTiles * g2.ColTiles >= 2, $"%A{g2}")
-
     let rnd = Random 7
     let a = Array.init (m * k) (fun _ -> rnd.NextDouble() - 0.5)
     let b = Array.init (k * n) (fun _ -> rnd.NextDouble() - 0.5)
     let c0 = Array.init (m * n) (fun _ -> rnd.NextDouble() - 0.5)
 
-    for transA, transB in flags do
-        let lda = if transA then m else k
-        let ldb = if transB then k else n
+    for e in Gemm.kernels do
+        // The test means something only if the work is cut differently: one tile, then several.
+        let struct (k32, b32) = Gemm.kernel32 e
+        let struct (k64, b64) = Gemm.kernel64 e
 
-        let runD workers =
-            Parallelism.withDegree workers (fun () ->
-                let c = Array.copy c0
-                Gemm.dgemmWith Gemm.Managed transA transB m n k 0.75 a 0 lda b 0 ldb 0.5 c 0 n
-                c)
+        for g1, g2 in
+            [ ManagedGemm.grid k32.MR k32.NR b32 1 m n k, ManagedGemm.grid k32.MR k32.NR b32 2 m n k
+              ManagedGemm.grid k64.MR k64.NR b64 1 m n k, ManagedGemm.grid k64.MR k64.NR b64 2 m n k ] do
+            Assert.Equal(1, g1.RowTiles * g1.ColTiles)
+            Assert.True(g2.RowTiles * g2.ColTiles >= 2, $"{e}: %A{g2}")
 
-        let runS workers =
-            Parallelism.withDegree workers (fun () ->
-                let c = Array.map float32 c0
+        for transA, transB in flags do
+            let lda = if transA then m else k
+            let ldb = if transB then k else n
 
-                Gemm.sgemmWith
-                    Gemm.Managed
-                    transA
-                    transB
-                    m
-                    n
-                    k
-                    0.75f
-                    (Array.map float32 a)
-                    0
-                    lda
-                    (Array.map float32 b)
-                    0
-                    ldb
-                    0.5f
-                    c
-                    0
-                    n
+            let runD workers =
+                Parallelism.withDegree workers (fun () ->
+                    let c = Array.copy c0
+                    Gemm.dgemmOn e transA transB m n k 0.75 a 0 lda b 0 ldb 0.5 c 0 n
+                    c)
 
-                c)
+            let runS workers =
+                Parallelism.withDegree workers (fun () ->
+                    let c = Array.map float32 c0
 
-        let d1 = runD 1
-        Assert.Equal<float[]>(d1, runD 2)
-        Assert.Equal<float[]>(d1, runD 3)
-        let s1 = runS 1
-        Assert.Equal<float32[]>(s1, runS 2)
-        Assert.Equal<float32[]>(s1, runS 3)
+                    Gemm.sgemmOn
+                        e
+                        transA
+                        transB
+                        m
+                        n
+                        k
+                        0.75f
+                        (Array.map float32 a)
+                        0
+                        lda
+                        (Array.map float32 b)
+                        0
+                        ldb
+                        0.5f
+                        c
+                        0
+                        n
+
+                    c)
+
+            let d1 = runD 1
+            Assert.Equal<float[]>(d1, runD 2)
+            Assert.Equal<float[]>(d1, runD 3)
+            let s1 = runS 1
+            Assert.Equal<float32[]>(s1, runS 2)
+            Assert.Equal<float32[]>(s1, runS 3)
 
 [<Fact>]
 let ``argument errors name the op and the sizes`` () =
