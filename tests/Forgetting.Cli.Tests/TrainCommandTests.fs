@@ -149,6 +149,9 @@ let ``figure writes JSON, CSV and SVG per panel, and report gathers them into on
     Assert.Equal($"3 figures gathered into {page}", report.Stdout.Trim())
     let html = File.ReadAllText page
     Assert.Equal(7, html.Split("<svg").Length - 1)
+    // Clip paths stay apart when the charts share one page.
+    Assert.DoesNotContain("\"plot-area\"", html)
+    Assert.Contains("url(#plot-area-fig2-3)", html)
 
 [<Fact>]
 let ``figure and report refuse bad input with one line`` () =

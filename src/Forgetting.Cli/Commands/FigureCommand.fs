@@ -276,12 +276,18 @@ let report (args: ParseResults<ReportArgs>) =
         for panel in root.GetProperty("panels").EnumerateArray() do
             let part (name: string) = panel.GetProperty(name).GetString()
             let svg = File.ReadAllText(Path.Combine(d, part "svg"))
-            // Inline SVG: the page stands alone; the XML declaration is not allowed inside HTML.
+            // Inline SVG: the page stands alone; the XML declaration is not allowed inside HTML, and each
+            // chart's clip-path id must be unique in the page.
             let body =
                 if svg.StartsWith "<?xml" then
                     svg.Substring(svg.IndexOf "?>" + 2)
                 else
                     svg
+
+            let id = "plot-area-" + Path.GetFileNameWithoutExtension(part "svg")
+
+            let body =
+                body.Replace("\"plot-area\"", $"\"{id}\"").Replace("url(#plot-area)", $"url(#{id})")
 
             let caption = enc (part "title")
 

@@ -53,10 +53,10 @@ module Axis =
     /// Labels for evenly spaced ticks, all with the decimals their step needs, in the invariant culture.
     let tickLabels (ticks: float[]) : string[] =
         let step =
-            if ticks.Length > 1 then
-                ticks[1] - ticks[0]
-            else
-                max (abs ticks[0]) 1.0
+            match ticks with
+            | [||] -> 1.0
+            | [| t |] -> max (abs t) 1.0
+            | _ -> ticks[1] - ticks[0]
 
         let decimals =
             seq { 0..15 }
@@ -64,13 +64,18 @@ module Axis =
             |> Option.defaultValue 15
 
         let scientific = decimals > 6 || ticks |> Array.exists (fun t -> abs t >= 1e6)
+        // (k * step) can miss zero by rounding error, which would print as "-0.0" or "1E-17".
+        let ticks = ticks |> Array.map (fun t -> if abs t < step * 1e-9 then 0.0 else t)
 
-        ticks
-        |> Array.map (fun t ->
-            // (k * step) can miss zero by rounding error, which would print as "-0.0" or "1E-17".
-            let t = if abs t < step * 1e-9 then 0.0 else t
+        let format (pattern: string) =
+            ticks |> Array.map (fun t -> t.ToString(pattern, CultureInfo.InvariantCulture))
 
-            if scientific then
-                t.ToString("0.####E+0", CultureInfo.InvariantCulture)
-            else
-                t.ToString("F" + string decimals, CultureInfo.InvariantCulture))
+        if scientific then
+            // As many mantissa digits as it takes to tell the ticks apart.
+            seq { 1..15 }
+            |> Seq.map (fun d -> format ("0." + String('#', d) + "E+0"))
+            |> Seq.tryFind (fun labels -> Array.distinct labels = labels)
+            |> Option.defaultWith (fun () -> format "R")
+            |> Array.map (fun l -> if l = "0E+0" then "0" else l)
+        else
+            format ("F" + string decimals)

@@ -42,7 +42,7 @@ type Histogram =
         XLabel: string
         Groups: (string * float[]) list
         Bins: int
-        /// The binned range (lo &lt; hi); values outside it are not counted. None takes the data's min and max.
+        /// The binned range (lo &lt; hi); values outside it are not counted. None takes nice ticks around the data.
         Range: (float * float) option
         Layout: HistogramLayout
     }
@@ -75,22 +75,17 @@ module Svg =
 
     /// Tableau 10, designed to stay distinguishable under the common colour-vision deficiencies;
     /// the i-th series or group takes palette[i % 10].
-    let palette =
-        [| "#4e79a7"
-           "#f28e2b"
-           "#e15759"
-           "#76b7b2"
-           "#59a14f"
-           "#edc948"
-           "#b07aa1"
-           "#ff9da7"
-           "#9c755f"
-           "#bab0ac" |]
+    let palette: string list =
+        List.ofArray ("#4e79a7 #f28e2b #e15759 #76b7b2 #59a14f #edc948 #b07aa1 #ff9da7 #9c755f #bab0ac".Split ' ')
 
     let private colour i = palette[i % palette.Length]
 
     let private fail (chart: string) (problem: string) : 'a =
         raise (ArgumentException $"{chart}: {problem}")
+
+    let private require chart condition problem =
+        if not condition then
+            fail chart problem
 
     let private num (v: float) =
         let s = Math.Round(v, 2).ToString("0.##", CultureInfo.InvariantCulture)
@@ -138,13 +133,19 @@ module Svg =
 
             size, s.Substring(0, cut) + "…"
 
-    let private text (sb: StringBuilder) (x: float) (y: float) (size: float) (anchor: string) (extra: string) s =
-        sb
-            .Append(
-                $"""<text x="{num x}" y="{num y}" font-size="{num size}" text-anchor="{anchor}"{extra}>{escape s}</text>"""
-            )
-            .Append('\n')
-        |> ignore
+    let private add (sb: StringBuilder) (element: string) =
+        sb.Append(element).Append('\n') |> ignore
+
+    let private text sb (x: float) (y: float) (size: float) (anchor: string) (extra: string) s =
+        add
+            sb
+            $"""<text x="{num x}" y="{num y}" font-size="{num size}" text-anchor="{anchor}"{extra}>{escape s}</text>"""
+
+    let private line sb x1 y1 x2 y2 (style: string) =
+        add sb $"""<line x1="{num x1}" y1="{num y1}" x2="{num x2}" y2="{num y2}" {style}/>"""
+
+    let private rect sb x y w h (style: string) =
+        add sb $"""<rect x="{num x}" y="{num y}" width="{num w}" height="{num h}" {style}/>"""
 
     /// An axis in data coordinates: its range and labelled tick positions.
     type private Scale =
@@ -163,15 +164,16 @@ module Svg =
     let private numeric chart axis (range: (float * float) option) (values: float seq) =
         match range with
         | Some(lo, hi) ->
-            if not (Double.IsFinite lo && Double.IsFinite hi && lo < hi) then
-                fail chart $"the {axis} range must be finite with lo < hi, got ({lo}, {hi})"
+            require
+                chart
+                (Double.IsFinite lo && Double.IsFinite hi && lo < hi)
+                $"the {axis} range must be finite with lo < hi, got ({lo}, {hi})"
 
             labelled true lo hi (Axis.ticksWithin lo hi)
         | None ->
             let finite = values |> Seq.filter Double.IsFinite |> Seq.toArray
 
-            if finite.Length = 0 then
-                fail chart $"there are no finite {axis} values to draw"
+            require chart (finite.Length > 0) $"there are no finite {axis} values to draw"
 
             let ticks = Axis.niceTicks (Array.min finite) (Array.max finite)
             labelled true ticks[0] ticks[ticks.Length - 1] ticks
@@ -206,7 +208,7 @@ module Svg =
 
         let top = if String.IsNullOrEmpty title then 16.0 else 44.0
         let left = 36.0 + yTickWidth
-        let right = if legendItems.IsEmpty then 20.0 else 48.0 + legendWidth
+        let right = if legendItems.IsEmpty then 20.0 else 56.0 + legendWidth
         let plotWidth = width - left - right
         let span (s: Scale) = s.Hi - s.Lo
 
@@ -216,10 +218,31 @@ module Svg =
             else
                 plotWidth * (fst xs.Ticks[1] - fst xs.Ticks[0]) / span xs
 
-        let xTickWidth = xs.Ticks |> Seq.map snd |> widest tickSize
-        let rotate = xTickWidth > 0.9 * tickSpacing
-        let xTickRoom = if rotate then min xTickWidth 110.0 else tickSpacing
-        let xTickDepth = if rotate then 0.58 * xTickRoom + 22.0 else 22.0
+        // Labels too wide for their spacing wrap onto two lines at a space; failing that they slant.
+        let wrap (s: string) =
+            match
+                Seq.indexed s
+                |> Seq.filter (snd >> (=) ' ')
+                |> Seq.sortBy (fun (i, _) -> abs (2 * i - s.Length))
+                |> Seq.tryHead
+            with
+            | Some(i, _) -> [ s.Substring(0, i); s.Substring(i + 1) ]
+            | None -> [ s ]
+
+        let fits lines =
+            lines
+            |> List.forall (fun l -> textWidth tickSize (clean l) <= 0.95 * tickSpacing)
+
+        let flat = xs.Ticks |> Array.forall (fun (_, l) -> fits [ l ])
+        let wrapped = not flat && xs.Ticks |> Array.forall (snd >> wrap >> fits)
+        let slanted = not flat && not wrapped
+        let slantRoom = min 200.0 (xs.Ticks |> Seq.map snd |> widest tickSize)
+
+        let xTickDepth =
+            if slanted then 0.58 * slantRoom + 22.0
+            elif wrapped then 35.0
+            else 22.0
+
         let bottom = xTickDepth + (if String.IsNullOrEmpty xLabel then 12.0 else 30.0)
         let plotHeight = height - top - bottom
 
@@ -232,20 +255,15 @@ module Svg =
               Height = plotHeight }
 
         let sb = StringBuilder()
+        let line = line sb
+        let size = $"width=\"{num width}\" height=\"{num height}\""
 
-        let line x1 y1 x2 y2 style =
-            sb.Append($"""<line x1="{num x1}" y1="{num y1}" x2="{num x2}" y2="{num y2}" {style}/>""").Append('\n')
-            |> ignore
+        add
+            sb
+            $"""<svg xmlns="http://www.w3.org/2000/svg" {size} viewBox="0 0 {num width} {num height}" font-family="Helvetica, Arial, sans-serif" fill="#222">"""
 
-        sb
-            .Append(
-                $"""<svg xmlns="http://www.w3.org/2000/svg" width="{num width}" height="{num height}" viewBox="0 0 {num width} {num height}" font-family="Helvetica, Arial, sans-serif" fill="#222">"""
-            )
-            .Append('\n')
-            .Append($"<title>{escape (clean title)}</title>\n")
-            .Append($"""<rect width="{num width}" height="{num height}" fill="white"/>""")
-            .Append('\n')
-        |> ignore
+        add sb $"<title>{escape (clean title)}</title>"
+        add sb $"""<rect {size} fill="white"/>"""
 
         let grid = "stroke=\"#e4e4e4\" stroke-width=\"1\""
 
@@ -257,15 +275,11 @@ module Svg =
                 line (p.X x) top (p.X x) (top + plotHeight) grid
 
         // A few pixels of slack keep markers and bars that sit on the axes whole.
-        sb
-            .Append(
-                $"""<clipPath id="plot-area"><rect x="{num (left - 5.0)}" y="{num (top - 5.0)}" width="{num (plotWidth + 10.0)}" height="{num (plotHeight + 10.0)}"/></clipPath>"""
-            )
-            .Append("\n<g clip-path=\"url(#plot-area)\">\n")
-        |> ignore
-
+        add sb """<clipPath id="plot-area">"""
+        rect sb (left - 5.0) (top - 5.0) (plotWidth + 10.0) (plotHeight + 10.0) ""
+        add sb """</clipPath><g clip-path="url(#plot-area)">"""
         body p sb
-        sb.Append("</g>\n") |> ignore
+        add sb "</g>"
         let axisStyle = "stroke=\"#444\" stroke-width=\"1\""
         line left (top + plotHeight) (left + plotWidth) (top + plotHeight) axisStyle
         line left top left (top + plotHeight) axisStyle
@@ -277,13 +291,17 @@ module Svg =
         for (x, label) in xs.Ticks do
             let bottomY = top + plotHeight
             line (p.X x) bottomY (p.X x) (bottomY + 4.0) axisStyle
-            let _, label = fit xTickRoom tickSize tickSize label
 
-            if rotate then
+            if slanted then
+                // cos 35° = 0.82: a slanted label may not run past the left edge of the chart.
                 let x, y = p.X x + 4.0, bottomY + 12.0
+                let _, label = fit (min slantRoom ((x - 4.0) / 0.82)) tickSize tickSize label
                 text sb x y tickSize "end" $" transform=\"rotate(-35 {num x} {num y})\"" label
             else
-                text sb (p.X x) (bottomY + 18.0) tickSize "middle" "" label
+                (if wrapped then wrap label else [ label ])
+                |> List.iteri (fun i line ->
+                    let _, line = fit tickSpacing tickSize tickSize line
+                    text sb (p.X x) (bottomY + 18.0 + 13.0 * float i) tickSize "middle" "" line)
 
         let titleSize, title = fit (width - 20.0) 16.0 11.0 title
         text sb (width / 2.0) 26.0 titleSize "middle" " font-weight=\"bold\"" title
@@ -304,27 +322,17 @@ module Svg =
             match swatch with
             | Line band ->
                 if band then
-                    sb.Append(
-                        $"""<rect x="{num lx}" y="{num (y - 5.0)}" width="20" height="10" fill="{c}" fill-opacity="0.2"/>"""
-                    )
-                    |> ignore
+                    rect sb lx (y - 5.0) 20.0 10.0 $"fill=\"{c}\" fill-opacity=\"0.2\""
 
                 line lx y (lx + 20.0) y $"stroke=\"{c}\" stroke-width=\"2\""
-            | Box ->
-                sb
-                    .Append(
-                        $"""<rect x="{num (lx + 3.0)}" y="{num (y - 6.0)}" width="14" height="12" fill="{c}" fill-opacity="0.7" stroke="{c}"/>"""
-                    )
-                    .Append('\n')
-                |> ignore
-            | Dot ->
-                sb.Append($"""<circle cx="{num (lx + 10.0)}" cy="{num y}" r="4" fill="{c}"/>""").Append('\n')
-                |> ignore
+            | Box -> rect sb (lx + 3.0) (y - 6.0) 14.0 12.0 $"fill=\"{c}\" fill-opacity=\"0.7\" stroke=\"{c}\""
+            | Dot -> add sb $"""<circle cx="{num (lx + 10.0)}" cy="{num y}" r="4" fill="{c}"/>"""
 
             let _, label = fit legendWidth legendSize legendSize label
             text sb (lx + 26.0) (y + 4.0) legendSize "start" "" label)
 
-        sb.Append("</svg>\n").ToString()
+        add sb "</svg>"
+        sb.ToString()
 
     let private path (points: (float * float) seq) =
         points
@@ -335,18 +343,13 @@ module Svg =
     /// has at most 30 points, and a legend when there is more than one series.
     let lineChart (chart: LineChart) : string =
         let name = $"line chart '{chart.Title}'"
-
-        if chart.Series.IsEmpty then
-            fail name "it has no series"
+        require name (not chart.Series.IsEmpty) "it has no series"
 
         for s in chart.Series do
             let n = s.X.Length
 
-            if n = 0 then
-                fail name $"series '{s.Label}' has no points"
-
-            if s.Y.Length <> n then
-                fail name $"series '{s.Label}' has {n} x values but {s.Y.Length} y values"
+            require name (n > 0) $"series '{s.Label}' has no points"
+            require name (s.Y.Length = n) $"series '{s.Label}' has {n} x values but {s.Y.Length} y values"
 
             match s.Sd with
             | Some sd when sd.Length <> n -> fail name $"series '{s.Label}' has {n} y values but {sd.Length} sd values"
@@ -361,6 +364,7 @@ module Svg =
 
         let points = chart.Series |> List.map finite
         let all = Seq.concat points
+        require name (not (Seq.isEmpty all)) "no point has both x and y finite"
         let xs = numeric name "x" chart.XRange (all |> Seq.map (fun (x, _, _) -> x))
 
         let ys =
@@ -384,28 +388,18 @@ module Svg =
                     let upper = band |> Seq.map (fun (x, y, sd) -> p.X x, p.Y(y + sd))
                     let lower = band |> Seq.rev |> Seq.map (fun (x, y, sd) -> p.X x, p.Y(y - sd))
 
-                    sb
-                        .Append(
-                            $"""<path d="{path (Seq.append upper lower)} Z" fill="{colour i}" fill-opacity="0.2"/>"""
-                        )
-                        .Append('\n')
-                    |> ignore)
+                    add sb $"""<path d="{path (Seq.append upper lower)} Z" fill="{colour i}" fill-opacity="0.2"/>""")
 
             points
             |> List.iteri (fun i pts ->
                 let xy = pts |> Array.map (fun (x, y, _) -> p.X x, p.Y y)
 
-                sb
-                    .Append(
-                        $"""<path d="{path xy}" fill="none" stroke="{colour i}" stroke-width="2" stroke-linejoin="round"/>"""
-                    )
-                    .Append('\n')
-                |> ignore
+                let c = colour i
+                add sb $"""<path d="{path xy}" fill="none" stroke="{c}" stroke-width="2" stroke-linejoin="round"/>"""
 
                 if xy.Length <= 30 then
                     for (x, y) in xy do
-                        sb.Append($"""<circle cx="{num x}" cy="{num y}" r="3" fill="{colour i}"/>""").Append('\n')
-                        |> ignore))
+                        add sb $"""<circle cx="{num x}" cy="{num y}" r="3" fill="{c}"/>"""))
 
     /// Counts of the finite values in each of `bins` equal-width bins over [lo, hi]; hi itself falls in the
     /// last bin, and values outside the range are not counted.
@@ -426,16 +420,11 @@ module Svg =
     /// count on the y axis. Each bar carries its count in a data-count attribute.
     let histogram (chart: Histogram) : string =
         let name = $"histogram '{chart.Title}'"
-
-        if chart.Groups.IsEmpty then
-            fail name "it has no groups"
-
-        if chart.Bins < 1 || chart.Bins > 10000 then
-            fail name $"it needs between 1 and 10000 bins, got {chart.Bins}"
+        require name (not chart.Groups.IsEmpty) "it has no groups"
+        require name (chart.Bins >= 1 && chart.Bins <= 10000) $"it needs between 1 and 10000 bins, got {chart.Bins}"
 
         for (label, values) in chart.Groups do
-            if values.Length = 0 then
-                fail name $"group '{label}' has no values"
+            require name (values.Length > 0) $"group '{label}' has no values"
 
         let values =
             chart.Groups |> Seq.collect snd |> Seq.filter Double.IsFinite |> Seq.toArray
@@ -445,7 +434,10 @@ module Svg =
             | Some(lo, hi) when Double.IsFinite lo && Double.IsFinite hi && lo < hi -> lo, hi
             | Some(lo, hi) -> fail name $"the range must be finite with lo < hi, got ({lo}, {hi})"
             | None when values.Length = 0 -> fail name "there are no finite values to draw"
-            | None -> Axis.padded (Array.min values, Array.max values)
+            | None ->
+                // Nice ends give the bins round edges too.
+                let ticks = Axis.niceTicks (Array.min values) (Array.max values)
+                ticks[0], ticks[ticks.Length - 1]
 
         let counts = chart.Groups |> List.map (snd >> binCounts (lo, hi) chart.Bins)
         let most = counts |> Seq.collect id |> Seq.fold max 1
@@ -470,29 +462,27 @@ module Svg =
                                 let w = binWidth * 0.9 / float groups
                                 p.Left + float b * binWidth + binWidth * 0.05 + float g * w, w
 
-                        sb
-                            .Append(
-                                $"""<rect x="{num x}" y="{num (p.Y(float n))}" width="{num w}" height="{num (p.Y 0.0 - p.Y(float n))}" fill="{colour g}" fill-opacity="{opacity}" stroke="{colour g}" stroke-width="0.8" data-count="{n}"/>"""
-                            )
-                            .Append('\n')
-                        |> ignore)))
+                        let c = colour g
+
+                        let style =
+                            $"fill=\"{c}\" fill-opacity=\"{opacity}\" stroke=\"{c}\" stroke-width=\"0.8\""
+
+                        rect sb x (p.Y(float n)) w (p.Y 0.0 - p.Y(float n)) $"{style} data-count=\"{n}\"")))
 
     /// A scatter plot: one colour per group (up to ten distinct colours), dots shrinking as points grow many.
     let scatter (chart: Scatter) : string =
         let name = $"scatter plot '{chart.Title}'"
-
-        if chart.Groups.IsEmpty then
-            fail name "it has no groups"
+        require name (not chart.Groups.IsEmpty) "it has no groups"
 
         for (label, points) in chart.Groups do
-            if points.Length = 0 then
-                fail name $"group '{label}' has no points"
+            require name (points.Length > 0) $"group '{label}' has no points"
 
         let finite =
             chart.Groups
             |> List.map (fun (_, pts) -> pts |> Array.filter (fun (x, y) -> Double.IsFinite x && Double.IsFinite y))
 
         let all = Seq.concat finite
+        require name (not (Seq.isEmpty all)) "no point has both x and y finite"
         let xs = numeric name "x" chart.XRange (Seq.map fst all)
         let ys = numeric name "y" chart.YRange (Seq.map snd all)
         let total = Seq.length all
@@ -507,25 +497,20 @@ module Svg =
         render chart.Title chart.XLabel chart.YLabel xs ys legend (fun p sb ->
             finite
             |> List.iteri (fun g pts ->
-                sb.Append($"""<g fill="{colour g}" fill-opacity="0.75">""").Append('\n')
-                |> ignore
+                add sb $"""<g fill="{colour g}" fill-opacity="0.75">"""
 
                 for (x, y) in pts do
-                    sb.Append($"""<circle cx="{num (p.X x)}" cy="{num (p.Y y)}" r="{num radius}"/>""").Append('\n')
-                    |> ignore
+                    add sb $"""<circle cx="{num (p.X x)}" cy="{num (p.Y y)}" r="{num radius}"/>"""
 
-                sb.Append("</g>\n") |> ignore))
+                add sb "</g>"))
 
     /// A bar chart: one coloured bar per category from zero to its value, with ± error whiskers where given.
     let bars (chart: Bars) : string =
         let name = $"bar chart '{chart.Title}'"
-
-        if chart.Bars.IsEmpty then
-            fail name "it has no bars"
+        require name (not chart.Bars.IsEmpty) "it has no bars"
 
         for (label, _, err) in chart.Bars do
-            if err |> Option.exists (fun e -> e < 0.0) then
-                fail name $"bar '{label}' has a negative error"
+            require name (err |> Option.forall (fun e -> not (e < 0.0))) $"bar '{label}' has a negative error"
 
         let n = chart.Bars.Length
 
@@ -555,35 +540,19 @@ module Svg =
                     let x = p.X(float i + 0.5)
                     let y0, y1 = p.Y 0.0, p.Y v
 
-                    sb
-                        .Append(
-                            $"""<rect x="{num (x - 0.3 * slot)}" y="{num (min y0 y1)}" width="{num (0.6 * slot)}" height="{num (abs (y0 - y1))}" fill="{colour i}"/>"""
-                        )
-                        .Append('\n')
-                    |> ignore
+                    rect sb (x - 0.3 * slot) (min y0 y1) (0.6 * slot) (abs (y0 - y1)) $"fill=\"{colour i}\""
 
                     match err with
                     | Some e when Double.IsFinite e && e > 0.0 ->
                         let lo, hi = p.Y(v - e), p.Y(v + e)
                         let cap = min 8.0 (0.15 * slot)
-                        let whisker = "stroke=\"#222\" stroke-width=\"1.5\""
 
                         for (x1, y1, x2, y2) in [ x, lo, x, hi; x - cap, lo, x + cap, lo; x - cap, hi, x + cap, hi ] do
-                            sb
-                                .Append(
-                                    $"""<line x1="{num x1}" y1="{num y1}" x2="{num x2}" y2="{num y2}" {whisker}/>"""
-                                )
-                                .Append('\n')
-                            |> ignore
+                            line sb x1 y1 x2 y2 "stroke=\"#222\" stroke-width=\"1.5\""
                     | _ -> ())
 
             if ys.Lo < 0.0 then
-                sb
-                    .Append(
-                        $"""<line x1="{num p.Left}" y1="{num (p.Y 0.0)}" x2="{num (p.Left + p.Width)}" y2="{num (p.Y 0.0)}" stroke="#444"/>"""
-                    )
-                    .Append('\n')
-                |> ignore)
+                line sb p.Left (p.Y 0.0) (p.Left + p.Width) (p.Y 0.0) "stroke=\"#444\"")
 
     /// Write svg to path atomically: a temporary file in the same directory, then a rename over path, so that
     /// a reader never sees half a chart. The directory must exist.
