@@ -115,16 +115,19 @@ Target.create "Demo" (fun _ ->
           "--out"
           Path.Combine(root, "results", "fig3a") ])
 
-// Side-by-side timings: this library's workloads, then PyTorch's on the same machine when
-// Debian's python3-torch is installed (bench/install-torch.sh); lines appended to bench/last-run.jsonl.
+// Side-by-side timings, interleaved over rounds because the machine may be shared: this library's
+// workloads with its default GEMM and with OpenBLAS, then PyTorch's on the same machine when Debian's
+// python3-torch is installed (bench/install-torch.sh). Every JSON line goes to bench/last-run.jsonl;
+// bench/summarise.py turns them into the table of bench/RESULTS.md.
 Target.create "Bench" (fun _ ->
     let log = Path.Combine(root, "bench", "last-run.jsonl")
     File.WriteAllText(log, "")
 
-    let capture (program: string) (arguments: string list) =
+    let capture (env: (string * string) list) (program: string) (arguments: string list) =
         let result =
             CreateProcess.fromRawCommand program arguments
             |> CreateProcess.withWorkingDirectory root
+            |> CreateProcess.withEnvironment env
             |> CreateProcess.redirectOutput
             |> Proc.run
 
@@ -133,8 +136,6 @@ Target.create "Bench" (fun _ ->
 
         printf "%s" result.Result.Output
         File.AppendAllText(log, result.Result.Output)
-
-    capture "dotnet" [ cli; "bench"; "--workload"; "all" ]
 
     let hasTorch =
         File.Exists "/usr/bin/python3"
@@ -145,10 +146,22 @@ Target.create "Bench" (fun _ ->
             =
             0
 
-    if hasTorch then
-        capture "/usr/bin/python3" [ Path.Combine(root, "bench", "torch_bench.py"); "--workload"; "all" ]
-    else
-        printfn "PyTorch baseline skipped: /usr/bin/python3 with torch is not installed (bench/install-torch.sh)")
+    if not hasTorch then
+        printfn "PyTorch baseline skipped: /usr/bin/python3 with torch is not installed (bench/install-torch.sh)"
+
+    let rounds =
+        match System.Environment.GetEnvironmentVariable "BENCH_ROUNDS" with
+        | null
+        | "" -> 3
+        | n -> int n
+
+    for round in 1..rounds do
+        printfn "round %d of %d" round rounds
+        capture [] "dotnet" [ cli; "bench"; "--workload"; "all" ]
+        capture [ "FORGETTING_GEMM", "openblas" ] "dotnet" [ cli; "bench"; "--workload"; "all" ]
+
+        if hasTorch then
+            capture [] "/usr/bin/python3" [ Path.Combine(root, "bench", "torch_bench.py"); "--workload"; "all" ])
 
 "Clean" ==> "Restore" ==> "Build" ==> "Test" |> ignore
 "Restore" ==> "Format" ==> "Test" |> ignore

@@ -33,6 +33,16 @@ let private positive name (v: int) =
 
     v
 
+/// Which GEMM path and how many threads the timings used.
+let private engine () =
+    [ "gemm",
+      Str(
+          match Forgetting.Tensors.Gemm.provider () with
+          | Forgetting.Tensors.Gemm.Managed -> "managed"
+          | Forgetting.Tensors.Gemm.OpenBlas -> "openblas"
+      )
+      "threads", Int(Forgetting.Tensors.Parallelism.degree ()) ]
+
 let private memory (t: Timing) =
     [ "peak_rss_mb", Num t.PeakWorkingSetMb
       "heap_early_mb", Num t.HeapEarlyMb
@@ -42,7 +52,7 @@ let private gemmLines reps =
     for m, k, n in [ 1024, 1024, 1024; 128, 784, 256 ] do
         let t, gflops = Workloads.gemm m k n reps
 
-        Obj
+        Obj(
             [ "workload", Str "gemm"
               "impl", Str "forgetting"
               "m", Int m
@@ -51,6 +61,8 @@ let private gemmLines reps =
               "dtype", Str "float32"
               "ms_median", Num t.Median
               "gflops", Num gflops ]
+            @ engine ()
+        )
         |> render false
         |> printfn "%s"
 
@@ -65,6 +77,7 @@ let private mlpLine (workload: string) (variant: string) batch steps =
           "ms_per_step_median", Num t.Median
           "samples_per_s", Num(float batch / (t.Median / 1000.0))
           "final_loss", Num loss ]
+        @ engine ()
         @ memory t
     )
     |> render false

@@ -41,9 +41,14 @@ let private openBlasMissing (what: string) =
     let tried = String.concat ", " Blas.libraryNames
     invalidOp $"{what}: OpenBLAS is not loadable (tried {tried}); on Debian install libopenblas0-pthread"
 
+/// The managed kernels use AVX-512 here; they then outrun OpenBLAS 0.3.21 (bench/RESULTS.md).
+let private managedIsWide = Vector512.IsHardwareAccelerated && Avx512F.IsSupported
+
 let private fromEnvironment () =
+    // The faster path by default: the managed AVX-512 kernels where the processor has them, else
+    // OpenBLAS when it loads, else the managed AVX2 or portable kernels.
     let best =
-        if List.contains OpenBlas available then
+        if not managedIsWide && List.contains OpenBlas available then
             OpenBlas
         else
             Managed
@@ -196,7 +201,7 @@ let private hasFma = Fma.IsSupported && Avx2.IsSupported
 
 // The runtime reports Vector512 as not accelerated on processors that slow their clock for
 // 512-bit work, so there the Vector256 kernels stay in use.
-let private hasAvx512 = Vector512.IsHardwareAccelerated && Avx512F.IsSupported
+let private hasAvx512 = managedIsWide
 
 /// What computes a product: a provider's engine, or (for tests and measurements) one managed
 /// kernel named explicitly.

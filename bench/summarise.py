@@ -1,0 +1,31 @@
+"""Medians over the rounds of `dotnet fsi build.fsx -t Bench` (bench/last-run.jsonl), as a Markdown table.
+
+Usage: python3 bench/summarise.py [bench/last-run.jsonl]
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+path = sys.argv[1] if len(sys.argv) > 1 else "bench/last-run.jsonl"
+runs = defaultdict(list)
+for line in open(path):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    d = json.loads(line)
+    impl = d["impl"] + ("" if d["impl"] == "pytorch" else f" ({d['gemm']})")
+    if d["workload"] == "gemm":
+        key = (f"gemm {d['m']}x{d['k']}x{d['n']}", impl)
+        runs[key].append((d["ms_median"], d["gflops"]))
+    else:
+        key = (f"{d['workload']} batch {d['batch']}", impl)
+        runs[key].append((d["ms_per_step_median"], d.get("peak_rss_mb")))
+
+print("| workload | implementation | rounds | ms (median of round medians) | GFLOP/s or peak RSS MB |")
+print("| --- | --- | --- | --- | --- |")
+for (workload, impl), values in sorted(runs.items()):
+    ms = statistics.median(v[0] for v in values)
+    other = [v[1] for v in values if v[1] is not None]
+    extra = f"{statistics.median(other):.1f}" if other else ""
+    print(f"| {workload} | {impl} | {len(values)} | {ms:.3f} | {extra} |")
