@@ -41,14 +41,15 @@ let private openBlasMissing (what: string) =
     let tried = String.concat ", " Blas.libraryNames
     invalidOp $"{what}: OpenBLAS is not loadable (tried {tried}); on Debian install libopenblas0-pthread"
 
-/// The managed kernels use AVX-512 here; they then outrun OpenBLAS 0.3.21 (bench/RESULTS.md).
-let private managedIsWide = Vector512.IsHardwareAccelerated && Avx512F.IsSupported
+/// Whether the managed kernels run on AVX-512 here.
+let private managedIsWide =
+    Vector512.IsHardwareAccelerated && Avx512F.IsSupported
 
 let private fromEnvironment () =
-    // The faster path by default: the managed AVX-512 kernels where the processor has them, else
-    // OpenBLAS when it loads, else the managed AVX2 or portable kernels.
+    // OpenBLAS when it loads: measured side by side (bench/RESULTS.md) it stays ahead of the managed
+    // AVX-512 kernels on the MLP's shapes, most of all the small ones.
     let best =
-        if not managedIsWide && List.contains OpenBlas available then
+        if List.contains OpenBlas available then
             OpenBlas
         else
             Managed
