@@ -132,7 +132,7 @@ let ``figure writes JSON, CSV and SVG per panel, and report gathers them into on
     Assert.Contains("fig2: Ablation of hidden units", r.Stdout)
 
     // Two hidden layers (quick): fig2 has (a), (b) per layer, (c) and (d).
-    for fig, panels in [ "fig1e", 1; "fig2", 5; "fig3b", 1 ] do
+    for fig, panels in [ "fig1e", 3; "fig2", 5; "fig3b", 1 ] do
         let dir = Path.Combine(out, fig)
         use json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "figure.json")))
         Assert.Equal(panels, json.RootElement.GetProperty("panels").GetArrayLength())
@@ -148,7 +148,7 @@ let ``figure writes JSON, CSV and SVG per panel, and report gathers them into on
     let page = Path.Combine(out, "report.html")
     Assert.Equal($"3 figures gathered into {page}", report.Stdout.Trim())
     let html = File.ReadAllText page
-    Assert.Equal(7, html.Split("<svg").Length - 1)
+    Assert.Equal(9, html.Split("<svg").Length - 1)
     // Clip paths stay apart when the charts share one page.
     Assert.DoesNotContain("\"plot-area\"", html)
     Assert.Contains("url(#plot-area-fig2-3)", html)

@@ -76,12 +76,13 @@ let private epochsCsv (r: RunResult) =
 
 let private unitsCsv (r: RunResult) =
     Results.csv
-        [ "layer"; "unit"; "mean_activation"; "importance" ]
+        [ "layer"; "unit"; "mean_activation"; "sd_activation"; "importance" ]
         [ for l in r.Layers do
               for u in 0 .. l.MeanActivation.Length - 1 ->
                   [ string l.Layer
                     string u
                     Results.num l.MeanActivation[u]
+                    Results.num l.SdActivation[u]
                     (match l.Importance with
                      | Some imp -> Results.num imp[u]
                      | None -> "") ] ]

@@ -33,6 +33,8 @@ type LayerReadout =
         Sparsity: float
         /// Mean activation per unit.
         MeanActivation: float[]
+        /// Standard deviation of each unit's activation over the test set.
+        SdActivation: float[]
         /// Neuron importance Ω (mean gate per unit), when the block has a forgetting layer.
         Importance: float[] option
     }
@@ -59,14 +61,17 @@ module Classification =
         [ for k in 1 .. config.Hidden.Length do
               let gates = find $"forget{k}" e.Readouts.Gates
 
-              let output =
-                  find $"forget{k}" e.Readouts.Activations
-                  |> Option.orElse (find $"relu{k}" e.Readouts.Activations)
+              let outputOf entries =
+                  find $"forget{k}" entries
+                  |> Option.orElse (find $"relu{k}" entries)
                   |> Option.defaultWith (fun () -> failwith $"no activation recorded for hidden layer {k}")
+
+              let output = outputOf e.Readouts.Activations
 
               { Layer = k
                 Sparsity = Sparsity.trevesRolls output
                 MeanActivation = output
+                SdActivation = outputOf e.Readouts.ActivationSds
                 Importance = gates } ]
 
     /// Train one variant from its seed and read it out on the test set.

@@ -103,6 +103,16 @@ module Figures =
             | Some omega -> l.Layer, omega
             | None -> failwith $"{r.Config.Variant.Name} has no forgetting layer to read importance from")
 
+    /// A histogram of a per-unit statistic of the first hidden layer, one group per run.
+    let private activations (title: string) (statistic: LayerReadout -> float[]) (runs: RunResult list) =
+        Histograms
+            { Title = title
+              XLabel = "activation"
+              Groups = [ for r in runs -> r.Config.Variant.Name, statistic r.Layers.Head ]
+              Bins = 30
+              Range = None
+              Layout = Overlaid }
+
     /// Fig. 1e: sparsity of each hidden layer without the layer, with ERS only, and with ERS + IRS.
     let sparsity (s: FigureSettings) progress data =
         let runs =
@@ -110,10 +120,11 @@ module Figures =
             |> List.map (fun v -> train s progress v 0 data)
 
         { Name = "fig1e"
-          Caption = "Treves-Rolls sparsity of each hidden layer's output: plain net, inhibition (ERS), ERS + IRS."
+          Caption =
+            "Treves-Rolls sparsity of each hidden layer's output: plain net, inhibition (ERS), ERS + IRS; the distribution of each unit's mean and standard deviation of activation in the first hidden layer."
           Panels =
             [ lines (
-                  "Sparsity per hidden layer",
+                  "(a) Sparsity per hidden layer",
                   "hidden layer",
                   "sparsity",
                   [ for r in runs ->
@@ -121,7 +132,9 @@ module Figures =
                           X = [| for l in r.Layers -> float l.Layer |]
                           Y = [| for l in r.Layers -> l.Sparsity |]
                           Sd = None } ]
-              ) ]
+              )
+              activations "(b) Mean activation per unit, hidden layer 1" (fun l -> l.MeanActivation) runs
+              activations "(c) Standard deviation of activation per unit, hidden layer 1" (fun l -> l.SdActivation) runs ]
           Runs = runs }
 
     let fractions = [ for i in 0..10 -> float i / 10.0 ]

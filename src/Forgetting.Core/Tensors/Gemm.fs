@@ -42,8 +42,7 @@ let private openBlasMissing (what: string) =
     invalidOp $"{what}: OpenBLAS is not loadable (tried {tried}); on Debian install libopenblas0-pthread"
 
 /// Whether the managed kernels run on AVX-512 here.
-let private managedIsWide =
-    Vector512.IsHardwareAccelerated && Avx512F.IsSupported
+let private managedIsWide = Vector512.IsHardwareAccelerated && Avx512F.IsSupported
 
 let private fromEnvironment () =
     // OpenBLAS when it loads: measured side by side (bench/RESULTS.md) it stays ahead of the managed

@@ -30,6 +30,7 @@ type Progress =
 /// Mean per-unit read-outs over a data set, per layer path: hidden activations and forgetting gates.
 type Readouts =
     { Activations: (string * float[]) list
+      ActivationSds: (string * float[]) list
       Gates: (string * float[]) list }
 
 /// What evaluation over a data set gave.
@@ -49,27 +50,31 @@ module Trainer =
     let private batchOf (data: Examples) (indices: int[]) =
         Tensor.gather indices data.Inputs, indices |> Array.map (fun i -> data.Labels[i])
 
-    /// Adds, per layer path, the per-unit sums over the batch of every recorded activation and gate:
-    /// dense [B, n] as it is, conv [B, C, H, W] as channel means, a static gate [n] once per sample.
-    let private accumulate (sums: List<(string * TraceKind) * float[]>) (batch: int) (trace: TraceEntry list) =
+    /// Adds, per layer path, the per-unit sums over the batch of every recorded activation and gate and
+    /// of their squares: dense [B, n] as it is, conv [B, C, H, W] as channel means per sample, a static
+    /// gate [n] as the same value for every sample.
+    let private accumulate
+        (sums: List<(string * TraceKind) * (float[] * float[])>)
+        (batch: int)
+        (trace: TraceEntry list)
+        =
         for e in trace do
             if e.Kind <> GateInput then
-                let perUnit =
+                let perSample =
                     match e.Value.Rank with
-                    | 1 -> e.Value * float batch
-                    | 4 ->
-                        e.Value
-                        |> Tensor.meanAxis 3 false
-                        |> Tensor.meanAxis 2 false
-                        |> Tensor.sumAxis 0 false
-                    | _ -> Tensor.sumAxis 0 false e.Value
+                    | 1 -> Tensor.broadcastTo [| batch; e.Value.Shape[0] |] e.Value
+                    | 4 -> e.Value |> Tensor.meanAxis 3 false |> Tensor.meanAxis 2 false
+                    | _ -> e.Value
 
-                let v = perUnit.ToFloat64Array()
+                let s = (Tensor.sumAxis 0 false perSample).ToFloat64Array()
+                let sq = (Tensor.sumAxis 0 false (Tensor.square perSample)).ToFloat64Array()
 
                 // In trace order, which is layer order.
                 match Seq.tryFind (fun (key, _) -> key = (e.Path, e.Kind)) sums with
-                | Some(_, acc) -> Array.iteri (fun j x -> acc[j] <- acc[j] + x) v
-                | None -> sums.Add((e.Path, e.Kind), v)
+                | Some(_, (acc, accSq)) ->
+                    Array.iteri (fun j x -> acc[j] <- acc[j] + x) s
+                    Array.iteri (fun j x -> accSq[j] <- accSq[j] + x) sq
+                | None -> sums.Add((e.Path, e.Kind), (s, sq))
 
     /// The predicted class of every example, in evaluation mode.
     let predict (model: Layer) (p: Params) (batchSize: int) (data: Examples) =
@@ -96,7 +101,7 @@ module Trainer =
 
     /// Loss, accuracy and mean read-outs of the model over a data set, in evaluation mode.
     let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
-        let sums = List<(string * TraceKind) * float[]>()
+        let sums = List<(string * TraceKind) * (float[] * float[])>()
         let mutable lossSum = 0.0
         let mutable correct = 0
 
@@ -113,16 +118,25 @@ module Trainer =
 
             accumulate sums indices.Length trace
 
-        let means kind =
-            [ for (path, k), s in sums do
-                  if k = kind then
-                      path, s |> Array.map (fun v -> v / float data.Count) ]
+        let n = float data.Count
 
-        { Loss = lossSum / float data.Count
-          Accuracy = float correct / float data.Count
+        let stat kind (f: float -> float -> float) =
+            [ for (path, k), (s, sq) in sums do
+                  if k = kind then
+                      path, Array.map2 f s sq ]
+
+        // Per unit: the mean, and the standard deviation over the data set (population form).
+        let mean (s: float) (_: float) = s / n
+
+        let sd (s: float) (sq: float) =
+            sqrt (max 0.0 (sq / n - (s / n) * (s / n)))
+
+        { Loss = lossSum / n
+          Accuracy = float correct / n
           Readouts =
-            { Activations = means Activation
-              Gates = means Gate } }
+            { Activations = stat Activation mean
+              ActivationSds = stat Activation sd
+              Gates = stat Gate mean } }
 
     /// Train with mini-batches; report progress through the callback; evaluate on the test set after
     /// every epoch. Pure in its result: the same seed gives the same parameters and metrics.

@@ -138,3 +138,33 @@ let ``the Fisher diagonal is the mean of squared per-sample gradients`` () =
         (Params.tensor "fc2/weight" expected).ToFloat64Array(),
         (Params.tensor "fc2/weight" fisher).ToFloat64Array()
     )
+
+[<Fact>]
+let ``evaluation reads out each unit's mean and standard deviation of activation`` () =
+    let relu = Layer.sequential [ "relu1", Layer.relu ]
+    let x = tensor 3 [| 50; 4 |] -1.0 1.0 0.0
+
+    let data: Forgetting.Training.Examples =
+        { Inputs = x
+          Labels = Array.zeroCreate 50
+          Classes = 4 }
+
+    let objective: Forgetting.Training.Objective =
+        fun _ _ logits _ -> Tensor.sum logits * 0.0
+
+    let e = Forgetting.Training.Trainer.evaluate relu objective Params.empty 16 data
+    let h = x.ToFloat64Array() |> Array.map (max 0.0)
+    let column j = Array.init 50 (fun i -> h[i * 4 + j])
+    let mean j = Array.average (column j)
+
+    let sd j =
+        sqrt (Array.averageBy (fun v -> (v - mean j) ** 2.0) (column j))
+
+    let means, sds = snd e.Readouts.Activations.Head, snd e.Readouts.ActivationSds.Head
+
+    Assert.All(
+        [ 0..3 ],
+        fun j ->
+            Assert.Equal(mean j, means[j], 12)
+            Assert.Equal(sd j, sds[j], 12)
+    )
