@@ -4,28 +4,27 @@ module internal Forgetting.Tensors.Cpu.Layout
 open System
 open Forgetting.Tensors
 
-let inline private permuteLoop (x: ^T[]) (shape: int[]) (axes: int[]) (r: ^T[]) =
-    let inStrides = Shape.strides shape
-    let outShape = axes |> Array.map (fun a -> shape[a])
-    // Input stride of each output axis.
-    let s = axes |> Array.map (fun a -> inStrides[a])
-    let rank = outShape.Length
+/// Fill r (of `shape`, row-major) by reading x through `strides`: the input step along each output
+/// axis. Permutation and broadcasting are both this walk, with different strides.
+let inline private stridedCopy (x: ^T[]) (strides: int[]) (shape: int[]) (r: ^T[]) =
+    let rank = shape.Length
     let index = Array.zeroCreate rank
     let mutable src = 0
 
     for i in 0 .. r.Length - 1 do
         r[i] <- x[src]
+        // Advance the multi-index like an odometer, updating the input offset incrementally.
         let mutable d = rank - 1
         let mutable carry = true
 
         while carry && d >= 0 do
             index[d] <- index[d] + 1
-            src <- src + s[d]
+            src <- src + strides[d]
 
-            if index[d] < outShape[d] then
+            if index[d] < shape[d] then
                 carry <- false
             else
-                src <- src - s[d] * outShape[d]
+                src <- src - strides[d] * shape[d]
                 index[d] <- 0
                 d <- d - 1
 
@@ -41,12 +40,15 @@ let inline private transpose2d (x: ^T[]) (rows: int) (cols: int) (r: ^T[]) =
 
 let permute (x: Storage) (shape: int[]) (axes: int[]) : Storage =
     let r = Storage.uninit x.DType x.Length
+    let inStrides = Shape.strides shape
+    let outShape = axes |> Array.map (fun a -> shape[a])
+    let strides = axes |> Array.map (fun a -> inStrides[a])
 
     match x, r with
     | F32 x, F32 r when axes = [| 1; 0 |] -> transpose2d x shape[0] shape[1] r
     | F64 x, F64 r when axes = [| 1; 0 |] -> transpose2d x shape[0] shape[1] r
-    | F32 x, F32 r -> permuteLoop x shape axes r
-    | F64 x, F64 r -> permuteLoop x shape axes r
+    | F32 x, F32 r -> stridedCopy x strides outShape r
+    | F64 x, F64 r -> stridedCopy x strides outShape r
     | _ -> ()
 
     r
@@ -119,27 +121,6 @@ let concat (parts: (Storage * int[])[]) (axis: int) (shape: int[]) =
 
     r
 
-let inline private expandLoop (x: ^T[]) (strides: int[]) (shape: int[]) (r: ^T[]) =
-    let rank = shape.Length
-    let index = Array.zeroCreate rank
-    let mutable src = 0
-
-    for i in 0 .. r.Length - 1 do
-        r[i] <- x[src]
-        let mutable d = rank - 1
-        let mutable carry = true
-
-        while carry && d >= 0 do
-            index[d] <- index[d] + 1
-            src <- src + strides[d]
-
-            if index[d] < shape[d] then
-                carry <- false
-            else
-                src <- src - strides[d] * shape[d]
-                index[d] <- 0
-                d <- d - 1
-
 let expand (x: Storage) (xShape: int[]) (shape: int[]) =
     let n = Shape.numel shape
     let r = Storage.uninit x.DType n
@@ -150,8 +131,8 @@ let expand (x: Storage) (xShape: int[]) (shape: int[]) =
 
     match x, r with
     | _ when isSuffix && x.Length > 0 -> copyRows x x.Length (n / x.Length) (fun _ -> 0) r
-    | F32 x, F32 r -> expandLoop x strides shape r
-    | F64 x, F64 r -> expandLoop x strides shape r
+    | F32 x, F32 r -> stridedCopy x strides shape r
+    | F64 x, F64 r -> stridedCopy x strides shape r
     | _ -> ()
 
     r
