@@ -279,43 +279,13 @@ let binary (op: BinaryOp) (a: Storage) (aShape: int[]) (b: Storage) (bShape: int
 
     r
 
-/// Elementwise select: mask <> 0 ? a : b, all three broadcast to `shape`.
+/// Elementwise select: mask <> 0 ? a : b, all three broadcast to `shape` first.
 let where (mask: Storage) (mShape: int[]) (a: Storage) (aShape: int[]) (b: Storage) (bShape: int[]) (shape: int[]) =
-    let n = Shape.numel shape
-    let sm = Shape.broadcastStrides mShape shape
-    let sa = Shape.broadcastStrides aShape shape
-    let sb = Shape.broadcastStrides bShape shape
-    let rank = shape.Length
-    let m = Storage.toFloat64 mask
+    let m = Storage.toFloat64 (Layout.expand mask mShape shape)
 
-    // Offsets of output element i in each input, from its multi-index.
-    let offset (strides: int[]) (i: int) =
-        let mutable rem = i
-        let mutable off = 0
-
-        for d in rank - 1 .. -1 .. 0 do
-            off <- off + (rem % shape[d]) * strides[d]
-            rem <- rem / shape[d]
-
-        off
-
-    match a, b with
-    | F32 x, F32 y ->
-        F32(
-            Array.init n (fun i ->
-                if m[offset sm i] <> 0.0 then
-                    x[offset sa i]
-                else
-                    y[offset sb i])
-        )
-    | F64 x, F64 y ->
-        F64(
-            Array.init n (fun i ->
-                if m[offset sm i] <> 0.0 then
-                    x[offset sa i]
-                else
-                    y[offset sb i])
-        )
+    match Layout.expand a aShape shape, Layout.expand b bShape shape with
+    | F32 x, F32 y -> F32(Array.init m.Length (fun i -> if m[i] <> 0.0 then x[i] else y[i]))
+    | F64 x, F64 y -> F64(Array.init m.Length (fun i -> if m[i] <> 0.0 then x[i] else y[i]))
     | _ -> Shape.fail "where" "mixed dtypes reached the kernel"
 
 let clamp (x: Storage) (lo: float) (hi: float) =
