@@ -45,13 +45,10 @@ let private openBlasMissing (what: string) =
 let private managedIsWide = Vector512.IsHardwareAccelerated && Avx512F.IsSupported
 
 let private fromEnvironment () =
-    // OpenBLAS when it loads: measured side by side (bench/RESULTS.md) it stays ahead of the managed
-    // AVX-512 kernels on the MLP's shapes, most of all the small ones.
-    let best =
-        if List.contains OpenBlas available then
-            OpenBlas
-        else
-            Managed
+    // The managed kernels by default: their work is split by output tiles, so a seed gives the same
+    // numbers whatever the thread count, which OpenBLAS does not promise (nor keep, measured here).
+    // With AVX-512 they also match OpenBLAS's own AVX-512 kernels (bench/RESULTS.md).
+    let best = Managed
 
     match Environment.GetEnvironmentVariable EnvironmentVariable with
     | null -> best

@@ -205,3 +205,34 @@ let ``normal draws have mean 0 and sd 1; permutations are permutations`` () =
 
     Checks.forAll (Gen.zip (Gen.choose (0, 300)) seeds) (fun (n, seed) ->
         Array.sort (Rng.permutation n (Rng.create (int64 seed))) = Array.init n id)
+
+[<Fact>]
+let ``a training step gives bit-identical parameters on 1 and 2 threads`` () =
+    // Big enough for the GEMM to split its work over threads (more than 2^20 multiply-adds).
+    let model =
+        Forgetting.Experiments.Variant.mlp
+            (Forgetting.Experiments.Variant.ofName Forgetting.Experiments.Strengths.Default "lateral_inhibition")
+            [ 512; 256; 10 ]
+
+    let p0 = model.Init (Rng.create 5L) Float32
+    let x = Tensor.uniform (Rng.create 6L) Float32 [| 64; 512 |] 0.0 1.0
+    let labels = Array.init 64 (fun i -> i % 10)
+
+    let objective =
+        Forgetting.Experiments.Variant.objective (
+            Forgetting.Experiments.Variant.ofName Forgetting.Experiments.Strengths.Default "lateral_inhibition"
+        )
+
+    let step () =
+        let g =
+            Forgetting.Nn.Params.grad
+                (fun q ->
+                    let logits, trace = model.Forward Forgetting.Nn.Mode.Eval q x
+                    objective q trace logits labels)
+                p0
+
+        Forgetting.Nn.Params.tensors g |> Array.map (fun t -> t.ToArray())
+
+    let one = Parallelism.withDegree 1 step
+    let two = Parallelism.withDegree 2 step
+    Assert.Equal<float32[][]>(one, two)
