@@ -116,7 +116,7 @@ Target.create "Demo" (fun _ ->
           Path.Combine(root, "results", "fig3a") ])
 
 // Side-by-side timings, interleaved over rounds because the machine may be shared: this library's
-// workloads with its default GEMM (OpenBLAS where it loads) and with the managed kernels, then PyTorch's on the same machine when Debian's
+// workloads with its default GEMM (the managed kernels) and with OpenBLAS, then PyTorch's on the same machine when Debian's
 // python3-torch is installed (bench/install-torch.sh). Every JSON line goes to bench/last-run.jsonl;
 // bench/summarise.py turns them into the table of bench/RESULTS.md.
 Target.create "Bench" (fun _ ->
@@ -167,7 +167,7 @@ Target.create "Bench" (fun _ ->
     for round in 1..rounds do
         printfn "round %d of %d" round rounds
         capture [] "dotnet" [ cli; "bench"; "--workload"; "all" ]
-        capture [ "FORGETTING_GEMM", "managed" ] "dotnet" [ cli; "bench"; "--workload"; "all" ]
+        capture [ "FORGETTING_GEMM", "openblas" ] "dotnet" [ cli; "bench"; "--workload"; "all" ]
 
         if hasTorch then
             capture [] "/usr/bin/python3" [ Path.Combine(root, "bench", "torch_bench.py"); "--workload"; "all" ])
