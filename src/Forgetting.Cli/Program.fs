@@ -55,3 +55,12 @@ let main argv =
     | :? Forgetting.Data.DataError as e ->
         eprintfn "forgetting: %s" e.Message
         Exit.input
+    // Settings the commands pass through unchecked to Core (a t-SNE perplexity too large for the
+    // points, sizes that do not fit) come back as ArgumentException with a message that names them.
+    | :? ArgumentException as e ->
+        eprintfn "forgetting: %s" e.Message
+        Exit.usage
+    | :? IO.IOException
+    | :? UnauthorizedAccessException as e ->
+        eprintfn "forgetting: %s" e.Message
+        Exit.input

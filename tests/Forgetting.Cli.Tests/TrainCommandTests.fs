@@ -158,3 +158,14 @@ let ``figure and report refuse bad input with one line`` () =
     assertOneLineError 2 (Cli.run [ "figure"; "--figures"; "fig9" ])
     assertOneLineError 1 (Cli.run [ "report"; "/nonexistent/figures" ])
     assertOneLineError 1 (Cli.run [ "report"; Cli.tempDir () ])
+    // A value Core refuses (more t-SNE points than the perplexity allows) is one line too, not a trace.
+    let cache = cachedMnist 16 8
+
+    let tiny =
+        Cli.run (
+            [ "figure"; "--cache-dir"; cache; "--figures"; "fig4c"; "--tsne-points"; "3" ]
+            @ quick
+        )
+
+    assertOneLineError 2 tiny
+    Assert.Contains("perplexity", tiny.Stderr)
