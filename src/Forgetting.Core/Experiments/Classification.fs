@@ -88,8 +88,8 @@ module Classification =
               Optimizer = config.Optimizer.Build()
               Seed = int64 trainKey.Key }
 
-        let p, history = Trainer.train m objective trainConfig progress p0 train test
-        let evaluation = Trainer.evaluate m objective p config.BatchSize test
+        let p, history, evaluation =
+            Trainer.train m objective trainConfig progress p0 train test
 
         { Config = config
           Params = p

@@ -139,7 +139,8 @@ module Trainer =
               Gates = stat Gate mean } }
 
     /// Train with mini-batches; report progress through the callback; evaluate on the test set after
-    /// every epoch. Pure in its result: the same seed gives the same parameters and metrics.
+    /// every epoch, the last evaluation returned beside the parameters and the history. Pure in its
+    /// result: the same seed gives the same parameters and metrics.
     let train
         (model: Layer)
         (objective: Objective)
@@ -156,6 +157,7 @@ module Trainer =
 
         let mutable p = p0
         let mutable state = config.Optimizer.Init p0
+        let mutable last = None
         let epochKeys = Rng.splitN config.Epochs (Rng.create config.Seed)
 
         let history =
@@ -183,6 +185,7 @@ module Trainer =
                       progress (BatchDone(epoch, b + 1, bs.Length, loss.Item))
 
                   let test = evaluate model objective p config.BatchSize testSet
+                  last <- Some test
 
                   let m =
                       { Epoch = epoch
@@ -194,4 +197,4 @@ module Trainer =
                   progress (EpochDone m)
                   m ]
 
-        p, history
+        p, history, last.Value
