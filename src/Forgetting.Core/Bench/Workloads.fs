@@ -4,6 +4,7 @@ open System
 open System.Diagnostics
 open Forgetting.Tensors
 open Forgetting.Nn
+open Forgetting.Training
 open Forgetting.Experiments
 
 /// Timings of one workload: per-repetition milliseconds and what the memory did.
@@ -77,18 +78,16 @@ module Workloads =
         let x = Tensor.uniform kx Float32 [| batch; 784 |] 0.0 1.0
         let labels = Array.init batch (fun i -> i % 10)
         let sgd = Optim.sgd 0.01
-        let mutable p = model.Init kp Float32
-        let mutable state = sgd.Init p
 
-        let loss q =
-            let logits, trace = model.Forward Mode.Eval q x
-            objective q trace logits labels
+        let batchOf =
+            { Inputs = x
+              Labels = labels
+              Task = 0
+              Outputs = 10 }
 
-        let t =
-            time 10 steps (fun _ ->
-                let g = Params.grad loss p
-                let p', s' = sgd.Update state p g
-                p <- p'
-                state <- s')
+        let key = Rng.create 2L
+        let mutable state = Step.init sgd objective (model.Init kp Float32)
 
-        t, (loss p).Item
+        let t = time 10 steps (fun _ -> state <- fst (Step.run model sgd key state batchOf))
+
+        t, (Objective.loss objective (Step.view model Mode.Eval state.Params batchOf)).Item

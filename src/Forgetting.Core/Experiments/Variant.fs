@@ -120,17 +120,14 @@ module Variant =
 
     /// Cross-entropy plus the variant's terms.
     let objective (variant: Variant) : Objective =
-        fun p trace logits labels ->
-            let terms =
-                [ Functional.crossEntropy logits labels
-                  if variant.L1 <> 0.0 then
-                      Regularizers.l1 p * variant.L1
-                  if variant.L2 <> 0.0 then
-                      Regularizers.l2 p * variant.L2
-                  if variant.DeCov <> 0.0 then
-                      Regularizers.decovOf trace * variant.DeCov
-                  match ActiveForgetting.regulariser variant.Lambda variant.Beta trace with
-                  | Some r -> r
-                  | None -> () ]
-
-            List.reduce (+) terms
+        Objective.ofTerms
+            [ if variant.L1 <> 0.0 then
+                  Regularizers.l1Term variant.L1
+              if variant.L2 <> 0.0 then
+                  Regularizers.l2Term variant.L2
+              if variant.DeCov <> 0.0 then
+                  Regularizers.decovTerm variant.DeCov
+              if variant.Lambda <> 0.0 then
+                  ActiveForgetting.inhibitionTerm variant.Lambda
+              if variant.Beta <> 0.0 then
+                  ActiveForgetting.lateralTerm variant.Beta ]

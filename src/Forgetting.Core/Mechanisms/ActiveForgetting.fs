@@ -134,17 +134,12 @@ module ActiveForgetting =
                 pairSum (h * (1.0 - s)) (h * s) |> Tensor.mean)
         |> List.reduce (+)
 
-    /// The forgetting terms of eq. 9: λ·L_inh + β·L_lat (each skipped when its weight is 0).
-    let regulariser (lambda: float) (beta: float) (trace: TraceEntry list) =
-        let terms =
-            [ if lambda <> 0.0 then
-                  inhibitionLoss trace * lambda
-              if beta <> 0.0 then
-                  lateralLoss trace * beta ]
+    /// ERS as the objective term λ·L_inh of eq. 9 (skipped when λ = 0).
+    let inhibitionTerm (lambda: float) =
+        Term.ofTrace "ers" lambda inhibitionLoss
 
-        match terms with
-        | [] -> None
-        | ts -> Some(List.reduce (+) ts)
+    /// IRS (eq. 8) as the objective term β·L_lat of eq. 9 (skipped when β = 0).
+    let lateralTerm (beta: float) = Term.ofTrace "irs" beta lateralLoss
 
     /// Parameter importance (eq. 2) of the weights [inputs, outputs] of a dense layer from the neuron
     /// importance of its input units Ω^{l-1} and output units Ω^l: θ_ij = 1 − (1 − Ω_i^l)(1 − Ω_j^{l−1}).

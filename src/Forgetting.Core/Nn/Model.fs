@@ -2,6 +2,17 @@ namespace Forgetting.Nn
 
 open Forgetting.Tensors
 
+/// How the gradient of one parameter splits over the samples of a batch, read off the gradient g at a
+/// layer's output: sums over samples of f(per-sample gradient), for f multiplicative such as the square
+/// (Fisher) or the absolute value (MAS), then need no loop: Σ_b f(a_b ⊗ g_b) = f(A)ᵀ f(G).
+type SampleGradient =
+    /// A weight [in, out] of z = a·W: per sample the outer product a_bᵀ g_b, with `input` = a [B, in].
+    | Outer of input: Tensor
+    /// A bias [out] of z = a·W + b: per sample g_b itself.
+    | Rows
+    /// A per-unit weight w [n] entering as z_bi = c_bi · w_i: per sample g_b ⊙ c_b, with `factor` = c [B, n].
+    | Scaled of factor: Tensor
+
 /// What a recorded intermediate is, so that losses and read-outs can find theirs in a trace.
 type TraceKind =
     /// A hidden layer's activation (after its nonlinearity).
@@ -10,6 +21,9 @@ type TraceKind =
     | GateInput
     /// The gate σ of a forgetting layer, per sample and unit (or per unit for a static gate).
     | Gate
+    /// The output of a layer, recorded with how the per-sample gradient of its parameter `param` (a path
+    /// inside the layer) follows from the gradient at that output.
+    | Gradient of param: string * rule: SampleGradient
 
 /// One recorded intermediate of a forward pass. `Path` names the layer ("block2/forget").
 type TraceEntry =
@@ -17,17 +31,23 @@ type TraceEntry =
       Kind: TraceKind
       Value: Tensor }
 
-/// How a forward pass runs: training (dropout on, batch statistics) or evaluation, and the key for
-/// anything random in it.
+/// How a forward pass runs: training (dropout on, batch statistics) or evaluation, the key for anything
+/// random in it, and the task the input belongs to (0 … T−1), which picks the head of a multi-head net.
 type Mode =
     { Training: bool
-      Rng: Rng }
+      Rng: Rng
+      Task: int }
 
     static member Eval =
         { Training = false
-          Rng = Rng.create 0L }
+          Rng = Rng.create 0L
+          Task = 0 }
 
-    static member Train(rng: Rng) = { Training = true; Rng = rng }
+    static member Train(rng: Rng) =
+        { Training = true; Rng = rng; Task = 0 }
+
+    /// The same mode for the input of another task.
+    member m.OnTask(task: int) = { m with Task = task }
 
 /// A layer is a value: how to initialise its parameters from a key, and a pure forward function that
 /// returns the output and the intermediates it recorded. Models are layers composed in sequence.
@@ -52,7 +72,15 @@ module Layer =
           Forward =
             fun _ p x ->
                 let x = if x.Rank > 2 then Tensor.flatten x else x
-                Tensor.linear x (Params.tensor "weight" p) (Params.tensor "bias" p), [] }
+                let z = Tensor.linear x (Params.tensor "weight" p) (Params.tensor "bias" p)
+
+                z,
+                [ { Path = ""
+                    Kind = Gradient("weight", Outer x)
+                    Value = z }
+                  { Path = ""
+                    Kind = Gradient("bias", Rows)
+                    Value = z } ] }
 
     /// ReLU, recording its output as the layer's activation.
     let relu =
@@ -117,6 +145,38 @@ module Layer =
                                 Path = (if e.Path = "" then name else name + "/" + e.Path) })
 
                 h, List.ofSeq trace }
+
+    /// One head per task, chosen by the task id the forward pass carries (Task-IL: every task its own
+    /// output layer, the rest of the net shared). Head t's parameters live under `head{t+1}`.
+    let heads (perTask: Layer list) =
+        if perTask.IsEmpty then
+            invalidArg (nameof perTask) "a multi-head layer needs at least one head"
+
+        let names = perTask |> List.mapi (fun t _ -> $"head{t + 1}")
+        let byTask = Array.ofList perTask
+
+        { Name = $"{perTask.Length} heads"
+          Init =
+            fun rng dtype ->
+                let keys = Rng.splitN byTask.Length rng
+
+                List.mapi (fun t name -> name, byTask[t].Init keys[t] dtype) names
+                |> Params.ofList
+          Forward =
+            fun mode p x ->
+                if mode.Task < 0 || mode.Task >= byTask.Length then
+                    invalidArg
+                        "mode"
+                        $"task {mode.Task} has no head: this net has heads for tasks 0 … {byTask.Length - 1}"
+
+                let name = names[mode.Task]
+                let y, entries = byTask[mode.Task].Forward mode (Params.get name p) x
+
+                y,
+                entries
+                |> List.map (fun e ->
+                    { e with
+                        Path = (if e.Path = "" then name else name + "/" + e.Path) }) }
 
     /// Output only.
     let apply (layer: Layer) (mode: Mode) (p: Params) (x: Tensor) = layer.Forward mode p x |> fst

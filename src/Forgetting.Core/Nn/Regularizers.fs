@@ -40,3 +40,12 @@ module Regularizers =
         |> List.map (fun e -> e.Value)
         |> List.filter (fun h -> h.Rank = 2)
         |> sumOver decov
+
+    /// L1 as an objective term of weight `weight`.
+    let l1Term (weight: float) = Term.ofParams "l1" weight l1
+
+    /// L2 as an objective term of weight `weight`.
+    let l2Term (weight: float) = Term.ofParams "l2" weight l2
+
+    /// DeCov over the hidden activations as an objective term of weight `weight`.
+    let decovTerm (weight: float) = Term.ofTrace "decov" weight decovOf

@@ -162,6 +162,8 @@ and [<Sealed>] Tensor internal (raw: RawTensor, node: Node) =
 module internal Tape =
 
     /// Gradients of `output` with respect to each of `variables` (zeros where it does not depend on one).
+    /// A variable may also be a tracked intermediate of the tape (the output of an op): its gradient is
+    /// the total that reaches it, recorded before it is passed on to its parents.
     let gradients (output: Tensor) (variables: Tensor[]) : RawTensor[] =
         if output.Numel <> 1 then
             Shape.fail
@@ -179,6 +181,12 @@ module internal Tape =
             | _ -> None
 
         let results = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+
+        let wanted =
+            HashSet<Node>(
+                variables |> Seq.filter (fun v -> v.IsTracked) |> Seq.map (fun v -> v.Node),
+                HashIdentity.Reference
+            )
 
         if output.IsTracked then
             // Every node reachable from the output, in reverse creation order (a reverse topological order).
@@ -201,6 +209,10 @@ module internal Tape =
                 match total n with
                 | Some g when n.Parents.Length > 0 ->
                     incoming.Remove n |> ignore
+
+                    if wanted.Contains n then
+                        results[n] <- g
+
                     let needs = n.Parents |> Array.map (fun p -> p.IsTracked)
                     let parentGrads = n.Backward g needs
 

@@ -468,4 +468,18 @@ module Tensor =
 
     let grad (f: Tensor -> Tensor) (x: Tensor) = valueAndGrad f x |> snd
 
+    /// Gradients at intermediates: `f` gets xs tracked and returns scalar outputs and tensors it computed
+    /// on the way (e.g. a layer's pre-activation z), or the tracked xs themselves; the result holds the
+    /// outputs' values and, per output, its gradient with respect to each of those tensors, from one
+    /// forward pass. Per-sample gradients of a dense layer are read off the gradient at its output
+    /// (a_bᵀ g_b for sample b), so this is how they avoid a loop.
+    let gradientsAt (f: Tensor[] -> Tensor[] * Tensor[]) (xs: Tensor[]) : Tensor[] * Tensor[][] =
+        let vars = xs |> Array.map Tensor.Variable
+        let outputs, at = f vars
+
+        let grads =
+            outputs |> Array.map (fun y -> Tape.gradients y at |> Array.map Tensor.OfRaw)
+
+        outputs |> Array.map (fun y -> y.StopGradient()), grads
+
     let grads (f: Tensor[] -> Tensor) (xs: Tensor[]) = valueAndGrads f xs |> snd

@@ -1,18 +1,24 @@
 namespace Forgetting.Training
 
+open System
 open System.Collections.Generic
 open System.Diagnostics
 open Forgetting.Tensors
 open Forgetting.Nn
-
-/// The loss a model is trained on: from parameters, the forward trace, logits and labels.
-type Objective = Params -> TraceEntry list -> Tensor -> int[] -> Tensor
 
 type TrainConfig =
     { Epochs: int
       BatchSize: int
       Optimizer: Optimizer
       Seed: int64 }
+
+/// Which head a data set is for and how many of its outputs are in play (see Batch).
+type HeadUse =
+    { Task: int
+      Outputs: int }
+
+    /// A single-task classifier: head 0, every one of its outputs.
+    static member Single(classes: int) = { Task = 0; Outputs = classes }
 
 /// What one epoch gave.
 type EpochMetrics =
@@ -59,7 +65,7 @@ module Trainer =
         (trace: TraceEntry list)
         =
         for e in trace do
-            if e.Kind <> GateInput then
+            if e.Kind = Activation || e.Kind = Gate then
                 let perSample =
                     match e.Value.Rank with
                     | 1 -> Tensor.broadcastTo [| batch; e.Value.Shape[0] |] e.Value
@@ -76,12 +82,24 @@ module Trainer =
                     Array.iteri (fun j x -> accSq[j] <- accSq[j] + x) sq
                 | None -> sums.Add((e.Path, e.Kind), (s, sq))
 
-    /// The predicted class of every example, in evaluation mode.
-    let predict (model: Layer) (p: Params) (batchSize: int) (data: Examples) =
+    let private batch (head: HeadUse) (data: Examples) (indices: int[]) =
+        let x, y = batchOf data indices
+
+        { Inputs = x
+          Labels = y
+          Task = head.Task
+          Outputs = head.Outputs }
+
+    /// The predicted class of every example, in evaluation mode, among the outputs in play of its head.
+    let predictOn (head: HeadUse) (model: Layer) (p: Params) (batchSize: int) (data: Examples) =
         [| for start in 0..batchSize .. data.Count - 1 do
                let indices = Array.init (min batchSize (data.Count - start)) (fun i -> start + i)
-               let x, _ = batchOf data indices
-               yield! Tensor.argMax 1 (Layer.apply model Mode.Eval p x) |]
+               let v = Step.view model Mode.Eval p (batch head data indices)
+               yield! Tensor.argMax 1 v.Logits |]
+
+    /// The predicted class of every example of a single-task classifier, in evaluation mode.
+    let predict (model: Layer) (p: Params) (batchSize: int) (data: Examples) =
+        predictOn (HeadUse.Single Int32.MaxValue) model p batchSize data
 
     /// Accuracy of predictions against the examples' labels, overall and per class.
     let accuracy (predicted: int[]) (data: Examples) =
@@ -99,24 +117,32 @@ module Trainer =
 
         Array.average hits, perClass
 
-    /// Loss, accuracy and mean read-outs of the model over a data set, in evaluation mode.
-    let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
+    /// Loss, accuracy and mean read-outs of the model over a data set, in evaluation mode, on the given
+    /// head and outputs.
+    let evaluateOn
+        (head: HeadUse)
+        (model: Layer)
+        (objective: Objective)
+        (p: Params)
+        (batchSize: int)
+        (data: Examples)
+        : Evaluation =
         let sums = List<(string * TraceKind) * (float[] * float[])>()
         let mutable lossSum = 0.0
         let mutable correct = 0
 
         for start in 0..batchSize .. data.Count - 1 do
             let indices = Array.init (min batchSize (data.Count - start)) (fun i -> start + i)
-            let x, y = batchOf data indices
-            let logits, trace = model.Forward Mode.Eval p x
-            lossSum <- lossSum + (objective p trace logits y).Item * float indices.Length
-            let predicted = Tensor.argMax 1 logits
+            let b = batch head data indices
+            let v = Step.view model Mode.Eval p b
+            lossSum <- lossSum + (Objective.loss objective v).Item * float indices.Length
+            let predicted = Tensor.argMax 1 v.Logits
 
             correct <-
                 correct
-                + (Array.map2 (fun a b -> if a = b then 1 else 0) predicted y |> Array.sum)
+                + (Array.map2 (fun a b -> if a = b then 1 else 0) predicted b.Labels |> Array.sum)
 
-            accumulate sums indices.Length trace
+            accumulate sums indices.Length v.Trace
 
         let n = float data.Count
 
@@ -138,15 +164,19 @@ module Trainer =
               ActivationSds = stat Activation sd
               Gates = stat Gate mean } }
 
-    /// Train with mini-batches; report progress through the callback; evaluate on the test set after
-    /// every epoch, the last evaluation returned beside the parameters and the history. Pure in its
-    /// result: the same seed gives the same parameters and metrics.
-    let train
+    /// Loss, accuracy and mean read-outs of a single-task classifier over a data set, in evaluation mode.
+    let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
+        evaluateOn (HeadUse.Single data.Classes) model objective p batchSize data
+
+    /// Train from `state` for the configured epochs on one task's examples (its head and outputs
+    /// given), evaluating on `testSet` after every epoch; the optimizer in `config` makes the updates
+    /// and `state` carries its state in. Pure in its result: the same seed gives the same numbers.
+    let fit
         (model: Layer)
-        (objective: Objective)
         (config: TrainConfig)
+        (head: HeadUse)
         (progress: Progress -> unit)
-        (p0: Params)
+        (state: TrainState)
         (trainSet: Examples)
         (testSet: Examples)
         =
@@ -155,8 +185,7 @@ module Trainer =
                 (nameof config)
                 $"epochs and batch size must be at least 1, got {config.Epochs} and {config.BatchSize}"
 
-        let mutable p = p0
-        let mutable state = config.Optimizer.Init p0
+        let mutable state = state
         let mutable last = None
         let epochKeys = Rng.splitN config.Epochs (Rng.create config.Seed)
 
@@ -169,22 +198,15 @@ module Trainer =
                   let mutable lossSum = 0.0
 
                   for b in 0 .. bs.Length - 1 do
-                      let x, y = batchOf trainSet bs[b]
+                      let data = batch head trainSet bs[b]
+                      let state', loss = Step.run model config.Optimizer stepKeys[b] state data
+                      state <- state'
+                      lossSum <- lossSum + loss * float data.Labels.Length
+                      progress (BatchDone(epoch, b + 1, bs.Length, loss))
 
-                      let loss, g =
-                          Params.valueAndGrad
-                              (fun q ->
-                                  let logits, trace = model.Forward (Mode.Train stepKeys[b]) q x
-                                  objective q trace logits y)
-                              p
+                  let test =
+                      evaluateOn head model state.Objective state.Params config.BatchSize testSet
 
-                      let p', s' = config.Optimizer.Update state p g
-                      p <- p'
-                      state <- s'
-                      lossSum <- lossSum + loss.Item * float y.Length
-                      progress (BatchDone(epoch, b + 1, bs.Length, loss.Item))
-
-                  let test = evaluate model objective p config.BatchSize testSet
                   last <- Some test
 
                   let m =
@@ -197,4 +219,28 @@ module Trainer =
                   progress (EpochDone m)
                   m ]
 
-        p, history, last.Value
+        state, history, last.Value
+
+    /// Train a single-task classifier with mini-batches from `p0`; report progress through the
+    /// callback; evaluate on the test set after every epoch, the last evaluation returned beside the
+    /// parameters and the history.
+    let train
+        (model: Layer)
+        (objective: Objective)
+        (config: TrainConfig)
+        (progress: Progress -> unit)
+        (p0: Params)
+        (trainSet: Examples)
+        (testSet: Examples)
+        =
+        let state, history, last =
+            fit
+                model
+                config
+                (HeadUse.Single trainSet.Classes)
+                progress
+                (Step.init config.Optimizer objective p0)
+                trainSet
+                testSet
+
+        state.Params, history, last

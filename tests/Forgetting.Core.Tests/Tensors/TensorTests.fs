@@ -227,8 +227,15 @@ let ``a training step gives bit-identical parameters on 1 and 2 threads`` () =
         let g =
             Forgetting.Nn.Params.grad
                 (fun q ->
-                    let logits, trace = model.Forward Forgetting.Nn.Mode.Eval q x
-                    objective q trace logits labels)
+                    Forgetting.Training.Step.view
+                        model
+                        Forgetting.Nn.Mode.Eval
+                        q
+                        { Inputs = x
+                          Labels = labels
+                          Task = 0
+                          Outputs = 10 }
+                    |> Forgetting.Nn.Objective.loss objective)
                 p0
 
         Forgetting.Nn.Params.tensors g |> Array.map (fun t -> t.ToArray())
