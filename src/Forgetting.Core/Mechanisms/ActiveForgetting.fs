@@ -24,9 +24,6 @@ type ForgettingLayerConfig =
 [<RequireQualifiedAccess>]
 module ActiveForgetting =
 
-    /// Guards the ERS denominator: with every gate fully open the loss is 0, not 0/0.
-    let inhibitionEps = 1e-8
-
     /// The gate σ of a forgetting layer with inhibitory weights wf [n] for excitatory activity h [B, n].
     let gate (config: ForgettingLayerConfig) (wf: Tensor) (h: Tensor) =
         if config.StaticGate then
@@ -97,7 +94,8 @@ module ActiveForgetting =
         gates
 
     /// ERS (eq. 6): Σ_l Σ_i (1-σ̄_il) σ̄_il / Σ_l Σ_i (1-σ̄_il), σ̄ the gate averaged over the batch.
-    /// In [0, 1); 0 when the gates are saturated (all open or all shut).
+    /// In [0, 1); 0 when the gates are saturated (all open or all shut). Exactly eq. 6: only the 0/0
+    /// case, every gate fully open (σ̄ = 1), is guarded, and gives 0 with a zero gradient.
     let inhibitionLoss (trace: TraceEntry list) =
         let means =
             gatesOf trace
@@ -105,7 +103,7 @@ module ActiveForgetting =
 
         let num = means |> List.map (fun m -> Tensor.sum ((1.0 - m) * m)) |> List.reduce (+)
         let den = means |> List.map (fun m -> Tensor.sum (1.0 - m)) |> List.reduce (+)
-        num / (den + inhibitionEps)
+        if den.Item = 0.0 then num * 0.0 else num / den
 
     /// Σ_{i≠j} a_i b_j per sample in O(n): (Σa)(Σb) − Σ a⊙b, for a, b of shape [B, n] → [B].
     let pairSum (a: Tensor) (b: Tensor) =
@@ -140,6 +138,15 @@ module ActiveForgetting =
 
     /// IRS (eq. 8) as the objective term β·L_lat of eq. 9 (skipped when β = 0).
     let lateralTerm (beta: float) = Term.ofTrace "irs" beta lateralLoss
+
+    /// The forgetting layer's losses as term kinds of a run description: ers (λ = 0.1) and irs (β = 1e-4).
+    let kinds =
+        [ TermKind.weighted "ers" "the inhibition loss of eq. 6, weighted by λ (eq. 9)" 0.1 inhibitionTerm
+          TermKind.weighted
+              "irs"
+              "the importance-weighted lateral inhibition of eq. 8, weighted by β (eq. 9)"
+              1e-4
+              lateralTerm ]
 
     /// Parameter importance (eq. 2) of the weights [inputs, outputs] of a dense layer from the neuron
     /// importance of its input units Ω^{l-1} and output units Ω^l: θ_ij = 1 − (1 − Ω_i^l)(1 − Ω_j^{l−1}).

@@ -49,3 +49,9 @@ module Regularizers =
 
     /// DeCov over the hidden activations as an objective term of weight `weight`.
     let decovTerm (weight: float) = Term.ofTrace "decov" weight decovOf
+
+    /// The regularisers as term kinds of a run description: l1 (weight 1e-5), l2 (5e-4), decov (1e-4).
+    let kinds =
+        [ TermKind.weighted "l1" "Σ|w| over the weight matrices" 1e-5 l1Term
+          TermKind.weighted "l2" "½Σw² over the weight matrices (weight decay)" 5e-4 l2Term
+          TermKind.weighted "decov" "DeCov (Cogswell et al. 2016) over the hidden activations" 1e-4 decovTerm ]

@@ -1,0 +1,328 @@
+namespace Forgetting.Experiments
+
+open System
+open System.IO
+open System.Text.Json
+open System.Text.Json.Nodes
+open Forgetting.Nn
+open Forgetting.Mechanisms
+
+/// Which task sequence a run learns, and in which continual-learning setting (van de Ven & Tolias 2019):
+/// "task" (Task-IL: a head per task, the task id given), "domain" (Domain-IL: one head, no task id) or
+/// "class" (Class-IL: one head over every class seen so far).
+type ScenarioSpec =
+    {
+        /// "permuted", "split", "sequence" or "stream".
+        Kind: string
+        Setting: string
+        /// The data sets: one for permuted, split and stream; two or more, in order, for sequence.
+        Data: string list
+        /// The number of tasks (permuted, stream); for split it follows from ClassesPerTask.
+        Tasks: int
+        /// Classes per task of a split scenario.
+        ClassesPerTask: int
+        /// Permuted: permute the first task too (as most reference codes do), or keep it unpermuted.
+        PermuteFirst: bool
+        /// Seed of the tasks themselves (pixel permutations, stream cuts).
+        Seed: int
+        /// Keep at most this many training samples per task (0: all), for quick runs.
+        TrainLimit: int
+    }
+
+/// The network: an MLP with these hidden sizes, optionally a forgetting layer after each hidden ReLU.
+type ModelSpec =
+    { Hidden: int list
+      Forgetting: ForgettingLayerConfig option }
+
+/// The optimizer and whether it starts afresh at every task.
+type OptimizerSpec =
+    {
+        /// "sgd" or "adam".
+        Kind: string
+        Lr: float
+        Momentum: float
+        Nesterov: bool
+        WeightDecay: float
+        Beta1: float
+        Beta2: float
+        Eps: float
+        /// Re-create the optimizer's state (momentum, Adam's moments) at the start of every task.
+        ResetPerTask: bool
+    }
+
+    member o.Build() =
+        match o.Kind with
+        | "sgd" -> Optim.sgdWith o.Lr o.Momentum o.Nesterov o.WeightDecay
+        | "adam" -> Optim.adamWith o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
+        | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam"
+
+/// One term of a run's objective as the run description names it: its kind and settings, resolved.
+type TermSpec = { Kind: string; Settings: Settings }
+
+/// A continual-learning run as one value: the scenario, the model, the objective's terms, the optimizer
+/// and schedule, and the seed. Every results folder stores it resolved in full (recipe.json), so that
+/// `forgetting run <folder>/recipe.json` runs it again.
+type Recipe =
+    {
+        Scenario: ScenarioSpec
+        Model: ModelSpec
+        /// "sequential" (task after task, the terms consolidating after each) or "joint" (every task's
+        /// data at once: the upper bound).
+        Training: string
+        Terms: TermSpec list
+        Optimizer: OptimizerSpec
+        EpochsPerTask: int
+        BatchSize: int
+        /// Seed of the initialisation, the batches and anything random in the terms.
+        Seed: int64
+    }
+
+/// Reading and writing run descriptions as JSON, numbers at full round-trip precision.
+[<RequireQualifiedAccess>]
+module Recipe =
+
+    let private fail (message: string) : 'a = raise (ArgumentException message)
+
+    let private setting (v: SettingValue) : JsonNode =
+        match v with
+        | Number x -> JsonValue.Create x
+        | Count n -> JsonValue.Create n
+        | Switch b -> JsonValue.Create b
+        | Choice s -> JsonValue.Create s
+
+    let private obj (fields: (string * JsonNode) list) =
+        let o = JsonObject()
+
+        for k, v in fields do
+            o[k] <- v
+
+        o :> JsonNode
+
+    let private arr (items: JsonNode seq) =
+        JsonArray(Array.ofSeq items) :> JsonNode
+
+    let private str (s: string) = JsonValue.Create s :> JsonNode
+    let private num (x: float) = JsonValue.Create x :> JsonNode
+    let private int (n: int) = JsonValue.Create n :> JsonNode
+    let private flag (b: bool) = JsonValue.Create b :> JsonNode
+
+    /// The recipe as a JSON node.
+    let toJson (r: Recipe) : JsonNode =
+        obj
+            [ "scenario",
+              obj
+                  [ "kind", str r.Scenario.Kind
+                    "setting", str r.Scenario.Setting
+                    "data", arr (r.Scenario.Data |> List.map str)
+                    "tasks", int r.Scenario.Tasks
+                    "classes_per_task", int r.Scenario.ClassesPerTask
+                    "permute_first", flag r.Scenario.PermuteFirst
+                    "seed", int r.Scenario.Seed
+                    "train_limit", int r.Scenario.TrainLimit ]
+              "model",
+              obj
+                  [ "hidden", arr (r.Model.Hidden |> List.map int)
+                    "forgetting_layer",
+                    (match r.Model.Forgetting with
+                     | None -> null
+                     | Some f ->
+                         obj
+                             [ "static_gate", flag f.StaticGate
+                               "shortcut", flag f.Shortcut
+                               "rho", num f.Rho ]) ]
+              "training", str r.Training
+              "terms",
+              arr
+                  [ for t in r.Terms ->
+                        obj
+                            [ "kind", str t.Kind
+                              "settings", obj [ for KeyValue(k, v) in t.Settings -> k, setting v ] ] ]
+              "optimizer",
+              obj
+                  [ "kind", str r.Optimizer.Kind
+                    "lr", num r.Optimizer.Lr
+                    "momentum", num r.Optimizer.Momentum
+                    "nesterov", flag r.Optimizer.Nesterov
+                    "weight_decay", num r.Optimizer.WeightDecay
+                    "beta1", num r.Optimizer.Beta1
+                    "beta2", num r.Optimizer.Beta2
+                    "eps", num r.Optimizer.Eps
+                    "reset_per_task", flag r.Optimizer.ResetPerTask ]
+              "epochs_per_task", int r.EpochsPerTask
+              "batch_size", int r.BatchSize
+              "seed", JsonValue.Create r.Seed ]
+
+    /// The recipe as indented JSON text.
+    let toText (r: Recipe) =
+        (toJson r).ToJsonString(JsonSerializerOptions(WriteIndented = true))
+
+    // ------------------------------------------------------------------ reading
+
+    let private field (where: string) (name: string) (o: JsonObject) : JsonNode =
+        let mutable v: JsonNode = null
+
+        if o.TryGetPropertyValue(name, &v) then
+            v
+        else
+            fail $"{where}: '{name}' is missing"
+
+    let private asObject (where: string) (n: JsonNode) =
+        match n with
+        | :? JsonObject as o -> o
+        | _ -> fail $"{where} must be an object"
+
+    let private kindOf (n: JsonNode) =
+        if isNull n then JsonValueKind.Null else n.GetValueKind()
+
+    let private getString where name o =
+        let n = field where name o
+
+        if kindOf n = JsonValueKind.String then
+            n.GetValue<string>()
+        else
+            fail $"{where}: '{name}' must be a string"
+
+    let private getFloat where name o =
+        let n = field where name o
+
+        if kindOf n = JsonValueKind.Number then
+            n.GetValue<float>()
+        else
+            fail $"{where}: '{name}' must be a number"
+
+    let private getInt64 where name (o: JsonObject) =
+        let n = field where name o
+
+        match kindOf n with
+        | JsonValueKind.Number ->
+            match n.AsValue().TryGetValue<int64>() with
+            | true, v -> v
+            | _ -> fail $"{where}: '{name}' must be a whole number, got {n.ToJsonString()}"
+        | _ -> fail $"{where}: '{name}' must be a whole number"
+
+    let private getInt where name o =
+        let v = getInt64 where name o
+
+        if v < int64 Int32.MinValue || v > int64 Int32.MaxValue then
+            fail $"{where}: '{name}' is out of range: {v}"
+
+        Checked.int v
+
+    let private getBool where name o =
+        match kindOf (field where name o) with
+        | JsonValueKind.True -> true
+        | JsonValueKind.False -> false
+        | _ -> fail $"{where}: '{name}' must be true or false"
+
+    let private getArray where name o =
+        match field where name o with
+        | :? JsonArray as a -> List.ofSeq a
+        | _ -> fail $"{where}: '{name}' must be a list"
+
+    let private settingOf (where: string) (name: string) (n: JsonNode) =
+        match kindOf n with
+        | JsonValueKind.Number ->
+            // Written without a fraction or exponent, a number is a whole number (resolve widens it
+            // back where the setting is a real number).
+            match n.AsValue().TryGetValue<int>() with
+            | true, i when n.ToJsonString() |> Seq.forall (fun c -> Char.IsDigit c || c = '-') -> Count i
+            | _ -> Number(n.GetValue<float>())
+        | JsonValueKind.True -> Switch true
+        | JsonValueKind.False -> Switch false
+        | JsonValueKind.String -> Choice(n.GetValue<string>())
+        | _ -> fail $"{where}: setting '{name}' must be a number, true/false or a word"
+
+    /// A recipe from JSON, every term resolved against `kinds` (its settings' defaults filled in and
+    /// checked); a malformed one raises ArgumentException with a one-line message naming the field.
+    let ofJson (kinds: TermKind list) (node: JsonNode) : Recipe =
+        let root = asObject "the recipe" node
+        let s = field "the recipe" "scenario" root |> asObject "scenario"
+        let m = field "the recipe" "model" root |> asObject "model"
+        let o = field "the recipe" "optimizer" root |> asObject "optimizer"
+
+        let forgetting =
+            match field "model" "forgetting_layer" m with
+            | null -> None
+            | n ->
+                let f = asObject "model.forgetting_layer" n
+
+                Some
+                    { StaticGate = getBool "model.forgetting_layer" "static_gate" f
+                      Shortcut = getBool "model.forgetting_layer" "shortcut" f
+                      Rho = getFloat "model.forgetting_layer" "rho" f }
+
+        let terms =
+            getArray "the recipe" "terms" root
+            |> List.mapi (fun i n ->
+                let where = $"terms[{i}]"
+                let t = asObject where n
+                let kindName = getString where "kind" t
+
+                let kind =
+                    match kinds |> List.tryFind (fun k -> k.Name = kindName) with
+                    | Some k -> k
+                    | None ->
+                        let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
+                        fail $"{where}: unknown term '{kindName}'; known: {known}"
+
+                let given =
+                    [ for KeyValue(name, v) in field where "settings" t |> asObject $"{where}.settings" ->
+                          name, settingOf where name v ]
+
+                { Kind = kindName
+                  Settings = Setting.resolve kindName kind.Settings given })
+
+        { Scenario =
+            { Kind = getString "scenario" "kind" s
+              Setting = getString "scenario" "setting" s
+              Data =
+                getArray "scenario" "data" s
+                |> List.map (fun n ->
+                    if kindOf n = JsonValueKind.String then
+                        n.GetValue<string>()
+                    else
+                        fail "scenario: 'data' must be a list of data-set names")
+              Tasks = getInt "scenario" "tasks" s
+              ClassesPerTask = getInt "scenario" "classes_per_task" s
+              PermuteFirst = getBool "scenario" "permute_first" s
+              Seed = getInt "scenario" "seed" s
+              TrainLimit = getInt "scenario" "train_limit" s }
+          Model =
+            { Hidden = getArray "model" "hidden" m |> List.map (fun n -> n.GetValue<int>())
+              Forgetting = forgetting }
+          Training = getString "the recipe" "training" root
+          Terms = terms
+          Optimizer =
+            { Kind = getString "optimizer" "kind" o
+              Lr = getFloat "optimizer" "lr" o
+              Momentum = getFloat "optimizer" "momentum" o
+              Nesterov = getBool "optimizer" "nesterov" o
+              WeightDecay = getFloat "optimizer" "weight_decay" o
+              Beta1 = getFloat "optimizer" "beta1" o
+              Beta2 = getFloat "optimizer" "beta2" o
+              Eps = getFloat "optimizer" "eps" o
+              ResetPerTask = getBool "optimizer" "reset_per_task" o }
+          EpochsPerTask = getInt "the recipe" "epochs_per_task" root
+          BatchSize = getInt "the recipe" "batch_size" root
+          Seed = getInt64 "the recipe" "seed" root }
+
+    /// A recipe from a JSON file; unreadable or malformed files raise ArgumentException naming the file.
+    let load (kinds: TermKind list) (path: string) =
+        let text =
+            try
+                File.ReadAllText path
+            with
+            | :? FileNotFoundException
+            | :? DirectoryNotFoundException -> fail $"{path}: no such recipe file"
+            | :? IOException as e -> fail $"{path}: cannot be read: {e.Message}"
+
+        let node =
+            try
+                JsonNode.Parse text
+            with :? JsonException as e ->
+                fail $"{path}: not valid JSON ({e.Message.Split('.')[0]})"
+
+        try
+            ofJson kinds node
+        with :? ArgumentException as e ->
+            fail $"{path}: {e.Message}"
