@@ -150,7 +150,8 @@ module ActiveForgetting =
 
     /// Parameter importance (eq. 2) of the weights [inputs, outputs] of a dense layer from the neuron
     /// importance of its input units Ω^{l-1} and output units Ω^l: θ_ij = 1 − (1 − Ω_i^l)(1 − Ω_j^{l−1}).
-    /// Units with no forgetting layer count as fully important (Ω = 1), so their weights get θ = 1.
+    /// The caller chooses the Ω of units with no forgetting layer (pixels, logits): Ω = 0 makes θ_ij the
+    /// other end's Ω alone (what Analysis.Pruning passes); Ω = 1 would tie every such weight at θ = 1.
     let parameterImportance (inputImportance: float[]) (outputImportance: float[]) =
         Array2D.init inputImportance.Length outputImportance.Length (fun j i ->
             1.0 - (1.0 - outputImportance[i]) * (1.0 - inputImportance[j]))

@@ -5,7 +5,8 @@
 /// unread, as in the reference BLAS.
 ///
 /// Two providers compute it, the same results within float tolerance: the managed kernel, always
-/// there, and the system OpenBLAS when it loads. OpenBLAS is preferred when present; FORGETTING_GEMM
+/// there, and the system OpenBLAS when it loads. The managed kernel is the default (its results do not
+/// depend on the thread count); FORGETTING_GEMM=openblas
 /// (read at the first GEMM) or useProvider choose otherwise. sgemmWith and dgemmWith name one.
 [<RequireQualifiedAccess>]
 module Forgetting.Tensors.Gemm

@@ -1,0 +1,236 @@
+namespace Forgetting.Experiments
+
+open System
+open Forgetting.Tensors
+open Forgetting.Nn
+open Forgetting.Mechanisms
+open Forgetting.Data
+open Forgetting.Training
+
+/// What a continual run gave: its recipe, the accuracy matrix R (row 0 at initialisation, row i after
+/// task i; column j = task j), the epochs of every task, and where training ended.
+type ContinualResult =
+    { Recipe: Recipe
+      TaskNames: string[]
+      R: float[][]
+      History: EpochMetrics list list
+      Final: ContinualState }
+
+/// A recipe made into a run: its data, scenario, model and objective, and the run itself.
+[<RequireQualifiedAccess>]
+module ContinualRun =
+
+    let private fail (message: string) : 'a = raise (ArgumentException message)
+
+    let scenarioKinds = [ "permuted"; "split"; "sequence"; "stream" ]
+    let settings = [ "task"; "domain"; "class" ]
+
+    /// A recipe with every value in range, or an ArgumentException with a one-line message saying
+    /// which value and what it must be. Checked before any data is loaded.
+    let validate (kinds: TermKind list) (r: Recipe) =
+        let s = r.Scenario
+        let o = r.Optimizer
+
+        let check condition (message: string) =
+            if not condition then
+                fail message
+
+        check (List.contains s.Kind scenarioKinds) $"""unknown scenario '{s.Kind}'; known: {String.concat ", " scenarioKinds}"""
+        check (List.contains s.Setting settings) $"""unknown setting '{s.Setting}'; known: {String.concat ", " settings}"""
+        check (not s.Data.IsEmpty) "a scenario needs a data set"
+
+        for d in s.Data do
+            check (KnownDataset.tryParse d |> Option.isSome) $"unknown data set '{d}'; known: mnist, fashion-mnist"
+
+        check
+            (s.Kind = "sequence" || s.Data.Length = 1)
+            $"a {s.Kind} scenario takes one data set, got {s.Data.Length}; only 'sequence' takes several"
+
+        check
+            (s.Kind <> "sequence" || s.Data.Length >= 2)
+            "a sequence scenario needs two or more data sets, in the order they are learned"
+
+        check
+            (s.Kind = "split" || s.Kind = "sequence" || s.Tasks >= 1)
+            $"--tasks must be at least 1, got {s.Tasks}"
+
+        check (s.Kind <> "split" || s.ClassesPerTask >= 1) $"--classes-per-task must be at least 1, got {s.ClassesPerTask}"
+        check (s.TrainLimit >= 0) $"the training limit must be 0 (all) or more, got {s.TrainLimit}"
+        check (r.Training = "sequential" || r.Training = "joint") $"training must be sequential or joint, got '{r.Training}'"
+        check (r.EpochsPerTask >= 1) $"--epochs must be at least 1, got {r.EpochsPerTask}"
+        check (r.BatchSize >= 1) $"--batch-size must be at least 1, got {r.BatchSize}"
+
+        check
+            (not r.Model.Hidden.IsEmpty && r.Model.Hidden |> List.forall (fun h -> h >= 1))
+            $"the hidden layer sizes must be at least 1 each, got {r.Model.Hidden}"
+
+        match r.Model.Forgetting with
+        | Some f -> check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
+        | None -> ()
+
+        check (o.Kind = "sgd" || o.Kind = "adam") $"unknown optimizer '{o.Kind}'; known: sgd, adam"
+        check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
+        check (Double.IsFinite o.Momentum && o.Momentum >= 0.0 && o.Momentum < 1.0) $"--momentum must be in [0, 1), got {o.Momentum}"
+        check (Double.IsFinite o.WeightDecay && o.WeightDecay >= 0.0) $"--weight-decay must be 0 or more, got {o.WeightDecay}"
+        o.Build() |> ignore
+
+        for t in r.Terms do
+            match kinds |> List.tryFind (fun k -> k.Name = t.Kind) with
+            | Some k -> Setting.resolve k.Name k.Settings (Map.toList t.Settings) |> ignore
+            | None ->
+                let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
+                fail $"unknown term '{t.Kind}'; known: {known}"
+
+        r
+
+    /// The learning tasks of a scenario, from the data sets it names (`load` fetches one by name).
+    let tasks (load: KnownDataset -> TrainTest) (s: ScenarioSpec) : LearningTask[] =
+        let data = s.Data |> List.map (fun d -> load (KnownDataset.tryParse d).Value)
+
+        match s.Kind with
+        | "permuted" -> Tasks.permuted s.Seed s.Tasks (not s.PermuteFirst) data.Head
+        | "split" ->
+            let classes = data.Head.Train.Classes
+
+            if s.ClassesPerTask > classes then
+                fail $"--classes-per-task {s.ClassesPerTask} is more than the {classes} classes of {s.Data.Head}"
+
+            Tasks.splitByClasses (Tasks.classGroups classes s.ClassesPerTask) data.Head
+        | "sequence" ->
+            let sizes = data |> List.map (fun d -> Dataset.features d.Train) |> List.distinct
+
+            if sizes.Length > 1 then
+                fail $"a sequence needs data sets of one input size, got {sizes}"
+
+            Tasks.sequence data
+        | "stream" -> Tasks.stream s.Seed s.Tasks data.Head
+        | other -> fail $"unknown scenario '{other}'"
+
+    /// The tasks in a setting (van de Ven & Tolias 2019): what the runner trains and how it tests,
+    /// and the output layer the net needs (one width per head).
+    ///  - task: head t for task t, labels numbered within the task, the task id given at test.
+    ///  - domain: one head as wide as the largest task, labels numbered within the task.
+    ///  - class: one head over every class of the sequence, numbered in the order the classes first
+    ///    appear (task t's copies of a data set's classes, in permuted, stream and sequence tasks, are
+    ///    classes of their own, as in the reference codes); the outputs in play are the classes seen so
+    ///    far, in training and at test. A task not learned yet is tested with the outputs in play once
+    ///    it is, so that R's rows before it (for FWT) are measured as it will be.
+    let sequence (setting: string) (trainLimit: int) (tasks: LearningTask[]) : TaskSequence * int list =
+        let examples (v: DataView) = Examples.ofView v
+        let widths = tasks |> Array.map (fun t -> t.Classes.Length)
+        let disjoint = (tasks |> Array.collect (fun t -> t.Classes) |> Array.distinct).Length = (Array.sum widths)
+
+        // Class-IL: the global output of (task, class).
+        let offsets = Array.scan (+) 0 widths
+
+        let globalOf =
+            if disjoint then
+                let order = tasks |> Array.collect (fun t -> t.Classes)
+                fun (_: int) (label: int) -> Array.IndexOf(order, label)
+            else
+                fun (t: int) (label: int) -> offsets[t] + Tasks.localLabel tasks[t] label
+
+        let relabel (f: int -> int) (e: Examples) (classes: int) =
+            { e with
+                Labels = Array.map f e.Labels
+                Classes = classes }
+
+        let data =
+            tasks
+            |> Array.mapi (fun t task ->
+                let train = examples task.Train
+                let train = if trainLimit > 0 then Examples.take trainLimit train else train
+                let test = examples task.Test
+
+                let label, classes, head =
+                    match setting with
+                    | "task" -> Tasks.localLabel task, widths[t], { Task = t; Outputs = widths[t] }
+                    | "domain" -> Tasks.localLabel task, Array.max widths, { Task = 0; Outputs = Array.max widths }
+                    | _ -> globalOf t, offsets[tasks.Length], { Task = 0; Outputs = offsets[t + 1] }
+
+                { Name = task.Name
+                  Train = relabel label train classes
+                  Test = relabel label test classes
+                  Head = head })
+
+        let testHead (after: int) (j: int) =
+            match setting with
+            | "class" -> { Task = 0; Outputs = offsets[(max after j) + 1] }
+            | _ -> data[j].Head
+
+        let heads =
+            match setting with
+            | "task" -> List.ofArray widths
+            | "domain" -> [ Array.max widths ]
+            | _ -> [ offsets[tasks.Length] ]
+
+        { Tasks = data; TestHead = testHead }, heads
+
+    /// The MLP of a model description: dense → ReLU → [forgetting layer] per hidden layer, then one
+    /// output layer per head (Layer.heads when there are several).
+    let model (m: ModelSpec) (features: int) (heads: int list) : Layer =
+        let sizes = features :: m.Hidden
+
+        let hidden =
+            [ for k, (fanIn, fanOut) in List.indexed (List.pairwise sizes) do
+                  yield $"fc{k + 1}", Layer.dense fanIn fanOut
+                  yield $"relu{k + 1}", Layer.relu
+
+                  match m.Forgetting with
+                  | Some config -> yield $"forget{k + 1}", ActiveForgetting.layer config fanOut
+                  | None -> () ]
+
+        let last = List.last sizes
+
+        let output =
+            match heads with
+            | [ width ] -> Layer.dense last width
+            | _ -> Layer.heads (heads |> List.map (Layer.dense last))
+
+        Layer.sequential (hidden @ [ "out", output ])
+
+    /// The objective of a recipe: the task loss plus its terms, built by their kinds.
+    let objective (kinds: TermKind list) (r: Recipe) =
+        r.Terms
+        |> List.map (fun t ->
+            let kind = kinds |> List.find (fun k -> k.Name = t.Kind)
+            kind.Build t.Settings)
+        |> Objective.ofTerms
+
+    /// Run a recipe: load its data, build its tasks, model and objective, learn the tasks (or all at
+    /// once, for joint training) and return R with the rest. Pure in its result: the same recipe gives
+    /// the same numbers on any thread count.
+    let run
+        (kinds: TermKind list)
+        (load: KnownDataset -> TrainTest)
+        (progress: ContinualProgress -> unit)
+        (recipe: Recipe)
+        : ContinualResult =
+        let recipe = validate kinds recipe
+        let learning = tasks load recipe.Scenario
+        let sequence, heads = sequence recipe.Scenario.Setting recipe.Scenario.TrainLimit learning
+        let features = sequence.Tasks[0].Train.Inputs.Shape[1]
+        let net = model recipe.Model features heads
+        let initKey, _ = Rng.split (Rng.create recipe.Seed)
+        let p0 = net.Init initKey Float32
+
+        let config =
+            { EpochsPerTask = recipe.EpochsPerTask
+              BatchSize = recipe.BatchSize
+              Optimizer = recipe.Optimizer.Build()
+              ResetOptimizer = recipe.Optimizer.ResetPerTask
+              Seed = recipe.Seed }
+
+        let s0 = Continual.start net config (objective kinds recipe) sequence p0
+
+        let final =
+            if recipe.Training = "joint" then
+                Continual.joint net config sequence progress s0
+            else
+                Continual.finish net config sequence progress s0
+
+        { Recipe = recipe
+          TaskNames = sequence.Tasks |> Array.map (fun t -> t.Name)
+          R = Continual.matrix final
+          History = final.History
+          Final = final }

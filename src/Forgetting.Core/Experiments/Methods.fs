@@ -1,0 +1,52 @@
+namespace Forgetting.Experiments
+
+open System
+open Forgetting.Nn
+
+/// The continual-learning methods a run can be asked for by name, as what they add to a recipe: the
+/// bounds (joint training, plain fine-tuning) and the synaptic penalties, each its term kind with
+/// settings. A method is data, not code: `forgetting continual --methods ewc,si` and the C# face
+/// both turn names into the same recipe.
+[<RequireQualifiedAccess>]
+module Methods =
+
+    /// The method names, in the order of the published comparison tables.
+    let names = [ "none"; "joint"; "ewc"; "online-ewc"; "si" ]
+
+    /// λ of EWC per scenario kind and setting. An MLP's Fisher is small, so λ is large; the published
+    /// values run from 1e2 (permuted MNIST) to 1e7 (split MNIST, Task-IL) (van de Ven & Tolias 2019).
+    let defaultLambda (scenario: ScenarioSpec) =
+        match scenario.Kind, scenario.Setting with
+        | "split", "task" -> 1e6
+        | "split", _ -> 1e5
+        | _ -> 1e2
+
+    /// SI's c per scenario kind (same sources): 0.1 on permuted tasks, 1 on split ones.
+    let defaultC (scenario: ScenarioSpec) =
+        match scenario.Kind with
+        | "split" -> 1.0
+        | _ -> 0.1
+
+    /// The training regime and terms of a named method on a scenario; `overrides` are settings given
+    /// for its penalty (e.g. "lambda", "gamma", "fisher", "samples"), checked by the term kind.
+    let terms (scenario: ScenarioSpec) (method: string) (overrides: (string * SettingValue) list) =
+        let only (allowed: string list) =
+            overrides |> List.filter (fun (name, _) -> List.contains name allowed)
+
+        match method with
+        | "none" -> "sequential", []
+        | "joint" -> "joint", []
+        | "ewc" ->
+            "sequential",
+            [ "ewc",
+              [ "lambda", Number(defaultLambda scenario); "online", Switch false ]
+              @ only [ "lambda"; "fisher"; "samples" ] ]
+        | "online-ewc" ->
+            "sequential",
+            [ "ewc",
+              [ "lambda", Number(defaultLambda scenario); "online", Switch true ]
+              @ only [ "lambda"; "fisher"; "samples"; "gamma"; "gamma_in_penalty" ] ]
+        | "si" -> "sequential", [ "si", [ "c", Number(defaultC scenario) ] @ only [ "c"; "damping" ] ]
+        | other ->
+            let known = String.concat ", " names
+            raise (ArgumentException $"unknown method '{other}'; known: {known}")
