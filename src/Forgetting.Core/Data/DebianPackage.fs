@@ -52,10 +52,17 @@ module DebianPackage =
             try
                 Process.Start psi
             with :? ComponentModel.Win32Exception as e ->
+                // ENOENT (and ERROR_FILE_NOT_FOUND on Windows): no such program on PATH.
+                let what =
+                    if e.NativeErrorCode = 2 then
+                        $"{program} is not on PATH"
+                    else
+                        $"{program} could not be started ({e.Message})"
+
                 raise (
                     DataError(
-                        $"{program} could not be started ({e.Message}): the Debian source needs apt-get and dpkg-deb "
-                        + "on PATH, as on Debian or Ubuntu; elsewhere use the other sources",
+                        $"{what}: the Debian source needs apt-get and dpkg-deb, as on Debian or Ubuntu; "
+                        + "on other systems use the other sources",
                         directory
                     )
                 )
@@ -249,7 +256,7 @@ module DebianPackage =
                 let also =
                     match restored with
                     | Some r ->
-                        $" ({Checksum.compute expected (ReadOnlySpan r) |> Checksum.hex} with the published gzip header)"
+                        $" ({Checksum.compute expected (ReadOnlySpan r) |> Checksum.hex} with the published gzip header put back)"
                     | None -> ""
 
                 raise (
