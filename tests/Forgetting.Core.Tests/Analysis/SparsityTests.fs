@@ -1,8 +1,8 @@
 module Forgetting.Tests.Analysis.SparsityTests
 
 open System
+open Expecto
 open FsCheck.FSharp
-open Xunit
 open Forgetting.Analysis
 open Forgetting.Tests
 
@@ -14,73 +14,81 @@ let private activations =
         return! Gen.arrayOfLength n (Gen.frequency [ 1, Gen.constant 0.0; 3, positive ])
     }
 
-[<Fact>]
-let ``sparsity lies in [0, 1]`` () =
-    Checks.forAll activations (fun r ->
-        let s = Sparsity.trevesRolls r
-        s >= 0.0 && s <= 1.0)
+/// The message of the ArgumentException that `f` raises.
+let private refusal (f: unit -> 'a) =
+    try
+        f () |> ignore
+        failtest "expected an ArgumentException"
+    with :? ArgumentException as e ->
+        e.Message
 
-[<Fact>]
-let ``uniform activations give 0`` () =
-    Checks.forAll (Gen.zip (Gen.choose (2, 200)) (Gen.choose (0, 1000))) (fun (n, v) ->
-        Sparsity.trevesRolls (Array.create n (float v / 7.0)) = 0.0)
+[<Tests>]
+let tests =
+    testList
+        "Treves-Rolls sparsity"
+        [ Checks.forAll "sparsity lies in [0, 1]" 200 activations (fun r ->
+              let s = Sparsity.trevesRolls r
+              s >= 0.0 && s <= 1.0)
 
-[<Fact>]
-let ``a single active unit gives 1`` () =
-    Checks.forAll
-        (Gen.choose (2, 200)
-         |> Gen.bind (fun n -> Gen.map2 (fun i v -> n, i, v) (Gen.choose (0, n - 1)) (Gen.choose (1, 1000))))
-        (fun (n, i, v) ->
-            let r = Array.zeroCreate n
-            r[i] <- float v
-            abs (Sparsity.trevesRolls r - 1.0) < 1e-12)
+          Checks.forAll
+              "uniform activations give 0"
+              200
+              (Gen.zip (Gen.choose (2, 200)) (Gen.choose (0, 1000)))
+              (fun (n, v) -> Sparsity.trevesRolls (Array.create n (float v / 7.0)) = 0.0)
 
-[<Fact>]
-let ``k equally active units of N give (1 - k/N) / (1 - 1/N)`` () =
-    Checks.forAll
-        (Gen.choose (2, 100)
-         |> Gen.bind (fun n -> Gen.map (fun k -> n, k) (Gen.choose (1, n))))
-        (fun (n, k) ->
-            let r = Array.init n (fun i -> if i < k then 3.0 else 0.0)
-            let expected = (1.0 - float k / float n) / (1.0 - 1.0 / float n)
-            abs (Sparsity.trevesRolls r - expected) < 1e-12)
+          Checks.forAll
+              "a single active unit gives 1"
+              200
+              (Gen.choose (2, 200)
+               |> Gen.bind (fun n -> Gen.map2 (fun i v -> n, i, v) (Gen.choose (0, n - 1)) (Gen.choose (1, 1000))))
+              (fun (n, i, v) ->
+                  let r = Array.zeroCreate n
+                  r[i] <- float v
+                  abs (Sparsity.trevesRolls r - 1.0) < 1e-12)
 
-[<Fact>]
-let ``sparsity does not depend on the order of units or their scale`` () =
-    let cases =
-        gen {
-            let! r = activations
-            let! shuffled = Gen.shuffle r
-            let! c = Gen.choose (1, 100)
-            return r, shuffled, c
-        }
+          Checks.forAll
+              "k equally active units of N give (1 - k/N) / (1 - 1/N)"
+              200
+              (Gen.choose (2, 100)
+               |> Gen.bind (fun n -> Gen.map (fun k -> n, k) (Gen.choose (1, n))))
+              (fun (n, k) ->
+                  let r = Array.init n (fun i -> if i < k then 3.0 else 0.0)
+                  let expected = (1.0 - float k / float n) / (1.0 - 1.0 / float n)
+                  abs (Sparsity.trevesRolls r - expected) < 1e-12)
 
-    Checks.forAll cases (fun (r, shuffled, c) ->
-        let s = Sparsity.trevesRolls r
-        let scaled = r |> Array.map (fun x -> x * float c)
+          Checks.forAll
+              "sparsity does not depend on the order of units or their scale"
+              200
+              (gen {
+                  let! r = activations
+                  let! shuffled = Gen.shuffle r
+                  let! c = Gen.choose (1, 100)
+                  return r, shuffled, c
+              })
+              (fun (r, shuffled, c) ->
+                  let s = Sparsity.trevesRolls r
+                  let scaled = r |> Array.map (fun x -> x * float c)
 
-        abs (Sparsity.trevesRolls shuffled - s) < 1e-12
-        && abs (Sparsity.trevesRolls scaled - s) < 1e-9)
+                  abs (Sparsity.trevesRolls shuffled - s) < 1e-12
+                  && abs (Sparsity.trevesRolls scaled - s) < 1e-9)
 
-[<Fact>]
-let ``from activations it is the sparsity of the column means`` () =
-    let acts = array2D [ [ 1.0; 0.0; 2.0 ]; [ 3.0; 0.0; 0.0 ] ]
-    Assert.Equal<float[]>([| 2.0; 0.0; 1.0 |], Sparsity.unitMeans acts)
-    Assert.Equal(Sparsity.trevesRolls [| 2.0; 0.0; 1.0 |], Sparsity.ofActivations acts)
+          test "from activations it is the sparsity of the column means" {
+              let acts = array2D [ [ 1.0; 0.0; 2.0 ]; [ 3.0; 0.0; 0.0 ] ]
+              Expect.equal (Sparsity.unitMeans acts) [| 2.0; 0.0; 1.0 |] "column means"
 
-[<Fact>]
-let ``bad input is refused with a message that says why`` () =
-    let one =
-        Assert.Throws<ArgumentException>(fun () -> Sparsity.trevesRolls [| 1.0 |] |> ignore)
+              Expect.equal
+                  (Sparsity.ofActivations acts)
+                  (Sparsity.trevesRolls [| 2.0; 0.0; 1.0 |])
+                  "sparsity of the means"
+          }
 
-    Assert.Contains("at least 2 units", one.Message)
+          test "bad input is refused with a message that says why" {
+              Expect.stringContains (refusal (fun () -> Sparsity.trevesRolls [| 1.0 |])) "at least 2 units" "one unit"
 
-    let negative =
-        Assert.Throws<ArgumentException>(fun () -> Sparsity.trevesRolls [| 1.0; -0.5 |] |> ignore)
+              Expect.stringContains
+                  (refusal (fun () -> Sparsity.trevesRolls [| 1.0; -0.5 |]))
+                  "unit 1 has -0.5"
+                  "a negative unit"
 
-    Assert.Contains("unit 1 has -0.5", negative.Message)
-
-    let nan =
-        Assert.Throws<ArgumentException>(fun () -> Sparsity.trevesRolls [| nan; 1.0 |] |> ignore)
-
-    Assert.Contains("non-negative", nan.Message)
+              Expect.stringContains (refusal (fun () -> Sparsity.trevesRolls [| nan; 1.0 |])) "non-negative" "NaN"
+          } ]

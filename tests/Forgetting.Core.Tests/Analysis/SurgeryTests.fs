@@ -28,7 +28,7 @@ let private nonZero (layer: int) (p: Params) =
 
 [<Fact>]
 let ``removing a unit whose outgoing weights are already zero changes nothing`` () =
-    Checks.forAll (Gen.zip seeds (Gen.zip (Gen.choose (1, 2)) (Gen.choose (0, 4)))) (fun (seed, (layer, unit)) ->
+    LegacyChecks.forAll (Gen.zip seeds (Gen.zip (Gen.choose (1, 2)) (Gen.choose (0, 4)))) (fun (seed, (layer, unit)) ->
         let p = netFor seed
         let silenced = Ablation.remove [ { Layer = layer; Index = unit } ] p
         logits (Ablation.remove [ { Layer = layer; Index = unit } ] silenced) = logits silenced)
@@ -59,7 +59,7 @@ let ``ablation orders follow importance; a shuffled order is a permutation`` () 
 
 [<Fact>]
 let ``pruning keeps the given fraction of every layer; keeping all is the identity`` () =
-    Checks.forAll (Gen.zip seeds (Gen.choose (0, 10))) (fun (seed, tenths) ->
+    LegacyChecks.forAll (Gen.zip seeds (Gen.choose (0, 10))) (fun (seed, tenths) ->
         let p = netFor seed
         let f = float tenths / 10.0
         let pruned = Pruning.prune Magnitude f p

@@ -38,7 +38,7 @@ let private rows (m: float[,]) =
 
 [<Fact>]
 let ``each conditional row sums to 1 and has entropy log(perplexity)`` () =
-    Checks.forAll dataAndPerplexity (fun (data, perplexity) ->
+    LegacyChecks.forAll dataAndPerplexity (fun (data, perplexity) ->
         let p = Tsne.conditionalAffinities perplexity data
 
         rows p
@@ -53,7 +53,7 @@ let ``each conditional row sums to 1 and has entropy log(perplexity)`` () =
 
 [<Fact>]
 let ``joint affinities are symmetric, non-negative, zero on the diagonal and sum to 1`` () =
-    Checks.forAll dataAndPerplexity (fun (data, perplexity) ->
+    LegacyChecks.forAll dataAndPerplexity (fun (data, perplexity) ->
         let p = Tsne.affinities perplexity data
         let n = data.Length
         let mutable ok = true
@@ -248,7 +248,7 @@ let ``trustworthiness and neighbour preservation match a hand-worked example`` (
 
 [<Fact>]
 let ``a map that keeps every distance scores 1`` () =
-    Checks.forAll (Gen.zip (Gen.choose (6, 40)) (Gen.choose (0, 1000))) (fun (n, seed) ->
+    LegacyChecks.forAll (Gen.zip (Gen.choose (6, 40)) (Gen.choose (0, 1000))) (fun (n, seed) ->
         let data = gaussian n 3 (int64 seed)
         // Rotating and translating keeps every neighbourhood.
         let moved = data |> Array.map (fun r -> [| r[1] + 5.0; -r[0]; r[2] |])

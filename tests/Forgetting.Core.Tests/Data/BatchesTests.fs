@@ -22,7 +22,7 @@ let private sizes =
 
 [<Fact>]
 let ``an epoch covers every sample once, the last batch partial`` () =
-    Checks.forAll sizes (fun (seed, n, batchSize) ->
+    LegacyChecks.forAll sizes (fun (seed, n, batchSize) ->
         let batches = Batches.epoch (Random seed) batchSize Keep (view n) |> Array.ofSeq
 
         let seen =
@@ -44,7 +44,7 @@ let ``an epoch covers every sample once, the last batch partial`` () =
 
 [<Fact>]
 let ``dropping the last batch keeps only full batches`` () =
-    Checks.forAll sizes (fun (seed, n, batchSize) ->
+    LegacyChecks.forAll sizes (fun (seed, n, batchSize) ->
         let batches = Batches.epoch (Random seed) batchSize Drop (view n) |> Array.ofSeq
         let seen = batches |> Array.collect (fun b -> b.Labels)
 

@@ -31,7 +31,7 @@ let private expectError (f: unit -> 'a) : DataError =
 let ``images and labels round-trip through raw and gzip files`` () =
     let dir = tempDir ()
 
-    Checks.forAll smallSets (fun (rows, columns, pixels, labels) ->
+    LegacyChecks.forAll smallSets (fun (rows, columns, pixels, labels) ->
         let expected = pixels |> Array.map (fun b -> float32 b / 255.0f)
 
         [ id; gzip ]
@@ -47,7 +47,7 @@ let ``images and labels round-trip through raw and gzip files`` () =
 
 [<Fact>]
 let ``the writer produces what the format describes`` () =
-    Checks.forAll smallSets (fun (rows, columns, pixels, labels) ->
+    LegacyChecks.forAll smallSets (fun (rows, columns, pixels, labels) ->
         use images = new MemoryStream()
         Idx.writeImages images rows columns (ReadOnlySpan pixels)
         use labelStream = new MemoryStream()

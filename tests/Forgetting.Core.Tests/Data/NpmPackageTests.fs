@@ -140,7 +140,7 @@ let ``the split is fixed by its seed`` () =
 
 [<Fact>]
 let ``test shares sum to the test size and follow the class sizes`` () =
-    Checks.forAll (Gen.zip (Gen.arrayOfLength 10 (Gen.choose (0, 500))) (Gen.choose (0, 1000))) (fun (perClass, t) ->
+    LegacyChecks.forAll (Gen.zip (Gen.arrayOfLength 10 (Gen.choose (0, 500))) (Gen.choose (0, 1000))) (fun (perClass, t) ->
         let total = Array.sum perClass
 
         if total = 0 then

@@ -21,7 +21,7 @@ let private data (n: int) (features: int) =
 
 [<Fact>]
 let ``each permuted task has a bijection of the pixels, fixed by the seed`` () =
-    Checks.checkN
+    LegacyChecks.checkN
         30
         (Prop.forAll
             (Arb.fromGen (Gen.zip3 (Gen.choose (0, 100000)) (Gen.choose (1, 6)) (Gen.choose (2, 40))))
@@ -94,7 +94,7 @@ let ``split tasks hold exactly the samples of their classes`` () =
 
 [<Fact>]
 let ``a stream partitions the training data into near-equal parts`` () =
-    Checks.checkN
+    LegacyChecks.checkN
         50
         (Prop.forAll
             (Arb.fromGen (Gen.zip3 (Gen.choose (0, 1000)) (Gen.choose (1, 60)) (Gen.choose (1, 60))))

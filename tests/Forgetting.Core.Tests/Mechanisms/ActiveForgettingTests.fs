@@ -44,7 +44,7 @@ let private traceOf (h: Tensor) (sigma: Tensor) = [ entry GateInput h; entry Gat
 
 [<Fact>]
 let ``gates lie strictly inside (0, 1) while |ρ h w| stays below 30`` () =
-    Checks.forAll (Gen.zip3 activations seeds (Gen.elements [ false; true ])) (fun (h, seed, staticGate) ->
+    LegacyChecks.forAll (Gen.zip3 activations seeds (Gen.elements [ false; true ])) (fun (h, seed, staticGate) ->
         let c = config true staticGate 1.5
         let wf = weightsFor h.Shape[1] seed 5.0
         let _, trace = forward c wf h
@@ -53,7 +53,7 @@ let ``gates lie strictly inside (0, 1) while |ρ h w| stays below 30`` () =
 
 [<Fact>]
 let ``zero inhibitory weights give gates of exactly one half`` () =
-    Checks.forAll (Gen.zip activations (Gen.elements [ false; true ])) (fun (h, staticGate) ->
+    LegacyChecks.forAll (Gen.zip activations (Gen.elements [ false; true ])) (fun (h, staticGate) ->
         let _, trace =
             forward (config true staticGate 2.0) (Tensor.zeros Float64 [| h.Shape[1] |]) h
 
@@ -62,7 +62,7 @@ let ``zero inhibitory weights give gates of exactly one half`` () =
 
 [<Fact>]
 let ``with the shortcut the output is h (1 + σ), never below h for h ≥ 0; without it h σ`` () =
-    Checks.forAll (Gen.zip activations seeds) (fun (h, seed) ->
+    LegacyChecks.forAll (Gen.zip activations seeds) (fun (h, seed) ->
         let wf = weightsFor h.Shape[1] seed 3.0
         let withShortcut, trace = forward (config true false 1.0) wf h
         let without, _ = forward (config false false 1.0) wf h
@@ -96,7 +96,7 @@ let private gates =
 
 [<Fact>]
 let ``inhibition loss lies in [0, 1)`` () =
-    Checks.forAll gates (fun s ->
+    LegacyChecks.forAll gates (fun s ->
         let l = (ActiveForgetting.inhibitionLoss (traceOf s s)).Item
         l >= 0.0 && l < 1.0)
 
@@ -111,7 +111,7 @@ let ``polarised gates have a lower inhibition loss than half-open ones`` () =
     // fully open are nearly shut. (All units nearly open gives L near 1, not 0: the loss drives gates
     // shut, and only fully open ones escape its weight.) So: at least half the units within 0.1 of 0,
     // the others within 0.1 of 0 or 1, against every gate at 1/2.
-    Checks.forAll (Gen.zip gates seeds) (fun (s, seed) ->
+    LegacyChecks.forAll (Gen.zip gates seeds) (fun (s, seed) ->
         let n = s.Shape[1]
 
         let sides =
@@ -148,7 +148,7 @@ let private lateralDoubleSum (h: float[]) (s: float[]) (b: int) (n: int) (weight
 
 [<Fact>]
 let ``lateral inhibition in O(n) equals the double sum of eq. 7 and eq. 8`` () =
-    Checks.forAll (Gen.zip activations seeds) (fun (h, seed) ->
+    LegacyChecks.forAll (Gen.zip activations seeds) (fun (h, seed) ->
         let b, n = h.Shape[0], h.Shape[1]
         let s = tensor seed [| b; n |] 0.01 0.99 0.0
         let hv, sv = h.ToFloat64Array(), s.ToFloat64Array()
@@ -160,7 +160,7 @@ let ``lateral inhibition in O(n) equals the double sum of eq. 7 and eq. 8`` () =
 
 [<Fact>]
 let ``lateral inhibition is non-negative, and zero when at most one unit is active`` () =
-    Checks.forAll (Gen.zip3 activations seeds (Gen.choose (0, 100))) (fun (h, seed, pick) ->
+    LegacyChecks.forAll (Gen.zip3 activations seeds (Gen.choose (0, 100))) (fun (h, seed, pick) ->
         let b, n = h.Shape[0], h.Shape[1]
         let s = tensor seed [| b; n |] 0.01 0.99 0.0
         let only = pick % n
@@ -174,7 +174,7 @@ let ``lateral inhibition is non-negative, and zero when at most one unit is acti
 
 [<Fact>]
 let ``both losses are invariant to permuting the units`` () =
-    Checks.forAll (Gen.zip3 activations seeds seeds) (fun (h, seed, permSeed) ->
+    LegacyChecks.forAll (Gen.zip3 activations seeds seeds) (fun (h, seed, permSeed) ->
         let b, n = h.Shape[0], h.Shape[1]
         let s = tensor seed [| b; n |] 0.01 0.99 0.0
         let perm = Rng.permutation n (Rng.create (int64 permSeed))
@@ -194,7 +194,7 @@ let ``both losses are invariant to permuting the units`` () =
 
 [<Fact>]
 let ``gradients of the gate, both losses and their sum match finite differences`` () =
-    Checks.forAll (Gen.zip3 activations seeds (Gen.elements [ false; true ])) (fun (h, seed, shortcut) ->
+    LegacyChecks.forAll (Gen.zip3 activations seeds (Gen.elements [ false; true ])) (fun (h, seed, shortcut) ->
         let n = h.Shape[1]
         let c = config shortcut false 1.3
         let layer = ActiveForgetting.layer c n
@@ -211,7 +211,7 @@ let ``gradients of the gate, both losses and their sum match finite differences`
 
 [<Fact>]
 let ``the fused gate, shortcut and lateral-inhibition kernels equal the composed ops`` () =
-    Checks.forAll (Gen.zip3 activations seeds (Gen.elements [ 0.5; 1.0; 3.0 ])) (fun (h, seed, rho) ->
+    LegacyChecks.forAll (Gen.zip3 activations seeds (Gen.elements [ 0.5; 1.0; 3.0 ])) (fun (h, seed, rho) ->
         let n = h.Shape[1]
         let wf = weightsFor n seed 2.0
         let sigma = Fused.gate rho wf h
@@ -251,7 +251,7 @@ let private importances =
 
 [<Fact>]
 let ``parameter importance lies in [0, 1], is symmetric and monotone in each argument`` () =
-    Checks.forAll (Gen.zip3 importances importances importances) (fun (a, b, c) ->
+    LegacyChecks.forAll (Gen.zip3 importances importances importances) (fun (a, b, c) ->
         let theta x y =
             (ActiveForgetting.parameterImportance [| x |] [| y |])[0, 0]
 

@@ -128,7 +128,7 @@ let private anyChart: Gen<string> =
 
 [<Fact>]
 let ``every chart parses as XML and holds no non-finite number`` () =
-    Checks.forAll anyChart (fun svg ->
+    LegacyChecks.forAll anyChart (fun svg ->
         let root = XDocument.Parse(svg).Root
 
         root.Name = svgNs + "svg"
@@ -177,7 +177,7 @@ let ``a single series has no legend`` () =
 
 [<Fact>]
 let ``output is deterministic and does not depend on the current culture`` () =
-    Checks.checkN
+    LegacyChecks.checkN
         30
         (FsCheck.FSharp.Prop.forAll (Arb.fromGen lineCharts) (fun chart ->
             let invariant = Svg.lineChart chart
@@ -204,7 +204,7 @@ let private ranges =
 
 [<Fact>]
 let ``nice ticks cover the range with 1, 2, 2.5 or 5 times 10^k steps`` () =
-    Checks.forAll ranges (fun (lo, hi) ->
+    LegacyChecks.forAll ranges (fun (lo, hi) ->
         let ticks = Axis.niceTicks lo hi
         let step = ticks[1] - ticks[0]
         // The measured step can sit a hair below 10^k; 0.01 decades stops floor dropping a decade.
@@ -223,7 +223,7 @@ let ``nice ticks cover the range with 1, 2, 2.5 or 5 times 10^k steps`` () =
 
 [<Fact>]
 let ``tick labels are distinct and never use a comma`` () =
-    Checks.forAll ranges (fun (lo, hi) ->
+    LegacyChecks.forAll ranges (fun (lo, hi) ->
         let labels = Axis.tickLabels (Axis.niceTicks lo hi)
 
         Array.distinct labels = labels
@@ -280,7 +280,7 @@ let ``bin counts add up to the finite values in range`` () =
             return vs, bins, lo, hi
         }
 
-    Checks.forAll cases (fun (vs, bins, lo, hi) ->
+    LegacyChecks.forAll cases (fun (vs, bins, lo, hi) ->
         let counts = Svg.binCounts (lo, hi) bins vs
 
         counts.Length = bins

@@ -267,14 +267,14 @@ let private awkwardCases =
 
 [<Fact>]
 let ``dgemm equals the triple loop for every transpose, offset, stride, alpha and beta`` () =
-    Checks.forAll cases (runD (Gemm.dgemmWith Gemm.Managed))
+    LegacyChecks.forAll cases (runD (Gemm.dgemmWith Gemm.Managed))
 
     for c in awkwardCases do
         Assert.True(runD (Gemm.dgemmWith Gemm.Managed) c, $"%A{c}")
 
 [<Fact>]
 let ``sgemm equals the triple loop within float32 rounding`` () =
-    Checks.forAll cases (runS (Gemm.sgemmWith Gemm.Managed))
+    LegacyChecks.forAll cases (runS (Gemm.sgemmWith Gemm.Managed))
 
     for c in awkwardCases do
         Assert.True(runS (Gemm.sgemmWith Gemm.Managed) c, $"%A{c}")
@@ -314,8 +314,8 @@ type KernelTests(output: ITestOutputHelper) =
 
         if List.contains e Gemm.kernels then
             output.WriteLine $"{name} runs here (kernels: %A{Gemm.kernels}): checking it"
-            Checks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runD (Gemm.dgemmOn e)))
-            Checks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runS (Gemm.sgemmOn e)))
+            LegacyChecks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runD (Gemm.dgemmOn e)))
+            LegacyChecks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runS (Gemm.sgemmOn e)))
 
             for c in awkwardCases @ edgeCases do
                 Assert.True(runD (Gemm.dgemmOn e) c, $"{name} dgemm %A{c}")
@@ -554,8 +554,8 @@ type OpenBlasAgreement(output: ITestOutputHelper) =
         | Some description ->
             output.WriteLine $"OpenBLAS loaded ({description}): comparing it with the managed kernel"
             Assert.Equal<Gemm.Provider list>([ Gemm.Managed; Gemm.OpenBlas ], Gemm.available)
-            Checks.checkN 60 (Prop.forAll (Arb.fromGen cases) agreeD)
-            Checks.checkN 60 (Prop.forAll (Arb.fromGen cases) agreeS)
+            LegacyChecks.checkN 60 (Prop.forAll (Arb.fromGen cases) agreeD)
+            LegacyChecks.checkN 60 (Prop.forAll (Arb.fromGen cases) agreeS)
 
             for c in awkwardCases do
                 Assert.True(agreeS c && agreeD c, $"%A{c}")

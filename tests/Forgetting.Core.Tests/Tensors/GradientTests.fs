@@ -10,12 +10,12 @@ open Forgetting.Tests.Tensors.GradCheck
 
 /// f of one random tensor of a random shape, values in [lo, hi] kept `gap` away from 0.
 let private unaryCheck lo hi gap (f: Tensor -> Tensor) =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         agrees (fun xs -> f xs[0] |> Tensor.sum) [| tensor seed shape lo hi gap |])
 
 /// f of two random tensors whose shapes broadcast against each other.
 let private binaryCheck lo hi gap (f: Tensor -> Tensor -> Tensor) =
-    Checks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
+    LegacyChecks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
         // A weighted sum, so that a wrong gradient cannot hide behind symmetric weights.
         let a, b = tensor seed sa lo hi gap, tensor (seed / 2 + 1) sb lo hi gap
 
@@ -44,7 +44,7 @@ let ``pow of two tensors`` () =
 [<Fact>]
 let ``maximum of two tensors`` () =
     // Values apart from each other: at a tie the maximum has no derivative.
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         let a = tensor seed shape -2.0 2.0 0.0
 
         let b =
@@ -60,7 +60,7 @@ let ``scalar arithmetic`` () =
 
 [<Fact>]
 let ``addScaled`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         agrees
             (fun xs -> Tensor.addScaled xs[0] -0.7 xs[1] |> Tensor.square |> Tensor.sum)
             [| tensor seed shape -1.0 1.0 0.0; tensor (seed + 1) shape -1.0 1.0 0.0 |])
@@ -106,7 +106,7 @@ let ``max and min with a constant`` () =
 
 [<Fact>]
 let ``clamp`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         // Values kept 0.05 away from the bounds ±1, where the clamp has no derivative.
         let v =
             (tensor seed shape -2.0 2.0 0.0).ToFloat64Array()
@@ -120,7 +120,7 @@ let ``clamp`` () =
 
 [<Fact>]
 let ``where`` () =
-    Checks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
+    LegacyChecks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
         let mask =
             Tensor.greater (tensor (seed + 5) sa -1.0 1.0 0.0) (Tensor.zeros Float64 [||])
 
@@ -143,7 +143,7 @@ let private shapeAndAxis =
 
 [<Fact>]
 let ``sum, mean and max along an axis`` () =
-    Checks.forAll (Gen.zip shapeAndAxis seeds) (fun ((shape, axis, keep), seed) ->
+    LegacyChecks.forAll (Gen.zip shapeAndAxis seeds) (fun ((shape, axis, keep), seed) ->
         let weights (t: Tensor) =
             t * tensor 3 t.Shape 0.5 1.5 0.0 |> Tensor.sum
 
@@ -173,7 +173,7 @@ let private matmulShapes =
 
 [<Fact>]
 let ``matmul`` () =
-    Checks.forAll (Gen.zip matmulShapes seeds) (fun ((sa, sb), seed) ->
+    LegacyChecks.forAll (Gen.zip matmulShapes seeds) (fun ((sa, sb), seed) ->
         agrees
             (fun xs ->
                 let y = Tensor.matmul xs[0] xs[1]
@@ -182,7 +182,7 @@ let ``matmul`` () =
 
 [<Fact>]
 let ``softmax and log-softmax`` () =
-    Checks.forAll (Gen.zip shapeAndAxis seeds) (fun ((shape, axis, _), seed) ->
+    LegacyChecks.forAll (Gen.zip shapeAndAxis seeds) (fun ((shape, axis, _), seed) ->
         let w (t: Tensor) =
             t * tensor 4 t.Shape -1.0 1.0 0.0 |> Tensor.sum
 
@@ -192,7 +192,7 @@ let ``softmax and log-softmax`` () =
 
 [<Fact>]
 let ``reshape, permute, transpose and broadcastTo`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         let w (t: Tensor) =
             t * tensor 5 t.Shape -1.0 1.0 0.0 |> Tensor.sum
 
@@ -213,7 +213,7 @@ let ``reshape, permute, transpose and broadcastTo`` () =
 
 [<Fact>]
 let ``slice, index, gather, concat and stack`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         let w (t: Tensor) =
             t * tensor 6 t.Shape -1.0 1.0 0.0 |> Tensor.sum
 
@@ -233,13 +233,13 @@ let ``slice, index, gather, concat and stack`` () =
 
 [<Fact>]
 let ``cross-entropy from logits`` () =
-    Checks.forAll (Gen.zip (Gen.zip (Gen.choose (1, 5)) (Gen.choose (2, 6))) seeds) (fun ((b, c), seed) ->
+    LegacyChecks.forAll (Gen.zip (Gen.zip (Gen.choose (1, 5)) (Gen.choose (2, 6))) seeds) (fun ((b, c), seed) ->
         let labels = Array.init b (fun i -> (seed + i) % c)
         agrees (fun xs -> Functional.crossEntropy xs[0] labels) [| tensor seed [| b; c |] -3.0 3.0 0.0 |])
 
 [<Fact>]
 let ``mse`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         agrees
             (fun xs -> Functional.mse xs[0] xs[1])
             [| tensor seed shape -1.0 1.0 0.0; tensor (seed + 1) shape -1.0 1.0 0.0 |])
@@ -255,7 +255,7 @@ let ``conv2d with stride and padding`` () =
             return [| n; c; h; w |], [| o; c; k; k |], stride, padding, seed
         }
 
-    Checks.checkN
+    LegacyChecks.checkN
         30
         (Prop.forAll (Arb.fromGen cases) (fun (xs, ws, stride, padding, seed) ->
             agrees
@@ -268,7 +268,7 @@ let ``conv2d with stride and padding`` () =
 
 [<Fact>]
 let ``max-pool 2-D`` () =
-    Checks.forAll (Gen.zip (Gen.zip (Gen.choose (1, 2)) (Gen.choose (2, 3))) seeds) (fun ((k, stride), seed) ->
+    LegacyChecks.forAll (Gen.zip (Gen.zip (Gen.choose (1, 2)) (Gen.choose (2, 3))) seeds) (fun ((k, stride), seed) ->
         // Distinct values, so that each window has a single maximum.
         let values =
             Rng.permutation (2 * 2 * 6 * 6) (Rng.create (int64 seed))
@@ -284,7 +284,7 @@ let ``dropout with a fixed key is linear`` () =
 
 [<Fact>]
 let ``batch norm and layer norm`` () =
-    Checks.forAll (Gen.zip (Gen.elements [ [| 4; 3 |]; [| 3; 2; 2; 2 |] ]) seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip (Gen.elements [ [| 4; 3 |]; [| 3; 2; 2; 2 |] ]) seeds) (fun (shape, seed) ->
         let w (t: Tensor) =
             t * tensor 11 t.Shape -1.0 1.0 0.0 |> Tensor.sum
 

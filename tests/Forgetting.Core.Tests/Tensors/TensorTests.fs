@@ -15,7 +15,7 @@ let private close (tol: float) (a: float[]) (b: float[]) =
 
 [<Fact>]
 let ``broadcasting equals explicit expansion`` () =
-    Checks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
+    LegacyChecks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
         let a, b = tensor seed sa -2.0 2.0 0.0, tensor (seed + 1) sb -2.0 2.0 0.0
         let shape = Shape.broadcast "test" sa sb
         let ea, eb = Tensor.broadcastTo shape a, Tensor.broadcastTo shape b
@@ -25,7 +25,7 @@ let ``broadcasting equals explicit expansion`` () =
 
 [<Fact>]
 let ``softmax sums to 1 along its axis and log-softmax is its log`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         let x = tensor seed shape -30.0 30.0 0.0
         let axis = shape.Length - 1 - seed % shape.Length
         let s = Tensor.softmax axis x
@@ -60,7 +60,7 @@ let private naiveMatmul (a: float[]) (b: float[]) m k n =
 let ``matmul equals the naive triple loop, batched and shared`` () =
     let dims = Gen.choose (1, 40)
 
-    Checks.checkN
+    LegacyChecks.checkN
         60
         (Prop.forAll
             (Arb.fromGen (Gen.zip (Gen.zip3 dims dims dims) (Gen.zip (Gen.choose (1, 3)) seeds)))
@@ -91,7 +91,7 @@ let ``conv2d equals a direct loop`` () =
             (Gen.zip3 (Gen.choose (1, 2)) (Gen.choose (1, 3)) (Gen.choose (1, 3)))
             (Gen.zip3 (Gen.choose (1, 3)) (Gen.choose (1, 2)) (Gen.choose (0, 2)))
 
-    Checks.forAll (Gen.zip cases seeds) (fun (((n, c, o), (k, stride, padding)), seed) ->
+    LegacyChecks.forAll (Gen.zip cases seeds) (fun (((n, c, o), (k, stride, padding)), seed) ->
         let h, w = 7, 6
         let x = tensor seed [| n; c; h; w |] -1.0 1.0 0.0
         let wt = tensor (seed + 1) [| o; c; k; k |] -1.0 1.0 0.0
@@ -124,7 +124,7 @@ let ``conv2d equals a direct loop`` () =
 
 [<Fact>]
 let ``float32 ops agree with float64 within float32 precision`` () =
-    Checks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
+    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
         let x64 = tensor seed shape 0.1 2.0 0.0
         let x32 = Tensor.cast Float32 x64
 
@@ -203,7 +203,7 @@ let ``normal draws have mean 0 and sd 1; permutations are permutations`` () =
     Assert.InRange(mean, -0.01, 0.01)
     Assert.InRange(sd, 0.99, 1.01)
 
-    Checks.forAll (Gen.zip (Gen.choose (0, 300)) seeds) (fun (n, seed) ->
+    LegacyChecks.forAll (Gen.zip (Gen.choose (0, 300)) seeds) (fun (n, seed) ->
         Array.sort (Rng.permutation n (Rng.create (int64 seed))) = Array.init n id)
 
 [<Fact>]
