@@ -346,6 +346,9 @@ module Checkpoint =
                     bad $"\"{metadataKey}\" is not a map of strings"
 
                 for m in p.Value.EnumerateObject() do
+                    if metadata.ContainsKey m.Name then
+                        bad $"\"{metadataKey}\" names '{m.Name}' twice"
+
                     if m.Value.ValueKind <> JsonValueKind.String then
                         bad $"\"{metadataKey}\" maps '{m.Name}' to {m.Value.GetRawText()}, not a string"
 
@@ -360,7 +363,13 @@ module Checkpoint =
                 bad
                     $"tensor '{e.Name}' has data_offsets [{e.Begin}, {e.End}] beyond the {bufferLength} bytes of data (truncated?)"
 
-            let numel = e.Shape |> Array.fold (fun acc s -> acc * int64 s) 1L
+            let numel =
+                try
+                    e.Shape |> Array.fold (fun acc s -> Checked.(*) acc (int64 s)) 1L
+                with :? OverflowException ->
+                    bad
+                        $"tensor '{e.Name}': its shape [{String.Join(',', e.Shape)}] has more elements than a file can hold"
+
             let needed = numel * int64 (dtypeSize e.DType)
 
             if needed <> e.End - e.Begin then

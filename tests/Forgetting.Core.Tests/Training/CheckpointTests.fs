@@ -443,6 +443,16 @@ let tests =
                   "maps 'epoch' to 3, not a string"
                   "metadata that is not strings"
 
+              Expect.stringContains
+                  (badFile (header "\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}" [||]))
+                  "\"__metadata__\" names 'k' twice"
+                  "a metadata key twice"
+
+              Expect.stringContains
+                  (badFile (header (entry "a" "F32" "2147483647,2147483647,2147483647" 0 4) (Array.zeroCreate 4)))
+                  "has more elements than a file can hold"
+                  "a shape whose element count overflows"
+
               Expect.stringContains (badFile (padded "{\"a\":" [||])) "not valid JSON" "not JSON"
               Expect.stringContains (badFile (padded "[1, 2]  " [||])) "does not start with '{'" "not an object"
 
