@@ -12,6 +12,8 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunArgs.RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Figure of ParseResults<RunArgs.RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<FigureCommand.ReportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Continual of ParseResults<ContinualCommand.ContinualArgs>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<ContinualCommand.RunRecipeArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -23,5 +25,7 @@ type Command =
             | Figure _ -> "re-run the paper's figures (1e, 2a-d, 3b, 3c, 4a-c): JSON, CSV and SVG per figure."
             | Report _ -> "gather a directory of figures into one HTML page."
             | Compare _ -> "train several variants over seeds; print accuracy and sparsity (Fig. 3a)."
+            | Continual _ -> "learn a task sequence with continual-learning methods over seeds: R and its metrics."
+            | Run _ -> "run a recipe.json from a results folder again."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -36,6 +36,12 @@ let main argv =
             | Some(Compare args) ->
                 Commands.TrainCommand.compare args
                 0
+            | Some(Continual args) ->
+                Commands.ContinualCommand.run args
+                0
+            | Some(Run args) ->
+                Commands.ContinualCommand.rerun args
+                0
             | Some(Data args) ->
                 Commands.DataCommand.run args
                 0

@@ -6,6 +6,7 @@ open Forgetting.Nn
 open Forgetting.Mechanisms
 open Forgetting.Data
 open Forgetting.Training
+open Forgetting.Analysis
 
 /// What a continual run gave: its recipe, the accuracy matrix R (row 0 at initialisation, row i after
 /// task i; column j = task j), the epochs of every task, and where training ended.
@@ -35,8 +36,14 @@ module ContinualRun =
             if not condition then
                 fail message
 
-        check (List.contains s.Kind scenarioKinds) $"""unknown scenario '{s.Kind}'; known: {String.concat ", " scenarioKinds}"""
-        check (List.contains s.Setting settings) $"""unknown setting '{s.Setting}'; known: {String.concat ", " settings}"""
+        check
+            (List.contains s.Kind scenarioKinds)
+            $"""unknown scenario '{s.Kind}'; known: {String.concat ", " scenarioKinds}"""
+
+        check
+            (List.contains s.Setting settings)
+            $"""unknown setting '{s.Setting}'; known: {String.concat ", " settings}"""
+
         check (not s.Data.IsEmpty) "a scenario needs a data set"
 
         for d in s.Data do
@@ -50,13 +57,18 @@ module ContinualRun =
             (s.Kind <> "sequence" || s.Data.Length >= 2)
             "a sequence scenario needs two or more data sets, in the order they are learned"
 
-        check
-            (s.Kind = "split" || s.Kind = "sequence" || s.Tasks >= 1)
-            $"--tasks must be at least 1, got {s.Tasks}"
+        check (s.Kind = "split" || s.Kind = "sequence" || s.Tasks >= 1) $"--tasks must be at least 1, got {s.Tasks}"
 
-        check (s.Kind <> "split" || s.ClassesPerTask >= 1) $"--classes-per-task must be at least 1, got {s.ClassesPerTask}"
+        check
+            (s.Kind <> "split" || s.ClassesPerTask >= 1)
+            $"--classes-per-task must be at least 1, got {s.ClassesPerTask}"
+
         check (s.TrainLimit >= 0) $"the training limit must be 0 (all) or more, got {s.TrainLimit}"
-        check (r.Training = "sequential" || r.Training = "joint") $"training must be sequential or joint, got '{r.Training}'"
+
+        check
+            (r.Training = "sequential" || r.Training = "joint")
+            $"training must be sequential or joint, got '{r.Training}'"
+
         check (r.EpochsPerTask >= 1) $"--epochs must be at least 1, got {r.EpochsPerTask}"
         check (r.BatchSize >= 1) $"--batch-size must be at least 1, got {r.BatchSize}"
 
@@ -70,13 +82,20 @@ module ContinualRun =
 
         check (o.Kind = "sgd" || o.Kind = "adam") $"unknown optimizer '{o.Kind}'; known: sgd, adam"
         check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
-        check (Double.IsFinite o.Momentum && o.Momentum >= 0.0 && o.Momentum < 1.0) $"--momentum must be in [0, 1), got {o.Momentum}"
-        check (Double.IsFinite o.WeightDecay && o.WeightDecay >= 0.0) $"--weight-decay must be 0 or more, got {o.WeightDecay}"
+
+        check
+            (Double.IsFinite o.Momentum && o.Momentum >= 0.0 && o.Momentum < 1.0)
+            $"--momentum must be in [0, 1), got {o.Momentum}"
+
+        check
+            (Double.IsFinite o.WeightDecay && o.WeightDecay >= 0.0)
+            $"--weight-decay must be 0 or more, got {o.WeightDecay}"
+
         o.Build() |> ignore
 
         for t in r.Terms do
             match kinds |> List.tryFind (fun k -> k.Name = t.Kind) with
-            | Some k -> Setting.resolve k.Name k.Settings (Map.toList t.Settings) |> ignore
+            | Some k -> TermSetting.resolve k.Name k.Settings (Map.toList t.Settings) |> ignore
             | None ->
                 let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
                 fail $"unknown term '{t.Kind}'; known: {known}"
@@ -106,65 +125,19 @@ module ContinualRun =
         | "stream" -> Tasks.stream s.Seed s.Tasks data.Head
         | other -> fail $"unknown scenario '{other}'"
 
-    /// The tasks in a setting (van de Ven & Tolias 2019): what the runner trains and how it tests,
-    /// and the output layer the net needs (one width per head).
-    ///  - task: head t for task t, labels numbered within the task, the task id given at test.
-    ///  - domain: one head as wide as the largest task, labels numbered within the task.
-    ///  - class: one head over every class of the sequence, numbered in the order the classes first
-    ///    appear (task t's copies of a data set's classes, in permuted, stream and sequence tasks, are
-    ///    classes of their own, as in the reference codes); the outputs in play are the classes seen so
-    ///    far, in training and at test. A task not learned yet is tested with the outputs in play once
-    ///    it is, so that R's rows before it (for FWT) are measured as it will be.
-    let sequence (setting: string) (trainLimit: int) (tasks: LearningTask[]) : TaskSequence * int list =
-        let examples (v: DataView) = Examples.ofView v
-        let widths = tasks |> Array.map (fun t -> t.Classes.Length)
-        let disjoint = (tasks |> Array.collect (fun t -> t.Classes) |> Array.distinct).Length = (Array.sum widths)
-
-        // Class-IL: the global output of (task, class).
-        let offsets = Array.scan (+) 0 widths
-
-        let globalOf =
-            if disjoint then
-                let order = tasks |> Array.collect (fun t -> t.Classes)
-                fun (_: int) (label: int) -> Array.IndexOf(order, label)
+    /// The scenario of a recipe: its tasks in its setting (Scenario.create), each task's training set
+    /// cut to the recipe's limit first when it has one.
+    let scenario (load: KnownDataset -> TrainTest) (spec: ScenarioSpec) : Scenario =
+        let limit (v: DataView) =
+            if spec.TrainLimit > 0 && v.Indices.Length > spec.TrainLimit then
+                { v with
+                    Indices = v.Indices[.. spec.TrainLimit - 1] }
             else
-                fun (t: int) (label: int) -> offsets[t] + Tasks.localLabel tasks[t] label
+                v
 
-        let relabel (f: int -> int) (e: Examples) (classes: int) =
-            { e with
-                Labels = Array.map f e.Labels
-                Classes = classes }
-
-        let data =
-            tasks
-            |> Array.mapi (fun t task ->
-                let train = examples task.Train
-                let train = if trainLimit > 0 then Examples.take trainLimit train else train
-                let test = examples task.Test
-
-                let label, classes, head =
-                    match setting with
-                    | "task" -> Tasks.localLabel task, widths[t], { Task = t; Outputs = widths[t] }
-                    | "domain" -> Tasks.localLabel task, Array.max widths, { Task = 0; Outputs = Array.max widths }
-                    | _ -> globalOf t, offsets[tasks.Length], { Task = 0; Outputs = offsets[t + 1] }
-
-                { Name = task.Name
-                  Train = relabel label train classes
-                  Test = relabel label test classes
-                  Head = head })
-
-        let testHead (after: int) (j: int) =
-            match setting with
-            | "class" -> { Task = 0; Outputs = offsets[(max after j) + 1] }
-            | _ -> data[j].Head
-
-        let heads =
-            match setting with
-            | "task" -> List.ofArray widths
-            | "domain" -> [ Array.max widths ]
-            | _ -> [ offsets[tasks.Length] ]
-
-        { Tasks = data; TestHead = testHead }, heads
+        tasks load spec
+        |> Array.map (fun t -> { t with Train = limit t.Train })
+        |> Scenario.create (Setting.parse spec.Setting)
 
     /// The MLP of a model description: dense → ReLU → [forgetting layer] per hidden layer, then one
     /// output layer per head (Layer.heads when there are several).
@@ -197,20 +170,13 @@ module ContinualRun =
             kind.Build t.Settings)
         |> Objective.ofTerms
 
-    /// Run a recipe: load its data, build its tasks, model and objective, learn the tasks (or all at
-    /// once, for joint training) and return R with the rest. Pure in its result: the same recipe gives
-    /// the same numbers on any thread count.
-    let run
-        (kinds: TermKind list)
-        (load: KnownDataset -> TrainTest)
-        (progress: ContinualProgress -> unit)
-        (recipe: Recipe)
-        : ContinualResult =
+    /// The parts of a run before any training: its scenario, model, initial parameters, configuration
+    /// and starting state.
+    let prepare (kinds: TermKind list) (load: KnownDataset -> TrainTest) (recipe: Recipe) =
         let recipe = validate kinds recipe
-        let learning = tasks load recipe.Scenario
-        let sequence, heads = sequence recipe.Scenario.Setting recipe.Scenario.TrainLimit learning
-        let features = sequence.Tasks[0].Train.Inputs.Shape[1]
-        let net = model recipe.Model features heads
+        let s = scenario load recipe.Scenario
+        let features = s.Tasks[0].Train.Inputs.Shape[1]
+        let net = model recipe.Model features (List.ofArray s.Heads)
         let initKey, _ = Rng.split (Rng.create recipe.Seed)
         let p0 = net.Init initKey Float32
 
@@ -221,16 +187,58 @@ module ContinualRun =
               ResetOptimizer = recipe.Optimizer.ResetPerTask
               Seed = recipe.Seed }
 
-        let s0 = Continual.start net config (objective kinds recipe) sequence p0
+        recipe, s, net, config, Continual.start net config (objective kinds recipe) s p0
+
+    /// Run a recipe: load its data, build its tasks, model and objective, learn the tasks (or all at
+    /// once, for joint training) and return R with the rest. With a folder, the state after every task
+    /// is checkpointed there, and a run that finds checkpoints in it goes on from the latest one
+    /// instead of redoing those tasks, to the same numbers. Pure in its result: the same recipe gives
+    /// the same numbers on any thread count.
+    let run
+        (kinds: TermKind list)
+        (load: KnownDataset -> TrainTest)
+        (progress: ContinualProgress -> unit)
+        (folder: string option)
+        (recipe: Recipe)
+        : ContinualResult =
+        let recipe, s, net, config, s0 = prepare kinds load recipe
 
         let final =
             if recipe.Training = "joint" then
-                Continual.joint net config sequence progress s0
+                Continual.joint net config s progress s0
             else
-                Continual.finish net config sequence progress s0
+                let resumed =
+                    match folder |> Option.bind (fun f -> Continual.latestCheckpoint f s.Tasks.Length) with
+                    | Some(task, path) ->
+                        let c = Continual.load path s0
+                        progress (Resumed task)
+                        c
+                    | None -> s0
+
+                let save (c: ContinualState) =
+                    folder
+                    |> Option.iter (fun f -> Continual.save (Continual.checkpointPath f c.Done) c)
+
+                Continual.finishWith net config s progress save resumed
 
         { Recipe = recipe
-          TaskNames = sequence.Tasks |> Array.map (fun t -> t.Name)
+          TaskNames = s.Tasks |> Array.map (fun t -> t.Name)
           R = Continual.matrix final
           History = final.History
           Final = final }
+
+    /// The metrics of a run, each with its definition (Analysis.Metrics). Joint training has only R's
+    /// rows at initialisation and after all tasks: its ACC is the mean of the last row, and the
+    /// metrics that need a row per task are undefined.
+    let metrics (r: ContinualResult) : MetricValue list =
+        if r.Recipe.Training = "joint" then
+            [ for m in Metrics.all ->
+                  { Name = m.Name
+                    Definition = m.Definition
+                    Value =
+                      if m.Name = Metrics.averageAccuracy.Name then
+                          Some(Array.average r.R[r.R.Length - 1])
+                      else
+                          None } ]
+        else
+            Metrics.evaluate r.R

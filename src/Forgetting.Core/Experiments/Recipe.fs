@@ -270,7 +270,7 @@ module Recipe =
                           name, settingOf where name v ]
 
                 { Kind = kindName
-                  Settings = Setting.resolve kindName kind.Settings given })
+                  Settings = TermSetting.resolve kindName kind.Settings given })
 
         { Scenario =
             { Kind = getString "scenario" "kind" s

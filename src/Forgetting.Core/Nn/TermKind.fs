@@ -39,7 +39,7 @@ type TermKind =
       Build: Settings -> Term }
 
 [<RequireQualifiedAccess>]
-module Setting =
+module TermSetting =
 
     let private fail (message: string) : 'a = raise (ArgumentException message)
 
@@ -177,9 +177,9 @@ module TermKind =
     let weighted (name: string) (doc: string) (defaultWeight: float) (build: float -> Term) =
         { Name = name
           Doc = doc
-          Settings = [ Setting.number "weight" $"the weight of {name}" defaultWeight "≥ 0" (fun w -> w >= 0.0) ]
-          Build = fun s -> build (Setting.toFloat s "weight") }
+          Settings = [ TermSetting.number "weight" $"the weight of {name}" defaultWeight "≥ 0" (fun w -> w >= 0.0) ]
+          Build = fun s -> build (TermSetting.toFloat s "weight") }
 
     /// The term of `kind` with the given settings (defaults filled in, every value checked).
     let build (kind: TermKind) (given: (string * SettingValue) list) =
-        kind.Build(Setting.resolve kind.Name kind.Settings given)
+        kind.Build(TermSetting.resolve kind.Name kind.Settings given)

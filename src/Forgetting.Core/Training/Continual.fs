@@ -1,21 +1,11 @@
 namespace Forgetting.Training
 
+open System
+open System.IO
+open System.Text.Json
 open Forgetting.Tensors
 open Forgetting.Nn
-
-/// One task as the continual runner trains it: its examples (labels in its head's numbering) and the
-/// head and outputs it is trained on.
-type TaskData =
-    { Name: string
-      Train: Examples
-      Test: Examples
-      Head: HeadUse }
-
-/// What the runner needs of a scenario: the tasks in order, and how task j is tested after the model
-/// has learned tasks 0 … i (i = −1 at initialisation).
-type TaskSequence =
-    { Tasks: TaskData[]
-      TestHead: int -> int -> HeadUse }
+open Forgetting.Data
 
 /// How a continual run trains: per task the epochs and batch size, the optimizer (and whether its state
 /// starts afresh at every task), and the seed.
@@ -31,11 +21,13 @@ type ContinualProgress =
     | TaskStarted of task: int * tasks: int * name: string
     | Training of task: int * Progress
     | TaskDone of task: int * accuracies: float[]
+    /// A run resumed from its checkpoint after this many tasks.
+    | Resumed of tasks: int
 
 /// Where a run stands after some tasks: the training state and the rows of R so far.
 type ContinualState =
     {
-        /// Tasks learned so far.
+        /// Tasks learned so far (for joint training: all of them once it is done).
         Done: int
         State: TrainState
         /// R's rows so far: row 0 at initialisation, row i after task i (accuracy on every task).
@@ -45,30 +37,28 @@ type ContinualState =
     }
 
 /// The continual runner: tasks one after another, every term's consolidation after each task, and the
-/// raw accuracy matrix R, from which every metric derives (Analysis.Metrics).
+/// raw accuracy matrix R, from which every metric derives (Analysis.Metrics). Each step is pure: a
+/// state in, the next state out, so that a run can stop after any task and go on from its checkpoint.
 [<RequireQualifiedAccess>]
 module Continual =
 
-    /// Accuracy on every task of the sequence, tested as the model stands after task `after`.
-    let row (model: Layer) (batchSize: int) (sequence: TaskSequence) (after: int) (p: Params) =
-        sequence.Tasks
-        |> Array.mapi (fun j t ->
-            let head = sequence.TestHead after j
-            let predicted = Trainer.predictOn head model p batchSize t.Test
-            fst (Trainer.accuracy predicted t.Test))
+    /// Accuracy on every task of the scenario, tested as the model stands after task `after` (−1 at
+    /// initialisation; see Scenario.testHead).
+    let row (model: Layer) (batchSize: int) (s: Scenario) (after: int) (p: Params) =
+        Array.init s.Tasks.Length (Scenario.accuracy s model p batchSize after)
 
     /// The start of a run: R's row at initialisation, nothing learned yet.
-    let start (model: Layer) (config: ContinualConfig) (objective: Objective) (sequence: TaskSequence) (p0: Params) =
-        if sequence.Tasks.Length = 0 then
-            invalidArg (nameof sequence) "a continual run needs at least one task"
+    let start (model: Layer) (config: ContinualConfig) (objective: Objective) (s: Scenario) (p0: Params) =
+        if s.Tasks.Length = 0 then
+            invalidArg (nameof s) "a continual run needs at least one task"
 
         { Done = 0
           State = Step.init config.Optimizer objective p0
-          Rows = [ row model config.BatchSize sequence -1 p0 ]
+          Rows = [ row model config.BatchSize s -1 p0 ]
           History = [] }
 
+    // One key per task, from the run's seed alone: a resumed run draws the same batches as an unbroken one.
     let private taskKeys (config: ContinualConfig) (task: int) =
-        // One key per task, from the run's seed: a resumed run draws the same batches as an unbroken one.
         let keys = Rng.splitN (task + 1) (Rng.create config.Seed)
         Rng.split keys[task]
 
@@ -76,25 +66,25 @@ module Continual =
     let learnNext
         (model: Layer)
         (config: ContinualConfig)
-        (sequence: TaskSequence)
+        (s: Scenario)
         (progress: ContinualProgress -> unit)
-        (s: ContinualState)
+        (c: ContinualState)
         =
-        let i = s.Done
+        let i = c.Done
 
-        if i >= sequence.Tasks.Length then
-            invalidArg (nameof s) $"every one of the {sequence.Tasks.Length} tasks is learned already"
+        if i >= s.Tasks.Length then
+            invalidArg (nameof c) $"every one of the {s.Tasks.Length} tasks is learned already"
 
-        let task = sequence.Tasks[i]
-        progress (TaskStarted(i, sequence.Tasks.Length, task.Name))
+        let task = s.Tasks[i]
+        progress (TaskStarted(i, s.Tasks.Length, task.Name))
         let trainKey, consolidationKey = taskKeys config i
 
         let state =
             if config.ResetOptimizer && i > 0 then
-                { s.State with
-                    Optimizer = config.Optimizer.Init s.State.Params }
+                { c.State with
+                    Optimizer = config.Optimizer.Init c.State.Params }
             else
-                s.State
+                c.State
 
         let trainConfig =
             { Epochs = config.EpochsPerTask
@@ -116,75 +106,61 @@ module Continual =
                   Rng = consolidationKey }
                 state.Objective
 
-        let accuracies = row model config.BatchSize sequence i state.Params
+        let accuracies = row model config.BatchSize s i state.Params
         progress (TaskDone(i, accuracies))
 
         { Done = i + 1
           State = { state with Objective = objective }
-          Rows = s.Rows @ [ accuracies ]
-          History = s.History @ [ history ] }
+          Rows = c.Rows @ [ accuracies ]
+          History = c.History @ [ history ] }
+
+    /// Learn every remaining task, calling `after` with the state after each (to checkpoint it).
+    let finishWith model config (s: Scenario) progress (after: ContinualState -> unit) (c: ContinualState) =
+        let mutable c = c
+
+        while c.Done < s.Tasks.Length do
+            c <- learnNext model config s progress c
+            after c
+
+        c
 
     /// Learn every remaining task.
-    let finish model config sequence progress (s: ContinualState) =
-        let mutable s = s
+    let finish model config (s: Scenario) progress (c: ContinualState) =
+        finishWith model config s progress ignore c
 
-        while s.Done < sequence.Tasks.Length do
-            s <- learnNext model config sequence progress s
-
-        s
-
-    /// The joint bound: every task's data at once. Each epoch cuts every task's training set into
-    /// shuffled batches and interleaves them, task by task in turn, until all are used (a batch holds
-    /// one task, so a Task-IL net trains every head). R gets two rows: at initialisation and after.
+    /// The joint bound: every task's data at once (Scenario.joint, batches from Joint.epoch), tested as
+    /// the sequential runs are after their last task. R gets two rows: at initialisation and after.
     let joint
         (model: Layer)
         (config: ContinualConfig)
-        (sequence: TaskSequence)
+        (s: Scenario)
         (progress: ContinualProgress -> unit)
-        (s: ContinualState)
+        (c: ContinualState)
         =
-        let tasks = sequence.Tasks
-        let last = tasks.Length - 1
+        let last = s.Tasks.Length - 1
+        let data = Scenario.joint s
+        let total = data.Parts |> Array.sumBy (fun p -> p.Train.Count)
         progress (TaskStarted(0, 1, "all tasks at once"))
         let trainKey, _ = taskKeys config 0
         let epochKeys = Rng.splitN config.EpochsPerTask trainKey
-        let mutable state = s.State
-        let total = tasks |> Array.sumBy (fun t -> t.Train.Count)
+        let mutable state = c.State
 
         let history =
             [ for epoch in 1 .. config.EpochsPerTask do
-                  let sw = System.Diagnostics.Stopwatch.StartNew()
-                  let keys = Rng.splitN (tasks.Length + 1) epochKeys[epoch - 1]
-
-                  let perTask =
-                      tasks
-                      |> Array.mapi (fun j t -> Trainer.batches keys[j] t.Train.Count config.BatchSize)
-
-                  let order =
-                      [| for b in 0 .. (perTask |> Array.map Array.length |> Array.max) - 1 do
-                             for j in 0..last do
-                                 if b < perTask[j].Length then
-                                     yield j, perTask[j][b] |]
-
-                  let stepKeys = Rng.splitN order.Length keys[tasks.Length]
+                  let sw = Diagnostics.Stopwatch.StartNew()
+                  let batchKey, stepKey = Rng.split epochKeys[epoch - 1]
+                  let batches = Joint.epoch batchKey config.BatchSize data
+                  let stepKeys = Rng.splitN batches.Length stepKey
                   let mutable lossSum = 0.0
 
-                  order
-                  |> Array.iteri (fun k (j, indices) ->
-                      let t = tasks[j]
-
-                      let batch =
-                          { Inputs = Tensor.gather indices t.Train.Inputs
-                            Labels = indices |> Array.map (fun i -> t.Train.Labels[i])
-                            Task = t.Head.Task
-                            Outputs = (sequence.TestHead last j).Outputs }
-
+                  batches
+                  |> Array.iteri (fun k batch ->
                       let state', loss = Step.run model config.Optimizer stepKeys[k] state batch
                       state <- state'
-                      lossSum <- lossSum + loss * float indices.Length
-                      progress (Training(0, BatchDone(epoch, k + 1, order.Length, loss))))
+                      lossSum <- lossSum + loss * float batch.Labels.Length
+                      progress (Training(0, BatchDone(epoch, k + 1, batches.Length, loss))))
 
-                  let accuracies = row model config.BatchSize sequence last state.Params
+                  let accuracies = row model config.BatchSize s last state.Params
 
                   let m =
                       { Epoch = epoch
@@ -196,13 +172,123 @@ module Continual =
                   progress (Training(0, EpochDone m))
                   m ]
 
-        let accuracies = row model config.BatchSize sequence last state.Params
+        let accuracies = row model config.BatchSize s last state.Params
         progress (TaskDone(0, accuracies))
 
-        { Done = tasks.Length
+        { Done = s.Tasks.Length
           State = state
-          Rows = s.Rows @ [ accuracies ]
+          Rows = c.Rows @ [ accuracies ]
           History = [ history ] }
 
     /// R as an array: (tasks learned + 1) rows × tasks columns.
-    let matrix (s: ContinualState) = s.Rows |> Array.ofList
+    let matrix (c: ContinualState) = c.Rows |> Array.ofList
+
+    // ------------------------------------------------------------------ checkpoints
+
+    let private rowsJson (c: ContinualState) =
+        JsonSerializer.Serialize(c.Rows |> List.map Array.ofSeq |> Array.ofList)
+
+    let private historyJson (c: ContinualState) =
+        JsonSerializer.Serialize(
+            c.History
+            |> List.map (fun h ->
+                h
+                |> List.map (fun m -> [| float m.Epoch; m.TrainLoss; m.TestLoss; m.TestAccuracy; m.Seconds |])
+                |> Array.ofList)
+            |> Array.ofList
+        )
+
+    /// Write the state after a task as one safetensors file (parameters under "params/", optimizer
+    /// buffers under "optimizer/<k>/", term state under "terms/"; tasks done, R's rows, the epochs and
+    /// the optimizer's step count in the metadata), atomically.
+    let save (path: string) (c: ContinualState) =
+        let named prefix (p: Params) =
+            Params.flatten p |> List.map (fun (name, t) -> prefix + name, t)
+
+        let tensors =
+            [ yield! named "params/" c.State.Params
+              for k, buffer in List.indexed c.State.Optimizer.Buffers do
+                  yield! named $"optimizer/{k}/" buffer
+              for name, t in Objective.state c.State.Objective -> "terms/" + name, t ]
+
+        Checkpoint.write
+            path
+            tensors
+            (Map
+                [ "done", string c.Done
+                  "optimizer_step", string c.State.Optimizer.Step
+                  "optimizer_buffers", string c.State.Optimizer.Buffers.Length
+                  "rows", rowsJson c
+                  "history", historyJson c ])
+
+    /// A state read back from `save`'s file, its structure taken from `like` (a fresh start of the same
+    /// run: the parameter tree, the optimizer and the objective's terms); a file of another run is
+    /// refused with a one-line message naming it.
+    let load (path: string) (like: ContinualState) : ContinualState =
+        let c = Checkpoint.read path
+        let stored = dict c.Tensors
+
+        let bad (message: string) : 'a =
+            raise (DataError($"{path}: {message}", path))
+
+        let meta key =
+            match c.Metadata.TryFind key with
+            | Some v -> v
+            | None -> bad $"not a checkpoint of a continual run (no '{key}' in its metadata)"
+
+        let tree (prefix: string) (shape: Params) =
+            Params.flatten shape
+            |> List.map (fun (name, t) ->
+                match stored.TryGetValue(prefix + name) with
+                | true, v when v.Shape = t.Shape && v.DType = t.DType -> v
+                | true, v ->
+                    bad
+                        $"'{prefix + name}' is {v.DType} {Shape.show v.Shape} here but {t.DType} {Shape.show t.Shape} in this run: the checkpoint belongs to another run"
+                | _ -> bad $"it lacks '{prefix + name}': the checkpoint belongs to another run")
+            |> Array.ofList
+            |> Params.withTensors shape
+
+        let p = tree "params/" like.State.Params
+        let buffers = int (meta "optimizer_buffers")
+
+        if buffers <> like.State.Optimizer.Buffers.Length then
+            bad $"its optimizer keeps {buffers} buffers, this run's {like.State.Optimizer.Buffers.Length}"
+
+        let terms =
+            [ for name, t in c.Tensors do
+                  if name.StartsWith "terms/" then
+                      name.Substring 6, t ]
+
+        let rows = JsonSerializer.Deserialize<float[][]>(meta "rows") |> List.ofArray
+
+        let history =
+            JsonSerializer.Deserialize<float[][][]>(meta "history")
+            |> Array.map (fun h ->
+                h
+                |> Array.map (fun m ->
+                    { Epoch = int m[0]
+                      TrainLoss = m[1]
+                      TestLoss = m[2]
+                      TestAccuracy = m[3]
+                      Seconds = m[4] })
+                |> List.ofArray)
+            |> List.ofArray
+
+        { Done = int (meta "done")
+          State =
+            { Params = p
+              Optimizer =
+                { Step = int (meta "optimizer_step")
+                  Buffers = like.State.Optimizer.Buffers |> List.mapi (fun k b -> tree $"optimizer/{k}/" b) }
+              Objective = Objective.restore terms like.State.Objective }
+          Rows = rows
+          History = history }
+
+    /// The checkpoint file of a run folder after task i (1-based), and the latest one present.
+    let checkpointPath (folder: string) (task: int) =
+        Path.Combine(folder, $"checkpoint-task{task}.safetensors")
+
+    let latestCheckpoint (folder: string) (tasks: int) =
+        [ tasks .. -1 .. 1 ]
+        |> List.tryFind (fun t -> File.Exists(checkpointPath folder t))
+        |> Option.map (fun t -> t, checkpointPath folder t)

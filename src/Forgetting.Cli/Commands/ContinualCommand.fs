@@ -1,0 +1,403 @@
+/// `forgetting continual`: methods × seeds on a task sequence, R and its metrics per run, and a
+/// comparison table; `forgetting run <recipe.json>`: one run again, exactly as a results folder recorded it.
+module Forgetting.Cli.Commands.ContinualCommand
+
+open System
+open System.IO
+open Argu
+open Forgetting.Nn
+open Forgetting.Mechanisms
+open Forgetting.Data
+open Forgetting.Training
+open Forgetting.Analysis
+open Forgetting.Experiments
+open Forgetting.Cli
+
+type ContinualArgs =
+    | Scenario of string
+    | Setting of string
+    | Data of string list
+    | Tasks of int
+    | Classes_Per_Task of int
+    | Keep_First
+    | Methods of string list
+    | Lambda of float
+    | Gamma of float
+    | Gamma_In_Penalty
+    | Fisher of string
+    | Fisher_Samples of int
+    | C of float
+    | Term of string list
+    | Forgetting_Layer
+    | Rho of float
+    | Hidden of int list
+    | Epochs of int
+    | Batch_Size of int
+    | Optimizer of string
+    | Lr of float
+    | Momentum of float
+    | Reset_Optimizer
+    | Seeds of int
+    | Seed of int
+    | Train_Limit of int
+    | Cache_Dir of string
+    | Out of string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Scenario _ -> "permuted (default), split, sequence or stream."
+            | Setting _ ->
+                "task (a head per task, default), domain (one head) or class (one head over the classes seen)."
+            | Data _ -> "the data set(s): mnist (default) or fashion-mnist; a sequence takes several, in order."
+            | Tasks _ -> "tasks of a permuted or stream scenario (default 10 permuted, 5 stream)."
+            | Classes_Per_Task _ -> "classes per task of a split scenario (default 2)."
+            | Keep_First -> "permuted: leave the first task unpermuted (default: every task permuted)."
+            | Methods _ -> "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si (default: none ewc)."
+            | Lambda _ -> "EWC's λ (default per scenario: 1e2 permuted, 1e6 split Task-IL, 1e5 other split)."
+            | Gamma _ -> "online EWC's decay γ in [0, 1] (default 1)."
+            | Gamma_In_Penalty -> "online EWC: multiply the penalty by γ once more (a reference code's variant)."
+            | Fisher _ -> "EWC's Fisher: true (default), empirical or sampled."
+            | Fisher_Samples _ -> "EWC: at most this many samples for the Fisher (default: the whole task)."
+            | C _ -> "SI's strength c (default 0.1 permuted, 1 split)."
+            | Term _ -> "more objective terms, kind:setting=value,…  (e.g. l2:weight=1e-4); see 'forgetting terms'."
+            | Forgetting_Layer -> "put a forgetting layer after every hidden ReLU, with its ERS and IRS terms."
+            | Rho _ -> "the forgetting layer's steepness ρ (default 1)."
+            | Hidden _ -> "hidden layer sizes (default 512 256)."
+            | Epochs _ -> "epochs per task (default 1)."
+            | Batch_Size _ -> "batch size (default 128)."
+            | Optimizer _ -> "sgd (default) or adam."
+            | Lr _ -> "learning rate (default 0.01 for sgd, 1e-3 for adam)."
+            | Momentum _ -> "SGD momentum (default 0.9)."
+            | Reset_Optimizer -> "start the optimizer's state afresh at every task."
+            | Seeds _ -> "run seeds 1 … N of every method (default 1)."
+            | Seed _ -> "the first seed (default 1)."
+            | Train_Limit _ -> "keep at most this many training samples per task (quick runs)."
+            | Cache_Dir _ -> "the data cache (default $FORGETTING_DATA or the per-user cache)."
+            | Out _ -> "results directory (default results/continual-<scenario>-<setting>)."
+
+type RunRecipeArgs =
+    | [<MainCommand; ExactlyOnce>] Recipe of path: string
+    | Cache_Dir of string
+    | Out of string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Recipe _ -> "a recipe.json from a results folder."
+            | Cache_Dir _ -> "the data cache (default $FORGETTING_DATA or the per-user cache)."
+            | Out _ -> "results directory (default: a folder 'rerun' beside the recipe)."
+
+let private usage message : 'a = raise (UserError(message, Exit.usage))
+
+let private finite (name: string) (v: float) =
+    if not (Double.IsFinite v) then
+        usage $"--{name} must be a finite number, got {v}"
+
+    v
+
+/// Parse `kind:setting=value,…` into a term spec, checked by the kind's own settings.
+let private termOf (text: string) : TermSpec =
+    let kindName, rest =
+        match text.IndexOf ':' with
+        | -1 -> text.Trim(), ""
+        | i -> text.Substring(0, i).Trim(), text.Substring(i + 1)
+
+    let kind =
+        match Catalog.terms |> List.tryFind (fun k -> k.Name = kindName) with
+        | Some k -> k
+        | None ->
+            let known = Catalog.terms |> List.map (fun k -> k.Name) |> String.concat ", "
+            usage $"--term: unknown term '{kindName}'; known: {known}"
+
+    let given =
+        rest.Split(',', StringSplitOptions.RemoveEmptyEntries)
+        |> Array.map (fun pair ->
+            match pair.Split('=', 2) with
+            | [| name; value |] ->
+                let name = name.Trim()
+
+                match kind.Settings |> List.tryFind (fun s -> s.Name = name) with
+                | Some spec -> name, TermSetting.parse spec value
+                | None ->
+                    let known = kind.Settings |> List.map (fun s -> s.Name) |> String.concat ", "
+                    usage $"--term {kindName}: no setting '{name}'; it takes: {known}"
+            | _ -> usage $"--term {kindName}: '{pair}' is not setting=value")
+        |> List.ofArray
+
+    { Kind = kindName
+      Settings = TermSetting.resolve kindName kind.Settings given }
+
+/// The recipe of one method and seed from the command line; Core checks every value.
+let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed: int) : Recipe =
+    let kind = args.GetResult(Scenario, defaultValue = "permuted")
+    let optimizerKind = args.GetResult(Optimizer, defaultValue = "sgd")
+
+    let scenario =
+        { Kind = kind
+          Setting = args.GetResult(Setting, defaultValue = "task")
+          Data =
+            args.GetResult(
+                Data,
+                defaultValue =
+                    (if kind = "sequence" then
+                         [ "mnist"; "fashion-mnist" ]
+                     else
+                         [ "mnist" ])
+            )
+          Tasks = args.GetResult(Tasks, defaultValue = (if kind = "stream" then 5 else 10))
+          ClassesPerTask = args.GetResult(Classes_Per_Task, defaultValue = 2)
+          PermuteFirst = not (args.Contains Keep_First)
+          Seed = 1
+          TrainLimit = args.GetResult(Train_Limit, defaultValue = 0) }
+
+    let overrides =
+        [ match args.TryGetResult Lambda with
+          | Some l -> "lambda", Number(finite "lambda" l)
+          | None -> ()
+          match args.TryGetResult Gamma with
+          | Some g -> "gamma", Number(finite "gamma" g)
+          | None -> ()
+          if args.Contains Gamma_In_Penalty then
+              "gamma_in_penalty", Switch true
+          match args.TryGetResult Fisher with
+          | Some f -> "fisher", Choice f
+          | None -> ()
+          match args.TryGetResult Fisher_Samples with
+          | Some n -> "samples", Count n
+          | None -> ()
+          match args.TryGetResult C with
+          | Some c -> "c", Number(finite "c" c)
+          | None -> () ]
+
+    let training, methodTerms = Methods.terms scenario method overrides
+
+    let forgetting =
+        if args.Contains Forgetting_Layer then
+            Some
+                { ForgettingLayerConfig.Default with
+                    Rho = args.GetResult(Rho, defaultValue = ForgettingLayerConfig.Default.Rho) }
+        else
+            None
+
+    let terms =
+        [ for kindName, given in methodTerms do
+              let k = Catalog.terms |> List.find (fun k -> k.Name = kindName)
+
+              yield
+                  { Kind = kindName
+                    Settings = TermSetting.resolve kindName k.Settings given }
+          if forgetting.IsSome then
+              for k in ActiveForgetting.kinds ->
+                  { Kind = k.Name
+                    Settings = TermSetting.resolve k.Name k.Settings [] }
+          for t in args.GetResult(Term, defaultValue = []) -> termOf t ]
+
+    { Scenario = scenario
+      Model =
+        { Hidden = args.GetResult(Hidden, defaultValue = [ 512; 256 ])
+          Forgetting = forgetting }
+      Training = training
+      Terms = terms
+      Optimizer =
+        { Kind = optimizerKind
+          Lr =
+            args.GetResult(Lr, defaultValue = (if optimizerKind = "adam" then 1e-3 else 0.01))
+            |> finite "lr"
+          Momentum = args.GetResult(Momentum, defaultValue = 0.9) |> finite "momentum"
+          Nesterov = false
+          WeightDecay = 0.0
+          Beta1 = 0.9
+          Beta2 = 0.999
+          Eps = 1e-8
+          ResetPerTask = args.Contains Reset_Optimizer }
+      EpochsPerTask = args.GetResult(Epochs, defaultValue = 1)
+      BatchSize = args.GetResult(Batch_Size, defaultValue = 128)
+      Seed = int64 seed }
+
+let private loader (cacheDir: string option) =
+    let cache = Cache.directory cacheDir
+    let loaded = Collections.Generic.Dictionary<KnownDataset, TrainTest>()
+
+    fun (d: KnownDataset) ->
+        match loaded.TryGetValue d with
+        | true, data -> data
+        | _ ->
+            let data = Cache.load cache d
+            loaded[d] <- data
+            data
+
+let private pct (x: float) = 100.0 * x
+
+/// One run with a progress display: a line per task with its row of R.
+let private runOne (title: string) (load: KnownDataset -> TrainTest) (folder: string) (recipe: Recipe) =
+    Progress.run title (fun report ->
+        let mutable tasks = 1
+        let mutable current = 0
+
+        ContinualRun.run
+            Catalog.terms
+            load
+            (fun event ->
+                match event with
+                | Resumed n -> report.Line $"{title}  resumed from its checkpoint after task {n}"
+                | TaskStarted(i, n, _) ->
+                    tasks <- n
+                    current <- i
+                | Training(_, BatchDone(epoch, batch, batches, loss)) ->
+                    let fraction =
+                        (float current
+                         + (float (epoch - 1) + float batch / float batches) / float recipe.EpochsPerTask)
+                        / float tasks
+
+                    report.Update fraction $"task {current + 1}/{tasks}, epoch {epoch}, loss {loss:F4}"
+                | Training(_, EpochDone _) -> ()
+                | TaskDone(i, row) ->
+                    let cells = row |> Array.map (fun a -> $"{pct a:F1}") |> String.concat " "
+                    report.Line $"{title}  after task {i + 1}/{tasks}: accuracy per task %% {cells}")
+            (Some folder)
+            recipe)
+
+let private rCsv (r: ContinualResult) =
+    Results.csv
+        ("after" :: [ for j in 1 .. r.TaskNames.Length -> $"task{j}" ])
+        [ for i, row in Array.indexed r.R -> (if i = 0 then "init" else string i) :: [ for a in row -> Results.num a ] ]
+
+/// A run's folder, ready for it: new, or holding a run of the same recipe (whose checkpoints it goes on
+/// from); a folder of another recipe is refused before any work.
+let private runFolder (dir: string) (recipe: Recipe) =
+    let path = Path.Combine(dir, "recipe.json")
+
+    if File.Exists path && File.ReadAllText path <> Recipe.toText recipe then
+        raise (
+            UserError(
+                $"{dir} holds a run of another recipe; give another --out, or remove the folder to start afresh",
+                Exit.usage
+            )
+        )
+
+    Directory.CreateDirectory dir |> ignore
+    Results.writeAtomically path (Recipe.toText recipe)
+    dir
+
+/// Write one run's results beside its recipe: R, and its metrics with their definitions.
+let private write (dir: string) (command: string) (r: ContinualResult) =
+    Results.writeAtomically (Path.Combine(dir, "R.csv")) (rCsv r)
+
+    Results.writeAtomically
+        (Path.Combine(dir, "metrics.json"))
+        (Json.render
+            true
+            (Json.Obj
+                [ "command", Json.Str command
+                  "versions", Results.versions ()
+                  "tasks", Json.Arr [ for n in r.TaskNames -> Json.Str n ]
+                  "R", Json.Arr [ for row in r.R -> Json.Arr [ for a in row -> Json.Num a ] ]
+                  "metrics",
+                  Json.Arr
+                      [ for m in ContinualRun.metrics r ->
+                            Json.Obj
+                                [ "name", Json.Str m.Name
+                                  "definition", Json.Str m.Definition
+                                  "value",
+                                  (match m.Value with
+                                   | Some v -> Json.Num v
+                                   | None -> Json.Str "undefined") ] ] ]))
+
+let private command () =
+    "forgetting " + String.Join(" ", Environment.GetCommandLineArgs()[1..])
+
+let run (args: ParseResults<ContinualArgs>) =
+    let methods = args.GetResult(Methods, defaultValue = [ "none"; "ewc" ])
+    let seeds = args.GetResult(Seeds, defaultValue = 1)
+    let first = args.GetResult(Seed, defaultValue = 1)
+
+    if seeds < 1 then
+        usage $"--seeds must be at least 1, got {seeds}"
+
+    // Every recipe is built and checked before any data is loaded or any training starts.
+    let runs =
+        [ for m in methods do
+              for s in first .. first + seeds - 1 -> m, s, ContinualRun.validate Catalog.terms (recipeOf args m s) ]
+
+    let scenario =
+        match runs.Head with
+        | _, _, r -> r.Scenario
+
+    let load = loader (args.TryGetResult ContinualArgs.Cache_Dir)
+
+    // The data, too, before any folder is made: a missing data set leaves nothing behind.
+    for _, _, r in runs do
+        for d in r.Scenario.Data do
+            KnownDataset.tryParse d |> Option.iter (load >> ignore)
+
+    let dir =
+        args.GetResult(
+            ContinualArgs.Out,
+            defaultValue = Path.Combine("results", $"continual-{scenario.Kind}-{scenario.Setting}")
+        )
+        |> Results.prepare
+
+    let results =
+        [ for m, s, recipe in runs ->
+              let folder = runFolder (Path.Combine(dir, $"{m}-seed{s}")) recipe
+              let r = runOne $"{m} seed {s}" load folder recipe
+              write folder (command ()) r
+              m, r ]
+
+    printfn
+        "%s %s-IL, %d tasks, %d seed(s): mean ± sd over seeds"
+        scenario.Kind
+        scenario.Setting
+        (snd results.Head).TaskNames.Length
+        seeds
+
+    let names = ContinualRun.metrics (snd results.Head) |> List.map (fun m -> m.Name)
+    let widths = names |> List.map (fun n -> max 16 (n.Length + 2))
+    let cell k (text: string) = text.PadLeft widths[k]
+    printfn "%-12s %s" "method" (names |> List.mapi cell |> String.concat "")
+
+    for m in methods do
+        let values =
+            results
+            |> List.filter (fun (name, _) -> name = m)
+            |> List.map (fun (_, r) -> ContinualRun.metrics r |> Array.ofList)
+
+        let cells =
+            names
+            |> List.mapi (fun k _ ->
+                let xs = values |> List.choose (fun ms -> ms[k].Value)
+
+                if xs.IsEmpty then
+                    cell k "undefined"
+                else
+                    let mean = List.average xs
+                    let sd = sqrt (xs |> List.averageBy (fun x -> (x - mean) ** 2.0))
+                    cell k $"{pct mean:F2} ± {pct sd:F2}")
+
+        printfn "%-12s %s" m (String.concat "" cells)
+
+    for m in ContinualRun.metrics (snd results.Head) do
+        printfn "  %s: %s" m.Name m.Definition
+
+    printfn "results in %s" (Path.GetFullPath dir)
+
+let rerun (args: ParseResults<RunRecipeArgs>) =
+    let path = args.GetResult Recipe
+    let recipe = Recipe.load Catalog.terms path |> ContinualRun.validate Catalog.terms
+
+    let beside: string =
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath path), "rerun")
+
+    let dir = args.GetResult(<@ RunRecipeArgs.Out @>, defaultValue = beside)
+    let load = loader (args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>)
+
+    for d in recipe.Scenario.Data do
+        KnownDataset.tryParse d |> Option.iter (load >> ignore)
+
+    let folder = runFolder dir recipe
+    let r = runOne "run" load folder recipe
+    write folder (command ()) r
+    let acc = r.R[r.R.Length - 1] |> Array.average
+    printfn "average accuracy after the last task: %.2f%%" (pct acc)
+    printfn "results in %s" (Path.GetFullPath dir)
