@@ -46,7 +46,9 @@ let tests =
               let batch = batchOf 2L 0 3
               let objective = Objective.ofTerms [ Regularizers.l2Term 0.01 ]
               let sgd = Optim.sgd 0.1
-              let state, loss = Step.run model sgd (Rng.create 3L) (Step.init sgd objective p) batch
+
+              let state, loss =
+                  Step.run model sgd (Rng.create 3L) (Step.init sgd objective p) batch
 
               let f q =
                   Objective.loss objective (Step.view model (Mode.Train(Rng.create 3L)) q batch)
@@ -120,13 +122,15 @@ let tests =
                       Expect.isFalse zero $"{path} is trained by task 1"
 
               let direct =
-                  Layer.apply (Layer.dense 4 3) Mode.Eval (Params.get "out/head2" p) (
-                      Layer.apply
+                  Layer.apply
+                      (Layer.dense 4 3)
+                      Mode.Eval
+                      (Params.get "out/head2" p)
+                      (Layer.apply
                           (Layer.sequential [ "fc1", Layer.dense 5 4; "relu1", Layer.relu ])
                           Mode.Eval
                           (Params.ofList [ "fc1", Params.get "fc1" p ])
-                          batch.Inputs
-                  )
+                          batch.Inputs)
 
               let logits, _ = model.Forward (Mode.Eval.OnTask 1) p batch.Inputs
               Expect.equal (logits.ToFloat64Array()) (direct.ToFloat64Array()) "head 2 computes task 1's logits"
@@ -142,7 +146,9 @@ let tests =
           }
 
           test "only the outputs in play enter the task loss" {
-              let logits = Tensor.ofFloat64 [| 2; 4 |] [| 1.0; 2.0; 3.0; 4.0; 5.0; 6.0; 7.0; 8.0 |]
+              let logits =
+                  Tensor.ofFloat64 [| 2; 4 |] [| 1.0; 2.0; 3.0; 4.0; 5.0; 6.0; 7.0; 8.0 |]
+
               Expect.equal ((Step.inPlay 2 logits).ToFloat64Array()) [| 1.0; 2.0; 5.0; 6.0 |] "the first two columns"
               Expect.equal (Step.inPlay 4 logits) logits "all of them"
           }
@@ -158,13 +164,14 @@ let tests =
                           [| Tensor.sum (Tensor.tanh z); Tensor.sum (Tensor.square z) |], [| z; ts[1] |])
                       [| x; w |]
 
+              let ofTanh, ofSquare = grads[0], grads[1]
               let z = (Tensor.matmul x w).ToFloat64Array()
               let dTanh = z |> Array.map (fun v -> 1.0 - tanh v * tanh v)
-              Expect.isTrue (close 1e-12 (grads[0][0].ToFloat64Array()) dTanh) "d sum tanh z / dz"
-              Expect.isTrue (close 1e-12 (grads[1][0].ToFloat64Array()) (z |> Array.map ((*) 2.0))) "d sum z² / dz"
+              Expect.isTrue (close 1e-12 (ofTanh[0].ToFloat64Array()) dTanh) "d sum tanh z / dz"
+              Expect.isTrue (close 1e-12 (ofSquare[0].ToFloat64Array()) (z |> Array.map ((*) 2.0))) "d sum z² / dz"
 
               let gw = Tensor.grad (fun w -> Tensor.sum (Tensor.tanh (Tensor.matmul x w))) w
-              Expect.isTrue (close 1e-12 (grads[0][1].ToFloat64Array()) (gw.ToFloat64Array())) "d / dW too"
+              Expect.isTrue (close 1e-12 (ofTanh[1].ToFloat64Array()) (gw.ToFloat64Array())) "d / dW too"
               Expect.floatClose Accuracy.veryHigh values[1].Item (Array.sumBy (fun v -> v * v) z) "the value"
           }
 
