@@ -11,8 +11,7 @@ open Forgetting.Experiments
 [<RequireQualifiedAccess>]
 module Draw =
 
-    let private setRange (set: float * float -> unit) (range: (float * float) option) =
-        range |> Option.iter set
+    let private setRange (set: float * float -> unit) (range: (float * float) option) = range |> Option.iter set
 
     /// Markers a few pixels wide for a handful of points, shrinking as the points grow many so that clouds
     /// (a t-SNE map of thousands) stay readable.
@@ -228,7 +227,11 @@ module Draw =
     let private cellText (lo: float, hi: float) (v: float) =
         let decimals = Math.Clamp(2 - int (floor (log10 (hi - lo))), 0, 6)
         let s = v.ToString("F" + string decimals, CultureInfo.InvariantCulture)
-        if s.TrimStart('-').Trim('0', '.') = "" then s.TrimStart '-' else s
+
+        if s.TrimStart('-').Trim('0', '.') = "" then
+            s.TrimStart '-'
+        else
+            s
 
     /// A heatmap: one cell per value, row 0 at the top, coloured on Viridis (perceptually uniform, readable
     /// in grey) over the chart's range or the finite values, with a labelled colour bar on the right. Each cell
@@ -260,14 +263,21 @@ module Draw =
         // A bitmap of one pixel per cell would be smoothed into a blur when an SVG viewer scales it up.
         cells.RenderStrategy <- Plottables.Heatmap.RenderStrategies.Rectangles()
         let bar = p.Add.ColorBar(cells, Edge.Right)
-        bar.Label <- snd (Text.fit (Style.typeface false) (float32 size.Height - 100.0f) Style.labelSize 10.0f chart.ValueLabel)
+
+        bar.Label <-
+            snd (Text.fit (Style.typeface false) (float32 size.Height - 100.0f) Style.labelSize 10.0f chart.ValueLabel)
+
         bar.LabelStyle.FontSize <- Style.labelSize
         bar.LabelStyle.FontName <- Style.fontFamily.Value
         bar.LabelStyle.Bold <- false
         bar.LabelStyle.ForeColor <- Style.ink
         bar.Axis.TickLabelStyle.FontSize <- Style.tickSize
         bar.Axis.TickLabelStyle.FontName <- Style.fontFamily.Value
-        let tick (labels: string list) = labels |> List.map (fun l -> snd (Text.fit (Style.typeface false) 150.0f Style.tickSize 9.0f l))
+
+        let tick (labels: string list) =
+            labels
+            |> List.map (fun l -> snd (Text.fit (Style.typeface false) 150.0f Style.tickSize 9.0f l))
+
         p.Axes.Bottom.SetTicks(Array.init columns float, Array.ofList (tick chart.Columns))
         // Row r is drawn at y = rows - 1 - r, so that row 0 is at the top as in a printed matrix.
         p.Axes.Left.SetTicks(Array.init rows (fun r -> float (rows - 1 - r)), Array.ofList (tick chart.Rows))

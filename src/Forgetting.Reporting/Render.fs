@@ -25,7 +25,12 @@ module Render =
             CultureInfo.CurrentCulture <- saved
 
     let private check (size: ImageSize) =
-        if size.Width < 100 || size.Height < 100 || size.Width > 20000 || size.Height > 20000 then
+        if
+            size.Width < 100
+            || size.Height < 100
+            || size.Width > 20000
+            || size.Height > 20000
+        then
             invalidArg (nameof size) $"an image must be 100 to 20000 pixels each way, got {size.Width} × {size.Height}"
 
     /// The panel as a standalone SVG document: text stays text (titles, labels, legend entries).
@@ -34,7 +39,7 @@ module Render =
 
         invariant (fun () ->
             use plot = Draw.panel size panel
-            plot.GetSvgXml(size.Width, size.Height))
+            SvgIds.normalise (plot.GetSvgXml(size.Width, size.Height)))
 
     /// The panel as a PNG image.
     let png (size: ImageSize) (panel: Panel) : byte[] =
@@ -97,10 +102,12 @@ module Render =
 
             do
                 // The SVG is complete only once the canvas is disposed.
-                use canvas = SKSvgCanvas.Create(SKRect(0.0f, 0.0f, float32 width, float32 height), stream)
+                use canvas =
+                    SKSvgCanvas.Create(SKRect(0.0f, 0.0f, float32 width, float32 height), stream)
+
                 drawGrid size panels canvas
 
-            Encoding.UTF8.GetString(stream.ToArray()))
+            SvgIds.normalise (Encoding.UTF8.GetString(stream.ToArray())))
 
     /// A figure's panels on one PNG, each `size` large, on the grid of `grid`.
     let figurePng (size: ImageSize) (panels: Panel list) : byte[] =

@@ -28,34 +28,11 @@ module Report =
 
     let private enc (s: string) = WebUtility.HtmlEncode(Text.clean s)
 
-    let private references = Regex(@"url\(#([^)]+)\)", RegexOptions.Compiled)
-
     /// An SVG document as an element to inline in HTML, its ids prefixed. The XML declaration may not stand
-    /// inside HTML, and ids are global to a page: ScottPlot numbers its clip paths from 1 in every chart, so
-    /// two charts' clip paths would otherwise cut each other's data.
+    /// inside HTML, and ids are global to a page: every chart numbers its clip paths from 1, so two charts'
+    /// clip paths would otherwise cut each other's data.
     let private inlineSvg (prefix: string) (svg: string) : string =
-        let doc = XDocument.Parse svg
-        let renamed = Dictionary<string, string>()
-
-        for e in doc.Descendants() do
-            match e.Attribute(XName.Get "id") with
-            | null -> ()
-            | id ->
-                renamed[id.Value] <- $"{prefix}-{id.Value}"
-                id.Value <- renamed[id.Value]
-
-        let target (id: string) =
-            match renamed.TryGetValue id with
-            | true, name -> name
-            | _ -> id
-
-        for e in doc.Descendants() do
-            for a in e.Attributes() do
-                if a.Name.LocalName = "href" && a.Value.StartsWith "#" then
-                    a.Value <- "#" + target (a.Value.Substring 1)
-                elif a.Value.Contains "url(#" then
-                    a.Value <- references.Replace(a.Value, fun m -> $"url(#{target m.Groups[1].Value})")
-
+        let doc = SvgIds.rename (fun _ id -> $"{prefix}-{id}") svg
         doc.Root.ToString(SaveOptions.DisableFormatting)
 
     let private dataUri (path: string) =
@@ -104,13 +81,13 @@ module Report =
 
                     let download =
                         match png with
-                        | Some png ->
-                            $"<a download=\"{enc (Path.GetFileName png)}\" href=\"{dataUri png}\">PNG</a>"
+                        | Some png -> $"<a download=\"{enc (Path.GetFileName png)}\" href=\"{dataUri png}\">PNG</a>"
                         | None -> ""
 
                     add $"<figure>{body}<figcaption>{title}{download}</figcaption></figure>\n"
                 | None, Some png ->
-                    add $"<figure><img alt=\"{title}\" src=\"{dataUri png}\"><figcaption>{title}</figcaption></figure>\n"
+                    add
+                        $"<figure><img alt=\"{title}\" src=\"{dataUri png}\"><figcaption>{title}</figcaption></figure>\n"
                 | None, None ->
                     invalidArg (nameof figures) $"figure {f.Name}: panel '{p.Title}' has neither an SVG nor a PNG file"
 

@@ -19,7 +19,8 @@ module Style =
         List.ofArray ("#4e79a7 #f28e2b #e15759 #76b7b2 #59a14f #edc948 #b07aa1 #ff9da7 #9c755f #bab0ac".Split ' ')
 
     /// The i-th colour of the palette.
-    let colour (i: int) : Color = Color.FromHex palette[i % palette.Length]
+    let colour (i: int) : Color =
+        Color.FromHex palette[i % palette.Length]
 
     /// Dark grey for text, axes and error bars: softer than black, still high in contrast on white.
     let ink = Color.FromHex "#222222"
@@ -48,13 +49,20 @@ module Style =
         p.Font.Set fontFamily.Value |> ignore
         let width = float32 size.Width
         let height = float32 size.Height
-        let titleSize, title = Text.fit (typeface true) (0.95f * width) titleSize 10.0f title
+
+        let titleSize, title =
+            Text.fit (typeface true) (0.95f * width) titleSize 10.0f title
+
         p.Title(title, titleSize)
         p.Axes.Title.Label.Bold <- true
         p.Axes.Title.Label.ForeColor <- ink
         // The axes take about 60 pixels of each dimension; the labels run along what is left.
-        let xSize, xLabel = Text.fit (typeface false) (width - 120.0f) labelSize 10.0f xLabel
-        let ySize, yLabel = Text.fit (typeface false) (height - 100.0f) labelSize 10.0f yLabel
+        let xSize, xLabel =
+            Text.fit (typeface false) (width - 120.0f) labelSize 10.0f xLabel
+
+        let ySize, yLabel =
+            Text.fit (typeface false) (height - 100.0f) labelSize 10.0f yLabel
+
         p.XLabel(xLabel, xSize)
         p.YLabel(yLabel, ySize)
 

@@ -45,7 +45,11 @@ let private rows (panel: Panel) =
               for x, y in xy -> [ p.Title; label; Results.num x; Results.num y; "" ] ]
     | Columns b ->
         [ for i, (label, value, err) in List.indexed b.Bars ->
-              [ b.Title; label; string i; Results.num value; err |> Option.map Results.num |> Option.defaultValue "" ] ]
+              [ b.Title
+                label
+                string i
+                Results.num value
+                err |> Option.map Results.num |> Option.defaultValue "" ] ]
     | Matrix m ->
         [ for r, row in List.indexed m.Rows do
               for c, column in List.indexed m.Columns -> [ m.Title; row; column; Results.num (m.Values[r][c]); "" ] ]
