@@ -59,6 +59,17 @@ module Draw =
 
         setRange p.Axes.SetLimitsX chart.XRange
         setRange p.Axes.SetLimitsY chart.YRange
+
+        // Epochs, layers and classes are whole numbers: ticks between them (epoch 2.5) would mean nothing.
+        let xs = finite |> Seq.collect (Seq.map (fun (x, _, _) -> x)) |> Seq.toArray
+
+        if
+            chart.XRange.IsNone
+            && xs |> Array.forall (fun x -> x = round x)
+            && Array.max xs - Array.min xs <= 20.0
+        then
+            p.Axes.Bottom.TickGenerator <- TickGenerators.NumericFixedInterval(1.0)
+
         Style.legend p chart.Series.Length
         p
 
@@ -117,6 +128,11 @@ module Draw =
 
         let most = counts |> Seq.collect id |> Seq.fold max 1
         p.Axes.SetLimits(lo, hi, 0.0, float most * 1.08)
+
+        // Counts are whole: a handful of them would otherwise get ticks at 0.2, 0.4, …
+        if most <= 10 then
+            p.Axes.Left.TickGenerator <- TickGenerators.NumericFixedInterval(1.0)
+
         Style.legend p groups
         p
 

@@ -54,34 +54,22 @@ module Render =
         let columns = int (ceil (sqrt (float (max 1 panels))))
         columns, (max 1 panels + columns - 1) / columns
 
-    /// Draw every panel into its cell of the grid on one canvas. A plot clears the whole canvas it renders
-    /// to, so the panels go through ScottPlot's Multiplot, which lays them out; cells the panels leave
-    /// free get an empty white plot, as the canvas behind them is black in an SVG.
+    /// Draw every panel into its cell of the grid on one canvas, on white.
     let private drawGrid (size: ImageSize) (panels: Panel list) (canvas: SKCanvas) =
-        let columns, rows = grid panels.Length
+        let columns, _ = grid panels.Length
+        canvas.Clear SKColors.White
 
-        let blank () =
-            let p = new Plot()
-            p.HideAxesAndGrid()
-            p.Axes.Frameless(true)
-            p
-
-        let plots =
-            [ for panel in panels -> Draw.panel size panel
-              for _ in panels.Length .. columns * rows - 1 -> blank () ]
-
-        try
-            let figure = Multiplot(plots.Head)
-
-            for p in plots.Tail do
-                figure.AddPlot p
-
-            figure.Layout <- MultiplotLayouts.Grid(rows, columns)
-            canvas.Clear SKColors.White
-            figure.Render(canvas, PixelRect(0.0f, float32 (columns * size.Width), float32 (rows * size.Height), 0.0f))
-        finally
-            for p in plots do
-                p.Dispose()
+        panels
+        |> List.iteri (fun k panel ->
+            use plot = Draw.panel size panel
+            // A plot clears the whole canvas it is drawn on unless told not to.
+            plot.RenderManager.ClearCanvasBeforeEachRender <- false
+            // A plot's first render draws it twice, to settle its layout: on an SVG canvas both copies would
+            // stay, so the first goes to a throwaway bitmap.
+            (plot.GetImage(size.Width, size.Height)).Dispose()
+            let left = float32 (k % columns * size.Width)
+            let top = float32 (k / columns * size.Height)
+            plot.Render(canvas, PixelRect(left, left + float32 size.Width, top + float32 size.Height, top)))
 
     let private figureSize (size: ImageSize) (panels: Panel list) =
         if panels.IsEmpty then
