@@ -22,7 +22,7 @@ type Command =
             | Sparsity _ -> "Treves-Rolls sparsity of a layer's activations (CSV, or generated)."
             | Bench _ -> "time the engine's workloads; one JSON object per line."
             | Train _ -> "train one MLP variant (forgetting layer or a baseline) on MNIST or Fashion-MNIST."
-            | Figure _ -> "re-run the paper's figures (1e, 2a-d, 3b, 3c, 4a-c): JSON, CSV and SVG per figure."
+            | Figure _ -> "re-run the paper's figures (1e, 2a-d, 3b, 3c, 4a-c): JSON, CSV, SVG and PNG per figure."
             | Report _ -> "gather a directory of figures into one HTML page."
             | Compare _ -> "train several variants over seeds; print accuracy and sparsity (Fig. 3a)."
             | Continual _ -> "learn a task sequence with continual-learning methods over seeds: R and its metrics."

@@ -1,10 +1,9 @@
-/// `forgetting figure`: the paper's figures (source 000, Fig. 1e-4c) re-run, each written as JSON, CSV
-/// and SVG into a directory of its own; `forgetting report` gathers them into one HTML page.
+/// `forgetting figure`: the paper's figures (source 000, Fig. 1e-4c) re-run, each written as JSON, CSV,
+/// SVG and PNG into a directory of its own; `forgetting report` gathers them into one HTML page.
 module Forgetting.Cli.Commands.FigureCommand
 
 open System
 open System.IO
-open System.Net
 open Argu
 open Forgetting.Data
 open Forgetting.Experiments
@@ -24,11 +23,11 @@ let private positive name (v: int) =
 
     v
 
-/// The chart of a panel as SVG, and its data as CSV rows (panel, series, x, y, sd).
-let private chart (panel: Panel) =
+/// The data of a panel as CSV rows (panel, series, x, y, sd): a bar chart's x is the bar's index and its sd
+/// the error; a heatmap's series is the row and x the column.
+let private rows (panel: Panel) =
     match panel with
     | Lines c ->
-        Svg.lineChart c,
         [ for s in c.Series do
               for i in 0 .. s.X.Length - 1 ->
                   [ c.Title
@@ -39,19 +38,21 @@ let private chart (panel: Panel) =
                      | Some sd -> Results.num sd[i]
                      | None -> "") ] ]
     | Histograms h ->
-        Svg.histogram h,
         [ for label, values in h.Groups do
               for i in 0 .. values.Length - 1 -> [ h.Title; label; string i; Results.num values[i]; "" ] ]
     | Points p ->
-        Svg.scatter p,
         [ for label, xy in p.Groups do
               for x, y in xy -> [ p.Title; label; Results.num x; Results.num y; "" ] ]
-
-let private title (panel: Panel) =
-    match panel with
-    | Lines c -> c.Title
-    | Histograms h -> h.Title
-    | Points p -> p.Title
+    | Columns b ->
+        [ for i, (label, value, err) in List.indexed b.Bars ->
+              [ b.Title
+                label
+                string i
+                Results.num value
+                err |> Option.map Results.num |> Option.defaultValue "" ] ]
+    | Matrix m ->
+        [ for r, row in List.indexed m.Rows do
+              for c, column in List.indexed m.Columns -> [ m.Title; row; column; Results.num (m.Values[r][c]); "" ] ]
 
 /// One line per series: where it starts and ends, so the shape reads without the picture.
 let private describe (panel: Panel) =
@@ -70,6 +71,15 @@ let private describe (panel: Panel) =
                   $"    {label}: no points"
               else
                   $"    {label}: {xy.Length} points, mean ({Array.averageBy fst xy:F3}, {Array.averageBy snd xy:F3})" ]
+    | Columns b ->
+        [ for label, value, err in b.Bars ->
+              match err with
+              | Some e -> $"    {label}: {value:F3} ± {e:F3}"
+              | None -> $"    {label}: {value:F3}" ]
+    | Matrix m ->
+        [ for r, row in List.indexed m.Rows ->
+              let values = m.Values[r] |> Array.map (fun v -> $"{v:F3}") |> String.concat " "
+              $"    {row}: {values}" ]
 
 let private write (dir: string) (command: string) (settings: Value) (data: Value) (f: Figure) =
     let figDir = Path.Combine(dir, f.Name) |> Results.prepare
@@ -77,18 +87,21 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
     let panels =
         f.Panels
         |> List.mapi (fun k panel ->
-            let svg, rows = chart panel
             let stem = $"{f.Name}-{k + 1}"
-            Svg.save (Path.Combine(figDir, stem + ".svg")) svg
+            Save.panel Style.panelSize (Path.Combine(figDir, stem)) panel
 
             Results.writeAtomically
                 (Path.Combine(figDir, stem + ".csv"))
-                (Results.csv [ "panel"; "series"; "x"; "y"; "sd" ] rows)
+                (Results.csv [ "panel"; "series"; "x"; "y"; "sd" ] (rows panel))
 
             Obj
-                [ "title", Str(title panel)
+                [ "title", Str(Charts.title panel)
                   "svg", Str(stem + ".svg")
+                  "png", Str(stem + ".png")
                   "csv", Str(stem + ".csv") ])
+
+    // Every panel on one image as well, to drop into a paper or a slide.
+    Save.figure Style.panelSize (Path.Combine(figDir, f.Name)) f.Panels
 
     let summary =
         Obj
@@ -99,6 +112,7 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
               "data", data
               "versions", Results.versions ()
               "panels", Arr panels
+              "combined", Obj [ "svg", Str(f.Name + ".svg"); "png", Str(f.Name + ".png") ]
               "runs",
               Arr
                   [ for r in f.Runs ->
@@ -112,7 +126,7 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
     printfn "%s: %s" f.Name f.Caption
 
     for panel in f.Panels do
-        printfn "  %s" (title panel)
+        printfn "  %s" (Charts.title panel)
         describe panel |> List.iter (printfn "%s")
 
     printfn "  written to %s" figDir
@@ -250,51 +264,28 @@ let report (args: ParseResults<ReportArgs>) =
             )
         )
 
-    let html = Text.StringBuilder()
-    let enc (s: string) = WebUtility.HtmlEncode s
+    let report =
+        [ for d, doc in figures do
+              use doc = doc
+              let root = doc.RootElement
+              let text (e: Text.Json.JsonElement) (name: string) = e.GetProperty(name).GetString()
 
-    html
-        .Append("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Forgetting: figures</title>")
-        .Append(
-            "<style>body{font-family:sans-serif;max-width:1360px;margin:2em auto;color:#222}figure{display:inline-block;margin:0 1em 1em 0}pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}</style>"
-        )
-        .Append("</head><body>\n<h1>Forgetting: the paper's figures, re-run</h1>\n")
-    |> ignore
+              // A directory written before PNGs were drawn has none to embed.
+              let file (e: Text.Json.JsonElement) (name: string) =
+                  match e.TryGetProperty name with
+                  | true, v -> Some(Path.Combine(d, v.GetString()))
+                  | _ -> None
 
-    for d, doc in figures do
-        use doc = doc
-        let root = doc.RootElement
+              { ReportFigure.Name = text root "figure"
+                Caption = text root "caption"
+                Command = text root "command"
+                Panels =
+                  [ for panel in root.GetProperty("panels").EnumerateArray() ->
+                        { ReportPanel.Title = text panel "title"
+                          Svg = file panel "svg"
+                          Png = file panel "png" } ] } ]
 
-        let field (name: string) =
-            enc (root.GetProperty(name).GetString())
-
-        let name, caption, command = field "figure", field "caption", field "command"
-
-        html.Append($"<h2>{name}</h2>\n<p>{caption}</p>\n<pre>{command}</pre>\n")
-        |> ignore
-
-        for panel in root.GetProperty("panels").EnumerateArray() do
-            let part (name: string) = panel.GetProperty(name).GetString()
-            let svg = File.ReadAllText(Path.Combine(d, part "svg"))
-            // Inline SVG: the page stands alone; the XML declaration is not allowed inside HTML, and each
-            // chart's clip-path id must be unique in the page.
-            let body =
-                if svg.StartsWith "<?xml" then
-                    svg.Substring(svg.IndexOf "?>" + 2)
-                else
-                    svg
-
-            let id = "plot-area-" + Path.GetFileNameWithoutExtension(part "svg")
-
-            let body =
-                body.Replace("\"plot-area\"", $"\"{id}\"").Replace("url(#plot-area)", $"url(#{id})")
-
-            let caption = enc (part "title")
-
-            html.Append($"<figure>{body}<figcaption>{caption}</figcaption></figure>\n")
-            |> ignore
-
-    html.Append("</body></html>\n") |> ignore
+    let html = Report.page "Forgetting: the paper's figures, re-run" report
     let output = args.GetResult(Output, defaultValue = Path.Combine(dir, "report.html"))
-    Results.writeAtomically output (html.ToString())
+    Results.writeAtomically output html
     printfn "%d figures gathered into %s" figures.Length output

@@ -4,15 +4,9 @@ open Forgetting.Tensors
 open Forgetting.Nn
 open Forgetting.Training
 open Forgetting.Analysis
-open Forgetting.Reporting
 
-/// A panel of a figure: one of the charts of Reporting.Svg.
-type Panel =
-    | Lines of LineChart
-    | Histograms of Histogram
-    | Points of Scatter
-
-/// A re-run figure of source 000: its panels and the runs behind them.
+/// A re-run figure of source 000: its panels (chart descriptions, drawn by Forgetting.Reporting) and the
+/// runs behind them.
 type Figure =
     { Name: string
       Caption: string
