@@ -284,6 +284,12 @@ let private runFolder (dir: string) (recipe: Recipe) =
 let private write (dir: string) (command: string) (r: ContinualResult) =
     Results.writeAtomically (Path.Combine(dir, "R.csv")) (rCsv r)
 
+    for k, panel in List.indexed (ContinualRun.panels r) do
+        Forgetting.Reporting.Save.panel
+            Forgetting.Reporting.Style.panelSize
+            (Path.Combine(dir, $"figure-{k + 1}"))
+            panel
+
     Results.writeAtomically
         (Path.Combine(dir, "metrics.json"))
         (Json.render

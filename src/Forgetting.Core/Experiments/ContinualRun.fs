@@ -242,3 +242,41 @@ module ContinualRun =
                           None } ]
         else
             Metrics.evaluate r.R
+
+    /// The figures of a run: the accuracy matrix R as a heatmap (rows: after each task; columns: the
+    /// tasks), and each task's accuracy over the sequence with the average accuracy so far (ACC_i).
+    let panels (r: ContinualResult) : Panel list =
+        let tasks = r.TaskNames.Length
+        let rows = r.R.Length
+        let after i = if i = 0 then "init" else $"task {i}"
+
+        let curves =
+            [ for j in 0 .. tasks - 1 do
+                  yield
+                      { Label = $"task {j + 1}"
+                        X = Array.init rows float
+                        Y = Array.init rows (fun i -> r.R[i][j])
+                        Sd = None }
+              if r.Recipe.Training <> "joint" then
+                  yield
+                      { Label = "average so far (ACC_i)"
+                        X = Array.init (rows - 1) (fun i -> float (i + 1))
+                        Y = Metrics.averageAccuracies r.R
+                        Sd = None } ]
+
+        [ Matrix
+              { Title = "accuracy matrix R"
+                XLabel = "task tested"
+                YLabel = "after learning"
+                Rows = List.init rows after
+                Columns = List.init tasks (fun j -> $"task {j + 1}")
+                Values = r.R
+                ValueLabel = "test accuracy"
+                Range = Some(0.0, 1.0) }
+          Lines
+              { Title = "accuracy over the sequence"
+                XLabel = "tasks learned"
+                YLabel = "test accuracy"
+                Series = curves
+                XRange = None
+                YRange = Some(0.0, 1.0) } ]
