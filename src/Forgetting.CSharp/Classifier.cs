@@ -1,5 +1,6 @@
 using Forgetting.Data;
 using Forgetting.Experiments;
+using Forgetting.Nn;
 using Forgetting.Training;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
@@ -84,17 +85,17 @@ public sealed class MlpClassifier
     /// <summary>Describe the classifier; nothing is trained until <see cref="Train"/>.</summary>
     /// <param name="hidden">Hidden layer sizes, e.g. 256, 256, 128.</param>
     /// <param name="variant">The variant's name.</param>
-    /// <param name="lambda">ERS (inhibition) weight λ.</param>
-    /// <param name="beta">IRS (lateral inhibition) weight β.</param>
     /// <param name="rho">The forgetting layer's steepness ρ.</param>
-    /// <exception cref="ArgumentException">An unknown variant or a bad size.</exception>
-    public MlpClassifier(IReadOnlyList<int> hidden, string variant = "lateral_inhibition", double lambda = 0.1, double beta = 1e-4, double rho = 1.0)
+    /// <param name="terms">Settings of the variant's terms, or terms to add, as "kind:setting=value,…",
+    /// e.g. "ers:weight=0.2" (λ) or "irs:weight=0" (β); see <see cref="Terms.Kinds"/>.</param>
+    /// <exception cref="ArgumentException">An unknown variant, term or setting, or a bad size.</exception>
+    public MlpClassifier(IReadOnlyList<int> hidden, string variant = "lateral_inhibition", double rho = 1.0, IEnumerable<string>? terms = null)
     {
         ArgumentNullException.ThrowIfNull(hidden);
         if (hidden.Count == 0 || hidden.Any(h => h < 1))
             throw new ArgumentException("hidden sizes must be positive, and at least one is needed", nameof(hidden));
-        var strengths = new Strengths(lambda, beta, rho, Strengths.Default.L1, Strengths.Default.L2, Strengths.Default.DeCov);
-        _variant = VariantModule.ofName(strengths, variant);
+        var overrides = (terms ?? Enumerable.Empty<string>()).Select(t => TermKindModule.parseOverride(Catalog.terms, t));
+        _variant = VariantModule.ofName(rho, ListModule.OfSeq(overrides), variant);
         _hidden = ListModule.OfSeq(hidden);
     }
 

@@ -60,7 +60,8 @@ type ContinualArgs =
             | Fisher _ -> "EWC's Fisher: true (default), empirical or sampled."
             | Fisher_Samples _ -> "EWC: at most this many samples for the Fisher (default: the whole task)."
             | C _ -> "SI's strength c (default 0.1 permuted, 1 split)."
-            | Term _ -> "more objective terms, kind:setting=value,…  (e.g. l2:weight=1e-4); see 'forgetting terms'."
+            | Term _ ->
+                "settings of the run's terms, or terms to add, as kind:setting=value,… (e.g. ers:weight=0.2 l2:weight=1e-4)."
             | Forgetting_Layer -> "put a forgetting layer after every hidden ReLU, with its ERS and IRS terms."
             | Rho _ -> "the forgetting layer's steepness ρ (default 1)."
             | Hidden _ -> "hidden layer sizes (default 512 256)."
@@ -95,38 +96,6 @@ let private finite (name: string) (v: float) =
         usage $"--{name} must be a finite number, got {v}"
 
     v
-
-/// Parse `kind:setting=value,…` into a term spec, checked by the kind's own settings.
-let private termOf (text: string) : TermSpec =
-    let kindName, rest =
-        match text.IndexOf ':' with
-        | -1 -> text.Trim(), ""
-        | i -> text.Substring(0, i).Trim(), text.Substring(i + 1)
-
-    let kind =
-        match Catalog.terms |> List.tryFind (fun k -> k.Name = kindName) with
-        | Some k -> k
-        | None ->
-            let known = Catalog.terms |> List.map (fun k -> k.Name) |> String.concat ", "
-            usage $"--term: unknown term '{kindName}'; known: {known}"
-
-    let given =
-        rest.Split(',', StringSplitOptions.RemoveEmptyEntries)
-        |> Array.map (fun pair ->
-            match pair.Split('=', 2) with
-            | [| name; value |] ->
-                let name = name.Trim()
-
-                match kind.Settings |> List.tryFind (fun s -> s.Name = name) with
-                | Some spec -> name, TermSetting.parse spec value
-                | None ->
-                    let known = kind.Settings |> List.map (fun s -> s.Name) |> String.concat ", "
-                    usage $"--term {kindName}: no setting '{name}'; it takes: {known}"
-            | _ -> usage $"--term {kindName}: '{pair}' is not setting=value")
-        |> List.ofArray
-
-    { Kind = kindName
-      Settings = TermSetting.resolve kindName kind.Settings given }
 
 /// The recipe of one method and seed from the command line; Core checks every value.
 let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed: int) : Recipe =
@@ -180,18 +149,19 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
         else
             None
 
-    let terms =
-        [ for kindName, given in methodTerms do
-              let k = Catalog.terms |> List.find (fun k -> k.Name = kindName)
+    let termOverrides =
+        args.GetResult(Term, defaultValue = [])
+        |> List.map (fun text ->
+            try
+                TermKind.parseOverride Catalog.terms text
+            with :? ArgumentException as e ->
+                usage $"--term {text}: {e.Message}")
 
-              yield
-                  { Kind = kindName
-                    Settings = TermSetting.resolve kindName k.Settings given }
+    let terms =
+        [ for kindName, given in methodTerms -> TermKind.spec Catalog.terms kindName given
           if forgetting.IsSome then
-              for k in ActiveForgetting.kinds ->
-                  { Kind = k.Name
-                    Settings = TermSetting.resolve k.Name k.Settings [] }
-          for t in args.GetResult(Term, defaultValue = []) -> termOf t ]
+              for k in ActiveForgetting.kinds -> TermKind.spec Catalog.terms k.Name [] ]
+        |> TermKind.apply Catalog.terms termOverrides
 
     { Scenario = scenario
       Model =

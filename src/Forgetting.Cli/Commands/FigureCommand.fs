@@ -139,7 +139,7 @@ let run (args: ParseResults<RunArgs>) =
         if not (List.contains n names) then
             usage $"""unknown figure '{n}'; use any of {String.concat ", " names}"""
 
-    let strengths = strengths args
+    let rho, overrides = rho args, terms args
     let optimizer = optimizer args
     let epochs = args.GetResult(Epochs, defaultValue = 10) |> positive "epochs"
     let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
@@ -150,7 +150,8 @@ let run (args: ParseResults<RunArgs>) =
           Epochs = epochs
           BatchSize = batch
           Optimizer = optimizer
-          Strengths = strengths
+          Rho = rho
+          Terms = overrides
           Seed = seed }
 
     let hidden = args.TryGetResult Hidden |> Option.map (List.map (positive "hidden"))
@@ -178,9 +179,11 @@ let run (args: ParseResults<RunArgs>) =
                   "epochs", Int s.Epochs
                   "batch", Int s.BatchSize
                   "seed", Int(int s.Seed)
-                  "lambda", Num s.Strengths.Lambda
-                  "beta", Num s.Strengths.Beta
-                  "rho", Num s.Strengths.Rho ]
+                  "rho", Num s.Rho
+                  "term_settings",
+                  Arr
+                      [ for o in s.Terms ->
+                            Obj [ "kind", Str o.Kind; "given", Obj [ for k, v in o.Given -> k, Str(string v) ] ] ] ]
 
         let figure =
             Progress.run n (fun report ->

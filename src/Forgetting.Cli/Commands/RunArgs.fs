@@ -18,11 +18,7 @@ type RunArgs =
     | [<Unique>] Variants of names: string list
     | [<Unique>] Seeds of count: int
     | [<Unique>] Rho of float
-    | [<Unique>] Lambda of float
-    | [<Unique>] Beta of float
-    | [<Unique>] L1 of float
-    | [<Unique>] L2 of float
-    | [<Unique>] DeCov of float
+    | Term of terms: string list
     | [<Unique>] Optimizer of name: string
     | [<Unique>] Lr of float
     | [<Unique>] Momentum of float
@@ -50,11 +46,9 @@ type RunArgs =
             | Variants _ -> "compare: the variants (default sgd l1 l2 lateral_inhibition: Fig. 3a)."
             | Seeds _ -> "compare: seeds per variant (default 3)."
             | Rho _ -> "forgetting layer steepness ρ (default 1)."
-            | Lambda _ -> "ERS (inhibition) weight λ (default 0.1)."
-            | Beta _ -> "IRS (lateral inhibition) weight β (default 1e-4)."
-            | L1 _ -> "l1 variant: weight of Σ|w| (default 1e-5)."
-            | L2 _ -> "l2 variant: weight of ½Σw² (default 5e-4)."
-            | DeCov _ -> "decov variant: weight of DeCov (default 1e-4)."
+            | Term _ ->
+                let kinds = Catalog.terms |> List.map (fun k -> k.Name) |> String.concat ", "
+                $"settings of the variants' terms, or terms to add, as kind:setting=value,… (e.g. ers:weight=0.2 irs:weight=0); kinds: {kinds}. Defaults: ers λ 0.1, irs β 1e-4, l1 1e-5, l2 5e-4, decov 1e-4."
             | Optimizer _ -> "sgd (default) or adam."
             | Lr _ -> "learning rate (default 0.01 for sgd, 0.001 for adam)."
             | Momentum _ -> "sgd momentum (default 0.9)."
@@ -119,27 +113,31 @@ let dataset (args: ParseResults<RunArgs>) =
         let data, manifest = Cache.loadWithManifest cache ds
         ds, data, manifest
 
-/// The strengths of every variant term, from the options or their defaults.
-let strengths (args: ParseResults<RunArgs>) =
-    let d = Strengths.Default
-    let rho = args.GetResult(Rho, defaultValue = d.Rho)
+/// The forgetting layer's steepness ρ, checked.
+let rho (args: ParseResults<RunArgs>) =
+    let rho =
+        args.GetResult(Rho, defaultValue = Forgetting.Mechanisms.ForgettingLayerConfig.Default.Rho)
 
-    if not (rho > 0.0) then
+    if not (Double.IsFinite rho && rho > 0.0) then
         usage $"--rho must be positive, got {rho}"
 
-    { Lambda = args.GetResult(Lambda, defaultValue = d.Lambda) |> nonNegative "lambda"
-      Beta = args.GetResult(Beta, defaultValue = d.Beta) |> nonNegative "beta"
-      Rho = rho
-      L1 = args.GetResult(L1, defaultValue = d.L1) |> nonNegative "l1"
-      L2 = args.GetResult(L2, defaultValue = d.L2) |> nonNegative "l2"
-      DeCov = args.GetResult(DeCov, defaultValue = d.DeCov) |> nonNegative "decov" }
+    rho
 
-/// A variant by name, or a usage error listing the names.
-let variant (s: Strengths) (name: string) =
+/// The settings given for the variants' terms (--term), each checked by its kind.
+let terms (args: ParseResults<RunArgs>) =
+    args.GetResult(Term, defaultValue = [])
+    |> List.map (fun text ->
+        try
+            Forgetting.Nn.TermKind.parseOverride Catalog.terms text
+        with :? ArgumentException as e ->
+            usage $"--term {text}: {e.Message}")
+
+/// A variant by name with the given ρ and term settings, or a usage error listing the names.
+let variant (rho: float) (overrides: Forgetting.Nn.TermOverride list) (name: string) =
     if not (List.contains name Variant.names) then
         usage $"""unknown variant '{name}'; use one of {String.concat ", " Variant.names}"""
 
-    Variant.ofName s name
+    Variant.ofName rho overrides name
 
 let optimizer (args: ParseResults<RunArgs>) =
     let lr fallback =
@@ -179,6 +177,22 @@ let examples (args: ParseResults<RunArgs>) (data: TrainTest) =
 
     train, Examples.ofDataset data.Test
 
+/// A value of a term's setting as JSON.
+let private settingJson (v: Forgetting.Nn.SettingValue) =
+    match v with
+    | Forgetting.Nn.Number x -> Num x
+    | Forgetting.Nn.Count n -> Int n
+    | Forgetting.Nn.Switch b -> Bool b
+    | Forgetting.Nn.Choice c -> Str c
+
+/// Terms with every setting, as JSON.
+let termsJson (terms: Forgetting.Nn.TermSpec list) =
+    Arr
+        [ for t in terms ->
+              Obj
+                  [ "kind", Str t.Kind
+                    "settings", Obj [ for KeyValue(k, v) in t.Settings -> k, settingJson v ] ] ]
+
 /// The configuration of a run as JSON.
 let configJson (c: RunConfig) =
     let v = c.Variant
@@ -194,11 +208,7 @@ let configJson (c: RunConfig) =
                      "shortcut", Bool l.Shortcut
                      "rho", Num l.Rho ]
            | None -> Str "none")
-          "lambda", Num v.Lambda
-          "beta", Num v.Beta
-          "l1", Num v.L1
-          "l2", Num v.L2
-          "decov", Num v.DeCov
+          "terms", termsJson v.Terms
           "optimizer",
           (match c.Optimizer with
            | Sgd(lr, m) -> Obj [ "name", Str "sgd"; "lr", Num lr; "momentum", Num m ]

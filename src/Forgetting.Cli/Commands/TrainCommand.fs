@@ -89,8 +89,10 @@ let private unitsCsv (r: RunResult) =
 
 let train (args: ParseResults<RunArgs>) =
     only "train" args
-    let s = strengths args
-    let v = variant s (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
+
+    let v =
+        variant (rho args) (terms args) (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
+
     let seed = seed args
     let config = config args v seed
     let ds, data, manifest = dataset args
@@ -133,12 +135,12 @@ let private meanSd (xs: float list) =
 
 let compare (args: ParseResults<RunArgs>) =
     only "compare" args
-    let s = strengths args
+    let rho, overrides = rho args, terms args
 
     let names =
         args.GetResult(Variants, defaultValue = [ "sgd"; "l1"; "l2"; "lateral_inhibition" ])
 
-    let variants = names |> List.map (variant s)
+    let variants = names |> List.map (variant rho overrides)
     let seeds = args.GetResult(Seeds, defaultValue = 3)
 
     if seeds < 1 then

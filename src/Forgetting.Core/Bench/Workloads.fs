@@ -71,7 +71,7 @@ module Workloads =
     /// `lateral_inhibition` for the net with a forgetting layer after each hidden ReLU (shortcut on,
     /// ρ = 1, λ = 0.1, β = 1e-4). Returns the timing and the final loss.
     let mlp (variantName: string) (batch: int) (steps: int) =
-        let variant = Variant.ofName Strengths.Default variantName
+        let variant = Variant.byName variantName
         let model = Variant.mlp variant [ 784; 256; 256; 128; 10 ]
         let objective = Variant.objective variant
         let kp, kx = Rng.split (Rng.create 1L)

@@ -15,12 +15,17 @@ type Figure =
 
 /// Settings shared by the figures: how long to train and on what.
 type FigureSettings =
-    { Hidden: int list
-      Epochs: int
-      BatchSize: int
-      Optimizer: OptimizerChoice
-      Strengths: Strengths
-      Seed: int64 }
+    {
+        Hidden: int list
+        Epochs: int
+        BatchSize: int
+        Optimizer: OptimizerChoice
+        /// The forgetting layer's steepness ρ.
+        Rho: float
+        /// Settings of the variants' terms ("ers:weight=0.2"), or terms added to every variant.
+        Terms: TermOverride list
+        Seed: int64
+    }
 
 /// The paper's analyses (source 000, Fig. 1e-4c), each a function of training data and settings.
 [<RequireQualifiedAccess>]
@@ -73,7 +78,7 @@ module Figures =
         (k: int)
         (data: Examples * Examples)
         =
-        let v = Variant.ofName s.Strengths variant
+        let v = Variant.ofName s.Rho s.Terms variant
 
         let config =
             { Variant = v

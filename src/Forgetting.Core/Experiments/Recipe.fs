@@ -56,9 +56,6 @@ type OptimizerSpec =
         | "adam" -> Optim.adamWith o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
         | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam"
 
-/// One term of a run's objective as the run description names it: its kind and settings, resolved.
-type TermSpec = { Kind: string; Settings: Settings }
-
 /// A continual-learning run as one value: the scenario, the model, the objective's terms, the optimizer
 /// and schedule, and the seed. Every results folder stores it resolved in full (recipe.json), so that
 /// `forgetting run <folder>/recipe.json` runs it again.

@@ -170,6 +170,15 @@ module TermSetting =
         | Choice s -> s
         | v -> invalidArg (nameof name) $"setting '{name}' is {v}, not a word"
 
+/// One term of a run's objective as a run description names it: its kind and settings, resolved
+/// (every setting present).
+type TermSpec = { Kind: string; Settings: Settings }
+
+/// Settings given by hand for a term kind, some of them: `kind:setting=value,…` on a command line.
+type TermOverride =
+    { Kind: string
+      Given: (string * SettingValue) list }
+
 [<RequireQualifiedAccess>]
 module TermKind =
 
@@ -183,3 +192,68 @@ module TermKind =
     /// The term of `kind` with the given settings (defaults filled in, every value checked).
     let build (kind: TermKind) (given: (string * SettingValue) list) =
         kind.Build(TermSetting.resolve kind.Name kind.Settings given)
+
+    let private find (kinds: TermKind list) (name: string) =
+        match kinds |> List.tryFind (fun k -> k.Name = name) with
+        | Some k -> k
+        | None ->
+            let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
+            raise (ArgumentException $"unknown term '{name}'; known: {known}")
+
+    /// The spec of a term of kind `name` from some settings (the others take their defaults).
+    let spec (kinds: TermKind list) (name: string) (given: (string * SettingValue) list) : TermSpec =
+        let kind = find kinds name
+
+        { Kind = name
+          Settings = TermSetting.resolve name kind.Settings given }
+
+    /// The term a spec describes.
+    let ofSpec (kinds: TermKind list) (spec: TermSpec) : Term =
+        (find kinds spec.Kind).Build spec.Settings
+
+    /// `kind` or `kind:setting=value,setting=value`, each value read by its setting's type; an unknown
+    /// kind or setting, or a value that is not of its type, raises ArgumentException with a one-line message.
+    let parseOverride (kinds: TermKind list) (text: string) : TermOverride =
+        let name, rest =
+            match text.IndexOf ':' with
+            | -1 -> text.Trim(), ""
+            | i -> text.Substring(0, i).Trim(), text.Substring(i + 1)
+
+        let kind = find kinds name
+
+        let given =
+            rest.Split(',', StringSplitOptions.RemoveEmptyEntries)
+            |> Array.map (fun pair ->
+                match pair.Split('=', 2) with
+                | [| setting; value |] ->
+                    let setting = setting.Trim()
+
+                    match kind.Settings |> List.tryFind (fun s -> s.Name = setting) with
+                    | Some spec -> setting, TermSetting.parse spec value
+                    | None ->
+                        let known = kind.Settings |> List.map (fun s -> s.Name) |> String.concat ", "
+                        raise (ArgumentException $"{name}: no setting '{setting}'; it takes: {known}")
+                | _ -> raise (ArgumentException $"{name}: '{pair}' is not setting=value"))
+            |> List.ofArray
+
+        // Checked now, so that a bad value is refused before any work.
+        TermSetting.resolve name kind.Settings given |> ignore
+        { Kind = name; Given = given }
+
+    /// Terms with overrides applied: a term of an overridden kind takes the given settings over its
+    /// own; an override of a kind not among the terms adds that term.
+    let apply (kinds: TermKind list) (overrides: TermOverride list) (terms: TermSpec list) : TermSpec list =
+        let changed =
+            terms
+            |> List.map (fun t ->
+                match overrides |> List.filter (fun o -> o.Kind = t.Kind) with
+                | [] -> t
+                | os -> spec kinds t.Kind (Map.toList t.Settings @ List.collect (fun o -> o.Given) os))
+
+        let added =
+            overrides
+            |> List.filter (fun o -> not (terms |> List.exists (fun t -> t.Kind = o.Kind)))
+            |> List.groupBy (fun o -> o.Kind)
+            |> List.map (fun (kind, os) -> spec kinds kind (List.collect (fun o -> o.Given) os))
+
+        changed @ added
