@@ -99,28 +99,21 @@ let private finite (name: string) (v: float) =
 
 /// The recipe of one method and seed from the command line; Core checks every value.
 let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed: int) : Recipe =
-    let kind = args.GetResult(Scenario, defaultValue = "permuted")
-    let optimizerKind = args.GetResult(Optimizer, defaultValue = "sgd")
+    let d = Recipe.defaults
+    let kind = args.GetResult(Scenario, defaultValue = d.Scenario.Kind)
+    let optimizerKind = args.GetResult(Optimizer, defaultValue = d.Optimizer.Kind)
 
     let scenario =
-        { Kind = kind
-          Setting = args.GetResult(Setting, defaultValue = "task")
-          Data =
-            args.GetResult(
-                Data,
-                defaultValue =
-                    (if kind = "sequence" then
-                         [ "mnist"; "fashion-mnist" ]
-                     else
-                         [ "mnist" ])
-            )
-          Tasks = args.GetResult(Tasks, defaultValue = (if kind = "stream" then 5 else 10))
-          ClassesPerTask = args.GetResult(Classes_Per_Task, defaultValue = 2)
-          PermuteFirst = not (args.Contains Keep_First)
-          Seed = 1
-          TrainLimit = args.GetResult(Train_Limit, defaultValue = 0) }
+        { d.Scenario with
+            Kind = kind
+            Setting = args.GetResult(Setting, defaultValue = d.Scenario.Setting)
+            Data = args.GetResult(Data, defaultValue = Recipe.defaultData kind)
+            Tasks = args.GetResult(Tasks, defaultValue = Recipe.defaultTasks kind)
+            ClassesPerTask = args.GetResult(Classes_Per_Task, defaultValue = d.Scenario.ClassesPerTask)
+            PermuteFirst = not (args.Contains Keep_First)
+            TrainLimit = args.GetResult(Train_Limit, defaultValue = d.Scenario.TrainLimit) }
 
-    let overrides =
+    let methodSettings =
         [ match args.TryGetResult Lambda with
           | Some l -> "lambda", Number(finite "lambda" l)
           | None -> ()
@@ -139,8 +132,6 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
           | Some c -> "c", Number(finite "c" c)
           | None -> () ]
 
-    let training, methodTerms = Methods.terms scenario method overrides
-
     let forgetting =
         if args.Contains Forgetting_Layer then
             Some
@@ -157,33 +148,31 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
             with :? ArgumentException as e ->
                 usage $"--term {text}: {e.Message}")
 
-    let terms =
-        [ for kindName, given in methodTerms -> TermKind.spec Catalog.terms kindName given
-          if forgetting.IsSome then
-              for k in ActiveForgetting.kinds -> TermKind.spec Catalog.terms k.Name [] ]
-        |> TermKind.apply Catalog.terms termOverrides
+    let layerTerms =
+        if forgetting.IsSome then
+            [ for k in ActiveForgetting.kinds -> TermKind.spec Catalog.terms k.Name [] ]
+        else
+            []
 
-    { Scenario = scenario
-      Model =
-        { Hidden = args.GetResult(Hidden, defaultValue = [ 512; 256 ])
-          Forgetting = forgetting }
-      Training = training
-      Terms = terms
-      Optimizer =
-        { Kind = optimizerKind
-          Lr =
-            args.GetResult(Lr, defaultValue = (if optimizerKind = "adam" then 1e-3 else 0.01))
-            |> finite "lr"
-          Momentum = args.GetResult(Momentum, defaultValue = 0.9) |> finite "momentum"
-          Nesterov = false
-          WeightDecay = 0.0
-          Beta1 = 0.9
-          Beta2 = 0.999
-          Eps = 1e-8
-          ResetPerTask = args.Contains Reset_Optimizer }
-      EpochsPerTask = args.GetResult(Epochs, defaultValue = 1)
-      BatchSize = args.GetResult(Batch_Size, defaultValue = 128)
-      Seed = int64 seed }
+    { d with
+        Scenario = scenario
+        Model =
+            { Hidden = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
+              Forgetting = forgetting }
+        Terms = layerTerms
+        Optimizer =
+            { d.Optimizer with
+                Kind = optimizerKind
+                Lr = args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizerKind) |> finite "lr"
+                Momentum = args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum) |> finite "momentum"
+                ResetPerTask = args.Contains Reset_Optimizer }
+        EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+        BatchSize = args.GetResult(Batch_Size, defaultValue = d.BatchSize)
+        Seed = int64 seed }
+    |> Methods.apply method methodSettings
+    |> fun r ->
+        { r with
+            Terms = TermKind.apply Catalog.terms termOverrides r.Terms }
 
 let private loader (cacheDir: string option) =
     let cache = Cache.directory cacheDir

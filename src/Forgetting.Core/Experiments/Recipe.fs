@@ -80,6 +80,47 @@ module Recipe =
 
     let private fail (message: string) : 'a = raise (ArgumentException message)
 
+    /// The defaults every front end starts from: permuted MNIST, 10 tasks (every one permuted), Task-IL,
+    /// an MLP 784-512-256 with a head per task (the forgetting paper's Fig. 5b), plain fine-tuning,
+    /// SGD lr 0.01 with momentum 0.9, one epoch per task, batches of 128, seed 1.
+    let defaults: Recipe =
+        { Scenario =
+            { Kind = "permuted"
+              Setting = "task"
+              Data = [ "mnist" ]
+              Tasks = 10
+              ClassesPerTask = 2
+              PermuteFirst = true
+              Seed = 1
+              TrainLimit = 0 }
+          Model = { Hidden = [ 512; 256 ]; Forgetting = None }
+          Training = "sequential"
+          Terms = []
+          Optimizer =
+            { Kind = "sgd"
+              Lr = 0.01
+              Momentum = 0.9
+              Nesterov = false
+              WeightDecay = 0.0
+              Beta1 = 0.9
+              Beta2 = 0.999
+              Eps = 1e-8
+              ResetPerTask = false }
+          EpochsPerTask = 1
+          BatchSize = 128
+          Seed = 1L }
+
+    /// The default data of a scenario kind: MNIST, then Fashion-MNIST for a sequence.
+    let defaultData (kind: string) =
+        if kind = "sequence" then [ "mnist"; "fashion-mnist" ] else [ "mnist" ]
+
+    /// The default number of tasks of a scenario kind: 10 permuted, 5 stream parts (split and
+    /// sequence tasks follow from their data).
+    let defaultTasks (kind: string) = if kind = "stream" then 5 else 10
+
+    /// Adam's default learning rate where SGD's is 0.01.
+    let defaultLr (optimizer: string) = if optimizer = "adam" then 1e-3 else 0.01
+
     let private setting (v: SettingValue) : JsonNode =
         match v with
         | Number x -> JsonValue.Create x
