@@ -1,0 +1,18 @@
+/// Expecto runs tests in parallel, one worker per core. Almost every test shares nothing with the others:
+/// its own data, temporary folder and loopback port. These wrap the few that change state of the whole
+/// test process, and say how they are kept apart.
+module Forgetting.Tests.Sequencing
+
+open Expecto
+
+/// Tests that set the engine's process-wide degree of parallelism (Parallelism.withDegree or setDegree)
+/// run one at a time, in one sequenced group: two of them at once would each run under the other's
+/// degree, and withDegree, restoring the value it found, could leave the other's degree set for good.
+/// The group still runs alongside the other tests, which never set the degree and only read it: every
+/// kernel gives bit-identical results at any degree, so they see nothing but a change of speed.
+let degreeOfParallelism (test: Test) =
+    testSequencedGroup "degree of parallelism" test
+
+/// Tests that set an environment variable of the test process run alone, after every parallel test
+/// (Expecto's testSequenced): any code under test may read the environment.
+let environment (test: Test) = testSequenced test
