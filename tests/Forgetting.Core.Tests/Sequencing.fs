@@ -16,3 +16,7 @@ let degreeOfParallelism (test: Test) =
 /// Tests that set an environment variable of the test process run alone, after every parallel test
 /// (Expecto's testSequenced): any code under test may read the environment.
 let environment (test: Test) = testSequenced test
+
+/// The OpenBLAS tests run one at a time, as they did in their xunit class: OpenBLAS keeps process-wide
+/// state, its thread count, which the engine sets from its own degree before a call without a lock.
+let openBlas (test: Test) = testSequencedGroup "OpenBLAS" test
