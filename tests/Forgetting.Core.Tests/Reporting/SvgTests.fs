@@ -5,9 +5,9 @@ open System.Globalization
 open System.IO
 open System.Threading
 open System.Xml.Linq
+open Expecto
 open FsCheck
 open FsCheck.FSharp
-open Xunit
 open Forgetting.Reporting
 open Forgetting.Tests
 
@@ -126,16 +126,6 @@ let private anyChart: Gen<string> =
                         Bars = List.init n (fun i -> names[i], vs[i], errs[i]) }
           } ]
 
-[<Fact>]
-let ``every chart parses as XML and holds no non-finite number`` () =
-    LegacyChecks.forAll anyChart (fun svg ->
-        let root = XDocument.Parse(svg).Root
-
-        root.Name = svgNs + "svg"
-        && not (svg.Contains "NaN")
-        && not (svg.Contains "Infinity")
-        && not (svg.Contains "∞"))
-
 let private accuracy =
     { Title = "Accuracy <&> fraction"
       XLabel = "fraction removed"
@@ -152,45 +142,6 @@ let private accuracy =
       XRange = None
       YRange = Some(0.0, 1.0) }
 
-[<Fact>]
-let ``titles, axis labels and legend entries come back through the XML parser unescaped`` () =
-    let found = texts (Svg.lineChart accuracy)
-
-    for expected in [ "Accuracy <&> fraction"; "fraction removed"; "accuracy"; "random <&>"; "MAS" ] do
-        Assert.Contains(expected, found)
-
-    let bars =
-        Svg.bars
-            { Title = "Final"
-              YLabel = "acc"
-              Bars = [ "a < b", 1.0, Some 0.1; "c & d", 2.0, None ] }
-
-    Assert.True(Set.isSubset (set [ "Final"; "acc"; "a < b"; "c & d" ]) (texts bars))
-
-[<Fact>]
-let ``a single series has no legend`` () =
-    let one =
-        { accuracy with
-            Series = [ accuracy.Series.Head ] }
-
-    Assert.DoesNotContain("random <&>", texts (Svg.lineChart one))
-
-[<Fact>]
-let ``output is deterministic and does not depend on the current culture`` () =
-    LegacyChecks.checkN
-        30
-        (FsCheck.FSharp.Prop.forAll (Arb.fromGen lineCharts) (fun chart ->
-            let invariant = Svg.lineChart chart
-            let saved = Thread.CurrentThread.CurrentCulture
-
-            try
-                Thread.CurrentThread.CurrentCulture <- CultureInfo "de-DE"
-                let german = Svg.lineChart chart
-                Thread.CurrentThread.CurrentCulture <- CultureInfo "ar-SA"
-                invariant = Svg.lineChart chart && invariant = german
-            finally
-                Thread.CurrentThread.CurrentCulture <- saved))
-
 /// Ranges over many magnitudes whose span is not lost in the rounding of their ends.
 let private ranges =
     gen {
@@ -202,195 +153,244 @@ let private ranges =
         return lo, lo + float span / 100.0 * 10.0 ** float spanE
     }
 
-[<Fact>]
-let ``nice ticks cover the range with 1, 2, 2.5 or 5 times 10^k steps`` () =
-    LegacyChecks.forAll ranges (fun (lo, hi) ->
-        let ticks = Axis.niceTicks lo hi
-        let step = ticks[1] - ticks[0]
-        // The measured step can sit a hair below 10^k; 0.01 decades stops floor dropping a decade.
-        let mantissa = step / 10.0 ** floor (log10 step + 0.01)
-        // Tick values carry rounding error of a few ulps of their magnitude, not just of the step.
-        let slack = step * 1e-9 + (ticks |> Array.map abs |> Array.max) * 1e-15
+/// Values, a number of bins and a range of values.
+let private binCases =
+    gen {
+        let! n = Gen.choose (1, 200)
+        let! vs = Gen.arrayOfLength n value
+        let! bins = Gen.choose (1, 50)
 
-        ticks.Length >= 3
-        && ticks.Length <= 8
-        && ticks[0] <= lo + slack
-        && ticks[ticks.Length - 1] >= hi - slack
-        && ticks
-           |> Array.pairwise
-           |> Array.forall (fun (a, b) -> abs (b - a - step) <= slack)
-        && [ 1.0; 2.0; 2.5; 5.0 ] |> List.exists (fun m -> abs (mantissa - m) < 1e-6))
+        let! lo, hi =
+            Gen.map2 (fun a b -> float a, float a + float b) (Gen.choose (-100, 100)) (Gen.choose (1, 200))
 
-[<Fact>]
-let ``tick labels are distinct and never use a comma`` () =
-    LegacyChecks.forAll ranges (fun (lo, hi) ->
-        let labels = Axis.tickLabels (Axis.niceTicks lo hi)
+        return vs, bins, lo, hi
+    }
 
-        Array.distinct labels = labels
-        && labels |> Array.forall (fun l -> not (l.Contains ',')))
+[<Tests>]
+let tests =
+    testList
+        "SVG charts"
+        [ Checks.forAll "every chart parses as XML and holds no non-finite number" 100 anyChart (fun svg ->
+              let root = XDocument.Parse(svg).Root
 
-[<Fact>]
-let ``a degenerate range is padded around its value`` () =
-    for v in [ 0.0; 3.0; -2e-7; 1e9 ] do
-        let ticks = Axis.niceTicks v v
-        Assert.True(ticks[0] < v && ticks[ticks.Length - 1] > v, $"{v}: %A{ticks}")
+              root.Name = svgNs + "svg"
+              && not (svg.Contains "NaN")
+              && not (svg.Contains "Infinity")
+              && not (svg.Contains "∞"))
 
-    let flat =
-        Svg.scatter
-            { Title = "flat"
-              XLabel = "x"
-              YLabel = "y"
-              Groups = [ "g", [| 2.0, 5.0; 2.0, 5.0 |] ]
-              XRange = None
-              YRange = None }
+          test "titles, axis labels and legend entries come back through the XML parser unescaped" {
+              let found = texts (Svg.lineChart accuracy)
 
-    Assert.Contains("5.0", texts flat)
+              for expected in [ "Accuracy <&> fraction"; "fraction removed"; "accuracy"; "random <&>"; "MAS" ] do
+                  Expect.contains found expected "a text of the line chart"
 
-[<Fact>]
-let ``non-finite points are skipped, not drawn`` () =
-    let chart =
-        { accuracy with
-            Series =
-                [ { Label = "gaps"
-                    X = [| 0.0; 0.25; 0.5; 0.75; 1.0 |]
-                    Y = [| 0.9; nan; 0.5; infinity; 0.1 |]
-                    Sd = None } ] }
+              let bars =
+                  Svg.bars
+                      { Title = "Final"
+                        YLabel = "acc"
+                        Bars = [ "a < b", 1.0, Some 0.1; "c & d", 2.0, None ] }
 
-    let doc = XDocument.Parse(Svg.lineChart chart)
-    Assert.Equal(3, doc.Descendants(svgNs + "circle") |> Seq.length)
+              Expect.isTrue
+                  (Set.isSubset (set [ "Final"; "acc"; "a < b"; "c & d" ]) (texts bars))
+                  "the texts of the bar chart"
+          }
 
-    let d =
-        doc.Descendants(svgNs + "path")
-        |> Seq.exactlyOne
-        |> (fun p -> p.Attribute(XName.Get "d").Value)
+          test "a single series has no legend" {
+              let one =
+                  { accuracy with
+                      Series = [ accuracy.Series.Head ] }
 
-    Assert.Equal(3, d.Split(' ').Length)
+              Expect.isFalse (Set.contains "random <&>" (texts (Svg.lineChart one))) "the series' label is not drawn"
+          }
 
-[<Fact>]
-let ``bin counts add up to the finite values in range`` () =
-    let cases =
-        gen {
-            let! n = Gen.choose (1, 200)
-            let! vs = Gen.arrayOfLength n value
-            let! bins = Gen.choose (1, 50)
+          // The culture is set on this test's thread only (and flows only into what it calls), so tests
+          // running alongside see none of it.
+          Checks.forAll "output is deterministic and does not depend on the current culture" 30 lineCharts (fun chart ->
+              let invariant = Svg.lineChart chart
+              let saved = Thread.CurrentThread.CurrentCulture
 
-            let! lo, hi =
-                Gen.map2 (fun a b -> float a, float a + float b) (Gen.choose (-100, 100)) (Gen.choose (1, 200))
+              try
+                  Thread.CurrentThread.CurrentCulture <- CultureInfo "de-DE"
+                  let german = Svg.lineChart chart
+                  Thread.CurrentThread.CurrentCulture <- CultureInfo "ar-SA"
+                  invariant = Svg.lineChart chart && invariant = german
+              finally
+                  Thread.CurrentThread.CurrentCulture <- saved)
 
-            return vs, bins, lo, hi
-        }
+          Checks.forAll "nice ticks cover the range with 1, 2, 2.5 or 5 times 10^k steps" 100 ranges (fun (lo, hi) ->
+              let ticks = Axis.niceTicks lo hi
+              let step = ticks[1] - ticks[0]
+              // The measured step can sit a hair below 10^k; 0.01 decades stops floor dropping a decade.
+              let mantissa = step / 10.0 ** floor (log10 step + 0.01)
+              // Tick values carry rounding error of a few ulps of their magnitude, not just of the step.
+              let slack = step * 1e-9 + (ticks |> Array.map abs |> Array.max) * 1e-15
 
-    LegacyChecks.forAll cases (fun (vs, bins, lo, hi) ->
-        let counts = Svg.binCounts (lo, hi) bins vs
+              ticks.Length >= 3
+              && ticks.Length <= 8
+              && ticks[0] <= lo + slack
+              && ticks[ticks.Length - 1] >= hi - slack
+              && ticks
+                 |> Array.pairwise
+                 |> Array.forall (fun (a, b) -> abs (b - a - step) <= slack)
+              && [ 1.0; 2.0; 2.5; 5.0 ] |> List.exists (fun m -> abs (mantissa - m) < 1e-6))
 
-        counts.Length = bins
-        && Array.sum counts = (vs |> Array.filter (fun v -> v >= lo && v <= hi) |> Array.length))
+          Checks.forAll "tick labels are distinct and never use a comma" 100 ranges (fun (lo, hi) ->
+              let labels = Axis.tickLabels (Axis.niceTicks lo hi)
 
-[<Fact>]
-let ``the histogram's bars are the bin counts`` () =
-    let a = [| 0.0; 0.1; 0.15; 0.5; 0.99; 1.0; nan; 2.0 |]
-    let b = [| 0.3; 0.35; 0.3 |]
+              Array.distinct labels = labels
+              && labels |> Array.forall (fun l -> not (l.Contains ',')))
 
-    for layout in [ Overlaid; SideBySide ] do
-        let svg =
-            Svg.histogram
-                { Title = "importance"
-                  XLabel = "importance"
-                  Groups = [ "a", a; "b", b ]
-                  Bins = 4
-                  Range = Some(0.0, 1.0)
-                  Layout = layout }
+          test "a degenerate range is padded around its value" {
+              for v in [ 0.0; 3.0; -2e-7; 1e9 ] do
+                  let ticks = Axis.niceTicks v v
+                  Expect.isTrue (ticks[0] < v && ticks[ticks.Length - 1] > v) $"{v}: %A{ticks}"
 
-        let drawn =
-            XDocument.Parse(svg).Descendants(svgNs + "rect")
-            |> Seq.choose (fun r -> r.Attribute(XName.Get "data-count") |> Option.ofObj)
-            |> Seq.map (fun c -> int c.Value)
-            |> Seq.toList
+              let flat =
+                  Svg.scatter
+                      { Title = "flat"
+                        XLabel = "x"
+                        YLabel = "y"
+                        Groups = [ "g", [| 2.0, 5.0; 2.0, 5.0 |] ]
+                        XRange = None
+                        YRange = None }
 
-        let expected =
-            [ a; b ]
-            |> List.collect (fun vs -> Svg.binCounts (0.0, 1.0) 4 vs |> Array.filter ((<) 0) |> Array.toList)
+              Expect.contains (texts flat) "5.0" "a tick label of the flat axis"
+          }
 
-        Assert.Equal<int list>([ 3; 1; 2; 3 ], expected)
-        Assert.Equal<int list>(expected, drawn)
+          test "non-finite points are skipped, not drawn" {
+              let chart =
+                  { accuracy with
+                      Series =
+                          [ { Label = "gaps"
+                              X = [| 0.0; 0.25; 0.5; 0.75; 1.0 |]
+                              Y = [| 0.9; nan; 0.5; infinity; 0.1 |]
+                              Sd = None } ] }
 
-[<Fact>]
-let ``bad input is refused with a message that names the chart and the problem`` () =
-    let refuses (expected: string list) (draw: unit -> string) =
-        let e = Assert.Throws<ArgumentException>(fun () -> draw () |> ignore)
+              let doc = XDocument.Parse(Svg.lineChart chart)
 
-        for part in expected do
-            Assert.Contains(part, e.Message)
+              Expect.equal (doc.Descendants(svgNs + "circle") |> Seq.length) 3 "markers drawn"
 
-    let s = accuracy.Series.Head
+              let d =
+                  doc.Descendants(svgNs + "path")
+                  |> Seq.exactlyOne
+                  |> (fun p -> p.Attribute(XName.Get "d").Value)
 
-    refuses [ "line chart 'Accuracy <&> fraction'"; "has no series" ] (fun () ->
-        Svg.lineChart { accuracy with Series = [] })
+              Expect.equal (d.Split(' ').Length) 3 "segments of the path"
+          }
 
-    refuses [ "series 'random <&>' has 3 x values but 2 y values" ] (fun () ->
-        Svg.lineChart
-            { accuracy with
-                Series = [ { s with Y = [| 1.0; 2.0 |] } ] })
+          Checks.forAll "bin counts add up to the finite values in range" 100 binCases (fun (vs, bins, lo, hi) ->
+              let counts = Svg.binCounts (lo, hi) bins vs
 
-    refuses [ "3 y values but 1 sd values" ] (fun () ->
-        Svg.lineChart
-            { accuracy with
-                Series = [ { s with Sd = Some [| 1.0 |] } ] })
+              counts.Length = bins
+              && Array.sum counts = (vs |> Array.filter (fun v -> v >= lo && v <= hi) |> Array.length))
 
-    refuses [ "no point has both x and y finite" ] (fun () ->
-        Svg.lineChart
-            { accuracy with
-                Series = [ { s with Y = Array.create 3 nan } ]
-                YRange = None })
+          test "the histogram's bars are the bin counts" {
+              let a = [| 0.0; 0.1; 0.15; 0.5; 0.99; 1.0; nan; 2.0 |]
+              let b = [| 0.3; 0.35; 0.3 |]
 
-    refuses [ "y range must be finite with lo < hi" ] (fun () ->
-        Svg.lineChart
-            { accuracy with
-                YRange = Some(1.0, 1.0) })
+              for layout in [ Overlaid; SideBySide ] do
+                  let svg =
+                      Svg.histogram
+                          { Title = "importance"
+                            XLabel = "importance"
+                            Groups = [ "a", a; "b", b ]
+                            Bins = 4
+                            Range = Some(0.0, 1.0)
+                            Layout = layout }
 
-    let histogram =
-        { Title = "h"
-          XLabel = "x"
-          Groups = [ "a", [| 1.0 |] ]
-          Bins = 0
-          Range = None
-          Layout = Overlaid }
+                  let drawn =
+                      XDocument.Parse(svg).Descendants(svgNs + "rect")
+                      |> Seq.choose (fun r -> r.Attribute(XName.Get "data-count") |> Option.ofObj)
+                      |> Seq.map (fun c -> int c.Value)
+                      |> Seq.toList
 
-    refuses [ "histogram 'h'"; "bins, got 0" ] (fun () -> Svg.histogram histogram)
+                  let expected =
+                      [ a; b ]
+                      |> List.collect (fun vs -> Svg.binCounts (0.0, 1.0) 4 vs |> Array.filter ((<) 0) |> Array.toList)
 
-    refuses [ "group 'a' has no values" ] (fun () ->
-        Svg.histogram
-            { histogram with
-                Bins = 3
-                Groups = [ "a", [||] ] })
+                  Expect.equal expected [ 3; 1; 2; 3 ] $"{layout}: the bin counts"
+                  Expect.equal drawn expected $"{layout}: the bars drawn"
+          }
 
-    refuses [ "scatter plot 's'"; "group 'g' has no points" ] (fun () ->
-        Svg.scatter
-            { Title = "s"
-              XLabel = "x"
-              YLabel = "y"
-              Groups = [ "g", [||] ]
-              XRange = None
-              YRange = None })
+          test "bad input is refused with a message that names the chart and the problem" {
+              let refuses (expected: string list) (draw: unit -> string) =
+                  let e =
+                      Expectations.throws<ArgumentException> $"an ArgumentException: %A{expected}" (fun () ->
+                          draw () |> ignore)
 
-    refuses [ "bar chart 'b'"; "bar 'x' has a negative error" ] (fun () ->
-        Svg.bars
-            { Title = "b"
-              YLabel = "y"
-              Bars = [ "x", 1.0, Some -0.1 ] })
+                  for part in expected do
+                      Expect.stringContains e.Message part "the message"
 
-    refuses [ "bar chart 'b'"; "has no bars" ] (fun () -> Svg.bars { Title = "b"; YLabel = "y"; Bars = [] })
+              let s = accuracy.Series.Head
 
-[<Fact>]
-let ``save replaces the file and leaves no temporary behind`` () =
-    let dir = Directory.CreateTempSubdirectory("svg-save")
+              refuses [ "line chart 'Accuracy <&> fraction'"; "has no series" ] (fun () ->
+                  Svg.lineChart { accuracy with Series = [] })
 
-    try
-        let path = Path.Combine(dir.FullName, "chart.svg")
-        Svg.save path "old"
-        let svg = Svg.lineChart accuracy
-        Svg.save path svg
-        Assert.Equal(svg, File.ReadAllText path)
-        Assert.Equal<string[]>([| path |], Directory.GetFiles dir.FullName)
-    finally
-        dir.Delete true
+              refuses [ "series 'random <&>' has 3 x values but 2 y values" ] (fun () ->
+                  Svg.lineChart
+                      { accuracy with
+                          Series = [ { s with Y = [| 1.0; 2.0 |] } ] })
+
+              refuses [ "3 y values but 1 sd values" ] (fun () ->
+                  Svg.lineChart
+                      { accuracy with
+                          Series = [ { s with Sd = Some [| 1.0 |] } ] })
+
+              refuses [ "no point has both x and y finite" ] (fun () ->
+                  Svg.lineChart
+                      { accuracy with
+                          Series = [ { s with Y = Array.create 3 nan } ]
+                          YRange = None })
+
+              refuses [ "y range must be finite with lo < hi" ] (fun () ->
+                  Svg.lineChart
+                      { accuracy with
+                          YRange = Some(1.0, 1.0) })
+
+              let histogram =
+                  { Title = "h"
+                    XLabel = "x"
+                    Groups = [ "a", [| 1.0 |] ]
+                    Bins = 0
+                    Range = None
+                    Layout = Overlaid }
+
+              refuses [ "histogram 'h'"; "bins, got 0" ] (fun () -> Svg.histogram histogram)
+
+              refuses [ "group 'a' has no values" ] (fun () ->
+                  Svg.histogram
+                      { histogram with
+                          Bins = 3
+                          Groups = [ "a", [||] ] })
+
+              refuses [ "scatter plot 's'"; "group 'g' has no points" ] (fun () ->
+                  Svg.scatter
+                      { Title = "s"
+                        XLabel = "x"
+                        YLabel = "y"
+                        Groups = [ "g", [||] ]
+                        XRange = None
+                        YRange = None })
+
+              refuses [ "bar chart 'b'"; "bar 'x' has a negative error" ] (fun () ->
+                  Svg.bars
+                      { Title = "b"
+                        YLabel = "y"
+                        Bars = [ "x", 1.0, Some -0.1 ] })
+
+              refuses [ "bar chart 'b'"; "has no bars" ] (fun () -> Svg.bars { Title = "b"; YLabel = "y"; Bars = [] })
+          }
+
+          test "save replaces the file and leaves no temporary behind" {
+              let dir = Directory.CreateTempSubdirectory("svg-save")
+
+              try
+                  let path = Path.Combine(dir.FullName, "chart.svg")
+                  Svg.save path "old"
+                  let svg = Svg.lineChart accuracy
+                  Svg.save path svg
+                  Expect.equal (File.ReadAllText path) svg "the saved file"
+                  Expect.equal (Directory.GetFiles dir.FullName) [| path |] "no temporary file is left"
+              finally
+                  dir.Delete true
+          } ]
