@@ -1,6 +1,7 @@
-/// Expecto runs tests in parallel, one worker per core. Almost every test shares nothing with the others:
-/// its own data, temporary folder and loopback port. These wrap the few that change state of the whole
-/// test process, and say how they are kept apart.
+/// These tests run one at a time by default (Main), but `--parallel` runs them side by side, one per
+/// core. Almost every test shares nothing with the others: its own data, temporary folder and loopback
+/// port. These wrap the few that change state of the whole test process, and say how they are kept
+/// apart when tests run in parallel.
 module Forgetting.Tests.Sequencing
 
 open Expecto
