@@ -37,19 +37,77 @@ let run (program: string) (arguments: string list) =
 
 let dotnet arguments = run "dotnet" arguments
 
-/// The totals of every .trx file of the last test run: (passed, failed, skipped).
-let testTotals () =
-    Directory.GetFiles(testResults, "*.trx")
-    |> Array.map (fun file ->
-        let counters =
-            XDocument.Load(file).Descendants()
-            |> Seq.find (fun e -> e.Name.LocalName = "Counters")
+/// The test projects, tests/<folder>/*<extension>. An F# project built as an executable is an Expecto
+/// one: it runs itself, so a new one is picked up by its OutputType alone. Every C# project is an xunit
+/// one, run by `dotnet test`.
+let testProjects (extension: string) =
+    Directory.GetDirectories(Path.Combine(root, "tests"))
+    |> Array.collect (fun dir -> Directory.GetFiles(dir, "*" + extension))
+    |> Array.sort
 
-        let count (name: string) =
-            int (counters.Attribute(XName.Get name).Value)
+let isExecutable (project: string) =
+    XDocument.Load(project).Descendants()
+    |> Seq.exists (fun e -> e.Name.LocalName = "OutputType" && e.Value.Trim() = "Exe")
 
-        count "passed", count "failed" + count "error" + count "timeout", count "notExecuted")
-    |> Array.fold (fun (p, f, s) (p', f', s') -> p + p', f + f', s + s') (0, 0, 0)
+let expectoProjects () =
+    testProjects ".fsproj" |> Array.filter isExecutable
+
+let xunitProjects () = testProjects ".csproj"
+
+/// The built executable of an Expecto project: bin/<configuration>/<framework>/<AssemblyName>.dll.
+let expectoAssembly (project: string) =
+    let name =
+        XDocument.Load(project).Descendants()
+        |> Seq.tryFind (fun e -> e.Name.LocalName = "AssemblyName")
+        |> Option.map (fun e -> e.Value.Trim())
+        |> Option.defaultValue (Path.GetFileNameWithoutExtension project)
+
+    Path.Combine(Path.GetDirectoryName project, "bin", configuration, "net10.0", name + ".dll")
+
+type Totals =
+    { Passed: int
+      Failed: int
+      Skipped: int }
+
+let addTotals a b =
+    { Passed = a.Passed + b.Passed
+      Failed = a.Failed + b.Failed
+      Skipped = a.Skipped + b.Skipped }
+
+/// The totals of a .trx file of `dotnet test`: failed counts errors and timeouts too.
+let trxTotals (file: string) =
+    let counters =
+        XDocument.Load(file).Descendants()
+        |> Seq.find (fun e -> e.Name.LocalName = "Counters")
+
+    let count (name: string) =
+        int (counters.Attribute(XName.Get name).Value)
+
+    { Passed = count "passed"
+      Failed = count "failed" + count "error" + count "timeout"
+      Skipped = count "notExecuted" }
+
+/// The totals of an Expecto JUnit summary: a testcase holds a <failure> (a failed expectation), an
+/// <error> (an exception) or a <skipped> (an ignored test), or nothing when it passed.
+let junitTotals (file: string) =
+    let outcomes =
+        XDocument.Load(file).Descendants(XName.Get "testcase")
+        |> Seq.map (fun case ->
+            let has (name: string) =
+                case.Elements(XName.Get name) |> Seq.isEmpty |> not
+
+            if has "failure" || has "error" then "failed"
+            elif has "skipped" then "skipped"
+            else "passed")
+        |> Seq.countBy id
+        |> Map.ofSeq
+
+    let count outcome =
+        outcomes |> Map.tryFind outcome |> Option.defaultValue 0
+
+    { Passed = count "passed"
+      Failed = count "failed"
+      Skipped = count "skipped" }
 
 /// The test totals, printed last of all, as the closing line CI reads.
 let mutable summary: string option = None
@@ -67,33 +125,85 @@ Target.create "Format" (fun _ -> dotnet [ "fantomas"; "--check"; "src"; "tests";
 
 Target.create "FormatFix" (fun _ -> dotnet [ "fantomas"; "src"; "tests"; "build.fsx" ])
 
+// Every test project under tests/: the Expecto executables each run by themselves with a JUnit summary,
+// the C# xunit projects by `dotnet test` with a .trx; every project runs even when one before it fails,
+// then the totals of all their result files close the output.
 Target.create "Test" (fun _ ->
     Shell.cleanDir testResults
+    let problems = ResizeArray<string>()
 
-    let outcome =
-        try
-            dotnet
-                [ "test"
-                  "Forgetting.sln"
-                  "-c"
-                  configuration
-                  "--no-build"
-                  "--logger"
-                  "trx"
-                  "--results-directory"
-                  testResults ]
+    let exitCodeOf (program: string) (arguments: string list) =
+        CreateProcess.fromRawCommand program arguments
+        |> CreateProcess.withWorkingDirectory root
+        |> Proc.run
+        |> fun result -> result.ExitCode
 
-            None
-        with e ->
-            Some e
+    let junitFiles =
+        [ for project in expectoProjects () do
+              let name = Path.GetFileNameWithoutExtension project
+              let assembly = expectoAssembly project
+              let junit = Path.Combine(testResults, name + ".junit.xml")
 
-    let passed, failed, skipped = testTotals ()
-    summary <- Some $"{passed} passed, {failed} failed, {skipped} skipped"
+              if not (File.Exists assembly) then
+                  problems.Add $"{name} is not built at {assembly}"
+              else
+                  let exitCode =
+                      exitCodeOf "dotnet" [ assembly; "--junit-summary"; junit; "--no-spinner"; "--colours"; "0" ]
 
-    match outcome with
-    | Some e -> raise e
-    | None when passed = 0 -> failwith "no test ran"
-    | None -> ())
+                  if not (File.Exists junit) then
+                      problems.Add $"{name} wrote no summary (exit code {exitCode})"
+                  else
+                      if exitCode <> 0 then
+                          problems.Add $"{name} exited with code {exitCode}"
+
+                      junit ]
+
+    let trxFiles =
+        [ for project in xunitProjects () do
+              let name = Path.GetFileNameWithoutExtension project
+              let results = Path.Combine(testResults, name)
+
+              let exitCode =
+                  exitCodeOf
+                      "dotnet"
+                      [ "test"
+                        project
+                        "-c"
+                        configuration
+                        "--no-build"
+                        "--logger"
+                        "trx"
+                        "--results-directory"
+                        results ]
+
+              if exitCode <> 0 then
+                  problems.Add $"dotnet test {name} exited with code {exitCode}"
+
+              let trx =
+                  if Directory.Exists results then
+                      Directory.GetFiles(results, "*.trx")
+                  else
+                      [||]
+
+              if trx.Length = 0 then
+                  problems.Add $"dotnet test {name} wrote no .trx"
+
+              yield! trx ]
+
+    let totals =
+        Seq.append (Seq.map junitTotals junitFiles) (Seq.map trxTotals trxFiles)
+        |> Seq.fold addTotals { Passed = 0; Failed = 0; Skipped = 0 }
+
+    summary <- Some $"{totals.Passed} passed, {totals.Failed} failed, {totals.Skipped} skipped"
+
+    if totals.Failed > 0 then
+        problems.Add $"{totals.Failed} tests failed"
+
+    if totals.Passed = 0 then
+        problems.Add "no test ran"
+
+    if problems.Count > 0 then
+        failwith (String.Join("; ", problems)))
 
 /// Whether apt's package lists are empty, as on a fresh machine: no package index in /var/lib/apt/lists.
 let aptListsEmpty () =

@@ -30,7 +30,7 @@ public sealed record ContinualResult(IReadOnlyList<string> Tasks, IReadOnlyList<
 /// <summary>
 /// A continual-learning run: a task sequence (permuted, split, sequence or stream) in Task-, Domain- or
 /// Class-IL, learned by a method (none, joint, ewc, online-ewc, si) on an MLP. Build it, then
-/// <see cref="Run(string?, Action{TaskReport}?)"/> it; nothing is trained before.
+/// run it (from the data cache, or on data in memory); nothing is trained before.
 /// </summary>
 public sealed class ContinualExperiment
 {

@@ -2,7 +2,7 @@
 module Forgetting.Tests.Fixtures
 
 open System.IO
-open Xunit
+open Expecto
 open Forgetting.Tests
 open Forgetting.Tests.TestData
 
@@ -33,13 +33,13 @@ let cachedMnist (train: int) (test: int) =
     let files = publishedFiles 5 train test
     use server = new LoopbackServer(files)
     let r = fetchFrom cache server (writeSums dir files)
-    Assert.True((r.ExitCode = 0), $"fetch failed: {r.Stderr}")
+    Expect.equal r.ExitCode 0 $"fetch failed: {r.Stderr}"
     cache
 
 /// One line on stderr, prefixed, and no stack trace.
 let assertOneLineError (code: int) (r: Cli.Outcome) =
-    Assert.Equal(code, r.ExitCode)
+    Expect.equal r.ExitCode code $"exit code (stderr: {r.Stderr})"
     let lines = r.Stderr.Trim().Split '\n'
-    Assert.Single lines |> ignore
-    Assert.StartsWith("forgetting: ", lines[0])
-    Assert.DoesNotContain("   at ", r.Stderr)
+    Expect.hasLength lines 1 "one line on stderr"
+    Expect.stringStarts lines[0] "forgetting: " "the prefix"
+    Expectations.stringDoesNotContain r.Stderr "   at " "no stack trace"

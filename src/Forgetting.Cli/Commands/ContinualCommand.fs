@@ -164,7 +164,9 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
             { d.Optimizer with
                 Kind = optimizerKind
                 Lr = args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizerKind) |> finite "lr"
-                Momentum = args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum) |> finite "momentum"
+                Momentum =
+                    args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
+                    |> finite "momentum"
                 ResetPerTask = args.Contains Reset_Optimizer }
         EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
         BatchSize = args.GetResult(Batch_Size, defaultValue = d.BatchSize)

@@ -55,9 +55,15 @@ module Methods =
     /// recipe's terms (a term of the same kind already there is replaced).
     let apply (method: string) (overrides: (string * SettingValue) list) (recipe: Recipe) : Recipe =
         let training, methodTerms = terms recipe.Scenario method overrides
-        let specs = methodTerms |> List.map (fun (kind, given) -> TermKind.spec Catalog.terms kind given)
+
+        let specs =
+            methodTerms
+            |> List.map (fun (kind, given) -> TermKind.spec Catalog.terms kind given)
+
         let kinds = specs |> List.map (fun t -> t.Kind)
 
         { recipe with
             Training = training
-            Terms = specs @ (recipe.Terms |> List.filter (fun t -> not (List.contains t.Kind kinds))) }
+            Terms =
+                specs
+                @ (recipe.Terms |> List.filter (fun t -> not (List.contains t.Kind kinds))) }

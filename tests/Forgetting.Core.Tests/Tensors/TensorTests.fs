@@ -3,8 +3,8 @@
 module Forgetting.Tests.Tensors.TensorTests
 
 open System
+open Expecto
 open FsCheck.FSharp
-open Xunit
 open Forgetting.Tensors
 open Forgetting.Tests
 open Forgetting.Tests.Tensors.GradCheck
@@ -13,233 +13,273 @@ let private close (tol: float) (a: float[]) (b: float[]) =
     a.Length = b.Length
     && Array.forall2 (fun (x: float) y -> Math.Abs(x - y) <= tol * (1.0 + Math.Abs y)) a b
 
-[<Fact>]
-let ``broadcasting equals explicit expansion`` () =
-    LegacyChecks.forAll (Gen.zip broadcastPairs seeds) (fun ((sa, sb), seed) ->
-        let a, b = tensor seed sa -2.0 2.0 0.0, tensor (seed + 1) sb -2.0 2.0 0.0
-        let shape = Shape.broadcast "test" sa sb
-        let ea, eb = Tensor.broadcastTo shape a, Tensor.broadcastTo shape b
-
-        [ (+); (-); (*); (fun x y -> Tensor.maximum x y) ]
-        |> List.forall (fun op -> (op a b).ToFloat64Array() = (op ea eb).ToFloat64Array()))
-
-[<Fact>]
-let ``softmax sums to 1 along its axis and log-softmax is its log`` () =
-    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
-        let x = tensor seed shape -30.0 30.0 0.0
-        let axis = shape.Length - 1 - seed % shape.Length
-        let s = Tensor.softmax axis x
-        let sums = Tensor.sumAxis axis false s
-
-        close 1e-12 (sums.ToFloat64Array()) (Array.create sums.Numel 1.0)
-        && close 1e-12 ((Tensor.logSoftmax axis x).ToFloat64Array()) ((Tensor.log s).ToFloat64Array()))
-
-[<Fact>]
-let ``log-softmax and cross-entropy stay finite for huge logits`` () =
-    for dtype in [ Float32; Float64 ] do
-        let logits =
-            Tensor.create dtype [| 2; 3 |] [| 1e4; -1e4; 0.0; 500.0; 500.0; -500.0 |]
-
-        let ls = (Tensor.logSoftmax 1 logits).ToFloat64Array()
-        Assert.All(ls, fun v -> Assert.True(Double.IsFinite v, $"log-softmax gave {v}"))
-
-        let loss, g =
-            Tensor.valueAndGrad (fun l -> Functional.crossEntropy l [| 1; 2 |]) logits
-
-        Assert.True(Double.IsFinite loss.Item)
-        Assert.All(g.ToFloat64Array(), fun v -> Assert.True(Double.IsFinite v))
-        // Row 0 puts its mass on class 0 (loss 2e4); row 1 on classes 0 and 1 (loss 1000 + log 2).
-        Assert.Equal((2e4 + 1000.0 + Math.Log 2.0) / 2.0, loss.Item, (if dtype = Float64 then 9 else 0))
-
 let private naiveMatmul (a: float[]) (b: float[]) m k n =
     Array.init (m * n) (fun ij ->
         let i, j = ij / n, ij % n
         Seq.sum (seq { for p in 0 .. k - 1 -> a[i * k + p] * b[p * n + j] }))
 
-[<Fact>]
-let ``matmul equals the naive triple loop, batched and shared`` () =
-    let dims = Gen.choose (1, 40)
+let private dims = Gen.choose (1, 40)
 
-    LegacyChecks.checkN
-        60
-        (Prop.forAll
-            (Arb.fromGen (Gen.zip (Gen.zip3 dims dims dims) (Gen.zip (Gen.choose (1, 3)) seeds)))
-            (fun ((m, k, n), (b, seed)) ->
-                let a = tensor seed [| b; m; k |] -1.0 1.0 0.0
-                let w = tensor (seed + 1) [| k; n |] -1.0 1.0 0.0
-                let batched = tensor (seed + 2) [| b; k; n |] -1.0 1.0 0.0
-                let av, wv, bv = a.ToFloat64Array(), w.ToFloat64Array(), batched.ToFloat64Array()
-                let slice (v: float[]) i size = v[i * size .. (i + 1) * size - 1]
-                let shared = (Tensor.matmul a w).ToFloat64Array()
-                let each = (Tensor.matmul a batched).ToFloat64Array()
-                let plain = (Tensor.matmul (Tensor.index 0 a) w).ToFloat64Array()
+let private convCases =
+    Gen.zip
+        (Gen.zip3 (Gen.choose (1, 2)) (Gen.choose (1, 3)) (Gen.choose (1, 3)))
+        (Gen.zip3 (Gen.choose (1, 3)) (Gen.choose (1, 2)) (Gen.choose (0, 2)))
 
-                close 1e-12 plain (naiveMatmul (slice av 0 (m * k)) wv m k n)
-                && Seq.forall
-                    (fun i ->
-                        close 1e-12 (slice shared i (m * n)) (naiveMatmul (slice av i (m * k)) wv m k n)
-                        && close
-                            1e-12
-                            (slice each i (m * n))
-                            (naiveMatmul (slice av i (m * k)) (slice bv i (k * n)) m k n))
-                    [ 0 .. b - 1 ]))
+[<Tests>]
+let tests =
+    testList
+        "tensor invariants"
+        [ Checks.forAll
+              "broadcasting equals explicit expansion"
+              100
+              (Gen.zip broadcastPairs seeds)
+              (fun ((sa, sb), seed) ->
+                  let a, b = tensor seed sa -2.0 2.0 0.0, tensor (seed + 1) sb -2.0 2.0 0.0
+                  let shape = Shape.broadcast "test" sa sb
+                  let ea, eb = Tensor.broadcastTo shape a, Tensor.broadcastTo shape b
 
-[<Fact>]
-let ``conv2d equals a direct loop`` () =
-    let cases =
-        Gen.zip
-            (Gen.zip3 (Gen.choose (1, 2)) (Gen.choose (1, 3)) (Gen.choose (1, 3)))
-            (Gen.zip3 (Gen.choose (1, 3)) (Gen.choose (1, 2)) (Gen.choose (0, 2)))
+                  [ (+); (-); (*); (fun x y -> Tensor.maximum x y) ]
+                  |> List.forall (fun op -> (op a b).ToFloat64Array() = (op ea eb).ToFloat64Array()))
 
-    LegacyChecks.forAll (Gen.zip cases seeds) (fun (((n, c, o), (k, stride, padding)), seed) ->
-        let h, w = 7, 6
-        let x = tensor seed [| n; c; h; w |] -1.0 1.0 0.0
-        let wt = tensor (seed + 1) [| o; c; k; k |] -1.0 1.0 0.0
-        let bias = tensor (seed + 2) [| o |] -1.0 1.0 0.0
-        let y = Functional.conv2d stride padding x wt (Some bias)
-        let xv, wv, bv = x.ToFloat64Array(), wt.ToFloat64Array(), bias.ToFloat64Array()
-        let ho, wo = (h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1
+          Checks.forAll
+              "softmax sums to 1 along its axis and log-softmax is its log"
+              100
+              (Gen.zip shapes seeds)
+              (fun (shape, seed) ->
+                  let x = tensor seed shape -30.0 30.0 0.0
+                  let axis = shape.Length - 1 - seed % shape.Length
+                  let s = Tensor.softmax axis x
+                  let sums = Tensor.sumAxis axis false s
 
-        let expected =
-            [| for b in 0 .. n - 1 do
-                   for oc in 0 .. o - 1 do
-                       for i in 0 .. ho - 1 do
-                           for j in 0 .. wo - 1 do
-                               let mutable acc = bv[oc]
+                  close 1e-12 (sums.ToFloat64Array()) (Array.create sums.Numel 1.0)
+                  && close 1e-12 ((Tensor.logSoftmax axis x).ToFloat64Array()) ((Tensor.log s).ToFloat64Array()))
 
-                               for ic in 0 .. c - 1 do
-                                   for di in 0 .. k - 1 do
-                                       for dj in 0 .. k - 1 do
-                                           let r, s = i * stride - padding + di, j * stride - padding + dj
+          test "log-softmax and cross-entropy stay finite for huge logits" {
+              for dtype in [ Float32; Float64 ] do
+                  let logits =
+                      Tensor.create dtype [| 2; 3 |] [| 1e4; -1e4; 0.0; 500.0; 500.0; -500.0 |]
 
-                                           if r >= 0 && r < h && s >= 0 && s < w then
-                                               acc <-
-                                                   acc
-                                                   + xv[((b * c + ic) * h + r) * w + s]
-                                                     * wv[((oc * c + ic) * k + di) * k + dj]
+                  let ls = (Tensor.logSoftmax 1 logits).ToFloat64Array()
 
-                               acc |]
+                  for v in ls do
+                      Expect.isTrue (Double.IsFinite v) $"log-softmax gave {v}"
 
-        y.Shape = [| n; o; ho; wo |] && close 1e-12 (y.ToFloat64Array()) expected)
+                  let loss, g =
+                      Tensor.valueAndGrad (fun l -> Functional.crossEntropy l [| 1; 2 |]) logits
 
-[<Fact>]
-let ``float32 ops agree with float64 within float32 precision`` () =
-    LegacyChecks.forAll (Gen.zip shapes seeds) (fun (shape, seed) ->
-        let x64 = tensor seed shape 0.1 2.0 0.0
-        let x32 = Tensor.cast Float32 x64
+                  Expect.isTrue (Double.IsFinite loss.Item) $"{dtype}: the loss is finite"
 
-        let f (x: Tensor) =
-            Tensor.softmax -1 (Tensor.exp x * Tensor.log x + Tensor.sigmoid x / Tensor.sqrt x - Tensor.tanh x)
+                  for v in g.ToFloat64Array() do
+                      Expect.isTrue (Double.IsFinite v) $"{dtype}: the gradient is finite"
 
-        close 1e-5 ((f x32).ToFloat64Array()) ((f x64).ToFloat64Array()))
+                  // Row 0 puts its mass on class 0 (loss 2e4); row 1 on classes 0 and 1 (loss 1000 + log 2).
+                  Expectations.equalRounded
+                      (if dtype = Float64 then 9 else 0)
+                      loss.Item
+                      ((2e4 + 1000.0 + Math.Log 2.0) / 2.0)
+                      $"{dtype}: the loss"
+          }
 
-[<Fact>]
-let ``errors name the op and the shapes`` () =
-    let a = Tensor.zeros Float32 [| 2; 3 |]
-    let b = Tensor.zeros Float32 [| 4 |]
+          Checks.forAll
+              "matmul equals the naive triple loop, batched and shared"
+              60
+              (Gen.zip (Gen.zip3 dims dims dims) (Gen.zip (Gen.choose (1, 3)) seeds))
+              (fun ((m, k, n), (b, seed)) ->
+                  let a = tensor seed [| b; m; k |] -1.0 1.0 0.0
+                  let w = tensor (seed + 1) [| k; n |] -1.0 1.0 0.0
+                  let batched = tensor (seed + 2) [| b; k; n |] -1.0 1.0 0.0
+                  let av, wv, bv = a.ToFloat64Array(), w.ToFloat64Array(), batched.ToFloat64Array()
+                  let slice (v: float[]) i size = v[i * size .. (i + 1) * size - 1]
+                  let shared = (Tensor.matmul a w).ToFloat64Array()
+                  let each = (Tensor.matmul a batched).ToFloat64Array()
+                  let plain = (Tensor.matmul (Tensor.index 0 a) w).ToFloat64Array()
 
-    let message (f: unit -> Tensor) =
-        (Assert.ThrowsAny<ArgumentException>(fun () -> f () |> ignore)).Message
+                  close 1e-12 plain (naiveMatmul (slice av 0 (m * k)) wv m k n)
+                  && Seq.forall
+                      (fun i ->
+                          close 1e-12 (slice shared i (m * n)) (naiveMatmul (slice av i (m * k)) wv m k n)
+                          && close
+                              1e-12
+                              (slice each i (m * n))
+                              (naiveMatmul (slice av i (m * k)) (slice bv i (k * n)) m k n))
+                      [ 0 .. b - 1 ])
 
-    Assert.Equal("Add: shapes [2, 3] and [4] cannot be broadcast together", message (fun () -> a + b))
-    Assert.Equal("matmul: cannot multiply shapes [2, 3] and [4]", message (fun () -> Tensor.matmul a b))
-    Assert.Equal("matmul: inner dimensions differ: [2, 3] × [2, 3]", message (fun () -> Tensor.matmul a a))
-    Assert.Equal("sumAxis: axis 2 is out of range for shape [2, 3]", message (fun () -> Tensor.sumAxis 2 false a))
+          Checks.forAll
+              "conv2d equals a direct loop"
+              100
+              (Gen.zip convCases seeds)
+              (fun (((n, c, o), (k, stride, padding)), seed) ->
+                  let h, w = 7, 6
+                  let x = tensor seed [| n; c; h; w |] -1.0 1.0 0.0
+                  let wt = tensor (seed + 1) [| o; c; k; k |] -1.0 1.0 0.0
+                  let bias = tensor (seed + 2) [| o |] -1.0 1.0 0.0
+                  let y = Functional.conv2d stride padding x wt (Some bias)
+                  let xv, wv, bv = x.ToFloat64Array(), wt.ToFloat64Array(), bias.ToFloat64Array()
+                  let ho, wo = (h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1
 
-    Assert.Equal(
-        "reshape: cannot reshape 6 elements into shape [4, -1]",
-        message (fun () -> Tensor.reshape [| 4; -1 |] a)
-    )
+                  let expected =
+                      [| for b in 0 .. n - 1 do
+                             for oc in 0 .. o - 1 do
+                                 for i in 0 .. ho - 1 do
+                                     for j in 0 .. wo - 1 do
+                                         let mutable acc = bv[oc]
 
-    Assert.Equal(
-        "Add: dtypes differ: Float32 [2, 3] and Float64 [2, 3]",
-        message (fun () -> a + Tensor.zeros Float64 [| 2; 3 |])
-    )
+                                         for ic in 0 .. c - 1 do
+                                             for di in 0 .. k - 1 do
+                                                 for dj in 0 .. k - 1 do
+                                                     let r, s = i * stride - padding + di, j * stride - padding + dj
 
-    Assert.Equal(
-        "crossEntropy: label 3 at row 1 is outside the 3 classes",
-        message (fun () -> Functional.crossEntropy a [| 0; 3 |])
-    )
+                                                     if r >= 0 && r < h && s >= 0 && s < w then
+                                                         acc <-
+                                                             acc
+                                                             + xv[((b * c + ic) * h + r) * w + s]
+                                                               * wv[((oc * c + ic) * k + di) * k + dj]
 
-    Assert.StartsWith(
-        "grad: the function must return a scalar (one element), it returned shape [2, 3]",
-        message (fun () -> Tensor.grad id a)
-    )
+                                         acc |]
 
-    Assert.Equal(
-        "ofArray: 3 values do not fill shape [2, 2] (4 elements)",
-        message (fun () -> Tensor.ofArray [| 2; 2 |] [| 1f; 2f; 3f |])
-    )
+                  y.Shape = [| n; o; ho; wo |] && close 1e-12 (y.ToFloat64Array()) expected)
 
-[<Fact>]
-let ``no state leaks between gradient calls`` () =
-    let x = tensor 3 [| 4 |] -1.0 1.0 0.0
-    let f (x: Tensor) = Tensor.sum (Tensor.tanh x * x)
-    let g1 = (Tensor.grad f x).ToFloat64Array()
-    let _ = Tensor.grad (fun y -> Tensor.sum (y * 5.0)) x
-    let g2 = (Tensor.grad f x).ToFloat64Array()
-    Assert.Equal<float[]>(g1, g2)
-    Assert.False((Tensor.grad f x).IsTracked)
-    // A function that ignores its input has a zero gradient.
-    Assert.Equal<float[]>(Array.zeroCreate 4, (Tensor.grad (fun _ -> Tensor.scalar Float64 2.0) x).ToFloat64Array())
+          Checks.forAll
+              "float32 ops agree with float64 within float32 precision"
+              100
+              (Gen.zip shapes seeds)
+              (fun (shape, seed) ->
+                  let x64 = tensor seed shape 0.1 2.0 0.0
+                  let x32 = Tensor.cast Float32 x64
 
-[<Fact>]
-let ``the same key gives the same draws; split keys give different ones`` () =
-    let r = Rng.create 42L
-    Assert.Equal<float[]>(Rng.normal 100 r, Rng.normal 100 (Rng.create 42L))
-    let a, b = Rng.split r
-    Assert.NotEqual<float[]>(Rng.uniform 10 a, Rng.uniform 10 b)
-    Assert.NotEqual<float[]>(Rng.uniform 10 a, Rng.uniform 10 r)
-    let keys = Rng.splitN 5 r |> Array.map (fun k -> k.Key)
-    Assert.Equal(5, Array.distinct keys |> Array.length)
-    // A prefix of a larger draw is the smaller draw: values do not depend on the draw's size.
-    Assert.Equal<float[]>(Rng.uniform 10 r, (Rng.uniform 1000 r)[..9])
+                  let f (x: Tensor) =
+                      Tensor.softmax
+                          -1
+                          (Tensor.exp x * Tensor.log x + Tensor.sigmoid x / Tensor.sqrt x - Tensor.tanh x)
 
-[<Fact>]
-let ``normal draws have mean 0 and sd 1; permutations are permutations`` () =
-    let z = Rng.normal 200_000 (Rng.create 7L)
-    let mean = Array.average z
-    let sd = sqrt (Array.averageBy (fun v -> (v - mean) ** 2.0) z)
-    Assert.InRange(mean, -0.01, 0.01)
-    Assert.InRange(sd, 0.99, 1.01)
+                  close 1e-5 ((f x32).ToFloat64Array()) ((f x64).ToFloat64Array()))
 
-    LegacyChecks.forAll (Gen.zip (Gen.choose (0, 300)) seeds) (fun (n, seed) ->
-        Array.sort (Rng.permutation n (Rng.create (int64 seed))) = Array.init n id)
+          test "errors name the op and the shapes" {
+              let a = Tensor.zeros Float32 [| 2; 3 |]
+              let b = Tensor.zeros Float32 [| 4 |]
 
-[<Fact>]
-let ``a training step gives bit-identical parameters on 1 and 2 threads`` () =
-    // Big enough for the GEMM to split its work over threads (more than 2^20 multiply-adds).
-    let model =
-        Forgetting.Experiments.Variant.mlp
-            (Forgetting.Experiments.Variant.ofName Forgetting.Experiments.Strengths.Default "lateral_inhibition")
-            [ 512; 256; 10 ]
+              let message (f: unit -> Tensor) =
+                  (Expectations.throwsAny<ArgumentException> "an ArgumentException" (fun () -> f () |> ignore)).Message
 
-    let p0 = model.Init (Rng.create 5L) Float32
-    let x = Tensor.uniform (Rng.create 6L) Float32 [| 64; 512 |] 0.0 1.0
-    let labels = Array.init 64 (fun i -> i % 10)
+              Expect.equal
+                  (message (fun () -> a + b))
+                  "Add: shapes [2, 3] and [4] cannot be broadcast together"
+                  "shapes that do not broadcast"
 
-    let objective =
-        Forgetting.Experiments.Variant.objective (
-            Forgetting.Experiments.Variant.ofName Forgetting.Experiments.Strengths.Default "lateral_inhibition"
-        )
+              Expect.equal
+                  (message (fun () -> Tensor.matmul a b))
+                  "matmul: cannot multiply shapes [2, 3] and [4]"
+                  "matmul of a vector"
 
-    let step () =
-        let g =
-            Forgetting.Nn.Params.grad
-                (fun q ->
-                    Forgetting.Training.Step.view
-                        model
-                        Forgetting.Nn.Mode.Eval
-                        q
-                        { Inputs = x
-                          Labels = labels
-                          Task = 0
-                          Outputs = 10 }
-                    |> Forgetting.Nn.Objective.loss objective)
-                p0
+              Expect.equal
+                  (message (fun () -> Tensor.matmul a a))
+                  "matmul: inner dimensions differ: [2, 3] × [2, 3]"
+                  "matmul of mismatched matrices"
 
-        Forgetting.Nn.Params.tensors g |> Array.map (fun t -> t.ToArray())
+              Expect.equal
+                  (message (fun () -> Tensor.sumAxis 2 false a))
+                  "sumAxis: axis 2 is out of range for shape [2, 3]"
+                  "an axis out of range"
 
-    let one = Parallelism.withDegree 1 step
-    let two = Parallelism.withDegree 2 step
-    Assert.Equal<float32[][]>(one, two)
+              Expect.equal
+                  (message (fun () -> Tensor.reshape [| 4; -1 |] a))
+                  "reshape: cannot reshape 6 elements into shape [4, -1]"
+                  "an impossible reshape"
+
+              Expect.equal
+                  (message (fun () -> a + Tensor.zeros Float64 [| 2; 3 |]))
+                  "Add: dtypes differ: Float32 [2, 3] and Float64 [2, 3]"
+                  "mixed dtypes"
+
+              Expect.equal
+                  (message (fun () -> Functional.crossEntropy a [| 0; 3 |]))
+                  "crossEntropy: label 3 at row 1 is outside the 3 classes"
+                  "a label out of range"
+
+              Expect.stringStarts
+                  (message (fun () -> Tensor.grad id a))
+                  "grad: the function must return a scalar (one element), it returned shape [2, 3]"
+                  "grad of a non-scalar"
+
+              Expect.equal
+                  (message (fun () -> Tensor.ofArray [| 2; 2 |] [| 1f; 2f; 3f |]))
+                  "ofArray: 3 values do not fill shape [2, 2] (4 elements)"
+                  "too few values"
+          }
+
+          test "no state leaks between gradient calls" {
+              let x = tensor 3 [| 4 |] -1.0 1.0 0.0
+              let f (x: Tensor) = Tensor.sum (Tensor.tanh x * x)
+              let g1 = (Tensor.grad f x).ToFloat64Array()
+              let _ = Tensor.grad (fun y -> Tensor.sum (y * 5.0)) x
+              let g2 = (Tensor.grad f x).ToFloat64Array()
+              Expect.equal g2 g1 "the same gradient after another gradient call"
+              Expect.isFalse (Tensor.grad f x).IsTracked "a gradient is not tracked"
+              // A function that ignores its input has a zero gradient.
+              Expect.equal
+                  ((Tensor.grad (fun _ -> Tensor.scalar Float64 2.0) x).ToFloat64Array())
+                  (Array.zeroCreate 4)
+                  "the gradient of a constant"
+          }
+
+          test "the same key gives the same draws; split keys give different ones" {
+              let r = Rng.create 42L
+              Expect.equal (Rng.normal 100 (Rng.create 42L)) (Rng.normal 100 r) "draws from equal keys"
+              let a, b = Rng.split r
+              Expect.notEqual (Rng.uniform 10 b) (Rng.uniform 10 a) "draws from the two halves of a split"
+              Expect.notEqual (Rng.uniform 10 r) (Rng.uniform 10 a) "draws from a key and a half of its split"
+              let keys = Rng.splitN 5 r |> Array.map (fun k -> k.Key)
+              Expect.equal (Array.distinct keys |> Array.length) 5 "distinct keys of splitN 5"
+              // A prefix of a larger draw is the smaller draw: values do not depend on the draw's size.
+              let prefix = (Rng.uniform 1000 r)[..9]
+              Expect.equal prefix (Rng.uniform 10 r) "a prefix of a larger draw"
+          }
+
+          testList
+              "normal draws have mean 0 and sd 1; permutations are permutations"
+              [ test "normal draws have mean 0 and sd 1" {
+                    let z = Rng.normal 200_000 (Rng.create 7L)
+                    let mean = Array.average z
+                    let sd = sqrt (Array.averageBy (fun v -> (v - mean) ** 2.0) z)
+                    Expectations.inRange mean -0.01 0.01 "the mean"
+                    Expectations.inRange sd 0.99 1.01 "the sd"
+                }
+
+                Checks.forAll
+                    "permutations are permutations"
+                    100
+                    (Gen.zip (Gen.choose (0, 300)) seeds)
+                    (fun (n, seed) -> Array.sort (Rng.permutation n (Rng.create (int64 seed))) = Array.init n id) ]
+
+          Sequencing.degreeOfParallelism
+          <| test "a training step gives bit-identical parameters on 1 and 2 threads" {
+              // Big enough for the GEMM to split its work over threads (more than 2^20 multiply-adds).
+              let variant = Forgetting.Experiments.Variant.byName "lateral_inhibition"
+              let model = Forgetting.Experiments.Variant.mlp variant [ 512; 256; 10 ]
+              let p0 = model.Init (Rng.create 5L) Float32
+
+              let batch: Forgetting.Training.Batch =
+                  { Inputs = Tensor.uniform (Rng.create 6L) Float32 [| 64; 512 |] 0.0 1.0
+                    Labels = Array.init 64 (fun i -> i % 10)
+                    Task = 0
+                    Outputs = 10 }
+
+              let objective = Forgetting.Experiments.Variant.objective variant
+              let sgd = Forgetting.Nn.Optim.sgdWith 0.01 0.9 false 0.0
+
+              // The one training step (forward, backward, update) that the trainer and the runner use.
+              let step () =
+                  let state, _ =
+                      Forgetting.Training.Step.run
+                          model
+                          sgd
+                          (Rng.create 7L)
+                          (Forgetting.Training.Step.init sgd objective p0)
+                          batch
+
+                  Forgetting.Nn.Params.tensors state.Params |> Array.map (fun t -> t.ToArray())
+
+              let one = Parallelism.withDegree 1 step
+              let two = Parallelism.withDegree 2 step
+              Expect.equal two one "the parameters after a step on 2 threads"
+          } ]

@@ -86,13 +86,13 @@ let tests =
               let r = run (recipe "split" "task" [])
 
               for j in 0..1 do
-                  Expect.isGreaterThan r.R[j + 1][j] 0.9 $"task {j + 1} after learning it"
+                  Expect.isGreaterThan (r.R[j + 1][j]) 0.9 $"task {j + 1} after learning it"
           }
 
           test "Class-IL fine-tuning forgets the first task's classes" {
               let r = run (recipe "split" "class" [])
-              Expect.isGreaterThan r.R[1][0] 0.9 "task 1 after learning it"
-              Expect.isLessThan r.R[2][0] 0.5 "task 1 after task 2: its classes are no longer predicted"
+              Expect.isGreaterThan (r.R[1][0]) 0.9 "task 1 after learning it"
+              Expect.isLessThan (r.R[2][0]) 0.5 "task 1 after task 2: its classes are no longer predicted"
           }
 
           test "every term is consolidated once after each task" {
