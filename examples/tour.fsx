@@ -23,7 +23,16 @@ let model =
 let p = model.Init (Rng.create 1L) Float32
 let batch = Tensor.uniform (Rng.create 2L) Float32 [| 5; 4 |] 0.0 1.0
 let logits, trace = model.Forward Mode.Eval p batch
-printfn "logits %A; the trace holds %A" logits.Shape [ for e in trace -> e.Path, e.Kind ]
+// The trace records activations and gates, and each dense layer's output with how its per-sample
+// gradients follow from the gradient there (what EWC's Fisher and MAS read without a loop).
+let recorded =
+    [ for e in trace ->
+          e.Path,
+          match e.Kind with
+          | Gradient(param, _) -> $"per-sample rule of {param}"
+          | kind -> string kind ]
+
+printfn "logits %A; the trace holds %A" logits.Shape recorded
 
 // The forgetting losses read the trace: gates start half open (W_f = 0), so ERS = 1/2.
 printfn "ERS = %.4f, IRS = %.4f" (ActiveForgetting.inhibitionLoss trace).Item (ActiveForgetting.lateralLoss trace).Item

@@ -26,13 +26,13 @@ type ContinualArgs =
     | Gamma_In_Penalty
     | Fisher of string
     | Fisher_Samples of int
-    | C of float
+    | Si_C of float
     | Term of string list
     | Forgetting_Layer
     | Rho of float
     | Hidden of int list
     | Epochs of int
-    | Batch_Size of int
+    | Batch of int
     | Optimizer of string
     | Lr of float
     | Momentum of float
@@ -59,14 +59,14 @@ type ContinualArgs =
             | Gamma_In_Penalty -> "online EWC: multiply the penalty by γ once more (a reference code's variant)."
             | Fisher _ -> "EWC's Fisher: true (default), empirical or sampled."
             | Fisher_Samples _ -> "EWC: at most this many samples for the Fisher (default: the whole task)."
-            | C _ -> "SI's strength c (default 0.1 permuted, 1 split)."
+            | Si_C _ -> "SI's strength c (default 0.1 permuted, 1 split)."
             | Term _ ->
                 "settings of the run's terms, or terms to add, as kind:setting=value,… (e.g. ers:weight=0.2 l2:weight=1e-4)."
             | Forgetting_Layer -> "put a forgetting layer after every hidden ReLU, with its ERS and IRS terms."
             | Rho _ -> "the forgetting layer's steepness ρ (default 1)."
             | Hidden _ -> "hidden layer sizes (default 512 256)."
             | Epochs _ -> "epochs per task (default 1)."
-            | Batch_Size _ -> "batch size (default 128)."
+            | Batch _ -> "batch size (default 128)."
             | Optimizer _ -> "sgd (default) or adam."
             | Lr _ -> "learning rate (default 0.01 for sgd, 1e-3 for adam)."
             | Momentum _ -> "SGD momentum (default 0.9)."
@@ -128,8 +128,8 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
           match args.TryGetResult Fisher_Samples with
           | Some n -> "samples", Count n
           | None -> ()
-          match args.TryGetResult C with
-          | Some c -> "c", Number(finite "c" c)
+          match args.TryGetResult Si_C with
+          | Some c -> "c", Number(finite "si-c" c)
           | None -> () ]
 
     let forgetting =
@@ -169,7 +169,7 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
                     |> finite "momentum"
                 ResetPerTask = args.Contains Reset_Optimizer }
         EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
-        BatchSize = args.GetResult(Batch_Size, defaultValue = d.BatchSize)
+        BatchSize = args.GetResult(Batch, defaultValue = d.BatchSize)
         Seed = int64 seed }
     |> Methods.apply method methodSettings
     |> fun r ->
@@ -293,10 +293,10 @@ let run (args: ParseResults<ContinualArgs>) =
 
     let load = loader (args.TryGetResult ContinualArgs.Cache_Dir)
 
-    // The data, too, before any folder is made: a missing data set leaves nothing behind.
+    // The data and the tasks cut from it, too, before any folder is made: a missing data set or a
+    // scenario it cannot serve leaves nothing behind.
     for _, _, r in runs do
-        for d in r.Scenario.Data do
-            KnownDataset.tryParse d |> Option.iter (load >> ignore)
+        ContinualRun.tasks load r.Scenario |> ignore
 
     let dir =
         args.GetResult(
@@ -359,8 +359,7 @@ let rerun (args: ParseResults<RunRecipeArgs>) =
     let dir = args.GetResult(<@ RunRecipeArgs.Out @>, defaultValue = beside)
     let load = loader (args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>)
 
-    for d in recipe.Scenario.Data do
-        KnownDataset.tryParse d |> Option.iter (load >> ignore)
+    ContinualRun.tasks load recipe.Scenario |> ignore
 
     let folder = runFolder dir recipe
     let r = runOne "run" load folder recipe

@@ -350,23 +350,28 @@ module Recipe =
           BatchSize = getInt "the recipe" "batch_size" root
           Seed = getInt64 "the recipe" "seed" root }
 
-    /// A recipe from a JSON file; unreadable or malformed files raise ArgumentException naming the file.
+    /// A recipe from a JSON file; a missing, unreadable or malformed file raises DataError naming the file
+    /// and, for a malformed one, the field.
     let load (kinds: TermKind list) (path: string) =
+        let bad (message: string) : 'a =
+            raise (Forgetting.Data.DataError($"{path}: {message}", path))
+
         let text =
             try
                 File.ReadAllText path
             with
             | :? FileNotFoundException
-            | :? DirectoryNotFoundException -> fail $"{path}: no such recipe file"
-            | :? IOException as e -> fail $"{path}: cannot be read: {e.Message}"
+            | :? DirectoryNotFoundException -> bad "no such recipe file"
+            | :? IOException
+            | :? UnauthorizedAccessException as e -> bad $"cannot be read: {e.Message}"
 
         let node =
             try
                 JsonNode.Parse text
             with :? JsonException as e ->
-                fail $"{path}: not valid JSON ({e.Message.Split('.')[0]})"
+                bad $"not valid JSON ({e.Message.Split('.')[0]})"
 
         try
             ofJson kinds node
         with :? ArgumentException as e ->
-            fail $"{path}: {e.Message}"
+            bad e.Message
