@@ -77,6 +77,20 @@ module ActiveForgetting =
                     | true, _ -> h + h * s
                     | false, _ -> h * s
 
+                // How W_f's per-sample gradient follows from the gradient G at the input gate σ =
+                // sigmoid(ρ a ⊙ W_f) (eq. 4): ∂ℓ_b/∂W_f,i = G_bi · ρ a_bi σ_bi (1 − σ_bi), a factor that
+                // no gradient flows through. The static gate is one σ for the whole batch: no rule.
+                let perSample =
+                    if config.StaticGate then
+                        []
+                    else
+                        let sg = sigma.StopGradient()
+                        let factor = a.StopGradient() * config.Rho * sg * (1.0 - sg)
+
+                        [ { Path = ""
+                            Kind = Gradient("wf", Scaled factor)
+                            Value = sigma } ]
+
                 out,
                 [ { Path = ""
                     Kind = GateInput
@@ -86,7 +100,8 @@ module ActiveForgetting =
                     Value = sigma }
                   { Path = ""
                     Kind = Activation
-                    Value = out } ] }
+                    Value = out } ]
+                @ perSample }
 
     let private gatesOf (trace: TraceEntry list) =
         let gates = Trace.ofKind Gate trace |> List.map (fun e -> e.Value)

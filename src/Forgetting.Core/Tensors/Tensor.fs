@@ -203,6 +203,22 @@ module internal Tape =
                             stack.Push p.Node
 
             let order = seen |> Seq.sortByDescending (fun n -> n.Id) |> Seq.toArray
+
+            // Only nodes with a path down to a wanted one need their gradient: a node needs it when it
+            // is wanted or one of its parents needs it (parents come first in creation order). A
+            // product whose other input leads nowhere wanted (a weight, when the gradient is wanted at
+            // a layer's output) then skips that input's rule.
+            let needed = HashSet<Node>(HashIdentity.Reference)
+
+            for i in order.Length - 1 .. -1 .. 0 do
+                let n = order[i]
+
+                if
+                    wanted.Contains n
+                    || n.Parents |> Array.exists (fun p -> p.IsTracked && needed.Contains p.Node)
+                then
+                    needed.Add n |> ignore
+
             incoming[output.Node] <- [ output.Raw.Backend.Full(output.Raw.Shape, output.DType, 1.0) ]
 
             for n in order do
@@ -213,16 +229,18 @@ module internal Tape =
                     if wanted.Contains n then
                         results[n] <- g
 
-                    let needs = n.Parents |> Array.map (fun p -> p.IsTracked)
-                    let parentGrads = n.Backward g needs
+                    let needs = n.Parents |> Array.map (fun p -> p.IsTracked && needed.Contains p.Node)
 
-                    for i in 0 .. n.Parents.Length - 1 do
-                        if needs[i] then
-                            let p = n.Parents[i].Node
+                    if Array.contains true needs then
+                        let parentGrads = n.Backward g needs
 
-                            match incoming.TryGetValue p with
-                            | true, gs -> incoming[p] <- parentGrads[i] :: gs
-                            | _ -> incoming[p] <- [ parentGrads[i] ]
+                        for i in 0 .. n.Parents.Length - 1 do
+                            if needs[i] then
+                                let p = n.Parents[i].Node
+
+                                match incoming.TryGetValue p with
+                                | true, gs -> incoming[p] <- parentGrads[i] :: gs
+                                | _ -> incoming[p] <- [ parentGrads[i] ]
                 | Some g -> results[n] <- g
                 | None -> ()
 

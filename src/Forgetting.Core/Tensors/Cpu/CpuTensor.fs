@@ -268,31 +268,44 @@ and CpuTensor(storage: Storage, shape: int[]) =
     override this.AddMany others =
         match storage with
         | F32 x ->
-            let r = Array.copy x
+            // The first sum is written straight into the result: no copy of this tensor first.
+            let r = System.GC.AllocateUninitializedArray<float32> x.Length
+            let mutable first = true
 
             for o in others do
                 match this.Same("addMany", o) with
                 | F32 y ->
                     System.Numerics.Tensors.TensorPrimitives.Add(
-                        System.ReadOnlySpan r,
+                        System.ReadOnlySpan(if first then x else r),
                         System.ReadOnlySpan y,
                         System.Span r
                     )
+
+                    first <- false
                 | _ -> ()
+
+            if first then
+                System.Array.Copy(x, r, x.Length)
 
             CpuTensor.Of(F32 r, shape)
         | F64 x ->
-            let r = Array.copy x
+            let r = System.GC.AllocateUninitializedArray<float> x.Length
+            let mutable first = true
 
             for o in others do
                 match this.Same("addMany", o) with
                 | F64 y ->
                     System.Numerics.Tensors.TensorPrimitives.Add(
-                        System.ReadOnlySpan r,
+                        System.ReadOnlySpan(if first then x else r),
                         System.ReadOnlySpan y,
                         System.Span r
                     )
+
+                    first <- false
                 | _ -> ()
+
+            if first then
+                System.Array.Copy(x, r, x.Length)
 
             CpuTensor.Of(F64 r, shape)
 
