@@ -35,8 +35,9 @@ type SampleLoss =
 /// `Scaled c` as Σ_b w_b f(g_b ⊙ c_b). Several quantities (the classes of the true Fisher) add their
 /// w ⊙ f(G) before the rule is applied, so a layer still costs one matrix product per chunk.
 ///
-/// Every other parameter the outputs depend on (a static forgetting gate, a convolution) falls back to
-/// an exact loop: one forward and backward pass per sample. Parameters the outputs do not depend on
+/// Every other parameter the outputs depend on (a static forgetting gate, the input gate outside
+/// evaluation mode, a convolution) falls back to an exact loop: one forward and backward pass per
+/// sample. Parameters the outputs do not depend on
 /// (the heads of other tasks) get zeros without a pass. A rule recorded twice for one parameter (a
 /// layer applied twice) is not a per-sample split either: that parameter takes the loop as well.
 ///

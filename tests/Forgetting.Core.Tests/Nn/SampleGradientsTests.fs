@@ -180,12 +180,12 @@ let tests =
                       Expect.isTrue (v |> Array.exists ((<>) 0.0)) $"{path} is used by task 1"
           }
 
-          test "the input gate records W_f's per-sample rule; the static gate records none" {
+          test "the input gate records W_f's per-sample rule in evaluation mode; the static gate records none" {
               let h = Tensor.normal (Rng.create 3L) Float64 [| 4; 5 |] 0.0 1.0
 
-              let rules (config: ForgettingLayerConfig) =
+              let rulesIn (mode: Mode) (config: ForgettingLayerConfig) =
                   let layer = ActiveForgetting.layer config 5
-                  let _, trace = layer.Forward Mode.Eval (parameters layer Float64 2) h
+                  let _, trace = layer.Forward mode (parameters layer Float64 2) h
 
                   trace
                   |> List.choose (fun e ->
@@ -193,7 +193,9 @@ let tests =
                       | Gradient(param, Scaled c) -> Some(param, c.Shape)
                       | _ -> None)
 
+              let rules = rulesIn Mode.Eval
               Expect.equal (rules ForgettingLayerConfig.Default) [ "wf", [| 4; 5 |] ] "input gate"
+              Expect.equal (rulesIn (Mode.Train(Rng.create 1L)) ForgettingLayerConfig.Default) [] "not in training"
 
               Expect.equal
                   (rules
