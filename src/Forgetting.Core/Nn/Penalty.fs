@@ -228,18 +228,26 @@ module Quadratic =
         if thetas.Length = 0 then
             Tensor.scalar dtype (scale * q.Constant)
         else
-            let value, grads =
+            let compute () =
                 valueAndGradients
                     scale
                     (thetas |> Array.map (fun t -> t.Raw))
                     (used |> Array.map (fun i -> q.Weights[i].Value.Raw))
                     (used |> Array.map (fun i -> q.Centres[i].Value.Raw))
 
-            Tensor.Op(
+            let value, grads = compute ()
+
+            // The gradients are handed to the tape once, to own (it may add the task loss's gradient into
+            // them in place); a second backward pass through this op computes them again.
+            let mutable handedOut = false
+
+            Tensor.OpOwningGradients(
                 thetas[0].Raw.Backend.Full([||], thetas[0].DType, scale * (value + q.Constant)),
                 thetas,
                 fun g needs ->
                     let factor = g.ToFloat64()[0]
+                    let grads = if handedOut then snd (compute ()) else grads
+                    handedOut <- true
 
                     grads
                     |> Array.mapi (fun i gi ->

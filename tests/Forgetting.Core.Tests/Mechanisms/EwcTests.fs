@@ -357,6 +357,48 @@ let tests =
                   Expect.isFalse (message.Contains "\n") $"{name}: one line"
           }
 
+          test "with the task loss, the gradient is the sum of both (the tape adds one into the other in place)" {
+              for dtype in [ Float64; Float32 ] do
+                  let c = consolidation 1
+                  let cast = Params.map (Tensor.cast dtype)
+
+                  let c =
+                      { c with
+                          Params = cast c.Params
+                          Inputs = Tensor.cast dtype c.Inputs }
+
+                  let term = (Ewc.term (settings 30.0)).Consolidate c
+                  let theta = cast (near 9)
+                  let x = Tensor.cast dtype (inputs spec Float64 6 9)
+
+                  let task (q: Params) =
+                      Functional.crossEntropy (Layer.apply model Mode.Eval q x) [| 0; 1; 2; 0; 1; 2 |]
+
+                  let both = Params.grad (fun q -> task q + lossAt term q) theta
+                  let apart = Params.map2 (+) (Params.grad task theta) (gradAt term theta)
+                  let tolerance = if dtype = Float64 then 1e-12 else 1e-5
+                  Expect.isTrue (close tolerance both apart) $"{dtype}: ∇(task + penalty) = ∇task + ∇penalty"
+
+                  // Two backward passes through one penalty (two outputs of one forward pass): the
+                  // second gets the penalty's gradient afresh, not the buffer the first one summed into.
+                  let _, grads =
+                      Tensor.gradientsAt
+                          (fun ts ->
+                              let q = Params.withTensors theta ts
+                              let total = task q + lossAt term q
+                              [| total; total * 3.0 |], ts)
+                          (Params.tensors theta)
+
+                  let first, second =
+                      Params.withTensors theta grads[0], Params.withTensors theta grads[1]
+
+                  Expect.isTrue (close tolerance first apart) $"{dtype}: the first pass"
+
+                  Expect.isTrue
+                      (close tolerance second (Params.map (fun t -> t * 3.0) apart))
+                      $"{dtype}: the second pass"
+          }
+
           test "the fused penalty equals its composition in float32 over many tiles, whatever the thread count" {
               let shapes = [ [| 300; 170 |]; [| 7 |]; [| 40001 |] ]
 

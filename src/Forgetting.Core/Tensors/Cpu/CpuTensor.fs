@@ -175,6 +175,31 @@ and CpuTensor(storage: Storage, shape: int[]) =
 
         CpuTensor.Of(r, outShape)
 
+    override this.MatMulAdd(transposeThis, other, transposeOther, addend) =
+        let o = this.Same("matmul", other)
+        let c = this.Same("matmul", addend)
+        let rowsA, colsA = shape[0], shape[1]
+        let rowsB, colsB = other.Shape[0], other.Shape[1]
+        let m, k = (if transposeThis then colsA, rowsA else rowsA, colsA)
+        let k2, n = (if transposeOther then colsB, rowsB else rowsB, colsB)
+
+        if
+            shape.Length <> 2
+            || other.Shape.Length <> 2
+            || k <> k2
+            || addend.Shape <> [| m; n |]
+        then
+            Shape.fail
+                "matmul"
+                $"cannot add {Shape.show shape} × {Shape.show other.Shape} into {Shape.show addend.Shape}"
+
+        match storage, o, c with
+        | F32 a, F32 b, F32 cv -> Gemm.sgemm transposeThis transposeOther m n k 1.0f a 0 colsA b 0 colsB 1.0f cv 0 n
+        | F64 a, F64 b, F64 cv -> Gemm.dgemm transposeThis transposeOther m n k 1.0 a 0 colsA b 0 colsB 1.0 cv 0 n
+        | _ -> ()
+
+        addend
+
     override _.Softmax axis =
         CpuTensor.Of(Reductions.softmax false storage shape axis, shape)
 
