@@ -32,8 +32,9 @@ What is measured:
   ms_per_step_median is the median time of one estimate.
 - ewc-step: one plain SGD step of the mlp workload and one with an EWC penalty
   (lambda/2) sum F (theta - theta*)^2 (lambda = 100, F the empirical Fisher of
-  1000 other inputs, theta* the initial parameters), timed in alternation;
-  ms_per_step_median is the EWC step, plain_ms_per_step_median the plain one.
+  1000 other inputs, theta* the initial parameters), timed in alternation (the
+  order swapped every pair); ms_per_step_median is the EWC step,
+  plain_ms_per_step_median the plain one.
 
 --threads sets torch.set_num_threads and, because that does not reach
 OpenBLAS's own thread pool, openblas_set_num_threads too. --workload all runs
@@ -284,15 +285,20 @@ def bench_ewc_step(args, lam=100.0, lr=0.01):
     for _ in range(WARMUP_STEPS):
         plain_step()
         ewc_step()
-    plain_times, ewc_times = [], []
-    for _ in range(args.steps):
+    def timed(step):
         t0 = time.perf_counter()
-        plain_step()
-        t1 = time.perf_counter()
-        penalty = ewc_step()
-        t2 = time.perf_counter()
-        plain_times.append(t1 - t0)
-        ewc_times.append(t2 - t1)
+        result = step()
+        return time.perf_counter() - t0, result
+
+    plain_times, ewc_times = [], []
+    for i in range(args.steps):  # the order swaps every pair, as on the F# side
+        if i % 2 == 0:
+            plain_times.append(timed(plain_step)[0])
+            t, penalty = timed(ewc_step)
+        else:
+            t, penalty = timed(ewc_step)
+            plain_times.append(timed(plain_step)[0])
+        ewc_times.append(t)
     plain_med, ewc_med = statistics.median(plain_times), statistics.median(ewc_times)
     yield {"workload": "ewc-step", "impl": "pytorch",
            "batch": args.batch, "steps": args.steps,

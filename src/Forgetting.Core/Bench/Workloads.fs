@@ -124,8 +124,9 @@ module Workloads =
 
     /// One plain SGD step (lr 0.01) of the MLP 784-256-256-128-10 on a fixed random batch, and the same
     /// step with an EWC penalty (λ = 100, the empirical Fisher of 1000 other random inputs, anchored at
-    /// the initial parameters), timed in alternation so that both see the same load. Returns the plain
-    /// and the EWC timings and the EWC run's final penalty.
+    /// the initial parameters), timed in alternation (the order swapped every pair) so that both see
+    /// the same load and the same share of garbage collections. Returns the plain and the EWC timings
+    /// and the EWC run's final penalty.
     let ewcStep (batch: int) (steps: int) =
         let model, p, x, labels = mlpAndData (batch + 1000)
         let sgd = Optim.sgd 0.01
@@ -157,23 +158,34 @@ module Workloads =
         let sw = Stopwatch()
         let mutable early = 0.0
 
+        let timed (step: unit -> unit) =
+            sw.Restart()
+            step ()
+            sw.Stop()
+            sw.Elapsed.TotalMilliseconds
+
+        let plainStep () =
+            plain <- fst (Step.run model sgd key plain batchOf)
+
+        let ewcStep () =
+            penalised <- fst (Step.run model sgd key penalised batchOf)
+
         for i in 0 .. 10 + steps - 1 do
             if i = 10 + min 10 (steps - 1) then
                 early <- heapMb ()
 
-            sw.Restart()
-            plain <- fst (Step.run model sgd key plain batchOf)
-            sw.Stop()
+            // The order swaps every pair: both steps allocate alike, and a fixed order would lock the
+            // garbage collections onto one of them.
+            let first, second =
+                if i % 2 = 0 then
+                    timed plainStep, timed ewcStep
+                else
+                    let e = timed ewcStep
+                    timed plainStep, e
 
             if i >= 10 then
-                plainMs.Add sw.Elapsed.TotalMilliseconds
-
-            sw.Restart()
-            penalised <- fst (Step.run model sgd key penalised batchOf)
-            sw.Stop()
-
-            if i >= 10 then
-                ewcMs.Add sw.Elapsed.TotalMilliseconds
+                plainMs.Add first
+                ewcMs.Add second
 
         let timing (ms: ResizeArray<float>) =
             { Milliseconds = ms.ToArray()
