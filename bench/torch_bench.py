@@ -28,7 +28,7 @@ What is measured:
   each: "loop", one forward and backward pass per sample (the reference
   codes' way), and "vmap", functorch's vmap(grad(...)) over chunks of 256
   samples (the F# side's chunk), when functorch imports. 1 warm-up estimate,
-  then --fisher-reps timed estimates (default 3 for the loop, 10 for vmap);
+  then --fisher-reps timed estimates (default 3);
   ms_per_step_median is the median time of one estimate.
 - ewc-step: one plain SGD step of the mlp workload and one with an EWC penalty
   (lambda/2) sum F (theta - theta*)^2 (lambda = 100, F the empirical Fisher of
@@ -232,11 +232,11 @@ def bench_fisher(args):
     model = MLP(False).eval()
     x = torch.randn(args.samples, 784)
     y = torch.arange(args.samples) % 10
-    methods = [("loop", empirical_fisher_loop, 3)]
+    methods = [("loop", empirical_fisher_loop)]
     if has_functorch():
-        methods.append(("vmap", empirical_fisher_vmap, 10))
-    for method, estimate, default_reps in methods:
-        reps = args.fisher_reps or default_reps
+        methods.append(("vmap", empirical_fisher_vmap))
+    for method, estimate in methods:
+        reps = args.fisher_reps
         estimate(model, x, y)
         times = []
         for _ in range(reps):
@@ -327,16 +327,13 @@ def main():
     p.add_argument("--reps", type=int, default=50, help="timed calls per size (gemm)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--samples", type=int, default=1000, help="samples of one Fisher estimate (fisher)")
-    p.add_argument("--fisher-reps", type=int, default=None,
-                   help="timed estimates per method (fisher; default 3 for the loop, 10 for vmap)")
+    p.add_argument("--fisher-reps", type=int, default=3, help="timed estimates per method (fisher)")
     args = p.parse_args()
     if args.workload == "all":  # one child per workload: separate peak RSS
         for w in WORKLOADS:
             argv = ["--workload", w, "--batch", str(args.batch), "--steps", str(args.steps),
                     "--reps", str(args.reps), "--threads", str(args.threads),
-                    "--samples", str(args.samples)]
-            if args.fisher_reps:
-                argv += ["--fisher-reps", str(args.fisher_reps)]
+                    "--samples", str(args.samples), "--fisher-reps", str(args.fisher_reps)]
             subprocess.run([sys.executable, os.path.abspath(__file__), *argv], check=True)
         return
     set_threads(args.threads)

@@ -37,9 +37,9 @@ type SampleLoss =
 ///
 /// Every other parameter the outputs depend on (a static forgetting gate, the input gate outside
 /// evaluation mode, a convolution) falls back to an exact loop: one forward and backward pass per
-/// sample. Parameters the outputs do not depend on
-/// (the heads of other tasks) get zeros without a pass. A rule recorded twice for one parameter (a
-/// layer applied twice) is not a per-sample split either: that parameter takes the loop as well.
+/// sample. Parameters the outputs do not depend on (the heads of other tasks) get zeros without a
+/// pass. A rule recorded twice for one parameter (a layer applied twice) is not a per-sample split
+/// either: that parameter takes the loop as well.
 ///
 /// Valid only when samples do not interact in the forward pass: G's row b must be sample b's own
 /// gradient. Batch statistics (batch normalisation) or a loss over the whole batch would break it.
@@ -50,8 +50,7 @@ type SampleLoss =
 module SampleGradients =
 
     /// How many samples one forward pass takes: bounds the memory of a pass (the trace and the
-    /// gradients at every layer's output), and is far above the size where the matrix products
-    /// reach their speed.
+    /// gradients at every layer's output) while keeping the matrix products large.
     let defaultChunk = 256
 
     let private joinPath (prefix: string) (name: string) =
