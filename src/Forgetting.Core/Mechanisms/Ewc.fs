@@ -17,8 +17,8 @@ type EwcSettings =
         /// consolidation's key; van de Ven et al. use 1000 for permuted MNIST); None: the whole task.
         Samples: int option
         /// None: one penalty term per past task ("separate", Kirkpatrick et al. 2017). Some γ, γ ∈ [0, 1]:
-        /// online EWC (Schwarz et al. 2018, eq. 8-9), one term with F ← γF + F_new anchored at the
-        /// latest θ*; γ = 1 sums the Fishers.
+        /// online EWC (Schwarz et al. 2018), one term with F ← γF + F_new anchored at the latest θ*;
+        /// γ = 1 sums the Fishers.
         Online: float option
         /// Online EWC only: multiply the penalty by γ once more, (λ/2) γ Σ F (θ − θ*)², as van de Ven et
         /// al.'s reference code does (its issue #9). Off by default.
