@@ -15,6 +15,8 @@ for line in open(path):
         continue
     d = json.loads(line)
     impl = d["impl"] + ("" if d["impl"] == "pytorch" else f" ({d['gemm']})")
+    if "method" in d:  # fisher: the batched sums, PyTorch's per-sample loop or its vmap
+        impl += f" {d['method']}"
     if d["workload"] == "gemm":
         key = (f"gemm {d['m']}x{d['k']}x{d['n']}", impl)
         runs[key].append((d["ms_median"], d["gflops"]))

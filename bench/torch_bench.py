@@ -2,8 +2,8 @@
 
 Run with Debian's Python, which sees Debian's python3-torch:
 
-    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|all \
-        [--batch 128] [--steps 200] [--threads 2] [--reps 50]
+    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|fisher|ewc-step|all \
+        [--batch 128] [--steps 200] [--threads 2] [--reps 50] [--samples 1000]
 
 Prints one JSON object per line and result, in the schema the F# CLI prints.
 
@@ -22,6 +22,19 @@ What is measured:
   gate s = sigmoid(rho * h * W_f) (rho = 1), output h + h*s (shortcut on),
   loss = CE + 0.1 * L_inh (ERS, eq. 6) + 1e-4 * L_lat (IRS importance-weighted,
   eq. 8, computed in O(n) per sample).
+- fisher: the empirical diagonal Fisher (mean over samples of the squared
+  per-sample gradient of log p(y|x)) of --samples inputs ~ N(0,1) with labels
+  i mod 10, for the MLP 784-256-256-128-10 in eval mode. Two methods, one line
+  each: "loop", one forward and backward pass per sample (the reference
+  codes' way), and "vmap", functorch's vmap(grad(...)) over chunks of 256
+  samples (the F# side's chunk), when functorch imports. 1 warm-up estimate,
+  then --fisher-reps timed estimates (default 3);
+  ms_per_step_median is the median time of one estimate.
+- ewc-step: one plain SGD step of the mlp workload and one with an EWC penalty
+  (lambda/2) sum F (theta - theta*)^2 (lambda = 100, F the empirical Fisher of
+  1000 other inputs, theta* the initial parameters), timed in alternation (the
+  order swapped every pair); ms_per_step_median is the EWC step,
+  plain_ms_per_step_median the plain one.
 
 --threads sets torch.set_num_threads and, because that does not reach
 OpenBLAS's own thread pool, openblas_set_num_threads too. --workload all runs
@@ -176,10 +189,133 @@ def bench_mlp(args, forgetting, lam=0.1, beta=1e-4, lr=0.01):
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def empirical_fisher_loop(model, x, y):
+    """Mean over samples of the squared gradient of log p(y|x): one backward pass per sample."""
+    fisher = [torch.zeros_like(p) for p in model.parameters()]
+    for i in range(x.shape[0]):
+        model.zero_grad(set_to_none=True)
+        logits, _ = model(x[i:i + 1])
+        F.nll_loss(F.log_softmax(logits, dim=1), y[i:i + 1]).backward()
+        for f, p in zip(fisher, model.parameters()):
+            f.add_(p.grad.detach() ** 2)
+    return [f / x.shape[0] for f in fisher]
+
+
+def empirical_fisher_vmap(model, x, y, chunk=256):
+    """The same with functorch's per-sample gradients, vmap(grad(loss)), chunk by chunk."""
+    import functorch
+    fmodel, params = functorch.make_functional(model)
+
+    def loss(params, xi, yi):
+        logits, _ = fmodel(params, xi.unsqueeze(0))
+        return F.nll_loss(F.log_softmax(logits, dim=1), yi.unsqueeze(0))
+
+    per_sample = functorch.vmap(functorch.grad(loss), in_dims=(None, 0, 0))
+    fisher = [torch.zeros_like(p) for p in params]
+    for start in range(0, x.shape[0], chunk):
+        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        for f, g in zip(fisher, grads):
+            f.add_((g ** 2).sum(0))
+    return [f / x.shape[0] for f in fisher]
+
+
+def has_functorch():
+    try:
+        import functorch  # noqa: F401 (shipped with torch 1.13)
+        return True
+    except ImportError:
+        return False
+
+
+def bench_fisher(args):
+    torch.manual_seed(0)
+    model = MLP(False).eval()
+    x = torch.randn(args.samples, 784)
+    y = torch.arange(args.samples) % 10
+    methods = [("loop", empirical_fisher_loop)]
+    if has_functorch():
+        methods.append(("vmap", empirical_fisher_vmap))
+    for method, estimate in methods:
+        reps = args.fisher_reps
+        estimate(model, x, y)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fisher = estimate(model, x, y)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        yield {"workload": "fisher", "impl": "pytorch", "method": method,
+               "batch": args.samples, "reps": reps,
+               "ms_per_step_median": round(med * 1e3, 4),
+               "samples_per_s": round(args.samples / med, 1),
+               "fisher_sum": round(float(sum(f.sum() for f in fisher)), 6),
+               "threads": args.threads, "blas": blas_name(),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def bench_ewc_step(args, lam=100.0, lr=0.01):
+    torch.manual_seed(0)
+    plain_model = MLP(False)
+    ewc_model = MLP(False)
+    ewc_model.load_state_dict(plain_model.state_dict())
+    x = torch.randn(args.batch, 784)
+    y = torch.randint(0, 10, (args.batch,))
+    other = torch.randn(1000, 784)
+    fisher = empirical_fisher_loop(ewc_model.eval(), other, torch.arange(1000) % 10)
+    ewc_model.train()
+    anchor = [p.detach().clone() for p in ewc_model.parameters()]
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=lr)
+    ewc_opt = torch.optim.SGD(ewc_model.parameters(), lr=lr)
+
+    def plain_step():
+        plain_opt.zero_grad(set_to_none=True)
+        logits, _ = plain_model(x)
+        F.cross_entropy(logits, y).backward()
+        plain_opt.step()
+
+    def ewc_step():
+        ewc_opt.zero_grad(set_to_none=True)
+        logits, _ = ewc_model(x)
+        penalty = sum((f * (p - a) ** 2).sum() for f, p, a in zip(fisher, ewc_model.parameters(), anchor))
+        loss = F.cross_entropy(logits, y) + lam / 2 * penalty
+        loss.backward()
+        ewc_opt.step()
+        return penalty
+
+    for _ in range(WARMUP_STEPS):
+        plain_step()
+        ewc_step()
+    def timed(step):
+        t0 = time.perf_counter()
+        result = step()
+        return time.perf_counter() - t0, result
+
+    plain_times, ewc_times = [], []
+    for i in range(args.steps):  # the order swaps every pair, as on the F# side
+        if i % 2 == 0:
+            plain_times.append(timed(plain_step)[0])
+            t, penalty = timed(ewc_step)
+        else:
+            t, penalty = timed(ewc_step)
+            plain_times.append(timed(plain_step)[0])
+        ewc_times.append(t)
+    plain_med, ewc_med = statistics.median(plain_times), statistics.median(ewc_times)
+    yield {"workload": "ewc-step", "impl": "pytorch",
+           "batch": args.batch, "steps": args.steps,
+           "ms_per_step_median": round(ewc_med * 1e3, 4),
+           "plain_ms_per_step_median": round(plain_med * 1e3, 4),
+           "ratio": round(ewc_med / plain_med, 4),
+           "final_penalty": float(lam / 2 * penalty),
+           "threads": args.threads, "blas": blas_name(),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 WORKLOADS = {
     "gemm": bench_gemm,
     "mlp": lambda a: bench_mlp(a, forgetting=False),
     "mlp-forgetting": lambda a: bench_mlp(a, forgetting=True),
+    "fisher": bench_fisher,
+    "ewc-step": bench_ewc_step,
 }
 
 
@@ -190,11 +326,14 @@ def main():
     p.add_argument("--steps", type=int, default=200, help="timed training steps (mlp*)")
     p.add_argument("--reps", type=int, default=50, help="timed calls per size (gemm)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--samples", type=int, default=1000, help="samples of one Fisher estimate (fisher)")
+    p.add_argument("--fisher-reps", type=int, default=3, help="timed estimates per method (fisher)")
     args = p.parse_args()
     if args.workload == "all":  # one child per workload: separate peak RSS
         for w in WORKLOADS:
             argv = ["--workload", w, "--batch", str(args.batch), "--steps", str(args.steps),
-                    "--reps", str(args.reps), "--threads", str(args.threads)]
+                    "--reps", str(args.reps), "--threads", str(args.threads),
+                    "--samples", str(args.samples), "--fisher-reps", str(args.fisher_reps)]
             subprocess.run([sys.executable, os.path.abspath(__file__), *argv], check=True)
         return
     set_threads(args.threads)

@@ -11,6 +11,8 @@ type Workload =
     | Gemm
     | Mlp
     | [<CustomCommandLine("mlp-forgetting")>] Mlp_Forgetting
+    | Fisher
+    | [<CustomCommandLine("ewc-step")>] Ewc_Step
     | All
 
 type BenchArgs =
@@ -18,14 +20,16 @@ type BenchArgs =
     | [<Unique>] Batch of int
     | [<Unique>] Steps of int
     | [<Unique>] Reps of int
+    | [<Unique>] Samples of int
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Workload _ -> "what to time (default all)."
-            | Batch _ -> "mlp: the batch size (default 128)."
-            | Steps _ -> "mlp: timed training steps (default 200)."
-            | Reps _ -> "gemm: timed products per size (default 50)."
+            | Batch _ -> "mlp, ewc-step: the batch size (default 128)."
+            | Steps _ -> "mlp, ewc-step: timed training steps (default 200)."
+            | Reps _ -> "gemm: timed products per size (default 50); fisher: timed estimates (default 10)."
+            | Samples _ -> "fisher: the samples of one Fisher estimate (default 1000)."
 
 let private positive name (v: int) =
     if v < 1 then
@@ -83,16 +87,62 @@ let private mlpLine (workload: string) (variant: string) batch steps =
     |> render false
     |> printfn "%s"
 
+/// The empirical per-sample Fisher of `samples` inputs: one line, the time per estimate.
+let private fisherLine samples reps =
+    let t, checksum = Workloads.fisher samples reps
+
+    Obj(
+        [ "workload", Str "fisher"
+          "impl", Str "forgetting"
+          "method", Str "batched"
+          "batch", Int samples
+          "reps", Int reps
+          "ms_per_step_median", Num t.Median
+          "samples_per_s", Num(float samples / (t.Median / 1000.0))
+          "fisher_sum", Num checksum ]
+        @ engine ()
+        @ memory t
+    )
+    |> render false
+    |> printfn "%s"
+
+/// One SGD step with an EWC penalty beside the plain step, timed in alternation: one line.
+let private ewcLine batch steps =
+    let plain, ewc, penalty = Workloads.ewcStep batch steps
+
+    Obj(
+        [ "workload", Str "ewc-step"
+          "impl", Str "forgetting"
+          "batch", Int batch
+          "steps", Int steps
+          "ms_per_step_median", Num ewc.Median
+          "plain_ms_per_step_median", Num plain.Median
+          "ratio", Num(ewc.Median / plain.Median)
+          "final_penalty", Num penalty ]
+        @ engine ()
+        @ memory ewc
+    )
+    |> render false
+    |> printfn "%s"
+
 let run (args: ParseResults<BenchArgs>) =
     let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
     let steps = args.GetResult(Steps, defaultValue = 200) |> positive "steps"
-    let reps = args.GetResult(Reps, defaultValue = 50) |> positive "reps"
+    let reps = args.TryGetResult Reps |> Option.map (positive "reps")
+    let samples = args.GetResult(Samples, defaultValue = 1000) |> positive "samples"
+
+    let gemmReps = reps |> Option.defaultValue 50
+    let fisherReps = reps |> Option.defaultValue 10
 
     match args.GetResult(Workload, defaultValue = All) with
-    | Gemm -> gemmLines reps
+    | Gemm -> gemmLines gemmReps
     | Mlp -> mlpLine "mlp" "sgd" batch steps
     | Mlp_Forgetting -> mlpLine "mlp-forgetting" "lateral_inhibition" batch steps
+    | Fisher -> fisherLine samples fisherReps
+    | Ewc_Step -> ewcLine batch steps
     | All ->
-        gemmLines reps
+        gemmLines gemmReps
         mlpLine "mlp" "sgd" batch steps
         mlpLine "mlp-forgetting" "lateral_inhibition" batch steps
+        fisherLine samples fisherReps
+        ewcLine batch steps

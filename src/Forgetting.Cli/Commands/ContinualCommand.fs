@@ -53,7 +53,8 @@ type ContinualArgs =
             | Tasks _ -> "tasks of a permuted or stream scenario (default 10 permuted, 5 stream)."
             | Classes_Per_Task _ -> "classes per task of a split scenario (default 2)."
             | Keep_First -> "permuted: leave the first task unpermuted (default: every task permuted)."
-            | Methods _ -> "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si (default: none ewc)."
+            | Methods _ ->
+                "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si, ewc_f (EWC on the net with forgetting layers) (default: none ewc)."
             | Lambda _ -> "EWC's λ (default per scenario: 1e2 permuted, 1e6 split Task-IL, 1e5 other split)."
             | Gamma _ -> "online EWC's decay γ in [0, 1] (default 1)."
             | Gamma_In_Penalty -> "online EWC: multiply the penalty by γ once more (a reference code's variant)."
@@ -343,6 +344,16 @@ let run (args: ParseResults<ContinualArgs>) =
                     cell k $"{pct mean:F2} ± {pct sd:F2}")
 
         printfn "%-12s %s" m (String.concat "" cells)
+
+    let panels = ContinualRun.comparison results
+
+    for k, panel in List.indexed panels do
+        Forgetting.Reporting.Save.panel
+            Forgetting.Reporting.Style.panelSize
+            (Path.Combine(dir, $"comparison-{k + 1}"))
+            panel
+
+    Forgetting.Reporting.Save.figure Forgetting.Reporting.Style.panelSize (Path.Combine(dir, "comparison")) panels
 
     for m in ContinualRun.metrics (snd results.Head) do
         printfn "  %s: %s" m.Name m.Definition

@@ -70,7 +70,9 @@ module Pruning =
                 Surgery.mask layer m q)
             p
 
-    /// The empirical Fisher diagonal (mean of squared per-sample gradients of `loss`) over `count` samples.
+    /// The empirical Fisher diagonal (mean of squared per-sample gradients of `loss`) over `count`
+    /// samples, by the exact loop (`Params.perSampleGrads`) for an opaque per-sample loss; for a model
+    /// and its data, `Fisher.diagonal FisherKind.Empirical` is the batched form.
     let fisherDiagonal (loss: Params -> int -> Tensor) (count: int) (p: Params) =
         let grads = Params.perSampleGrads loss count p
 

@@ -5,6 +5,7 @@ open System.Diagnostics
 open Forgetting.Tensors
 open Forgetting.Nn
 open Forgetting.Training
+open Forgetting.Mechanisms
 open Forgetting.Experiments
 
 /// Timings of one workload: per-repetition milliseconds and what the memory did.
@@ -91,3 +92,110 @@ module Workloads =
         let t = time 10 steps (fun _ -> state <- fst (Step.run model sgd key state batchOf))
 
         t, (Objective.loss objective (Step.view model Mode.Eval state.Params batchOf)).Item
+
+    /// The MLP 784-256-256-128-10 with ReLU of `mlp`, its float32 parameters, and `count` random inputs
+    /// uniform in [0, 1) with labels i mod 10, as `mlp` draws them.
+    let private mlpAndData (count: int) =
+        let model = Variant.mlp (Variant.byName "sgd") [ 784; 256; 256; 128; 10 ]
+
+        let kp, kx = Rng.split (Rng.create 1L)
+        let x = Tensor.uniform kx Float32 [| count; 784 |] 0.0 1.0
+        model, model.Init kp Float32, x, Array.init count (fun i -> i % 10)
+
+    /// The empirical diagonal Fisher (per-sample squared gradients, `Fisher.diagonal`) of `samples`
+    /// random inputs for the MLP 784-256-256-128-10, float32, as bench/torch_bench.py's `fisher`:
+    /// `reps` timed estimates after two untimed ones. Returns the timing and Σ F (a checksum).
+    let fisher (samples: int) (reps: int) =
+        let model, p, x, labels = mlpAndData samples
+
+        let c =
+            { Model = model
+              Params = p
+              Task = 0
+              Inputs = x
+              Labels = labels
+              Outputs = 10
+              Rng = Rng.create 3L }
+
+        let mutable f = Params.empty
+        let t = time 2 reps (fun _ -> f <- Fisher.diagonal FisherKind.Empirical None c)
+        t, Params.tensors f |> Array.sumBy (fun t -> (Tensor.sum t).Item)
+
+    /// One plain SGD step (lr 0.01) of the MLP 784-256-256-128-10 on a fixed random batch, and the same
+    /// step with an EWC penalty (λ = 100, the empirical Fisher of 1000 other random inputs, anchored at
+    /// the initial parameters), timed in alternation (the order swapped every pair) so that both see
+    /// the same load and the same share of garbage collections. Returns the plain and the EWC timings
+    /// and the EWC run's final penalty.
+    let ewcStep (batch: int) (steps: int) =
+        let model, p, x, labels = mlpAndData (batch + 1000)
+        let sgd = Optim.sgd 0.01
+
+        let batchOf =
+            { Inputs = Tensor.slice 0 batch x
+              Labels = labels[.. batch - 1]
+              Task = 0
+              Outputs = 10 }
+
+        let ewc =
+            (Ewc.term
+                { EwcSettings.Default with
+                    Lambda = 100.0
+                    Fisher = FisherKind.Empirical })
+                .Consolidate
+                { Model = model
+                  Params = p
+                  Task = 0
+                  Inputs = Tensor.slice batch 1000 x
+                  Labels = labels[batch..]
+                  Outputs = 10
+                  Rng = Rng.create 3L }
+
+        let key = Rng.create 2L
+        let mutable plain = Step.init sgd Objective.taskOnly p
+        let mutable penalised = Step.init sgd (Objective.ofTerms [ ewc ]) p
+        let plainMs, ewcMs = ResizeArray(), ResizeArray()
+        let sw = Stopwatch()
+        let mutable early = 0.0
+
+        let timed (step: unit -> unit) =
+            sw.Restart()
+            step ()
+            sw.Stop()
+            sw.Elapsed.TotalMilliseconds
+
+        let plainStep () =
+            plain <- fst (Step.run model sgd key plain batchOf)
+
+        let ewcStep () =
+            penalised <- fst (Step.run model sgd key penalised batchOf)
+
+        for i in 0 .. 10 + steps - 1 do
+            if i = 10 + min 10 (steps - 1) then
+                early <- heapMb ()
+
+            // The order swaps every pair: both steps allocate alike, and a fixed order would lock the
+            // garbage collections onto one of them.
+            let first, second =
+                if i % 2 = 0 then
+                    timed plainStep, timed ewcStep
+                else
+                    let e = timed ewcStep
+                    timed plainStep, e
+
+            if i >= 10 then
+                plainMs.Add first
+                ewcMs.Add second
+
+        let timing (ms: ResizeArray<float>) =
+            { Milliseconds = ms.ToArray()
+              HeapEarlyMb = early
+              HeapEndMb = heapMb ()
+              PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0 }
+
+        let view = Step.view model Mode.Eval penalised.Params batchOf
+
+        timing plainMs,
+        timing ewcMs,
+        penalised.Objective.Terms
+        |> List.choose (fun t -> t.Loss view)
+        |> List.sumBy (fun t -> t.Item)

@@ -9,4 +9,5 @@ open Forgetting.Mechanisms
 [<RequireQualifiedAccess>]
 module Catalog =
 
-    let terms: TermKind list = Regularizers.kinds @ ActiveForgetting.kinds
+    let terms: TermKind list =
+        Regularizers.kinds @ ActiveForgetting.kinds @ [ Ewc.kind; Si.kind ]

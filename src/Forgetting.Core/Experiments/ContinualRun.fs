@@ -280,3 +280,96 @@ module ContinualRun =
                 Series = curves
                 XRange = None
                 YRange = Some(0.0, 1.0) } ]
+
+    let private meanSd (xs: float list) =
+        let m = List.average xs
+        m, sqrt (xs |> List.averageBy (fun x -> (x - m) * (x - m)))
+
+    /// Per method (mean ± sd over its seeds): the accuracy on the first task after each task, and the
+    /// average accuracy ACC_i after each task (the forgetting paper's Fig. 5b); and, for the methods
+    /// with an EWC term, the histogram of log10 of the first task's Fisher values (its Fig. 5c: exact
+    /// zeros, such as the heads of tasks not learned yet, are left out).
+    let comparison (runs: (string * ContinualResult) list) : Panel list =
+        let methods = runs |> List.map fst |> List.distinct
+
+        let ofMethod m =
+            runs |> List.filter (fun (n, _) -> n = m) |> List.map snd
+
+        let series (label: string) (xs: float[]) (values: float list[]) =
+            let stats = values |> Array.map meanSd
+
+            { Label = label
+              X = xs
+              Y = stats |> Array.map fst
+              Sd =
+                (if values[0].Length > 1 then
+                     Some(Array.map snd stats)
+                 else
+                     None) }
+
+        let xsOf (r: ContinualResult) =
+            // Joint training's two rows stand at initialisation and after the last task.
+            if r.Recipe.Training = "joint" then
+                [| 0.0; float r.TaskNames.Length |]
+            else
+                Array.init r.R.Length float
+
+        let firstTask =
+            [ for m in methods ->
+                  let rs = ofMethod m
+                  let rows = rs.Head.R.Length
+                  series m (xsOf rs.Head) (Array.init rows (fun i -> rs |> List.map (fun r -> r.R[i][0]))) ]
+
+        let average =
+            [ for m in methods ->
+                  let rs = ofMethod m
+
+                  if rs.Head.Recipe.Training = "joint" then
+                      series m [| float rs.Head.TaskNames.Length |] [| rs |> List.map (fun r -> Array.average r.R[1]) |]
+                  else
+                      let accs = rs |> List.map (fun r -> Metrics.averageAccuracies r.R)
+                      let t = accs.Head.Length
+
+                      series
+                          m
+                          (Array.init t (fun i -> float (i + 1)))
+                          (Array.init t (fun i -> accs |> List.map (fun a -> a[i]))) ]
+
+        let fisher =
+            [ for m in methods do
+                  let values =
+                      [| for r in ofMethod m do
+                             for t in r.Final.State.Objective.Terms do
+                                 if t.Name = Ewc.Name then
+                                     match Ewc.fisherOf t with
+                                     | first :: _ ->
+                                         for v in Params.tensors first |> Array.collect (fun x -> x.ToFloat64Array()) do
+                                             if v > 0.0 then
+                                                 yield log10 v
+                                     | [] -> () |]
+
+                  if values.Length > 0 then
+                      yield m, values ]
+
+        [ Lines
+              { Title = "accuracy on task 1 over the sequence"
+                XLabel = "tasks learned"
+                YLabel = "test accuracy on task 1"
+                Series = firstTask
+                XRange = None
+                YRange = Some(0.0, 1.0) }
+          Lines
+              { Title = "average accuracy over the tasks learned (ACC_i)"
+                XLabel = "tasks learned"
+                YLabel = "average test accuracy"
+                Series = average
+                XRange = None
+                YRange = Some(0.0, 1.0) }
+          if not fisher.IsEmpty then
+              Histograms
+                  { Title = "EWC's Fisher of task 1"
+                    XLabel = "log10 Fisher value"
+                    Groups = fisher
+                    Bins = 40
+                    Range = None
+                    Layout = Overlaid } ]

@@ -232,12 +232,20 @@ module Figures =
         let r = train s progress "lateral_inhibition" 0 data
         let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
 
-        let sampleLoss (q: Params) (i: int) =
-            let x = Tensor.slice i 1 trainSet.Inputs
-            Functional.crossEntropy (Layer.apply m Mode.Eval q x) [| trainSet.Labels[i] |]
+        // The first `fisherSamples` training examples' per-sample gradients, batched.
+        let used = Examples.take fisherSamples trainSet
 
         let fisher =
-            Pruning.fisherDiagonal sampleLoss (min fisherSamples trainSet.Count) r.Params
+            Fisher.diagonal
+                FisherKind.Empirical
+                None
+                { Model = m
+                  Params = r.Params
+                  Task = 0
+                  Inputs = used.Inputs
+                  Labels = used.Labels
+                  Outputs = test.Classes
+                  Rng = Rng.create 0L }
 
         let kept = [ 0.02; 0.05; 0.1; 0.2; 0.3; 0.5; 0.7; 1.0 ]
 

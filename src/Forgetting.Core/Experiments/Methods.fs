@@ -11,7 +11,7 @@ open Forgetting.Nn
 module Methods =
 
     /// The method names, in the order of the published comparison tables.
-    let names = [ "none"; "joint"; "ewc"; "online-ewc"; "si" ]
+    let names = [ "none"; "joint"; "ewc"; "online-ewc"; "si"; "ewc_f" ]
 
     /// λ of EWC per scenario kind and setting. An MLP's Fisher is small, so λ is large; the published
     /// values run from 1e2 (permuted MNIST) to 1e7 (split MNIST, Task-IL) (van de Ven & Tolias 2019).
@@ -47,23 +47,46 @@ module Methods =
               [ "lambda", Number(defaultLambda scenario); "online", Switch true ]
               @ only [ "lambda"; "fisher"; "samples"; "gamma"; "gamma_in_penalty" ] ]
         | "si" -> "sequential", [ "si", [ "c", Number(defaultC scenario) ] @ only [ "c"; "damping" ] ]
+        | "ewc_f" ->
+            "sequential",
+            [ "ewc",
+              [ "lambda", Number(defaultLambda scenario); "online", Switch false ]
+              @ only [ "lambda"; "fisher"; "samples" ] ]
         | other ->
             let known = String.concat ", " names
             raise (ArgumentException $"unknown method '{other}'; known: {known}")
 
     /// A recipe with a method applied: its training regime, and its penalty's term first among the
-    /// recipe's terms (a term of the same kind already there is replaced).
+    /// recipe's terms (a term of the same kind already there is replaced). ewc_f is EWC on the net with
+    /// a forgetting layer after every hidden ReLU and the layer's own terms (the forgetting paper's
+    /// Fig. 5b): the method puts the layers in, where the recipe has none.
     let apply (method: string) (overrides: (string * SettingValue) list) (recipe: Recipe) : Recipe =
         let training, methodTerms = terms recipe.Scenario method overrides
 
+        let layerTerms =
+            if method = "ewc_f" then
+                [ for k in Forgetting.Mechanisms.ActiveForgetting.kinds do
+                      if not (recipe.Terms |> List.exists (fun t -> t.Kind = k.Name)) then
+                          k.Name, [] ]
+            else
+                []
+
         let specs =
-            methodTerms
+            methodTerms @ layerTerms
             |> List.map (fun (kind, given) -> TermKind.spec Catalog.terms kind given)
 
         let kinds = specs |> List.map (fun t -> t.Kind)
 
+        let model =
+            if method = "ewc_f" && recipe.Model.Forgetting.IsNone then
+                { recipe.Model with
+                    Forgetting = Some Forgetting.Mechanisms.ForgettingLayerConfig.Default }
+            else
+                recipe.Model
+
         { recipe with
             Training = training
+            Model = model
             Terms =
                 specs
                 @ (recipe.Terms |> List.filter (fun t -> not (List.contains t.Kind kinds))) }

@@ -43,7 +43,8 @@ module ActiveForgetting =
                 $"needs dense [B, n] or conv [B, C, H, W] activations, got {Shape.show h.Shape}"
 
     /// A forgetting layer for `units` excitatory units (channels, for conv maps). W_f starts at 0, so
-    /// every gate starts exactly half open (σ = 0.5). It records its input h and its gate σ.
+    /// every gate starts exactly half open (σ = 0.5). It records its input h and its gate σ, and in
+    /// evaluation mode how W_f's per-sample gradients follow from the gradient at σ.
     let layer (config: ForgettingLayerConfig) (units: int) : Layer =
         if config.Rho <= 0.0 then
             invalidArg (nameof config) $"the steepness ρ must be positive, got {config.Rho}"
@@ -51,7 +52,7 @@ module ActiveForgetting =
         { Name = "forgetting"
           Init = fun _ dtype -> Params.ofTensors [ "wf", Tensor.zeros dtype [| units |] ]
           Forward =
-            fun _ p h ->
+            fun mode p h ->
                 let wf = Params.tensor "wf" p
                 let a = activity h
 
@@ -74,6 +75,22 @@ module ActiveForgetting =
                     | true, _ -> h + h * s
                     | false, _ -> h * s
 
+                // How W_f's per-sample gradient follows from the gradient G at the input gate σ =
+                // sigmoid(ρ a ⊙ W_f) (eq. 4): ∂ℓ_b/∂W_f,i = G_bi · ρ a_bi σ_bi (1 − σ_bi), a factor that
+                // no gradient flows through. Recorded in evaluation mode, where per-sample gradients are
+                // taken (the Fisher, MAS), so that training steps do not pay for the factor. The static
+                // gate is one σ for the whole batch: no rule.
+                let perSample =
+                    if config.StaticGate || mode.Training then
+                        []
+                    else
+                        let sg = sigma.StopGradient()
+                        let factor = a.StopGradient() * config.Rho * sg * (1.0 - sg)
+
+                        [ { Path = ""
+                            Kind = Gradient("wf", Scaled factor)
+                            Value = sigma } ]
+
                 out,
                 [ { Path = ""
                     Kind = GateInput
@@ -83,7 +100,8 @@ module ActiveForgetting =
                     Value = sigma }
                   { Path = ""
                     Kind = Activation
-                    Value = out } ] }
+                    Value = out } ]
+                @ perSample }
 
     let private gatesOf (trace: TraceEntry list) =
         let gates = Trace.ofKind Gate trace |> List.map (fun e -> e.Value)

@@ -92,7 +92,9 @@ module Params =
 
     let grad (f: Params -> Tensor) (p: Params) = valueAndGrad f p |> snd
 
-    /// One gradient per sample (EWC's Fisher needs them): the gradient of `loss p i` for each i.
-    /// A loop over samples: exact for any model, at the cost of one backward pass per sample.
+    /// One gradient per sample: the gradient of `loss p i` for each i. A loop over samples, exact for
+    /// any loss, at the cost of one forward and backward pass per sample, kept as the reference for
+    /// tests and for opaque per-sample losses; sums over samples of f(per-sample gradient) of a model
+    /// (the Fisher, MAS) are `SampleGradients.sums`, batched.
     let perSampleGrads (loss: Params -> int -> Tensor) (count: int) (p: Params) : Params[] =
         Array.init count (fun i -> grad (fun q -> loss q i) p)

@@ -104,6 +104,13 @@ type RawTensor(shape: int[], dtype: DType) =
     /// op(this) × op(other), op = transpose when the flag is set.
     abstract MatMul: transposeThis: bool * other: RawTensor * transposeOther: bool -> RawTensor
 
+    /// op(this) × op(other) + addend for matrices, where the caller gives `addend` up: a backend may
+    /// write the sum into it (a matrix product with β = 1) and return it.
+    abstract MatMulAdd: transposeThis: bool * other: RawTensor * transposeOther: bool * addend: RawTensor -> RawTensor
+
+    default x.MatMulAdd(transposeThis, other, transposeOther, addend) =
+        addend.AddMany [ x.MatMul(transposeThis, other, transposeOther) ]
+
     /// Numerically stable softmax / log-softmax along an axis.
     abstract Softmax: axis: int -> RawTensor
     abstract LogSoftmax: axis: int -> RawTensor

@@ -16,6 +16,15 @@ type internal Node(parents: Tensor[], backward: RawTensor -> bool[] -> RawTensor
     member _.Parents = parents
     member _.Backward = backward
 
+    /// True when every gradient `Backward` returns is a fresh buffer that nothing else holds: the tape
+    /// may then add other gradients into it in place.
+    member val OwnsGradients = false with get, set
+
+    /// Optional (null when absent): `Accumulate g i pending` adds this op's gradient for input i into
+    /// `pending`, a buffer the tape owns, which it may overwrite; it returns the sum, or null when it
+    /// cannot (then `Backward` computes that gradient as usual).
+    member val Accumulate: RawTensor -> int -> RawTensor -> RawTensor = Unchecked.defaultof<_> with get, set
+
 /// An immutable n-dimensional array that records, when it depends on a variable of `grad`, how it was
 /// computed (reverse-mode automatic differentiation by a tape of derivative rules).
 and [<Sealed>] Tensor internal (raw: RawTensor, node: Node) =
@@ -64,6 +73,26 @@ and [<Sealed>] Tensor internal (raw: RawTensor, node: Node) =
             Tensor(r, Node(parents, backward))
         else
             Tensor(r, null)
+
+    /// An op whose derivative rule returns fresh gradient buffers that nothing else holds (see
+    /// `Node.OwnsGradients`).
+    static member internal OpOwningGradients(r: RawTensor, parents: Tensor[], backward) =
+        let t = Tensor.Op(r, parents, backward)
+
+        if t.IsTracked then
+            t.Node.OwnsGradients <- true
+
+        t
+
+    /// An op that can also add its gradient for an input into a buffer the tape owns (see
+    /// `Node.Accumulate`).
+    static member internal OpAccumulating(r: RawTensor, parents: Tensor[], backward, accumulate) =
+        let t = Tensor.Op(r, parents, backward)
+
+        if t.IsTracked then
+            t.Node.Accumulate <- accumulate
+
+        t
 
     /// A fresh variable for `grad`: a leaf of the tape.
     static member internal Variable(t: Tensor) =
@@ -203,7 +232,28 @@ module internal Tape =
                             stack.Push p.Node
 
             let order = seen |> Seq.sortByDescending (fun n -> n.Id) |> Seq.toArray
+
+            // Only nodes with a path down to a wanted one need their gradient: a node needs it when it
+            // is wanted or one of its parents needs it (parents come first in creation order). A
+            // product whose other input leads nowhere wanted (a weight, when the gradient is wanted at
+            // a layer's output) then skips that input's rule.
+            let needed = HashSet<Node>(HashIdentity.Reference)
+
+            for i in order.Length - 1 .. -1 .. 0 do
+                let n = order[i]
+
+                if
+                    wanted.Contains n
+                    || n.Parents |> Array.exists (fun p -> p.IsTracked && needed.Contains p.Node)
+                then
+                    needed.Add n |> ignore
+
             incoming[output.Node] <- [ output.Raw.Backend.Full(output.Raw.Shape, output.DType, 1.0) ]
+
+            // Gradient buffers no one but the tape holds (from ops that own their gradients): an op
+            // that can accumulate adds its own contribution into such a buffer in place (a matrix
+            // product with β = 1) instead of writing a new one that would then be summed with it.
+            let owned = HashSet<RawTensor>(HashIdentity.Reference)
 
             for n in order do
                 match total n with
@@ -213,16 +263,37 @@ module internal Tape =
                     if wanted.Contains n then
                         results[n] <- g
 
-                    let needs = n.Parents |> Array.map (fun p -> p.IsTracked)
-                    let parentGrads = n.Backward g needs
+                    let needs = n.Parents |> Array.map (fun p -> p.IsTracked && needed.Contains p.Node)
 
-                    for i in 0 .. n.Parents.Length - 1 do
-                        if needs[i] then
-                            let p = n.Parents[i].Node
+                    if not (isNull (box n.Accumulate)) then
+                        for i in 0 .. n.Parents.Length - 1 do
+                            if needs[i] then
+                                let p = n.Parents[i].Node
 
-                            match incoming.TryGetValue p with
-                            | true, gs -> incoming[p] <- parentGrads[i] :: gs
-                            | _ -> incoming[p] <- [ parentGrads[i] ]
+                                match incoming.TryGetValue p with
+                                | true, [ pending ] when owned.Contains pending ->
+                                    let sum = n.Accumulate g i pending
+
+                                    if not (isNull sum) then
+                                        owned.Remove pending |> ignore
+                                        owned.Add sum |> ignore
+                                        incoming[p] <- [ sum ]
+                                        needs[i] <- false
+                                | _ -> ()
+
+                    if Array.contains true needs then
+                        let parentGrads = n.Backward g needs
+
+                        for i in 0 .. n.Parents.Length - 1 do
+                            if needs[i] then
+                                let p = n.Parents[i].Node
+
+                                if n.OwnsGradients then
+                                    owned.Add parentGrads[i] |> ignore
+
+                                match incoming.TryGetValue p with
+                                | true, gs -> incoming[p] <- parentGrads[i] :: gs
+                                | _ -> incoming[p] <- [ parentGrads[i] ]
                 | Some g -> results[n] <- g
                 | None -> ()
 

@@ -407,10 +407,10 @@ module Tensor =
 
         let r = a.Raw.MatMul(false, b.Raw, false)
 
-        Tensor.Op(
+        Tensor.OpAccumulating(
             r,
             [| a; b |],
-            fun g needs ->
+            (fun g needs ->
                 [| (if needs[0] then g.MatMul(false, b.Raw, true) else null)
                    (if needs[1] then
                         if ra = 3 && rb = 2 then
@@ -421,7 +421,13 @@ module Tensor =
                         else
                             a.Raw.MatMul(true, g, false)
                     else
-                        null) |]
+                        null) |]),
+            // Matrices: the gradient added straight into a pending one (a penalty's on a weight).
+            fun g i pending ->
+                match ra, rb, i with
+                | 2, 2, 0 -> g.MatMulAdd(false, b.Raw, true, pending)
+                | 2, 2, 1 -> a.Raw.MatMulAdd(true, g, false, pending)
+                | _ -> null
         )
 
     /// A dense layer: x [B, in] × w [in, out] + b [out].

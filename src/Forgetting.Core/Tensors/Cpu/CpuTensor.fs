@@ -175,6 +175,31 @@ and CpuTensor(storage: Storage, shape: int[]) =
 
         CpuTensor.Of(r, outShape)
 
+    override this.MatMulAdd(transposeThis, other, transposeOther, addend) =
+        let o = this.Same("matmul", other)
+        let c = this.Same("matmul", addend)
+        let rowsA, colsA = shape[0], shape[1]
+        let rowsB, colsB = other.Shape[0], other.Shape[1]
+        let m, k = (if transposeThis then colsA, rowsA else rowsA, colsA)
+        let k2, n = (if transposeOther then colsB, rowsB else rowsB, colsB)
+
+        if
+            shape.Length <> 2
+            || other.Shape.Length <> 2
+            || k <> k2
+            || addend.Shape <> [| m; n |]
+        then
+            Shape.fail
+                "matmul"
+                $"cannot add {Shape.show shape} × {Shape.show other.Shape} into {Shape.show addend.Shape}"
+
+        match storage, o, c with
+        | F32 a, F32 b, F32 cv -> Gemm.sgemm transposeThis transposeOther m n k 1.0f a 0 colsA b 0 colsB 1.0f cv 0 n
+        | F64 a, F64 b, F64 cv -> Gemm.dgemm transposeThis transposeOther m n k 1.0 a 0 colsA b 0 colsB 1.0 cv 0 n
+        | _ -> ()
+
+        addend
+
     override _.Softmax axis =
         CpuTensor.Of(Reductions.softmax false storage shape axis, shape)
 
@@ -266,35 +291,60 @@ and CpuTensor(storage: Storage, shape: int[]) =
         | _ -> Shape.fail "addScaled" "mixed dtypes"
 
     override this.AddMany others =
+        // The first sum is written straight into the result (no copy of this tensor first); a large
+        // tensor is cut into tiles summed on several cores, each element by the same additions in the
+        // same order as on one.
+        let tile = 32768
+        let tiles = (this.Numel + tile - 1) / tile
+
+        let inline sum (x: ^T[]) (ys: ^T[] list) (r: ^T[]) (lo: int) (n: int) =
+            match ys with
+            | [] -> System.Array.Copy(x, lo, r, lo, n)
+            | y :: rest ->
+                System.Numerics.Tensors.TensorPrimitives.Add(
+                    System.ReadOnlySpan(x, lo, n),
+                    System.ReadOnlySpan(y, lo, n),
+                    System.Span(r, lo, n)
+                )
+
+                for z in rest do
+                    System.Numerics.Tensors.TensorPrimitives.Add(
+                        System.ReadOnlySpan(r, lo, n),
+                        System.ReadOnlySpan(z, lo, n),
+                        System.Span(r, lo, n)
+                    )
+
+        let inline tiled (x: ^T[]) (ys: ^T[] list) =
+            let r = System.GC.AllocateUninitializedArray< ^T> x.Length
+
+            if tiles <= 2 then
+                sum x ys r 0 x.Length
+            else
+                Parallelism.forTiles tiles (fun k ->
+                    let lo = k * tile
+                    sum x ys r lo (min tile (x.Length - lo)))
+
+            r
+
         match storage with
         | F32 x ->
-            let r = Array.copy x
+            let ys =
+                others
+                |> List.map (fun o ->
+                    match this.Same("addMany", o) with
+                    | F32 y -> y
+                    | _ -> Shape.fail "addMany" "mixed dtypes")
 
-            for o in others do
-                match this.Same("addMany", o) with
-                | F32 y ->
-                    System.Numerics.Tensors.TensorPrimitives.Add(
-                        System.ReadOnlySpan r,
-                        System.ReadOnlySpan y,
-                        System.Span r
-                    )
-                | _ -> ()
-
-            CpuTensor.Of(F32 r, shape)
+            CpuTensor.Of(F32(tiled x ys), shape)
         | F64 x ->
-            let r = Array.copy x
+            let ys =
+                others
+                |> List.map (fun o ->
+                    match this.Same("addMany", o) with
+                    | F64 y -> y
+                    | _ -> Shape.fail "addMany" "mixed dtypes")
 
-            for o in others do
-                match this.Same("addMany", o) with
-                | F64 y ->
-                    System.Numerics.Tensors.TensorPrimitives.Add(
-                        System.ReadOnlySpan r,
-                        System.ReadOnlySpan y,
-                        System.Span r
-                    )
-                | _ -> ()
-
-            CpuTensor.Of(F64 r, shape)
+            CpuTensor.Of(F64(tiled x ys), shape)
 
     override this.Shortcut sigma =
         match storage, this.Same("shortcut", sigma) with
