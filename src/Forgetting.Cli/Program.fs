@@ -4,7 +4,13 @@ open System
 open Argu
 open Forgetting.Cli.Args
 
-let private version = typeof<Command>.Assembly.GetName().Version |> string
+/// The informational version, which carries the commit the tool was built from.
+let private version =
+    let asm = typeof<Command>.Assembly
+
+    match asm.GetCustomAttributes(typeof<Reflection.AssemblyInformationalVersionAttribute>, false) with
+    | [| :? Reflection.AssemblyInformationalVersionAttribute as a |] -> a.InformationalVersion
+    | _ -> string (asm.GetName().Version)
 
 [<EntryPoint>]
 let main argv =
