@@ -17,3 +17,11 @@ foreach (var layer in result.Layers)
     var important = layer.Importance!.Count(omega => omega > 0.5);
     Console.WriteLine($"hidden layer {layer.Layer}: sparsity {layer.Sparsity:F3}, {important} of {layer.Importance!.Count} units with importance > 0.5");
 }
+
+// Continual learning: split MNIST (five tasks of two digits) in Class-IL with EWC, from the data cache.
+var run = new ContinualExperiment(scenario: "split", setting: "class", method: "ewc", epochsPerTask: 2,
+    methodSettings: new Dictionary<string, double> { ["lambda"] = 1e2 });
+var sequence = run.Run(onTask: t =>
+    Console.WriteLine($"after task {t.Task + 1}: accuracy per task {string.Join(" ", t.Accuracies.Select(a => a.ToString("F2")))}"));
+foreach (var m in sequence.Metrics)
+    Console.WriteLine($"{m.Name} = {(m.Value is double v ? v.ToString("F4") : "undefined")}");

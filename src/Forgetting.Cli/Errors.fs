@@ -8,5 +8,7 @@ module Exit =
     let usage = 2
     /// Exit code for bad input data or files.
     let input = 1
+    /// Exit code for a run whose training diverged (a loss that is no longer finite).
+    let diverged = 3
 
     let inputError message = raise (UserError(message, input))

@@ -64,6 +64,9 @@ let main argv =
     | UserError(message, code) ->
         eprintfn "forgetting: %s" message
         code
+    | :? Forgetting.Training.DivergedError as e ->
+        eprintfn "forgetting: %s" e.Message
+        Exit.diverged
     | :? Forgetting.Data.DataError as e ->
         eprintfn "forgetting: %s" e.Message
         Exit.input

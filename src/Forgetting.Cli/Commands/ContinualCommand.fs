@@ -55,7 +55,8 @@ type ContinualArgs =
             | Keep_First -> "permuted: leave the first task unpermuted (default: every task permuted)."
             | Methods _ ->
                 "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si, ewc_f (EWC on the net with forgetting layers) (default: none ewc)."
-            | Lambda _ -> "EWC's λ (default per scenario: 1e2 permuted, 1e6 split Task-IL, 1e5 other split)."
+            | Lambda _ ->
+                "EWC's λ (default 1e2, for SGD; the published values, up to 1e7, were tuned with --optimizer adam)."
             | Gamma _ -> "online EWC's decay γ in [0, 1] (default 1)."
             | Gamma_In_Penalty -> "online EWC: multiply the penalty by γ once more (a reference code's variant)."
             | Fisher _ -> "EWC's Fisher: true (default), empirical or sampled."

@@ -93,7 +93,10 @@ module Continual =
               Seed = int64 trainKey.Key }
 
         let state, history, _ =
-            Trainer.fit model trainConfig task.Head (fun p -> progress (Training(i, p))) state task.Train task.Test
+            try
+                Trainer.fit model trainConfig task.Head (fun p -> progress (Training(i, p))) state task.Train task.Test
+            with :? DivergedError as e ->
+                raise (DivergedError $"task {i + 1} of {s.Tasks.Length}: {e.Message}")
 
         let objective =
             Objective.consolidate
@@ -156,6 +159,13 @@ module Continual =
                   batches
                   |> Array.iteri (fun k batch ->
                       let state', loss = Step.run model config.Optimizer stepKeys[k] state batch
+
+                      if not (Double.IsFinite loss) then
+                          raise (
+                              DivergedError
+                                  $"joint training diverged at epoch {epoch}, step {k + 1}: the loss is {loss}; try a smaller learning rate or smaller term weights"
+                          )
+
                       state <- state'
                       lossSum <- lossSum + loss * float batch.Labels.Length
                       progress (Training(0, BatchDone(epoch, k + 1, batches.Length, loss))))

@@ -12,6 +12,11 @@ type Batch =
       Task: int
       Outputs: int }
 
+/// Training diverged: a step's loss is no longer a finite number. The message names where (task,
+/// epoch, step) and what to try.
+type DivergedError(message: string) =
+    inherit System.Exception(message)
+
 /// Everything a training run carries from step to step: parameters, optimizer state, and the objective
 /// with the state of its terms.
 type TrainState =

@@ -200,6 +200,13 @@ module Trainer =
                   for b in 0 .. bs.Length - 1 do
                       let data = batch head trainSet bs[b]
                       let state', loss = Step.run model config.Optimizer stepKeys[b] state data
+
+                      if not (Double.IsFinite loss) then
+                          raise (
+                              DivergedError
+                                  $"training diverged at epoch {epoch}, step {b + 1}: the loss is {loss}; try a smaller learning rate or smaller term weights"
+                          )
+
                       state <- state'
                       lossSum <- lossSum + loss * float data.Labels.Length
                       progress (BatchDone(epoch, b + 1, bs.Length, loss))

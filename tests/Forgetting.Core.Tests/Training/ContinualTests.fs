@@ -244,6 +244,24 @@ let tests =
                   "unknown term 'nonsense'"
           }
 
+          test "a loss that stops being finite ends the run with a message naming the task, epoch and step" {
+              let r = recipe "split" "task" []
+              let _, s, net, config, s0 = ContinualRun.prepare Catalog.terms (fun _ -> data) r
+
+              // A term whose value is not a number: the first step's loss is NaN.
+              let poisoned =
+                  { s0 with
+                      State =
+                          { s0.State with
+                              Objective =
+                                  Objective.ofTerms [ Term.stateless "nan" (fun v -> Some(Tensor.sum v.Logits * nan)) ] } }
+
+              Expect.throwsC (fun () -> Continual.learnNext net config s ignore poisoned |> ignore) (fun e ->
+                  Expect.isTrue (e :? DivergedError) "a DivergedError"
+                  Expect.stringContains e.Message "task 1 of 2: training diverged at epoch" "where"
+                  Expect.stringContains e.Message "try a smaller learning rate" "what to do")
+          }
+
           test "more classes per task than the data set has is refused with a message" {
               let r = recipe "split" "task" []
 
@@ -283,6 +301,25 @@ let recipes =
                   Recipe.ofJson Catalog.terms (Text.Json.Nodes.JsonNode.Parse(Recipe.toText r))
 
               Expect.equal back r "the same recipe"
+          }
+
+          test "every term kind of the catalog builds its term from its defaults" {
+              for k in Catalog.terms do
+                  let term = TermKind.build k []
+                  Expect.equal term.Name k.Name $"{k.Name}: the term's name"
+                  Expect.isEmpty term.State $"{k.Name}: no state before any task"
+          }
+
+          test "ewc_f is EWC on the net with forgetting layers and their terms; the other methods leave the net alone" {
+              let r = recipe "permuted" "task" []
+              let f = Methods.apply "ewc_f" [ "lambda", Number 5.0 ] r
+              Expect.isSome f.Model.Forgetting "forgetting layers"
+              Expect.equal (f.Terms |> List.map (fun t -> t.Kind)) [ "ewc"; "ers"; "irs" ] "the terms"
+              Expect.equal f.Terms.Head.Settings["lambda"] (Number 5.0) "λ as given"
+              let e = Methods.apply "ewc" [] r
+              Expect.isNone e.Model.Forgetting "no layers"
+              Expect.equal e.Terms.Head.Settings["lambda"] (Number 100.0) "the default λ"
+              Expect.equal (Methods.apply "joint" [] r).Training "joint" "joint trains all tasks at once"
           }
 
           test "a term's settings get their defaults, and bad ones a one-line message" {
