@@ -153,23 +153,22 @@ module Continual =
                   let sw = Diagnostics.Stopwatch.StartNew()
                   let batchKey, stepKey = Rng.split epochKeys[epoch - 1]
                   let batches = Joint.epoch batchKey config.BatchSize data
-                  let stepKeys = Rng.splitN batches.Length stepKey
-                  let mutable lossSum = 0.0
 
-                  batches
-                  |> Array.iteri (fun k batch ->
-                      let state', loss = Step.run model config.Optimizer stepKeys[k] state batch
+                  let state', lossSum =
+                      try
+                          Trainer.steps
+                              model
+                              config.Optimizer
+                              stepKey
+                              epoch
+                              (fun p -> progress (Training(0, p)))
+                              state
+                              batches.Length
+                              (fun b -> batches[b])
+                      with :? DivergedError as e ->
+                          raise (DivergedError $"joint training: {e.Message}")
 
-                      if not (Double.IsFinite loss) then
-                          raise (
-                              DivergedError
-                                  $"joint training diverged at epoch {epoch}, step {k + 1}: the loss is {loss}; try a smaller learning rate or smaller term weights"
-                          )
-
-                      state <- state'
-                      lossSum <- lossSum + loss * float batch.Labels.Length
-                      progress (Training(0, BatchDone(epoch, k + 1, batches.Length, loss))))
-
+                  state <- state'
                   let accuracies = row model config.BatchSize s last state.Params
 
                   let m =

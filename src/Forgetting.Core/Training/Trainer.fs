@@ -168,6 +168,40 @@ module Trainer =
     let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
         evaluateOn (HeadUse.Single data.Classes) model objective p batchSize data
 
+    /// One epoch's steps over `count` batches, `batchAt b` made only when its step comes (so that an
+    /// epoch never holds a second copy of the data), each keyed from `rng`: the state after them and
+    /// the sum of the batches' losses weighted by their sizes. A loss that is not finite stops training
+    /// with DivergedError, naming the epoch and step.
+    let steps
+        (model: Layer)
+        (optimizer: Optimizer)
+        (rng: Rng)
+        (epoch: int)
+        (progress: Progress -> unit)
+        (state: TrainState)
+        (count: int)
+        (batchAt: int -> Batch)
+        =
+        let keys = Rng.splitN count rng
+        let mutable state = state
+        let mutable lossSum = 0.0
+
+        for b in 0 .. count - 1 do
+            let data = batchAt b
+            let state', loss = Step.run model optimizer keys[b] state data
+
+            if not (Double.IsFinite loss) then
+                raise (
+                    DivergedError
+                        $"training diverged at epoch {epoch}, step {b + 1}: the loss is {loss}; try a smaller learning rate or smaller term weights"
+                )
+
+            state <- state'
+            lossSum <- lossSum + loss * float data.Labels.Length
+            progress (BatchDone(epoch, b + 1, count, loss))
+
+        state, lossSum
+
     /// Train from `state` for the configured epochs on one task's examples (its head and outputs
     /// given), evaluating on `testSet` after every epoch; the optimizer in `config` makes the updates
     /// and `state` carries its state in. Pure in its result: the same seed gives the same numbers.
@@ -194,22 +228,12 @@ module Trainer =
                   let sw = Stopwatch.StartNew()
                   let shuffleKey, dropoutKey = Rng.split epochKeys[epoch - 1]
                   let bs = batches shuffleKey trainSet.Count config.BatchSize
-                  let stepKeys = Rng.splitN bs.Length dropoutKey
-                  let mutable lossSum = 0.0
 
-                  for b in 0 .. bs.Length - 1 do
-                      let data = batch head trainSet bs[b]
-                      let state', loss = Step.run model config.Optimizer stepKeys[b] state data
+                  let state', lossSum =
+                      steps model config.Optimizer dropoutKey epoch progress state bs.Length (fun b ->
+                          batch head trainSet bs[b])
 
-                      if not (Double.IsFinite loss) then
-                          raise (
-                              DivergedError
-                                  $"training diverged at epoch {epoch}, step {b + 1}: the loss is {loss}; try a smaller learning rate or smaller term weights"
-                          )
-
-                      state <- state'
-                      lossSum <- lossSum + loss * float data.Labels.Length
-                      progress (BatchDone(epoch, b + 1, bs.Length, loss))
+                  state <- state'
 
                   let test =
                       evaluateOn head model state.Objective state.Params config.BatchSize testSet
