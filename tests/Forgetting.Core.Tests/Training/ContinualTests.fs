@@ -173,6 +173,37 @@ let tests =
                   Expect.equal (a.ToArray()) (b.ToArray()) name
           }
 
+          test "with EWC and SI terms too, a resumed run gives the same numbers as an unbroken one" {
+              for method in [ "ewc"; "online-ewc"; "si" ] do
+                  let dir = Forgetting.Tests.TestData.tempDir ()
+                  let r = Methods.apply method [] (recipe "permuted" "domain" [])
+                  let whole = run r
+                  let _, s, net, config, s0 = ContinualRun.prepare Catalog.terms (fun _ -> data) r
+                  Continual.save (Continual.checkpointPath dir 1) (Continual.learnNext net config s ignore s0)
+                  let resumed = ContinualRun.run Catalog.terms (fun _ -> data) ignore (Some dir) r
+                  Expect.equal resumed.R whole.R $"{method}: R"
+
+                  Expect.equal
+                      (Objective.state resumed.Final.State.Objective
+                       |> List.map (fun (n, t) -> n, t.ToArray()))
+                      (Objective.state whole.Final.State.Objective
+                       |> List.map (fun (n, t) -> n, t.ToArray()))
+                      $"{method}: the terms' state"
+          }
+
+          test "EWC forgets less than fine-tuning on the same sequence" {
+              let none = run (recipe "permuted" "domain" [])
+
+              let ewc =
+                  run (Methods.apply "ewc" [ "lambda", Number 10.0 ] (recipe "permuted" "domain" []))
+
+              let bwt (r: ContinualResult) =
+                  (ContinualRun.metrics r |> List.find (fun m -> m.Name = "BWT")).Value.Value
+
+              Expect.isLessThan (bwt none) -0.05 "fine-tuning forgets on this sequence"
+              Expect.isGreaterThan (bwt ewc) (bwt none + 0.02) "EWC's backward transfer is higher (less negative)"
+          }
+
           test "a checkpoint of another run is refused with a message naming the file" {
               let dir = Forgetting.Tests.TestData.tempDir ()
               let r = recipe "split" "task" []
