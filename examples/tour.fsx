@@ -51,3 +51,24 @@ printfn "loss %.4f; gradient tensors: %A" l.Item [ for path, t in Params.flatten
 let hidden = trace |> List.find (fun e -> e.Path = "relu1")
 let means = (Tensor.meanAxis 0 false hidden.Value).ToFloat64Array()
 printfn "hidden-layer sparsity %.3f" (Sparsity.trevesRolls means)
+
+// A continual run is one value, a recipe: here EWC on 3 permuted MNIST tasks (Task-IL), 2,000 training
+// digits per task and 3 epochs each, from the data cache (`forgetting data fetch mnist`).
+open Forgetting.Data
+open Forgetting.Experiments
+
+let recipe =
+    { Methods.apply "ewc" [ ("lambda", Number 100.0) ] Recipe.defaults with
+        Scenario =
+            { Recipe.defaults.Scenario with
+                Tasks = 3
+                TrainLimit = 2000 }
+        EpochsPerTask = 3 }
+
+let result =
+    ContinualRun.run Catalog.terms (Cache.load (Cache.directory None)) ignore None recipe
+
+printfn "R after each task: %A" result.R[1..]
+
+for m in ContinualRun.metrics result do
+    printfn "%s = %s" m.Name (m.Value |> Option.map (sprintf "%.4f") |> Option.defaultValue "undefined")

@@ -122,6 +122,8 @@ let tests =
               assertOneLineError 2 (run [ "--scenario"; "sequence"; "--data"; "mnist" ])
               Expect.isFalse (Directory.Exists out) "no folder"
               assertOneLineError 1 (Cli.run [ "run"; "/nonexistent/recipe.json" ])
+              // A penalty that acts only after a task is refused where there is one task.
+              assertOneLineError 2 (Cli.run [ "train"; "--cache-dir"; cache; "--term"; "ewc:lambda=10" ])
               let bad = Path.Combine(Cli.tempDir (), "recipe.json")
               File.WriteAllText(bad, "{ \"scenario\": 3 }")
               assertOneLineError 1 (Cli.run [ "run"; bad ])

@@ -128,7 +128,9 @@ let terms (args: ParseResults<RunArgs>) =
     args.GetResult(Term, defaultValue = [])
     |> List.map (fun text ->
         try
-            Forgetting.Nn.TermKind.parseOverride Catalog.terms text
+            let o = Forgetting.Nn.TermKind.parseOverride Catalog.terms text
+            Variant.checkSingleTask o
+            o
         with :? ArgumentException as e ->
             usage $"--term {text}: {e.Message}")
 

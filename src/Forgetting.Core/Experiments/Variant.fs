@@ -27,6 +27,15 @@ module Variant =
           "lateral_inhibition"
           "forgetting_layer_star" ]
 
+    /// Refuses a term that a single-task run cannot use: a penalty that acts only after a task has been
+    /// learned (EWC, SI) would train as if it were not there.
+    let checkSingleTask (o: TermOverride) =
+        if (Catalog.terms |> List.find (fun k -> k.Name = o.Kind)).AfterTasks then
+            raise (
+                System.ArgumentException
+                    $"{o.Kind} penalises change after a task is learned, and a single-task run has no earlier task; use a continual run ('forgetting continual')"
+            )
+
     /// A named variant: sgd (plain), l1, l2, decov (the baselines: the term of that name), inhibition
     /// (ERS, no shortcut), i_short_cut (ERS + shortcut), lateral_inhibition (ERS + IRS + shortcut: the
     /// full model), forgetting_layer_star (the layer with λ = β = 0, i.e. no terms). `rho` is the
@@ -53,6 +62,8 @@ module Variant =
             | other ->
                 let known = String.concat ", " names
                 invalidArg (nameof name) $"unknown variant '{other}'; known: {known}"
+
+        overrides |> List.iter checkSingleTask
 
         { Name = name
           Layer = layerOf

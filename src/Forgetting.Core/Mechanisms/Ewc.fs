@@ -188,6 +188,7 @@ module Ewc =
               TermSetting.switch "online" "online EWC (Schwarz et al. 2018): F ← γF + F_new, one anchor" false
               TermSetting.number "gamma" "online EWC's decay γ" 1.0 "in [0, 1]" (fun g -> g >= 0.0 && g <= 1.0)
               TermSetting.switch "gamma_in_penalty" "online EWC: γ once more in the penalty" false ]
+          AfterTasks = true
           Build =
             fun s ->
                 let samples = TermSetting.toInt s "samples"

@@ -166,6 +166,7 @@ module Si =
           Settings =
             [ TermSetting.number "c" "c of the penalty" 1.0 "≥ 0" (fun c -> c >= 0.0)
               TermSetting.number "damping" "ξ of Ω = ω / ((Δθ)² + ξ)" 0.1 "> 0" (fun x -> x > 0.0) ]
+          AfterTasks = true
           Build =
             fun s ->
                 term

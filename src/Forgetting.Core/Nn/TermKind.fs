@@ -33,10 +33,15 @@ type Settings = Map<string, SettingValue>
 /// takes and how to build the term from them. Each mechanism declares its kinds beside its terms, so
 /// that the command line and the C# face can offer every term without knowing any of them.
 type TermKind =
-    { Name: string
-      Doc: string
-      Settings: SettingSpec list
-      Build: Settings -> Term }
+    {
+        Name: string
+        Doc: string
+        Settings: SettingSpec list
+        /// True for a penalty that adds nothing until a task has been consolidated (EWC, SI): single-task
+        /// training refuses it rather than train with a term that never acts.
+        AfterTasks: bool
+        Build: Settings -> Term
+    }
 
 [<RequireQualifiedAccess>]
 module TermSetting =
@@ -187,6 +192,7 @@ module TermKind =
         { Name = name
           Doc = doc
           Settings = [ TermSetting.number "weight" $"the weight of {name}" defaultWeight "≥ 0" (fun w -> w >= 0.0) ]
+          AfterTasks = false
           Build = fun s -> build (TermSetting.toFloat s "weight") }
 
     /// The term of `kind` with the given settings (defaults filled in, every value checked).
