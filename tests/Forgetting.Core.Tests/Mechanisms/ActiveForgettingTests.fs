@@ -134,6 +134,27 @@ let tests =
               let l = (ActiveForgetting.inhibitionLoss (traceOf s s)).Item
               l >= 0.0 && l < 1.0)
 
+          Checks.forAll
+              "inhibition loss is exactly eq. 6 over several layers, against a direct float64 sum, to 1e-12"
+              100
+              (Gen.zip gates gates)
+              (fun (a, b) ->
+                  let trace =
+                      [ { Path = "f1"; Kind = Gate; Value = a }
+                        { Path = "f2"; Kind = Gate; Value = b } ]
+
+                  // σ̄ per unit of each layer (the gate averaged over the batch), then one shared ratio.
+                  let means (t: Tensor) =
+                      let v, rows, n = t.ToFloat64Array(), t.Shape[0], t.Shape[1]
+                      Array.init n (fun i -> Seq.average (seq { for r in 0 .. rows - 1 -> v[r * n + i] }))
+
+                  let units = Array.append (means a) (means b)
+                  let num = units |> Array.sumBy (fun m -> (1.0 - m) * m)
+                  let den = units |> Array.sumBy (fun m -> 1.0 - m)
+                  let expected = num / den
+                  let got = (ActiveForgetting.inhibitionLoss trace).Item
+                  abs (got - expected) <= 1e-12 * abs expected)
+
           test "inhibition loss is 0, not NaN, when every gate is fully open" {
               let openGates = Tensor.ones Float64 [| 4; 5 |]
 
@@ -141,6 +162,11 @@ let tests =
                   (ActiveForgetting.inhibitionLoss (traceOf openGates openGates)).Item
                   0.0
                   "the loss of open gates"
+
+              let g =
+                  Tensor.grad (fun s -> ActiveForgetting.inhibitionLoss (traceOf s s)) openGates
+
+              Expect.isTrue (g.ToFloat64Array() |> Array.forall ((=) 0.0)) "a zero gradient, not NaN"
           }
 
           // ERS is the mean of the unit states σ̄ weighted by 1 − σ̄: it is low when the units that are not
