@@ -315,7 +315,7 @@ let run (args: ParseResults<ContinualArgs>) =
               m, r ]
 
     printfn
-        "%s %s-IL, %d tasks, %d seed(s): mean ± sd over seeds"
+        "%s %s-IL, %d tasks, %d seed(s): mean ± sd (n − 1) over seeds"
         scenario.Kind
         scenario.Setting
         (snd results.Head).TaskNames.Length
@@ -326,23 +326,13 @@ let run (args: ParseResults<ContinualArgs>) =
     let cell k (text: string) = text.PadLeft widths[k]
     printfn "%-12s %s" "method" (names |> List.mapi cell |> String.concat "")
 
-    for m in methods do
-        let values =
-            results
-            |> List.filter (fun (name, _) -> name = m)
-            |> List.map (fun (_, r) -> ContinualRun.metrics r |> Array.ofList)
-
+    for m, row in ContinualRun.summary results do
         let cells =
-            names
-            |> List.mapi (fun k _ ->
-                let xs = values |> List.choose (fun ms -> ms[k].Value)
-
-                if xs.IsEmpty then
-                    cell k "undefined"
-                else
-                    let mean = List.average xs
-                    let sd = sqrt (xs |> List.averageBy (fun x -> (x - mean) ** 2.0))
-                    cell k $"{pct mean:F2} ± {pct sd:F2}")
+            row
+            |> List.mapi (fun k (_, value) ->
+                match value with
+                | Some(mean, sd) -> cell k $"{pct mean:F2} ± {pct sd:F2}"
+                | None -> cell k "undefined")
 
         printfn "%-12s %s" m (String.concat "" cells)
 

@@ -373,3 +373,29 @@ module ContinualRun =
                     Bins = 40
                     Range = None
                     Layout = Overlaid } ]
+
+    /// Per method, in the order given, every metric's mean and sample standard deviation (n − 1; 0 for
+    /// one seed) over the method's runs, or None where the metric is undefined for every run.
+    let summary (runs: (string * ContinualResult) list) : (string * (string * (float * float) option) list) list =
+        let methods = runs |> List.map fst |> List.distinct
+
+        [ for m in methods ->
+              let values = runs |> List.filter (fun (n, _) -> n = m) |> List.map (snd >> metrics)
+
+              m,
+              [ for k, first in List.indexed values.Head ->
+                    let xs = values |> List.choose (fun ms -> ms[k].Value)
+
+                    first.Name,
+                    if xs.IsEmpty then
+                        None
+                    else
+                        let mean = List.average xs
+
+                        let sd =
+                            if xs.Length < 2 then
+                                0.0
+                            else
+                                sqrt (List.sumBy (fun x -> (x - mean) * (x - mean)) xs / float (xs.Length - 1))
+
+                        Some(mean, sd) ] ]
