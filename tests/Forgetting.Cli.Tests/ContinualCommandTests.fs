@@ -120,6 +120,11 @@ let tests =
               assertOneLineError 2 (run [ "--classes-per-task"; "20" ])
               assertOneLineError 2 (run [ "--term"; "l2:strength=1" ])
               assertOneLineError 2 (run [ "--scenario"; "sequence"; "--data"; "mnist" ])
+              assertOneLineError 2 (run [ "--methods"; "ewc"; "--lambda"; "-1" ])
+              assertOneLineError 2 (run [ "--methods"; "online-ewc"; "--gamma"; "1.5" ])
+              assertOneLineError 2 (run [ "--methods"; "ewc"; "--fisher-samples"; "0" ])
+              assertOneLineError 2 (run [ "--methods"; "ewc"; "--fisher"; "guessed" ])
+              assertOneLineError 2 (run [ "--methods"; "si"; "--si-c"; "-0.5" ])
               Expect.isFalse (Directory.Exists out) "no folder"
               assertOneLineError 1 (Cli.run [ "run"; "/nonexistent/recipe.json" ])
               // A penalty that acts only after a task is refused where there is one task.
