@@ -129,7 +129,8 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
           | None -> ()
           match args.TryGetResult Fisher_Samples with
           | Some n when n < 1 ->
-              usage $"--fisher-samples must be at least 1, got {n}: a Fisher needs samples (leave it out for the whole task)"
+              usage
+                  $"--fisher-samples must be at least 1, got {n}: a Fisher needs samples (leave it out for the whole task)"
           | Some n -> "samples", Count n
           | None -> ()
           match args.TryGetResult Si_C with
