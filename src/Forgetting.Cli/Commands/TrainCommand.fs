@@ -122,17 +122,6 @@ let train (args: ParseResults<RunArgs>) =
 
     printfn "results in %s" dir
 
-let private meanSd (xs: float list) =
-    let m = List.average xs
-
-    let sd =
-        if xs.Length < 2 then
-            0.0
-        else
-            sqrt (List.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
-
-    m, sd
-
 let compare (args: ParseResults<RunArgs>) =
     only "compare" args
     let rho, overrides = rho args, terms args
@@ -166,10 +155,12 @@ let compare (args: ParseResults<RunArgs>) =
                   |> List.filter (fun (n, _, _) -> n = v.Name)
                   |> List.map (fun (_, _, r) -> r)
 
-              let acc = meanSd (mine |> List.map (fun r -> pct r.Test.Accuracy))
+              let acc =
+                  Forgetting.Analysis.Statistics.meanSd (mine |> List.map (fun r -> pct r.Test.Accuracy))
 
               let sparsity =
-                  [ for k in 0 .. hidden - 1 -> meanSd (mine |> List.map (fun r -> r.Layers[k].Sparsity)) ]
+                  [ for k in 0 .. hidden - 1 ->
+                        Forgetting.Analysis.Statistics.meanSd (mine |> List.map (fun r -> r.Layers[k].Sparsity)) ]
 
               v.Name, acc, sparsity ]
 

@@ -281,9 +281,6 @@ module ContinualRun =
                 XRange = None
                 YRange = Some(0.0, 1.0) } ]
 
-    let private meanSd (xs: float list) =
-        let m = List.average xs
-        m, sqrt (xs |> List.averageBy (fun x -> (x - m) * (x - m)))
 
     /// Per method (mean ± sd over its seeds): the accuracy on the first task after each task, and the
     /// average accuracy ACC_i after each task (the forgetting paper's Fig. 5b); and, for the methods
@@ -296,7 +293,7 @@ module ContinualRun =
             runs |> List.filter (fun (n, _) -> n = m) |> List.map snd
 
         let series (label: string) (xs: float[]) (values: float list[]) =
-            let stats = values |> Array.map meanSd
+            let stats = values |> Array.map Statistics.meanSd
 
             { Label = label
               X = xs
@@ -386,16 +383,4 @@ module ContinualRun =
               [ for k, first in List.indexed values.Head ->
                     let xs = values |> List.choose (fun ms -> ms[k].Value)
 
-                    first.Name,
-                    if xs.IsEmpty then
-                        None
-                    else
-                        let mean = List.average xs
-
-                        let sd =
-                            if xs.Length < 2 then
-                                0.0
-                            else
-                                sqrt (List.sumBy (fun x -> (x - mean) * (x - mean)) xs / float (xs.Length - 1))
-
-                        Some(mean, sd) ] ]
+                    first.Name, if xs.IsEmpty then None else Some(Statistics.meanSd xs) ] ]

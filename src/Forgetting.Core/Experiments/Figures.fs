@@ -59,16 +59,6 @@ module Figures =
               XRange = None
               YRange = None }
 
-    let private meanSd (xs: float[]) =
-        let m = Array.average xs
-
-        let sd =
-            if xs.Length < 2 then
-                0.0
-            else
-                sqrt (Array.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
-
-        m, sd
 
     /// Train one variant with the settings (seed offset by `k` for repetitions).
     let train
@@ -164,7 +154,7 @@ module Figures =
                     |> Array.ofList)
 
             let stats =
-                Array.init fractions.Length (fun i -> meanSd (random |> Array.map (fun c -> c[i])))
+                Array.init fractions.Length (fun i -> Statistics.meanSd (random |> Array.map (fun c -> c[i])))
 
             [ fixedOrder "ascending importance" Ascending
               fixedOrder "descending importance" Descending
@@ -325,7 +315,7 @@ module Figures =
 
             let stats =
                 [| for f in perturbed ->
-                       meanSd
+                       Statistics.meanSd
                            [| for key in keys -> accuracyWith r test (Perturbation.perturb key layer f scale r.Params) |] |]
 
             { Series.Label = r.Config.Variant.Name
