@@ -113,13 +113,22 @@ public sealed class MlpClassifier
     {
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(test);
-        var config = new RunConfig(_variant, _hidden, OptimizerChoice.NewSgd(learningRate, momentum), epochs, batchSize, seed);
+        // A single-task recipe (Recipe.single) with this variant, net and schedule; its data are the sets given.
+        var single = RecipeModule.single;
+        var withVariant = RecipeModule.withVariant(_variant, single);
+        var recipe = new Recipe(
+            withVariant.Label, withVariant.Scenario,
+            new ModelSpec(_hidden, withVariant.Model.Forgetting),
+            withVariant.Training, withVariant.Terms,
+            new OptimizerSpec("sgd", learningRate, momentum, false, 0.0, single.Optimizer.Beta1, single.Optimizer.Beta2,
+                single.Optimizer.Eps, false),
+            epochs, batchSize, seed, withVariant.Study);
         var progress = FuncConvert.FromAction<Progress>(p =>
         {
             if (onEpoch is not null && p is Progress.EpochDone done)
                 onEpoch(Report(done.Item));
         });
-        var result = Classification.run(config, progress, ExamplesModule.ofDataset(train.Data), ExamplesModule.ofDataset(test.Data));
+        var result = Classification.run(recipe, progress, ExamplesModule.ofDataset(train.Data), ExamplesModule.ofDataset(test.Data));
         return new TrainingResult(
             result.Test.Accuracy,
             result.History.Select(Report).ToList(),

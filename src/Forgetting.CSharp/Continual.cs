@@ -80,15 +80,15 @@ public sealed class ContinualExperiment
             : Enumerable.Empty<TermSpec>();
         var optimizer = new OptimizerSpec(d.Optimizer.Kind, learningRate, d.Optimizer.Momentum, d.Optimizer.Nesterov,
             d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask);
-        var recipe = new Recipe(spec, new ModelSpec(hidden is null ? d.Model.Hidden : ListModule.OfSeq(hidden), layer),
-            d.Training, ListModule.OfSeq(layerTerms), optimizer, epochsPerTask, batchSize, seed);
+        var recipe = new Recipe(method, spec, new ModelSpec(hidden is null ? d.Model.Hidden : ListModule.OfSeq(hidden), layer),
+            d.Training, ListModule.OfSeq(layerTerms), optimizer, epochsPerTask, batchSize, seed, d.Study);
         var settings = (methodSettings ?? new Dictionary<string, double>())
             .Select(kv => Tuple.Create(kv.Key, SettingValue.NewNumber(kv.Value)));
         var withMethod = Methods.apply(method, ListModule.OfSeq(settings), recipe);
         var overrides = (terms ?? Enumerable.Empty<string>()).Select(t => TermKindModule.parseOverride(Catalog.terms, t));
-        return new Recipe(withMethod.Scenario, withMethod.Model, withMethod.Training,
+        return new Recipe(withMethod.Label, withMethod.Scenario, withMethod.Model, withMethod.Training,
             TermKindModule.apply(Catalog.terms, ListModule.OfSeq(overrides), withMethod.Terms),
-            withMethod.Optimizer, withMethod.EpochsPerTask, withMethod.BatchSize, withMethod.Seed);
+            withMethod.Optimizer, withMethod.EpochsPerTask, withMethod.BatchSize, withMethod.Seed, withMethod.Study);
     }
 
     /// <summary>A run described by a recipe.json from a results folder.</summary>

@@ -12,13 +12,18 @@ type Value =
     | Bool of bool
     | Obj of (string * Value) list
     | Arr of Value list
+    /// A JSON node written as it is (a recipe).
+    | Raw of Nodes.JsonNode
 
 let rec private write (w: Utf8JsonWriter) (v: Value) =
     match v with
     | Str s -> w.WriteStringValue s
     | Int i -> w.WriteNumberValue i
-    | Num x when System.Double.IsFinite x -> w.WriteNumberValue(System.Math.Round(x, 6))
+    // Full round-trip precision: a learning rate of 1e-7 must not be recorded as 0.
+    | Num x when System.Double.IsFinite x -> w.WriteNumberValue x
     | Num _ -> w.WriteNullValue()
+    | Raw n when isNull n -> w.WriteNullValue()
+    | Raw n -> n.WriteTo w
     | Bool b -> w.WriteBooleanValue b
     | Arr items ->
         w.WriteStartArray()

@@ -38,12 +38,19 @@ let tests =
                   JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "summary.json")))
 
               let root = summary.RootElement
-              Expect.equal (root.GetProperty("config").GetProperty("seed").GetInt32()) 7 "config.seed"
+              Expect.equal (root.GetProperty("recipe").GetProperty("seed").GetInt32()) 7 "recipe.seed"
+              Expect.equal (root.GetProperty("variant").GetString()) "lateral_inhibition" "variant"
 
               Expect.equal
-                  (root.GetProperty("config").GetProperty("variant").GetString())
-                  "lateral_inhibition"
-                  "config.variant"
+                  (root.GetProperty("recipe").GetProperty("terms").GetArrayLength())
+                  2
+                  "the recipe's terms: ERS and IRS"
+
+              use recipe = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "recipe.json")))
+
+              Expect.isTrue
+                  (JsonElement.DeepEquals(recipe.RootElement, root.GetProperty "recipe"))
+                  "recipe.json is the summary's recipe"
 
               Expect.equal (root.GetProperty("data").GetProperty("train_examples").GetInt32()) 64 "data.train_examples"
 
@@ -106,7 +113,85 @@ let tests =
               Expect.stringContains r.Stdout "inhibition" "a row of the table"
               Expect.equal (File.ReadAllLines(Path.Combine(out, "runs.csv")).Length) 5 "lines of runs.csv"
               Expect.isTrue (File.Exists(Path.Combine(out, "compare.json"))) "compare.json is written"
+
+              // Every run is a train folder of its own, with the recipe that re-runs it.
+              for name in [ "sgd-seed1"; "sgd-seed2"; "inhibition-seed1"; "inhibition-seed2" ] do
+                  for file in [ "recipe.json"; "summary.json"; "epochs.csv"; "units.csv" ] do
+                      Expect.isTrue (File.Exists(Path.Combine(out, name, file))) $"{name}/{file}"
+
+              let runsCsv = File.ReadAllLines(Path.Combine(out, "runs.csv"))
+              let again = Path.Combine(Cli.tempDir (), "again")
+
+              let rerun =
+                  Cli.run
+                      [ "run"
+                        Path.Combine(out, "inhibition-seed2", "recipe.json")
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        again ]
+
+              Expect.equal rerun.ExitCode 0 "exit code of run"
+
+              use summary =
+                  JsonDocument.Parse(File.ReadAllText(Path.Combine(again, "summary.json")))
+
+              let accuracy = summary.RootElement.GetProperty("test_accuracy").GetDouble()
+              let row = runsCsv |> Array.find (fun l -> l.StartsWith "inhibition,2,")
+              Expect.equal (float (row.Split(',')[2])) accuracy "run gives the compared run's accuracy"
               Expect.isEmpty (Directory.GetFiles(out, "*.tmp", SearchOption.AllDirectories)) "no temporary file is left"
+          }
+
+          test "run re-runs a train folder's recipe to the same numbers" {
+              let cache = cachedMnist 64 32
+              let out = Path.Combine(Cli.tempDir (), "run")
+
+              let r =
+                  Cli.run (
+                      [ "train"
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        out
+                        "--variant"
+                        "l1"
+                        "--lr"
+                        "1e-7"
+                        "--train-limit"
+                        "48" ]
+                      @ quick
+                  )
+
+              Expect.equal r.ExitCode 0 "exit code of train"
+              let recipe = File.ReadAllText(Path.Combine(out, "recipe.json"))
+              Expect.stringContains recipe "\"lr\": 1E-07" "the learning rate at full precision"
+              Expect.stringContains recipe "\"train_limit\": 48" "the training limit"
+              let again = Path.Combine(Cli.tempDir (), "again")
+
+              let rerun =
+                  Cli.run
+                      [ "run"
+                        Path.Combine(out, "recipe.json")
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        again ]
+
+              Expect.equal rerun.Stderr "" "stderr of run"
+              Expect.equal rerun.ExitCode 0 "exit code of run"
+              Expect.stringContains rerun.Stdout "l1 on mnist: test accuracy" "what run printed"
+              Expect.equal (File.ReadAllText(Path.Combine(again, "recipe.json"))) recipe "the same recipe"
+
+              let epochs (dir: string) =
+                  File.ReadAllLines(Path.Combine(dir, "epochs.csv"))
+                  |> Array.map (fun l -> l.Split(',') |> Array.truncate 4)
+
+              Expect.equal (epochs again) (epochs out) "the same losses and accuracies"
+
+              Expect.equal
+                  (File.ReadAllText(Path.Combine(again, "units.csv")))
+                  (File.ReadAllText(Path.Combine(out, "units.csv")))
+                  "the same read-outs"
           }
 
           test "bad options and a missing data set are one clear line" {
@@ -146,7 +231,10 @@ let tests =
                         "--draws"
                         "2"
                         "--fisher-samples"
-                        "8" ]
+                        "8"
+                        // ERS's λ for the variants that have forgetting layers; the plain net of fig1e has none.
+                        "--term"
+                        "ers:weight=0.2" ]
                       @ quick
                   )
 
@@ -178,6 +266,27 @@ let tests =
                   for combined in [ $"{fig}.svg"; $"{fig}.png" ] do
                       Expect.isTrue (File.Exists(Path.Combine(dir, combined))) $"the combined figure {combined}"
 
+              // A figure's folder holds its recipe; `run` draws the figure again, to the same numbers.
+              let again = Path.Combine(Cli.tempDir (), "again")
+
+              let rerun =
+                  Cli.run
+                      [ "run"
+                        Path.Combine(out, "fig2", "recipe.json")
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        again ]
+
+              Expect.equal rerun.Stderr "" "stderr of run"
+              Expect.equal rerun.ExitCode 0 "exit code of run"
+
+              for k in 1..5 do
+                  Expect.equal
+                      (File.ReadAllText(Path.Combine(again, $"fig2-{k}.csv")))
+                      (File.ReadAllText(Path.Combine(out, "fig2", $"fig2-{k}.csv")))
+                      $"fig2-{k}.csv again"
+
               let report = Cli.run [ "report"; out ]
               Expect.equal report.ExitCode 0 "exit code of report"
               let page = Path.Combine(out, "report.html")
@@ -197,6 +306,20 @@ let tests =
 
           test "figure and report refuse bad input with one line" {
               assertOneLineError 2 (Cli.run [ "figure"; "--figures"; "fig9" ])
+
+              let layer =
+                  Cli.run
+                      [ "figure"
+                        "--figures"
+                        "fig4b"
+                        "--perturb-layer"
+                        "4"
+                        "--cache-dir"
+                        Cli.tempDir () ]
+
+              assertOneLineError 2 layer
+              Expect.stringContains layer.Stderr "1 to 3, got 4" "refused before the data is looked for"
+              assertOneLineError 2 (Cli.run [ "figure"; "--figures"; "fig2"; "--draws"; "0" ])
               assertOneLineError 1 (Cli.run [ "report"; "/nonexistent/figures" ])
               assertOneLineError 1 (Cli.run [ "report"; Cli.tempDir () ])
               // A value Core refuses (more t-SNE points than the perplexity allows) is one line too, not a trace.

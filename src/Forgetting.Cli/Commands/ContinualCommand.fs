@@ -354,21 +354,28 @@ let run (args: ParseResults<ContinualArgs>) =
 
     printfn "results in %s" (Path.GetFullPath dir)
 
+/// `forgetting run <recipe.json>`: a results folder's recipe run again, whatever made it: a study
+/// (`figure`), a single-task run (`train`, `compare`) or a task sequence (`continual`).
 let rerun (args: ParseResults<RunRecipeArgs>) =
     let path = args.GetResult Recipe
-    let recipe = Recipe.load Catalog.terms path |> ContinualRun.validate Catalog.terms
+    let recipe = Recipe.load Catalog.terms path
 
     let beside: string =
         Path.Combine(Path.GetDirectoryName(Path.GetFullPath path), "rerun")
 
     let dir = args.GetResult(<@ RunRecipeArgs.Out @>, defaultValue = beside)
-    let load = loader (args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>)
+    let cacheDir = args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>
 
-    ContinualRun.tasks load recipe.Scenario |> ignore
-
-    let folder = runFolder dir recipe
-    let r = runOne "run" load folder recipe
-    write folder (command ()) r
-    let acc = r.R[r.R.Length - 1] |> Array.average
-    printfn "average accuracy after the last task: %.2f%%" (pct acc)
-    printfn "results in %s" (Path.GetFullPath dir)
+    match recipe with
+    | { Study = Some _ } -> FigureCommand.rerun cacheDir dir (command ()) recipe
+    | { Scenario = { Kind = "single" } } -> TrainCommand.rerun cacheDir dir (command ()) recipe
+    | _ ->
+        let recipe = ContinualRun.validate Catalog.terms recipe
+        let load = loader cacheDir
+        ContinualRun.tasks load recipe.Scenario |> ignore
+        let folder = runFolder dir recipe
+        let r = runOne "run" load folder recipe
+        write folder (command ()) r
+        let acc = r.R[r.R.Length - 1] |> Array.average
+        printfn "average accuracy after the last task: %.2f%%" (pct acc)
+        printfn "results in %s" (Path.GetFullPath dir)

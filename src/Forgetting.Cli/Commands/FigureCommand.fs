@@ -6,6 +6,7 @@ open System
 open System.IO
 open Argu
 open Forgetting.Data
+open Forgetting.Nn
 open Forgetting.Experiments
 open Forgetting.Reporting
 open Forgetting.Training
@@ -13,15 +14,9 @@ open Forgetting.Cli
 open Forgetting.Cli.Json
 open Forgetting.Cli.Commands.RunArgs
 
-let names = [ "fig1e"; "fig2"; "fig3b"; "fig3c"; "fig4a"; "fig4b"; "fig4c" ]
+let names = Figures.kinds |> List.map (fun k -> k.Name)
 
 let private usage message : 'a = raise (UserError(message, Exit.usage))
-
-let private positive name (v: int) =
-    if v < 1 then
-        usage $"--{name} must be at least 1, got {v}"
-
-    v
 
 /// The data of a panel as CSV rows (panel, series, x, y, sd): a bar chart's x is the bar's index and its sd
 /// the error; a heatmap's series is the row and x the column.
@@ -81,8 +76,9 @@ let private describe (panel: Panel) =
               let values = m.Values[r] |> Array.map (fun v -> $"{v:F3}") |> String.concat " "
               $"    {row}: {values}" ]
 
-let private write (dir: string) (command: string) (settings: Value) (data: Value) (f: Figure) =
-    let figDir = Path.Combine(dir, f.Name) |> Results.prepare
+let private write (figDir: string) (command: string) (recipe: Recipe) (data: Value) (f: Figure) =
+    let figDir = Results.prepare figDir
+    Results.writeAtomically (Path.Combine(figDir, "recipe.json")) (Recipe.toText recipe + "\n")
 
     let panels =
         f.Panels
@@ -108,7 +104,7 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
             [ "figure", Str f.Name
               "caption", Str f.Caption
               "command", Str command
-              "settings", settings
+              "recipe", Raw(Recipe.toJson recipe)
               "data", data
               "versions", Results.versions ()
               "panels", Arr panels
@@ -117,7 +113,7 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
               Arr
                   [ for r in f.Runs ->
                         Obj
-                            [ "variant", Str r.Config.Variant.Name
+                            [ "variant", Str r.Config.Label
                               "seed", Int(int r.Config.Seed)
                               "test_accuracy", Num r.Test.Accuracy
                               "sparsity", Arr [ for l in r.Layers -> Num l.Sparsity ] ] ] ]
@@ -131,6 +127,31 @@ let private write (dir: string) (command: string) (settings: Value) (data: Value
 
     printfn "  written to %s" figDir
 
+/// Draw the figure a study recipe names into `figDir`, with a progress display.
+let execute (d: SingleData) (figDir: string) (command: string) (recipe: Recipe) =
+    let epochs = recipe.EpochsPerTask
+
+    let figure =
+        Progress.run recipe.Label (fun report ->
+            let progress (label: string) (p: Progress) =
+                match p with
+                | BatchDone(epoch, b, bs, _) ->
+                    report.Update ((float (epoch - 1) + float b / float bs) / float epochs) $"{label}, epoch {epoch}"
+                | EpochDone m -> report.Update 1.0 $"{label}, epoch {m.Epoch}: test accuracy {m.TestAccuracy:P2}"
+
+            Figures.run recipe progress (d.Train, d.Test))
+
+    write figDir command recipe (dataJson d) figure
+
+/// `forgetting run` of a study recipe: draw its figure again into `dir`.
+let rerun (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+    // Every setting is checked before the data is loaded.
+    let recipe =
+        Figures.recipe recipe.Study.Value.Kind (Map.toList recipe.Study.Value.Settings) recipe
+
+    Classification.validate Catalog.terms { recipe with Study = None } |> ignore
+    execute (loadSingle cacheDir recipe) dir command recipe
+
 let run (args: ParseResults<RunArgs>) =
     only "figure" args
     let wanted = args.GetResult(Figures, defaultValue = names)
@@ -139,96 +160,57 @@ let run (args: ParseResults<RunArgs>) =
         if not (List.contains n names) then
             usage $"""unknown figure '{n}'; use any of {String.concat ", " names}"""
 
-    let rho, overrides = rho args, terms args
-    let optimizer = optimizer args
-    let epochs = args.GetResult(Epochs, defaultValue = 10) |> positive "epochs"
-    let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
-    let seed = int64 (seed args)
+    let overrides = terms args
 
-    let settings hidden =
-        { Hidden = hidden
-          Epochs = epochs
-          BatchSize = batch
-          Optimizer = optimizer
-          Rho = rho
-          Terms = overrides
-          Seed = seed }
+    // The figure's own settings given on the command line, by the names its kind takes.
+    let given =
+        [ match args.TryGetResult Draws with
+          | Some n -> "draws", Count n
+          | None -> ()
+          match args.TryGetResult Fisher_Samples with
+          | Some n -> "fisher_samples", Count n
+          | None -> ()
+          match args.TryGetResult Seeds with
+          | Some n -> "seeds", Count n
+          | None -> ()
+          match args.TryGetResult Perturb_Layer with
+          | Some n -> "perturb_layer", Count n
+          | None -> ()
+          match args.TryGetResult Noise with
+          | Some x -> "noise", Number x
+          | None -> ()
+          match args.TryGetResult Repeats with
+          | Some n -> "repeats", Count n
+          | None -> ()
+          match args.TryGetResult Tsne_Points with
+          | Some n -> "tsne_points", Count n
+          | None -> () ]
 
-    let hidden = args.TryGetResult Hidden |> Option.map (List.map (positive "hidden"))
-    let ds, loaded, manifest = dataset args
-    let trainSet, test = examples args loaded
-    let data = trainSet, test
-    let dir = outDir args $"figures-{KnownDataset.name ds}"
+    // Every figure's recipe is resolved and checked before any data is loaded or any training done.
+    // Fig. 4a used the paper's smaller net, 784-64-64-10; the others its 784-256-256-128-10.
+    let recipes =
+        [ for n in wanted ->
+              let k = Figures.kind n
+
+              let mine =
+                  given
+                  |> List.filter (fun (name, _) -> k.Settings |> List.exists (fun s -> s.Name = name))
+
+              let study =
+                  { baseRecipe args k.Hidden with
+                      Terms = [ for o in overrides -> TermKind.spec Catalog.terms o.Kind o.Given ] }
+
+              Classification.validate Catalog.terms study |> ignore
+              Figures.recipe n mine study ]
+
+    let d = dataset args recipes.Head
+    let dir = outDir args $"figures-{KnownDataset.name d.Dataset}"
 
     let command =
         "forgetting figure " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
 
-    let provenance = dataJson ds loaded manifest trainSet
-
-    for n in wanted do
-        // Fig. 4a used the paper's smaller net, 784-64-64-10; the others its 784-256-256-128-10.
-        let s =
-            settings (
-                hidden
-                |> Option.defaultValue (if n = "fig4a" then [ 64; 64 ] else [ 256; 256; 128 ])
-            )
-
-        let settingsJson =
-            Obj
-                [ "hidden", Arr(s.Hidden |> List.map Int)
-                  "epochs", Int s.Epochs
-                  "batch", Int s.BatchSize
-                  "seed", Int(int s.Seed)
-                  "rho", Num s.Rho
-                  "term_settings",
-                  Arr
-                      [ for o in s.Terms ->
-                            Obj [ "kind", Str o.Kind; "given", Obj [ for k, v in o.Given -> k, Str(string v) ] ] ] ]
-
-        let figure =
-            Progress.run n (fun report ->
-                let progress (label: string) (p: Progress) =
-                    match p with
-                    | BatchDone(epoch, b, bs, _) ->
-                        report.Update
-                            ((float (epoch - 1) + float b / float bs) / float s.Epochs)
-                            $"{label}, epoch {epoch}"
-                    | EpochDone m -> report.Update 1.0 $"{label}, epoch {m.Epoch}: test accuracy {m.TestAccuracy:P2}"
-
-                match n with
-                | "fig1e" -> Figures.sparsity s progress data
-                | "fig2" ->
-                    Figures.ablation s progress data (args.GetResult(Draws, defaultValue = 10) |> positive "draws")
-                | "fig3b" ->
-                    Figures.pruning
-                        s
-                        progress
-                        data
-                        (args.GetResult(Fisher_Samples, defaultValue = 200) |> positive "fisher-samples")
-                | "fig3c" -> Figures.convergence s progress data
-                | "fig4a" ->
-                    Figures.tradeoff s progress data (args.GetResult(Seeds, defaultValue = 10) |> positive "seeds")
-                | "fig4b" ->
-                    let layer = args.GetResult(Perturb_Layer, defaultValue = 1)
-
-                    if layer < 1 || layer > s.Hidden.Length then
-                        usage $"--perturb-layer must be a hidden layer, 1 to {s.Hidden.Length}, got {layer}"
-
-                    Figures.robustness
-                        s
-                        progress
-                        data
-                        layer
-                        (args.GetResult(Noise, defaultValue = 1.0))
-                        (args.GetResult(Repeats, defaultValue = 5) |> positive "repeats")
-                | _ ->
-                    Figures.tsne
-                        s
-                        progress
-                        data
-                        (args.GetResult(Tsne_Points, defaultValue = 1000) |> positive "tsne-points"))
-
-        write dir command settingsJson provenance figure
+    for r in recipes do
+        execute d (Path.Combine(dir, r.Label)) command r
 
 /// `forgetting report`: every figure directory under a results directory, as one HTML page.
 type ReportArgs =

@@ -67,6 +67,14 @@ type RunArgs =
 
 let private usage message : 'a = raise (UserError(message, Exit.usage))
 
+/// A single-task run's data: the data set, where it came from, and its training and test examples.
+type SingleData =
+    { Dataset: KnownDataset
+      Data: TrainTest
+      Manifest: Manifest option
+      Train: Examples
+      Test: Examples }
+
 /// The commands an option belongs to (all three when it is not named here).
 let private owners (a: RunArgs) =
     match a with
@@ -96,22 +104,26 @@ let private atLeast name minimum (v: int) =
 
     v
 
-let private nonNegative name (v: float) =
-    if not (Double.IsFinite v) || v < 0.0 then
-        usage $"--{name} must be a non-negative number, got {v}"
-
-    v
-
-/// The data set named by --dataset, loaded and verified from the cache.
-let dataset (args: ParseResults<RunArgs>) =
-    let name = args.GetResult(Dataset, defaultValue = "fashion-mnist")
+/// The data set of a single-task recipe, loaded and verified from the cache (--cache-dir), with its
+/// training and test examples (Classification.data).
+let loadSingle (cacheDir: string option) (r: Recipe) =
+    let name = r.Scenario.Data.Head
 
     match KnownDataset.tryParse name with
     | None -> usage $"unknown data set '{name}'; use fashion-mnist or mnist"
     | Some ds ->
-        let cache = Cache.directory (args.TryGetResult Cache_Dir)
-        let data, manifest = Cache.loadWithManifest cache ds
-        ds, data, manifest
+        let data, manifest = Cache.loadWithManifest (Cache.directory cacheDir) ds
+        let train, test = Classification.data (fun _ -> data) r
+
+        { Dataset = ds
+          Data = data
+          Manifest = manifest
+          Train = train
+          Test = test }
+
+/// The data set of the command line's recipe, from --cache-dir.
+let dataset (args: ParseResults<RunArgs>) (r: Recipe) =
+    loadSingle (args.TryGetResult Cache_Dir) r
 
 /// The forgetting layer's steepness ρ, checked.
 let rho (args: ParseResults<RunArgs>) =
@@ -141,90 +153,56 @@ let variant (rho: float) (overrides: Forgetting.Nn.TermOverride list) (name: str
 
     Variant.ofName rho overrides name
 
-let optimizer (args: ParseResults<RunArgs>) =
-    let lr fallback =
-        let v = args.GetResult(Lr, defaultValue = fallback)
+/// The training settings shared by `train`, `compare` and `figure` as a single-task recipe (Recipe.single
+/// for what is not given), with the given hidden sizes when none are on the command line; Core checks
+/// every value (Classification.validate).
+let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
+    let d = Recipe.single
+    let optimizer = args.GetResult(Optimizer, defaultValue = d.Optimizer.Kind)
 
-        if not (v > 0.0) then
-            usage $"--lr must be positive, got {v}"
+    if optimizer = "adam" && args.Contains Momentum then
+        usage "--momentum is an option of sgd; adam has no momentum of that kind (leave it out)"
 
-        v
+    { d with
+        Scenario =
+            { d.Scenario with
+                Data = [ args.GetResult(Dataset, defaultValue = d.Scenario.Data.Head) ]
+                TrainLimit =
+                    match args.TryGetResult Train_Limit with
+                    | Some n -> atLeast "train-limit" 1 n
+                    | None -> 0 }
+        Model =
+            { d.Model with
+                Hidden = args.GetResult(Hidden, defaultValue = hidden) |> List.map (atLeast "hidden" 1)
+                Forgetting =
+                    Some
+                        { Forgetting.Mechanisms.ForgettingLayerConfig.Default with
+                            Rho = rho args } }
+        Optimizer =
+            { d.Optimizer with
+                Kind = optimizer
+                Lr = args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizer)
+                Momentum = args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum) }
+        EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask) |> atLeast "epochs" 1
+        BatchSize = args.GetResult(Batch, defaultValue = d.BatchSize) |> atLeast "batch" 1
+        Seed = int64 (args.GetResult(Seed, defaultValue = int d.Seed)) }
 
-    match args.GetResult(Optimizer, defaultValue = "sgd") with
-    | "sgd" -> Sgd(lr 0.01, args.GetResult(Momentum, defaultValue = 0.9) |> nonNegative "momentum")
-    | "adam" -> Adam(lr 0.001)
-    | other -> usage $"unknown optimizer '{other}'; use sgd or adam"
-
-/// The run configuration of one variant and seed.
-let config (args: ParseResults<RunArgs>) (v: Variant) (seed: int) =
-    { Variant = v
-      Hidden =
-        args.GetResult(Hidden, defaultValue = [ 256; 256; 128 ])
-        |> List.map (atLeast "hidden" 1)
-      Optimizer = optimizer args
-      Epochs = args.GetResult(Epochs, defaultValue = 10) |> atLeast "epochs" 1
-      BatchSize = args.GetResult(Batch, defaultValue = 128) |> atLeast "batch" 1
-      Seed = int64 seed }
+/// The recipe of one variant and seed: the shared settings with the variant's layer and terms.
+let recipe (args: ParseResults<RunArgs>) (v: Variant) (seed: int) =
+    { Recipe.withVariant v (baseRecipe args Recipe.single.Model.Hidden) with
+        Seed = int64 seed }
+    |> Classification.validate Catalog.terms
 
 let seed (args: ParseResults<RunArgs>) = args.GetResult(Seed, defaultValue = 1)
 
-/// Training and test examples, the training set cut to --train-limit.
-let examples (args: ParseResults<RunArgs>) (data: TrainTest) =
-    let train = Examples.ofDataset data.Train
-
-    let train =
-        match args.TryGetResult Train_Limit with
-        | Some n -> Examples.take (atLeast "train-limit" 1 n) train
-        | None -> train
-
-    train, Examples.ofDataset data.Test
-
-/// A value of a term's setting as JSON.
-let private settingJson (v: Forgetting.Nn.SettingValue) =
-    match v with
-    | Forgetting.Nn.Number x -> Num x
-    | Forgetting.Nn.Count n -> Int n
-    | Forgetting.Nn.Switch b -> Bool b
-    | Forgetting.Nn.Choice c -> Str c
-
-/// Terms with every setting, as JSON.
-let termsJson (terms: Forgetting.Nn.TermSpec list) =
-    Arr
-        [ for t in terms ->
-              Obj
-                  [ "kind", Str t.Kind
-                    "settings", Obj [ for KeyValue(k, v) in t.Settings -> k, settingJson v ] ] ]
-
-/// The configuration of a run as JSON.
-let configJson (c: RunConfig) =
-    let v = c.Variant
-
-    Obj
-        [ "variant", Str v.Name
-          "hidden", Arr(c.Hidden |> List.map Int)
-          "forgetting_layer",
-          (match v.Layer with
-           | Some l ->
-               Obj
-                   [ "static_gate", Bool l.StaticGate
-                     "shortcut", Bool l.Shortcut
-                     "rho", Num l.Rho ]
-           | None -> Str "none")
-          "terms", termsJson v.Terms
-          "optimizer",
-          (match c.Optimizer with
-           | Sgd(lr, m) -> Obj [ "name", Str "sgd"; "lr", Num lr; "momentum", Num m ]
-           | Adam lr -> Obj [ "name", Str "adam"; "lr", Num lr ])
-          "epochs", Int c.Epochs
-          "batch", Int c.BatchSize
-          "seed", Int(int c.Seed) ]
-
 /// Where the data came from, as JSON.
-let dataJson (ds: KnownDataset) (data: TrainTest) (manifest: Manifest option) (train: Examples) =
+let dataJson (d: SingleData) =
+    let manifest = d.Manifest
+
     Obj
-        [ "dataset", Str(KnownDataset.name ds)
-          "train_examples", Int train.Count
-          "test_examples", Int data.Test.Labels.Length
+        [ "dataset", Str(KnownDataset.name d.Dataset)
+          "train_examples", Int d.Train.Count
+          "test_examples", Int d.Data.Test.Labels.Length
           "source",
           Str(
               manifest

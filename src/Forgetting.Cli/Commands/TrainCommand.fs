@@ -13,22 +13,22 @@ open Forgetting.Cli.Commands.RunArgs
 
 let private pct (x: float) = 100.0 * x
 
-/// Run one configuration with a progress display; milestones are one line per epoch.
-let private runWithProgress (title: string) (config: RunConfig) (train: Examples) (test: Examples) =
+/// Run one recipe with a progress display; milestones are one line per epoch.
+let private runWithProgress (title: string) (recipe: Recipe) (d: SingleData) =
+    let epochs = recipe.EpochsPerTask
+
     Progress.run title (fun report ->
         Classification.run
-            config
+            recipe
             (function
             | BatchDone(epoch, batch, batches, loss) ->
-                let fraction =
-                    (float (epoch - 1) + float batch / float batches) / float config.Epochs
-
-                report.Update fraction $"epoch {epoch}/{config.Epochs}, loss {loss:F4}"
+                let fraction = (float (epoch - 1) + float batch / float batches) / float epochs
+                report.Update fraction $"epoch {epoch}/{epochs}, loss {loss:F4}"
             | EpochDone m ->
                 report.Line
-                    $"{title}  epoch {m.Epoch, 2}/{config.Epochs}  train loss {m.TrainLoss:F4}  test loss {m.TestLoss:F4}  test accuracy {pct m.TestAccuracy:F2}%%  ({m.Seconds:F1} s)")
-            train
-            test)
+                    $"{title}  epoch {m.Epoch, 2}/{epochs}  train loss {m.TrainLoss:F4}  test loss {m.TestLoss:F4}  test accuracy {pct m.TestAccuracy:F2}%%  ({m.Seconds:F1} s)")
+            d.Train
+            d.Test)
 
 let private layersJson (r: RunResult) =
     r.Layers
@@ -46,7 +46,8 @@ let private layersJson (r: RunResult) =
 let private summaryJson (command: string) (data: Value) (r: RunResult) =
     Obj
         [ "command", Str command
-          "config", configJson r.Config
+          "variant", Str r.Config.Label
+          "recipe", Raw(Recipe.toJson r.Config)
           "data", data
           "versions", Results.versions ()
           "test_accuracy", Num r.Test.Accuracy
@@ -87,30 +88,21 @@ let private unitsCsv (r: RunResult) =
                      | Some imp -> Results.num imp[u]
                      | None -> "") ] ]
 
-let train (args: ParseResults<RunArgs>) =
-    only "train" args
+/// Train a single-task recipe on its data into `dir` (recipe.json, which `forgetting run` re-runs,
+/// summary.json, epochs.csv, units.csv), and print what it gave.
+let execute (title: string) (d: SingleData) (dir: string) (command: string) (recipe: Recipe) =
+    let dir = Results.prepare dir
+    let r = runWithProgress title recipe d
+    Results.writeAtomically (Path.Combine(dir, "recipe.json")) (Recipe.toText r.Config + "\n")
 
-    let v =
-        variant (rho args) (terms args) (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
-
-    let seed = seed args
-    let config = config args v seed
-    let ds, data, manifest = dataset args
-    let train, test = examples args data
-    let dir = outDir args $"train-{KnownDataset.name ds}-{v.Name}-seed{seed}"
-    let r = runWithProgress v.Name config train test
-
-    let command =
-        "forgetting train " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
-
-    Results.writeAtomically
-        (Path.Combine(dir, "summary.json"))
-        (render true (summaryJson command (dataJson ds data manifest train) r))
+    Results.writeAtomically (Path.Combine(dir, "summary.json")) (render true (summaryJson command (dataJson d) r))
 
     Results.writeAtomically (Path.Combine(dir, "epochs.csv")) (epochsCsv r)
     Results.writeAtomically (Path.Combine(dir, "units.csv")) (unitsCsv r)
+    r
 
-    printfn "%s on %s: test accuracy %.2f%%" v.Name (KnownDataset.name ds) (pct r.Test.Accuracy)
+let private report (d: SingleData) (dir: string) (r: RunResult) =
+    printfn "%s on %s: test accuracy %.2f%%" r.Config.Label (KnownDataset.name d.Dataset) (pct r.Test.Accuracy)
 
     for l in r.Layers do
         let importance =
@@ -121,6 +113,26 @@ let train (args: ParseResults<RunArgs>) =
         printfn "  hidden layer %d: sparsity %.3f%s" l.Layer l.Sparsity importance
 
     printfn "results in %s" dir
+
+/// `forgetting run` of a single-task recipe: train it again into `dir`.
+let rerun (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+    let recipe = Classification.validate Catalog.terms recipe
+    let d = loadSingle cacheDir recipe
+    execute recipe.Label d dir command recipe |> report d dir
+
+let private commandLine (name: string) =
+    $"forgetting {name} " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
+
+let train (args: ParseResults<RunArgs>) =
+    only "train" args
+
+    let v =
+        variant (rho args) (terms args) (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
+
+    let r = recipe args v (seed args)
+    let d = dataset args r
+    let dir = outDir args $"train-{KnownDataset.name d.Dataset}-{v.Name}-seed{r.Seed}"
+    execute v.Name d dir (commandLine "train") r |> report d dir
 
 let compare (args: ParseResults<RunArgs>) =
     only "compare" args
@@ -136,17 +148,23 @@ let compare (args: ParseResults<RunArgs>) =
         raise (UserError($"--seeds must be at least 1, got {seeds}", Exit.usage))
 
     let first = seed args
-    let ds, data, manifest = dataset args
-    let train, test = examples args data
-    let dir = outDir args $"compare-{KnownDataset.name ds}"
 
+    let recipes =
+        [ for v in variants -> [ for k in 0 .. seeds - 1 -> recipe args v (first + k) ] ]
+
+    let d = dataset args recipes.Head.Head
+    let dir = outDir args $"compare-{KnownDataset.name d.Dataset}"
+    let command = commandLine "compare"
+
+    // Every run in a folder of its own, a whole `train` results folder that `forgetting run` re-runs.
     let runs =
-        [ for v in variants do
-              for k in 0 .. seeds - 1 do
-                  let c = config args v (first + k)
-                  v.Name, first + k, runWithProgress $"{v.Name} seed {first + k}" c train test ]
+        [ for rs in recipes do
+              for r in rs ->
+                  let title = $"{r.Label} seed {r.Seed}"
+                  let folder = Path.Combine(dir, $"{r.Label}-seed{r.Seed}")
+                  r.Label, int r.Seed, execute title d folder command r ]
 
-    let hidden = (config args variants.Head first).Hidden.Length
+    let hidden = recipes.Head.Head.Model.Hidden.Length
 
     let rows =
         [ for v in variants ->
@@ -176,13 +194,10 @@ let compare (args: ParseResults<RunArgs>) =
                   ([ sprintf "%-22s" name; sprintf "%16s" $"%.2f{am} ± %.2f{asd}" ]
                    @ [ for m, sd in sparsity -> sprintf "%15s" $"%.3f{m} ± %.3f{sd}" ]) ]
 
-    let command =
-        "forgetting compare " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
-
     let summary =
         Obj
             [ "command", Str command
-              "data", dataJson ds data manifest train
+              "data", dataJson d
               "versions", Results.versions ()
               "seeds", Arr [ for k in 0 .. seeds - 1 -> Int(first + k) ]
               "variants",
@@ -194,7 +209,7 @@ let compare (args: ParseResults<RunArgs>) =
                               "test_accuracy_sd", Num asd
                               "sparsity_mean", Arr [ for m, _ in sparsity -> Num m ]
                               "sparsity_sd", Arr [ for _, sd in sparsity -> Num sd ] ] ]
-              "runs", Arr [ for _, _, r in runs -> summaryJson command (Str(KnownDataset.name ds)) r ] ]
+              "runs", Arr [ for _, _, r in runs -> summaryJson command (Str(KnownDataset.name d.Dataset)) r ] ]
 
     Results.writeAtomically (Path.Combine(dir, "compare.json")) (render true summary)
 
@@ -208,6 +223,6 @@ let compare (args: ParseResults<RunArgs>) =
                   @ [ for l in r.Layers -> Results.num l.Sparsity ] ])
 
     Results.writeAtomically (Path.Combine(dir, "table.txt")) (String.concat "\n" table + "\n")
-    printfn "%s, %d examples for training, %d seeds:" (KnownDataset.name ds) train.Count seeds
+    printfn "%s, %d examples for training, %d seeds:" (KnownDataset.name d.Dataset) d.Train.Count seeds
     table |> List.iter (printfn "%s")
     printfn "results in %s" dir

@@ -4,25 +4,8 @@ open Forgetting.Tensors
 open Forgetting.Nn
 open Forgetting.Training
 open Forgetting.Analysis
-
-/// Which optimizer a run uses.
-type OptimizerChoice =
-    | Sgd of lr: float * momentum: float
-    | Adam of lr: float
-
-    member o.Build() =
-        match o with
-        | Sgd(lr, momentum) -> Optim.sgdWith lr momentum false 0.0
-        | Adam lr -> Optim.adam lr
-
-/// One training run of an MLP classifier variant.
-type RunConfig =
-    { Variant: Variant
-      Hidden: int list
-      Optimizer: OptimizerChoice
-      Epochs: int
-      BatchSize: int
-      Seed: int64 }
+open Forgetting.Data
+open Forgetting.Mechanisms
 
 /// A hidden layer's read-outs over the test set.
 type LayerReadout =
@@ -39,8 +22,9 @@ type LayerReadout =
         Importance: float[] option
     }
 
+/// What a single-task run gave: its recipe, the trained parameters, the epochs and the test read-outs.
 type RunResult =
-    { Config: RunConfig
+    { Config: Recipe
       Params: Params
       History: EpochMetrics list
       Test: Evaluation
@@ -49,16 +33,54 @@ type RunResult =
 [<RequireQualifiedAccess>]
 module Classification =
 
+    let private fail (message: string) : 'a =
+        raise (System.ArgumentException message)
+
+    /// A single-task recipe with every value in range (Recipe.validate), or an ArgumentException with
+    /// a one-line message: its scenario must be "single", trained sequentially, with no term that acts
+    /// only after a task (Variant.checkSingleTask).
+    let validate (kinds: TermKind list) (r: Recipe) =
+        let r = Recipe.validate kinds r
+
+        if r.Scenario.Kind <> "single" then
+            fail
+                $"a classification run learns one task; a '{r.Scenario.Kind}' scenario is a continual run ('forgetting continual')"
+
+        if r.Training <> "sequential" then
+            fail $"a single task has nothing to train jointly with; training must be sequential, got '{r.Training}'"
+
+        for t in r.Terms do
+            Variant.checkSingleTask { Kind = t.Kind; Given = [] }
+
+            if r.Model.Forgetting.IsNone && ActiveForgetting.isLayerTerm t.Kind then
+                fail $"{t.Kind} acts on forgetting layers, and '{r.Label}' has none; choose a variant with them"
+
+        r
+
+    /// The training and test examples of a single-task recipe from its data set (`load` fetches it by
+    /// name), the training set cut to the recipe's limit when it has one.
+    let data (load: KnownDataset -> TrainTest) (r: Recipe) =
+        let d = load (KnownDataset.tryParse r.Scenario.Data.Head).Value
+        let train = Examples.ofDataset d.Train
+
+        let train =
+            if r.Scenario.TrainLimit > 0 then
+                Examples.take r.Scenario.TrainLimit train
+            else
+                train
+
+        train, Examples.ofDataset d.Test
+
     /// The model of a run for inputs of `features` values and `classes` classes.
-    let model (config: RunConfig) (features: int) (classes: int) =
-        Variant.mlp config.Variant (features :: config.Hidden @ [ classes ])
+    let model (r: Recipe) (features: int) (classes: int) =
+        Variant.mlp (Recipe.variant r) (features :: r.Model.Hidden @ [ classes ])
 
     /// Per hidden block: sparsity and mean activation of its output, importance of its gates.
-    let readouts (config: RunConfig) (e: Evaluation) =
+    let readouts (r: Recipe) (e: Evaluation) =
         let find path (entries: (string * float[]) list) =
             entries |> List.tryFind (fun (p, _) -> p = path) |> Option.map snd
 
-        [ for k in 1 .. config.Hidden.Length do
+        [ for k in 1 .. r.Model.Hidden.Length do
               let gates = find $"forget{k}" e.Readouts.Gates
 
               let outputOf entries =
@@ -74,16 +96,18 @@ module Classification =
                 SdActivation = outputOf e.Readouts.ActivationSds
                 Importance = gates } ]
 
-    /// Train one variant from its seed and read it out on the test set.
-    let run (config: RunConfig) (progress: Progress -> unit) (train: Examples) (test: Examples) =
+    /// Train a single-task recipe from its seed and read it out on the test set (the recipe is
+    /// validated first; `train` and `test` are its data, Classification.data).
+    let run (recipe: Recipe) (progress: Progress -> unit) (train: Examples) (test: Examples) =
+        let config = validate Catalog.terms recipe
         let features = train.Inputs.Shape[1]
         let m = model config features train.Classes
-        let objective = Variant.objective config.Variant
+        let objective = Variant.objective (Recipe.variant config)
         let initKey, trainKey = Rng.split (Rng.create config.Seed)
         let p0 = m.Init initKey Float32
 
         let trainConfig =
-            { Epochs = config.Epochs
+            { Epochs = config.EpochsPerTask
               BatchSize = config.BatchSize
               Optimizer = config.Optimizer.Build()
               Seed = int64 trainKey.Key }

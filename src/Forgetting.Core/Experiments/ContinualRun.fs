@@ -23,82 +23,17 @@ module ContinualRun =
 
     let private fail (message: string) : 'a = raise (ArgumentException message)
 
-    let scenarioKinds = [ "permuted"; "split"; "sequence"; "stream" ]
-    let settings = [ "task"; "domain"; "class" ]
-
-    /// A recipe with every value in range, or an ArgumentException with a one-line message saying
-    /// which value and what it must be. Checked before any data is loaded.
+    /// A recipe of a task sequence, every value in range (Recipe.validate), or an ArgumentException
+    /// with a one-line message. Checked before any data is loaded.
     let validate (kinds: TermKind list) (r: Recipe) =
-        let s = r.Scenario
-        let o = r.Optimizer
+        let r = Recipe.validate kinds r
 
-        let check condition (message: string) =
-            if not condition then
-                fail message
+        if r.Scenario.Kind = "single" then
+            fail "a single-task recipe is not a task sequence: run it with 'forgetting run' or 'forgetting train'"
 
-        check
-            (List.contains s.Kind scenarioKinds)
-            $"""unknown scenario '{s.Kind}'; known: {String.concat ", " scenarioKinds}"""
-
-        check
-            (List.contains s.Setting settings)
-            $"""unknown setting '{s.Setting}'; known: {String.concat ", " settings}"""
-
-        check (not s.Data.IsEmpty) "a scenario needs a data set"
-
-        for d in s.Data do
-            check (KnownDataset.tryParse d |> Option.isSome) $"unknown data set '{d}'; known: mnist, fashion-mnist"
-
-        check
-            (s.Kind = "sequence" || s.Data.Length = 1)
-            $"a {s.Kind} scenario takes one data set, got {s.Data.Length}; only 'sequence' takes several"
-
-        check
-            (s.Kind <> "sequence" || s.Data.Length >= 2)
-            "a sequence scenario needs two or more data sets, in the order they are learned"
-
-        check (s.Kind = "split" || s.Kind = "sequence" || s.Tasks >= 1) $"--tasks must be at least 1, got {s.Tasks}"
-
-        check
-            (s.Kind <> "split" || s.ClassesPerTask >= 1)
-            $"--classes-per-task must be at least 1, got {s.ClassesPerTask}"
-
-        check (s.TrainLimit >= 0) $"the training limit must be 0 (all) or more, got {s.TrainLimit}"
-
-        check
-            (r.Training = "sequential" || r.Training = "joint")
-            $"training must be sequential or joint, got '{r.Training}'"
-
-        check (r.EpochsPerTask >= 1) $"--epochs must be at least 1, got {r.EpochsPerTask}"
-        check (r.BatchSize >= 1) $"--batch-size must be at least 1, got {r.BatchSize}"
-
-        check
-            (not r.Model.Hidden.IsEmpty && r.Model.Hidden |> List.forall (fun h -> h >= 1))
-            $"the hidden layer sizes must be at least 1 each, got {r.Model.Hidden}"
-
-        match r.Model.Forgetting with
-        | Some f -> check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
-        | None -> ()
-
-        check (o.Kind = "sgd" || o.Kind = "adam") $"unknown optimizer '{o.Kind}'; known: sgd, adam"
-        check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
-
-        check
-            (Double.IsFinite o.Momentum && o.Momentum >= 0.0 && o.Momentum < 1.0)
-            $"--momentum must be in [0, 1), got {o.Momentum}"
-
-        check
-            (Double.IsFinite o.WeightDecay && o.WeightDecay >= 0.0)
-            $"--weight-decay must be 0 or more, got {o.WeightDecay}"
-
-        o.Build() |> ignore
-
-        for t in r.Terms do
-            match kinds |> List.tryFind (fun k -> k.Name = t.Kind) with
-            | Some k -> TermSetting.resolve k.Name k.Settings (Map.toList t.Settings) |> ignore
-            | None ->
-                let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
-                fail $"unknown term '{t.Kind}'; known: {known}"
+        if r.Study.IsSome then
+            fail
+                $"a continual run has no study; '{r.Study.Value.Kind}' is run by 'forgetting run' or 'forgetting figure'"
 
         r
 

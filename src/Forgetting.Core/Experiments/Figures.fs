@@ -4,6 +4,7 @@ open Forgetting.Tensors
 open Forgetting.Nn
 open Forgetting.Training
 open Forgetting.Analysis
+open Forgetting.Mechanisms
 
 /// A re-run figure of source 000: its panels (chart descriptions, drawn by Forgetting.Reporting) and the
 /// runs behind them.
@@ -13,18 +14,18 @@ type Figure =
       Panels: Panel list
       Runs: RunResult list }
 
-/// Settings shared by the figures: how long to train and on what.
-type FigureSettings =
+/// A figure as a study a recipe can name (Recipe.Study): the settings it takes, and how it runs on a
+/// recipe's training settings and data with them resolved.
+type FigureKind =
     {
+        Name: string
+        Doc: string
+        Settings: SettingSpec list
+        /// The hidden layers of the paper's net for this figure.
         Hidden: int list
-        Epochs: int
-        BatchSize: int
-        Optimizer: OptimizerChoice
-        /// The forgetting layer's steepness ρ.
-        Rho: float
-        /// Settings of the variants' terms ("ers:weight=0.2"), or terms added to every variant.
-        Terms: TermOverride list
-        Seed: int64
+        /// What is wrong with these settings on this recipe, if anything (checked before any training).
+        Fits: Recipe -> Settings -> string option
+        Run: Recipe -> (string -> Progress -> unit) -> Examples * Examples -> Settings -> Figure
     }
 
 /// The paper's analyses (source 000, Fig. 1e-4c), each a function of training data and settings.
@@ -60,23 +61,31 @@ module Figures =
               YRange = None }
 
 
-    /// Train one variant with the settings (seed offset by `k` for repetitions).
+    /// Train one of a figure's variants with the study recipe's settings (seed offset by `k` for
+    /// repetitions): its ρ from the recipe's forgetting layer, its terms' settings from the recipe's terms.
     let train
-        (s: FigureSettings)
+        (s: Recipe)
         (progress: string -> Progress -> unit)
         (variant: string)
         (k: int)
         (data: Examples * Examples)
         =
-        let v = Variant.ofName s.Rho s.Terms variant
+        let rho =
+            s.Model.Forgetting
+            |> Option.map (fun f -> f.Rho)
+            |> Option.defaultValue ForgettingLayerConfig.Default.Rho
+
+        // A term of the forgetting layer is no setting of a variant without one: it is left out there.
+        let hasLayer = (Variant.ofName rho [] variant).Layer.IsSome
+
+        let overrides =
+            Recipe.overrides s
+            |> List.filter (fun o -> hasLayer || not (ActiveForgetting.isLayerTerm o.Kind))
 
         let config =
-            { Variant = v
-              Hidden = s.Hidden
-              Optimizer = s.Optimizer
-              Epochs = s.Epochs
-              BatchSize = s.BatchSize
-              Seed = s.Seed + int64 k }
+            { Recipe.withVariant (Variant.ofName rho overrides variant) s with
+                Seed = s.Seed + int64 k
+                Study = None }
 
         Classification.run config (progress $"{variant} seed {config.Seed}") (fst data) (snd data)
 
@@ -90,20 +99,20 @@ module Figures =
         |> List.map (fun l ->
             match l.Importance with
             | Some omega -> l.Layer, omega
-            | None -> failwith $"{r.Config.Variant.Name} has no forgetting layer to read importance from")
+            | None -> failwith $"{r.Config.Label} has no forgetting layer to read importance from")
 
     /// A histogram of a per-unit statistic of the first hidden layer, one group per run.
     let private activations (title: string) (statistic: LayerReadout -> float[]) (runs: RunResult list) =
         Histograms
             { Title = title
               XLabel = "activation"
-              Groups = [ for r in runs -> r.Config.Variant.Name, statistic r.Layers.Head ]
+              Groups = [ for r in runs -> r.Config.Label, statistic r.Layers.Head ]
               Bins = 30
               Range = None
               Layout = Overlaid }
 
     /// Fig. 1e: sparsity of each hidden layer without the layer, with ERS only, and with ERS + IRS.
-    let sparsity (s: FigureSettings) progress data =
+    let sparsity (s: Recipe) progress data =
         let runs =
             [ "sgd"; "inhibition"; "lateral_inhibition" ]
             |> List.map (fun v -> train s progress v 0 data)
@@ -117,7 +126,7 @@ module Figures =
                   "hidden layer",
                   "sparsity",
                   [ for r in runs ->
-                        { Series.Label = r.Config.Variant.Name
+                        { Series.Label = r.Config.Label
                           X = [| for l in r.Layers -> float l.Layer |]
                           Y = [| for l in r.Layers -> l.Sparsity |]
                           Sd = None } ]
@@ -131,7 +140,7 @@ module Figures =
     /// Fig. 2a-d on one trained net with forgetting layers: ablation curves over all hidden units and per
     /// layer (ascending, descending, random: mean ± sd of `draws`), per-class accuracy after removing the
     /// top-1 and top-10 units, and the histograms of neuron importance.
-    let ablation (s: FigureSettings) progress (data: Examples * Examples) (draws: int) =
+    let ablation (s: Recipe) progress (data: Examples * Examples) (draws: int) =
         let test = snd data
         let r = train s progress "lateral_inhibition" 0 data
         let importance = importanceOf r
@@ -217,7 +226,7 @@ module Figures =
 
     /// Fig. 3b: accuracy against the fraction of weights kept, pruning by parameter importance (eq. 2),
     /// magnitude, optimal brain damage (empirical Fisher over `fisherSamples` training examples), random.
-    let pruning (s: FigureSettings) progress (data: Examples * Examples) (fisherSamples: int) =
+    let pruning (s: Recipe) progress (data: Examples * Examples) (fisherSamples: int) =
         let trainSet, test = data
         let r = train s progress "lateral_inhibition" 0 data
         let m = Classification.model r.Config test.Inputs.Shape[1] test.Classes
@@ -260,7 +269,7 @@ module Figures =
           Runs = [ r ] }
 
     /// Fig. 3c: training loss per epoch of the plain net, the layer without its losses, the full layer.
-    let convergence (s: FigureSettings) progress data =
+    let convergence (s: Recipe) progress data =
         let runs =
             [ "sgd"; "forgetting_layer_star"; "lateral_inhibition" ]
             |> List.map (fun v -> train s progress v 0 data)
@@ -273,7 +282,7 @@ module Figures =
                   "epoch",
                   "training loss",
                   [ for r in runs ->
-                        { Series.Label = r.Config.Variant.Name
+                        { Series.Label = r.Config.Label
                           X = [| for m in r.History -> float m.Epoch |]
                           Y = [| for m in r.History -> m.TrainLoss |]
                           Sd = None } ]
@@ -281,7 +290,7 @@ module Figures =
           Runs = runs }
 
     /// Fig. 4a: mean sparsity of the hidden layers against test accuracy, `seeds` runs per variant.
-    let tradeoff (s: FigureSettings) progress data (seeds: int) =
+    let tradeoff (s: Recipe) progress data (seeds: int) =
         let variants =
             [ "l1"; "decov"; "sgd"; "inhibition"; "i_short_cut"; "lateral_inhibition" ]
 
@@ -302,7 +311,7 @@ module Figures =
 
     /// Fig. 4b: accuracy when a fraction of one hidden layer's units get Gaussian noise on their incoming
     /// weights (sd = scale × the layer's weight sd), mean ± sd over `repeats`, with and without the layer.
-    let robustness (s: FigureSettings) progress data (layer: int) (scale: float) (repeats: int) =
+    let robustness (s: Recipe) progress data (layer: int) (scale: float) (repeats: int) =
         let test = snd data
 
         let runs =
@@ -318,7 +327,7 @@ module Figures =
                        Statistics.meanSd
                            [| for key in keys -> accuracyWith r test (Perturbation.perturb key layer f scale r.Params) |] |]
 
-            { Series.Label = r.Config.Variant.Name
+            { Series.Label = r.Config.Label
               X = Array.ofList perturbed
               Y = stats |> Array.map fst
               Sd = Some(stats |> Array.map snd) }
@@ -340,7 +349,7 @@ module Figures =
 
     /// Fig. 4c: t-SNE maps of the raw inputs and of the last hidden layer of the plain net and of the net
     /// with forgetting layers, `count` test examples coloured by class, with each map's trustworthiness.
-    let tsne (s: FigureSettings) progress (data: Examples * Examples) (count: int) =
+    let tsne (s: Recipe) progress (data: Examples * Examples) (count: int) =
         let test = snd data
         let count = min count test.Count
 
@@ -372,5 +381,105 @@ module Figures =
             $"t-SNE of {count} test images: raw pixels, and the last hidden layer of the plain net and of the net with forgetting layers."
           Panels =
             [ yield panel "Raw inputs" inputs
-              for r in runs -> panel $"Last hidden layer, {r.Config.Variant.Name}" (lastHidden r test count) ]
+              for r in runs -> panel $"Last hidden layer, {r.Config.Label}" (lastHidden r test count) ]
           Runs = runs }
+
+    let private positive name doc value =
+        TermSetting.count name doc value "at least 1" (fun n -> n >= 1)
+
+    /// The figures, in the paper's order, as study kinds.
+    let kinds: FigureKind list =
+        let paperNet = [ 256; 256; 128 ]
+
+        [ { Name = "fig1e"
+            Doc = "sparsity of each hidden layer, and each unit's mean and sd of activation"
+            Settings = []
+            Hidden = paperNet
+            Fits = fun _ _ -> None
+            Run = fun s p d _ -> sparsity s p d }
+          { Name = "fig2"
+            Doc = "ablation of hidden units by neuron importance, per-class accuracy, importance histograms"
+            Settings = [ positive "draws" "random ablation orders" 10 ]
+            Hidden = paperNet
+            Fits = fun _ _ -> None
+            Run = fun s p d v -> ablation s p d (TermSetting.toInt v "draws") }
+          { Name = "fig3b"
+            Doc = "pruning by parameter importance (eq. 2), optimal brain damage, magnitude, random"
+            Settings = [ positive "fisher_samples" "training examples for the Fisher of brain damage" 200 ]
+            Hidden = paperNet
+            Fits = fun _ _ -> None
+            Run = fun s p d v -> pruning s p d (TermSetting.toInt v "fisher_samples") }
+          { Name = "fig3c"
+            Doc = "training loss per epoch"
+            Settings = []
+            Hidden = paperNet
+            Fits = fun _ _ -> None
+            Run = fun s p d _ -> convergence s p d }
+          { Name = "fig4a"
+            Doc = "mean sparsity against test accuracy over seeds (the paper's smaller net, 784-64-64-10)"
+            Settings = [ positive "seeds" "runs per variant" 10 ]
+            Hidden = [ 64; 64 ]
+            Fits = fun _ _ -> None
+            Run = fun s p d v -> tradeoff s p d (TermSetting.toInt v "seeds") }
+          { Name = "fig4b"
+            Doc = "accuracy under Gaussian noise on the incoming weights of a fraction of one layer's units"
+            Settings =
+              [ positive "perturb_layer" "the hidden layer perturbed" 1
+                TermSetting.number "noise" "noise sd as a multiple of the layer's weight sd" 1.0 "≥ 0" (fun x ->
+                    x >= 0.0)
+                positive "repeats" "noise draws per fraction" 5 ]
+            Hidden = paperNet
+            Fits =
+              fun s v ->
+                  let layer = TermSetting.toInt v "perturb_layer"
+
+                  if layer > s.Model.Hidden.Length then
+                      Some $"perturb_layer must be a hidden layer, 1 to {s.Model.Hidden.Length}, got {layer}"
+                  else
+                      None
+            Run =
+              fun s p d v ->
+                  robustness
+                      s
+                      p
+                      d
+                      (TermSetting.toInt v "perturb_layer")
+                      (TermSetting.toFloat v "noise")
+                      (TermSetting.toInt v "repeats") }
+          { Name = "fig4c"
+            Doc = "t-SNE of the raw inputs and of the last hidden layer, with trustworthiness"
+            Settings = [ positive "tsne_points" "test images embedded" 1000 ]
+            Hidden = paperNet
+            Fits = fun _ _ -> None
+            Run = fun s p d v -> tsne s p d (TermSetting.toInt v "tsne_points") } ]
+
+    /// The figure kind of a name, or an ArgumentException listing the names.
+    let kind (name: string) =
+        match kinds |> List.tryFind (fun k -> k.Name = name) with
+        | Some k -> k
+        | None ->
+            let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
+            invalidArg (nameof name) $"unknown figure '{name}'; known: {known}"
+
+    /// A study recipe: `base` (a single-task recipe: data, net, optimizer, schedule, seed, ρ and term
+    /// settings) made to draw figure `name`, with its settings resolved (defaults filled in, checked).
+    let recipe (name: string) (given: (string * SettingValue) list) (baseRecipe: Recipe) : Recipe =
+        let k = kind name
+        let settings = TermSetting.resolve name k.Settings given
+
+        match k.Fits baseRecipe settings with
+        | Some problem -> invalidArg (nameof given) $"{name}: {problem}"
+        | None -> ()
+
+        { baseRecipe with
+            Label = name
+            Study = Some { Kind = name; Settings = settings } }
+
+    /// Draw the figure a study recipe names, on the recipe's data (Classification.data).
+    let run (r: Recipe) (progress: string -> Progress -> unit) (data: Examples * Examples) : Figure =
+        match r.Study with
+        | None -> invalidArg "recipe" "the recipe names no study (a figure); it is a training run"
+        | Some st ->
+            let r = recipe st.Kind (Map.toList st.Settings) r
+            Classification.validate Catalog.terms { r with Study = None } |> ignore
+            (kind st.Kind).Run r progress data r.Study.Value.Settings

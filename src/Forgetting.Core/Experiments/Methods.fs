@@ -56,7 +56,7 @@ module Methods =
             let known = String.concat ", " names
             raise (ArgumentException $"unknown method '{other}'; known: {known}")
 
-    /// A recipe with a method applied: its training regime, and its penalty's term first among the
+    /// A recipe with a method applied: its name as the label, its training regime, and its penalty's term first among the
     /// recipe's terms (a term of the same kind already there is replaced). ewc_f is EWC on the net with
     /// a forgetting layer after every hidden ReLU and the layer's own terms (the forgetting paper's
     /// Fig. 5b): the method puts the layers in, where the recipe has none.
@@ -85,6 +85,7 @@ module Methods =
                 recipe.Model
 
         { recipe with
+            Label = method
             Training = training
             Model = model
             Terms =

@@ -6,13 +6,15 @@ open System.Text.Json
 open System.Text.Json.Nodes
 open Forgetting.Nn
 open Forgetting.Mechanisms
+open Forgetting.Data
 
 /// Which task sequence a run learns, and in which continual-learning setting (van de Ven & Tolias 2019):
 /// "task" (Task-IL: a head per task, the task id given), "domain" (Domain-IL: one head, no task id) or
 /// "class" (Class-IL: one head over every class seen so far).
 type ScenarioSpec =
     {
-        /// "permuted", "split", "sequence" or "stream".
+        /// "single" (one data set as one task, on its own train/test split: plain classification), or
+        /// the task sequences "permuted", "split", "sequence" or "stream".
         Kind: string
         Setting: string
         /// The data sets: one for permuted, split and stream; two or more, in order, for sequence.
@@ -56,11 +58,17 @@ type OptimizerSpec =
         | "adam" -> Optim.adamWith o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
         | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam"
 
-/// A continual-learning run as one value: the scenario, the model, the objective's terms, the optimizer
-/// and schedule, and the seed. Every results folder stores it resolved in full (recipe.json), so that
-/// `forgetting run <folder>/recipe.json` runs it again.
+/// An analysis that a run is made for beyond training, by kind (the forgetting paper's figures:
+/// "fig1e" … "fig4c", Figures.kinds), with its settings resolved (every one present).
+type StudySpec = { Kind: string; Settings: Settings }
+
+/// A run as one value: the scenario, the model, the objective's terms, the optimizer and schedule, the
+/// seed, and the study it serves, if any. Every results folder stores it resolved in full
+/// (recipe.json), so that `forgetting run <folder>/recipe.json` runs it again.
 type Recipe =
     {
+        /// What is run, for tables and legends: the variant or the method ("lateral_inhibition", "ewc").
+        Label: string
         Scenario: ScenarioSpec
         Model: ModelSpec
         /// "sequential" (task after task, the terms consolidating after each) or "joint" (every task's
@@ -72,6 +80,10 @@ type Recipe =
         BatchSize: int
         /// Seed of the initialisation, the batches and anything random in the terms.
         Seed: int64
+        /// The analysis this run is made for. A study trains variants of its own (a figure compares
+        /// several): then the model's forgetting layer gives their ρ, and the terms are settings applied
+        /// to every variant's terms of the same kind (or added to them), as `--term` does.
+        Study: StudySpec option
     }
 
 /// Reading and writing run descriptions as JSON, numbers at full round-trip precision.
@@ -84,7 +96,8 @@ module Recipe =
     /// an MLP 784-512-256 with a head per task (the forgetting paper's Fig. 5b), plain fine-tuning,
     /// SGD lr 0.01 with momentum 0.9, one epoch per task, batches of 128, seed 1.
     let defaults: Recipe =
-        { Scenario =
+        { Label = "none"
+          Scenario =
             { Kind = "permuted"
               Setting = "task"
               Data = [ "mnist" ]
@@ -110,7 +123,43 @@ module Recipe =
               ResetPerTask = false }
           EpochsPerTask = 1
           BatchSize = 128
-          Seed = 1L }
+          Seed = 1L
+          Study = None }
+
+    /// The defaults of a single-task run (the forgetting paper's classification, Fig. 1-4): Fashion-MNIST
+    /// on its published split, an MLP 784-256-256-128-10, SGD lr 0.01 with momentum 0.9, 10 epochs,
+    /// batches of 128, seed 1, no terms (the "sgd" variant).
+    let single: Recipe =
+        { defaults with
+            Label = "sgd"
+            Scenario =
+                { defaults.Scenario with
+                    Kind = "single"
+                    Data = [ "fashion-mnist" ]
+                    Tasks = 1 }
+            Model =
+                { defaults.Model with
+                    Hidden = [ 256; 256; 128 ] }
+            EpochsPerTask = 10 }
+
+    /// A recipe with a variant's forgetting layer, terms and name.
+    let withVariant (v: Variant) (r: Recipe) =
+        { r with
+            Label = v.Name
+            Model = { r.Model with Forgetting = v.Layer }
+            Terms = v.Terms }
+
+    /// The terms of a study's recipe as the settings they give every variant's terms of their kind.
+    let overrides (r: Recipe) : TermOverride list =
+        [ for t in r.Terms ->
+              { Kind = t.Kind
+                Given = Map.toList t.Settings } ]
+
+    /// The variant a single-task recipe trains: its label, forgetting layer and terms.
+    let variant (r: Recipe) : Variant =
+        { Name = r.Label
+          Layer = r.Model.Forgetting
+          Terms = r.Terms }
 
     /// The default data of a scenario kind: MNIST, then Fashion-MNIST for a sequence.
     let defaultData (kind: string) =
@@ -152,8 +201,12 @@ module Recipe =
 
     /// The recipe as a JSON node.
     let toJson (r: Recipe) : JsonNode =
+        let settings (values: Settings) =
+            obj [ for KeyValue(k, v) in values -> k, setting v ]
+
         obj
-            [ "scenario",
+            [ "label", str r.Label
+              "scenario",
               obj
                   [ "kind", str r.Scenario.Kind
                     "setting", str r.Scenario.Setting
@@ -175,12 +228,7 @@ module Recipe =
                                "shortcut", flag f.Shortcut
                                "rho", num f.Rho ]) ]
               "training", str r.Training
-              "terms",
-              arr
-                  [ for t in r.Terms ->
-                        obj
-                            [ "kind", str t.Kind
-                              "settings", obj [ for KeyValue(k, v) in t.Settings -> k, setting v ] ] ]
+              "terms", arr [ for t in r.Terms -> obj [ "kind", str t.Kind; "settings", settings t.Settings ] ]
               "optimizer",
               obj
                   [ "kind", str r.Optimizer.Kind
@@ -194,7 +242,11 @@ module Recipe =
                     "reset_per_task", flag r.Optimizer.ResetPerTask ]
               "epochs_per_task", int r.EpochsPerTask
               "batch_size", int r.BatchSize
-              "seed", JsonValue.Create r.Seed ]
+              "seed", JsonValue.Create r.Seed
+              "study",
+              (match r.Study with
+               | None -> null
+               | Some st -> obj [ "kind", str st.Kind; "settings", settings st.Settings ]) ]
 
     /// The recipe as indented JSON text.
     let toText (r: Recipe) =
@@ -239,8 +291,10 @@ module Recipe =
 
         match kindOf n with
         | JsonValueKind.Number ->
-            match n.AsValue().TryGetValue<int64>() with
-            | true, v -> v
+            // A node built in memory holds the type it was made from; a parsed one converts.
+            match n.AsValue().TryGetValue<int64>(), n.AsValue().TryGetValue<int>() with
+            | (true, v), _ -> v
+            | _, (true, v) -> int64 v
             | _ -> fail $"{where}: '{name}' must be a whole number, got {n.ToJsonString()}"
         | _ -> fail $"{where}: '{name}' must be a whole number"
 
@@ -257,6 +311,14 @@ module Recipe =
         | JsonValueKind.True -> true
         | JsonValueKind.False -> false
         | _ -> fail $"{where}: '{name}' must be true or false"
+
+    let private tryField (name: string) (o: JsonObject) : JsonNode option =
+        let mutable v: JsonNode = null
+
+        if o.TryGetPropertyValue(name, &v) && not (isNull v) then
+            Some v
+        else
+            None
 
     let private getArray where name o =
         match field where name o with
@@ -276,8 +338,13 @@ module Recipe =
         | JsonValueKind.String -> Choice(n.GetValue<string>())
         | _ -> fail $"{where}: setting '{name}' must be a number, true/false or a word"
 
+    let private settingsOf (where: string) (n: JsonNode) =
+        [ for KeyValue(name, v) in asObject where n -> name, settingOf where name v ]
+
     /// A recipe from JSON, every term resolved against `kinds` (its settings' defaults filled in and
-    /// checked); a malformed one raises ArgumentException with a one-line message naming the field.
+    /// checked; a study's settings are resolved by its kind when it runs); a malformed one raises
+    /// ArgumentException with a one-line message naming the field. "label" and "study" may be left
+    /// out (no label, no study).
     let ofJson (kinds: TermKind list) (node: JsonNode) : Recipe =
         let root = asObject "the recipe" node
         let s = field "the recipe" "scenario" root |> asObject "scenario"
@@ -309,14 +376,24 @@ module Recipe =
                         let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
                         fail $"{where}: unknown term '{kindName}'; known: {known}"
 
-                let given =
-                    [ for KeyValue(name, v) in field where "settings" t |> asObject $"{where}.settings" ->
-                          name, settingOf where name v ]
+                let given = field where "settings" t |> settingsOf $"{where}.settings"
 
-                { Kind = kindName
+                { TermSpec.Kind = kindName
                   Settings = TermSetting.resolve kindName kind.Settings given })
 
-        { Scenario =
+        let study =
+            tryField "study" root
+            |> Option.map (fun n ->
+                let st = asObject "study" n
+
+                { Kind = getString "study" "kind" st
+                  Settings = field "study" "settings" st |> settingsOf "study.settings" |> Map.ofList })
+
+        { Label =
+            match tryField "label" root with
+            | Some _ -> getString "the recipe" "label" root
+            | None -> ""
+          Scenario =
             { Kind = getString "scenario" "kind" s
               Setting = getString "scenario" "setting" s
               Data =
@@ -332,7 +409,12 @@ module Recipe =
               Seed = getInt "scenario" "seed" s
               TrainLimit = getInt "scenario" "train_limit" s }
           Model =
-            { Hidden = getArray "model" "hidden" m |> List.map (fun n -> n.GetValue<int>())
+            { Hidden =
+                getArray "model" "hidden" m
+                |> List.map (fun n ->
+                    match kindOf n with
+                    | JsonValueKind.Number when fst (n.AsValue().TryGetValue<int>()) -> n.GetValue<int>()
+                    | _ -> fail "model: 'hidden' must be a list of whole numbers")
               Forgetting = forgetting }
           Training = getString "the recipe" "training" root
           Terms = terms
@@ -348,7 +430,88 @@ module Recipe =
               ResetPerTask = getBool "optimizer" "reset_per_task" o }
           EpochsPerTask = getInt "the recipe" "epochs_per_task" root
           BatchSize = getInt "the recipe" "batch_size" root
-          Seed = getInt64 "the recipe" "seed" root }
+          Seed = getInt64 "the recipe" "seed" root
+          Study = study }
+
+    let scenarioKinds = [ "single"; "permuted"; "split"; "sequence"; "stream" ]
+    let settings = [ "task"; "domain"; "class" ]
+
+    /// A recipe with every value in range, or an ArgumentException with a one-line message saying
+    /// which value and what it must be. Checked before any data is loaded; what only one kind of run
+    /// asks (a task sequence, a single task) its runner checks besides.
+    let validate (kinds: TermKind list) (r: Recipe) =
+        let s = r.Scenario
+        let o = r.Optimizer
+
+        let check condition (message: string) =
+            if not condition then
+                fail message
+
+        check
+            (List.contains s.Kind scenarioKinds)
+            $"""unknown scenario '{s.Kind}'; known: {String.concat ", " scenarioKinds}"""
+
+        check
+            (List.contains s.Setting settings)
+            $"""unknown setting '{s.Setting}'; known: {String.concat ", " settings}"""
+
+        check (not s.Data.IsEmpty) "a scenario needs a data set"
+
+        for d in s.Data do
+            check (KnownDataset.tryParse d |> Option.isSome) $"unknown data set '{d}'; known: mnist, fashion-mnist"
+
+        check
+            (s.Kind = "sequence" || s.Data.Length = 1)
+            $"a {s.Kind} scenario takes one data set, got {s.Data.Length}; only 'sequence' takes several"
+
+        check
+            (s.Kind <> "sequence" || s.Data.Length >= 2)
+            "a sequence scenario needs two or more data sets, in the order they are learned"
+
+        check (s.Kind = "split" || s.Kind = "sequence" || s.Tasks >= 1) $"--tasks must be at least 1, got {s.Tasks}"
+
+        check
+            (s.Kind <> "split" || s.ClassesPerTask >= 1)
+            $"--classes-per-task must be at least 1, got {s.ClassesPerTask}"
+
+        check (s.TrainLimit >= 0) $"the training limit must be 0 (all) or more, got {s.TrainLimit}"
+
+        check
+            (r.Training = "sequential" || r.Training = "joint")
+            $"training must be sequential or joint, got '{r.Training}'"
+
+        check (r.EpochsPerTask >= 1) $"--epochs must be at least 1, got {r.EpochsPerTask}"
+        check (r.BatchSize >= 1) $"--batch-size must be at least 1, got {r.BatchSize}"
+
+        check
+            (not r.Model.Hidden.IsEmpty && r.Model.Hidden |> List.forall (fun h -> h >= 1))
+            $"the hidden layer sizes must be at least 1 each, got {r.Model.Hidden}"
+
+        match r.Model.Forgetting with
+        | Some f -> check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
+        | None -> ()
+
+        check (o.Kind = "sgd" || o.Kind = "adam") $"unknown optimizer '{o.Kind}'; known: sgd, adam"
+        check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
+
+        check
+            (Double.IsFinite o.Momentum && o.Momentum >= 0.0 && o.Momentum < 1.0)
+            $"--momentum must be in [0, 1), got {o.Momentum}"
+
+        check
+            (Double.IsFinite o.WeightDecay && o.WeightDecay >= 0.0)
+            $"--weight-decay must be 0 or more, got {o.WeightDecay}"
+
+        o.Build() |> ignore
+
+        for t in r.Terms do
+            match kinds |> List.tryFind (fun k -> k.Name = t.Kind) with
+            | Some k -> TermSetting.resolve k.Name k.Settings (Map.toList t.Settings) |> ignore
+            | None ->
+                let known = kinds |> List.map (fun k -> k.Name) |> String.concat ", "
+                fail $"unknown term '{t.Kind}'; known: {known}"
+
+        r
 
     /// A recipe from a JSON file; a missing, unreadable or malformed file raises DataError naming the file
     /// and, for a malformed one, the field.

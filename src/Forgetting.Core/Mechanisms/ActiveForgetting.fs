@@ -166,6 +166,10 @@ module ActiveForgetting =
               1e-4
               lateralTerm ]
 
+    /// Whether a term kind is one of the layer's own (it needs forgetting layers in the net).
+    let isLayerTerm (kind: string) =
+        kinds |> List.exists (fun k -> k.Name = kind)
+
     /// Parameter importance (eq. 2) of the weights [inputs, outputs] of a dense layer from the neuron
     /// importance of its input units Ω^{l-1} and output units Ω^l: θ_ij = 1 − (1 − Ω_i^l)(1 − Ω_j^{l−1}).
     /// The caller chooses the Ω of units with no forgetting layer (pixels, logits): Ω = 0 makes θ_ij the

@@ -28,7 +28,8 @@ let private data =
 
 /// A recipe on the quadrants: `kind` scenario in `setting`, plain SGD, 2 epochs per task.
 let private recipe kind setting (terms: TermSpec list) : Recipe =
-    { Scenario =
+    { Label = "test"
+      Scenario =
         { Kind = kind
           Setting = setting
           Data = [ "mnist" ]
@@ -52,7 +53,8 @@ let private recipe kind setting (terms: TermSpec list) : Recipe =
           ResetPerTask = false }
       EpochsPerTask = 2
       BatchSize = 32
-      Seed = 5L }
+      Seed = 5L
+      Study = None }
 
 let private run (r: Recipe) =
     ContinualRun.run Catalog.terms (fun _ -> data) ignore None r

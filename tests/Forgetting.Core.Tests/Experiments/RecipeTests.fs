@@ -1,0 +1,135 @@
+/// Recipes of every kind of run: a single task, a study (a figure), a task sequence; what each runner
+/// accepts, and what survives JSON.
+module Forgetting.Tests.RecipeTests
+
+open System
+open System.Text.Json.Nodes
+open Expecto
+open Forgetting.Nn
+open Forgetting.Experiments
+
+let private roundTrip (r: Recipe) =
+    Recipe.ofJson Catalog.terms (JsonNode.Parse(Recipe.toText r))
+
+let private refused (f: unit -> Recipe) (words: string) =
+    Expect.throwsC (f >> ignore) (fun (e: exn) ->
+        Expect.isTrue (e :? ArgumentException) $"an ArgumentException, got {e.GetType().Name}"
+        Expect.stringContains e.Message words "the message")
+
+[<Tests>]
+let tests =
+    testList
+        "recipes of every kind of run"
+        [ test "a single-task recipe of a variant survives JSON exactly" {
+              let r =
+                  { Recipe.withVariant (Variant.byName "lateral_inhibition") Recipe.single with
+                      Seed = 12L
+                      Scenario =
+                          { Recipe.single.Scenario with
+                              TrainLimit = 500 } }
+                  |> Classification.validate Catalog.terms
+
+              Expect.equal (roundTrip r) r "the same recipe"
+              Expect.equal (Recipe.variant r) (Variant.byName "lateral_inhibition") "the variant it trains"
+          }
+
+          test "a study recipe survives JSON, its settings resolved again by its figure" {
+              let baseRecipe =
+                  { Recipe.single with
+                      Terms = [ TermKind.spec Catalog.terms "ers" [ "weight", Number 0.25 ] ] }
+
+              let r =
+                  Figures.recipe "fig4b" [ "noise", Number 1.0; "repeats", Count 3 ] baseRecipe
+
+              let st = r.Study.Value
+              Expect.equal st.Settings["noise"] (Number 1.0) "noise as given"
+              Expect.equal st.Settings["perturb_layer"] (Count 1) "the default layer"
+              Expect.equal r.Label "fig4b" "the label"
+              let back = roundTrip r
+
+              Expect.equal
+                  (Figures.recipe back.Study.Value.Kind (Map.toList back.Study.Value.Settings) back)
+                  r
+                  "resolved again"
+          }
+
+          test "a recipe written before labels and studies reads as one without them" {
+              let node = Recipe.toJson Recipe.defaults :?> JsonObject
+              node.Remove "label" |> ignore
+              node.Remove "study" |> ignore
+              let r = Recipe.ofJson Catalog.terms node
+              Expect.equal r { Recipe.defaults with Label = "" } "no label, no study"
+          }
+
+          test "each runner refuses the recipes of the others, in one line" {
+              let single = Recipe.single
+              let sequence = Methods.apply "ewc" [] Recipe.defaults
+              refused (fun () -> Classification.validate Catalog.terms sequence) "is a continual run"
+              refused (fun () -> ContinualRun.validate Catalog.terms single) "not a task sequence"
+
+              refused
+                  (fun () -> ContinualRun.validate Catalog.terms (Figures.recipe "fig3c" [] sequence))
+                  "a continual run has no study"
+
+              refused
+                  (fun () ->
+                      Classification.validate
+                          Catalog.terms
+                          { single with
+                              Terms = [ TermKind.spec Catalog.terms "ewc" [] ] })
+                  "a single-task run has no earlier task"
+
+              refused (fun () -> Classification.validate Catalog.terms { single with Training = "joint" }) "sequential"
+
+              refused
+                  (fun () ->
+                      Classification.validate
+                          Catalog.terms
+                          { single with
+                              Terms = [ TermKind.spec Catalog.terms "ers" [] ] })
+                  "ers acts on forgetting layers, and 'sgd' has none"
+          }
+
+          test "a figure's settings are checked when its recipe is made" {
+              refused (fun () -> Figures.recipe "fig9" [] Recipe.single) "unknown figure 'fig9'"
+              refused (fun () -> Figures.recipe "fig2" [ "draws", Count 0 ] Recipe.single) "draws must be at least 1"
+              refused (fun () -> Figures.recipe "fig2" [ "noise", Number 1.0 ] Recipe.single) "no setting 'noise'"
+              refused (fun () -> Figures.recipe "fig4b" [ "perturb_layer", Count 4 ] Recipe.single) "1 to 3, got 4"
+          }
+
+          test "a bad value anywhere in a recipe is named in one line" {
+              let o = Recipe.single.Optimizer
+              let check r = Classification.validate Catalog.terms r
+
+              refused
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Optimizer = { o with Lr = nan } })
+                  "--lr must be positive"
+
+              refused
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Optimizer = { o with Lr = infinity } })
+                  "--lr must be positive"
+
+              refused
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Optimizer = { o with Momentum = 1.0 } })
+                  "[0, 1)"
+
+              refused (fun () -> check { Recipe.single with EpochsPerTask = 0 }) "--epochs"
+
+              refused
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Scenario =
+                                  { Recipe.single.Scenario with
+                                      Data = [ "cifar" ] } })
+                  "unknown data set 'cifar'"
+          } ]
