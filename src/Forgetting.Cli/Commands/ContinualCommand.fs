@@ -354,8 +354,27 @@ let run (args: ParseResults<ContinualArgs>) =
 
     printfn "results in %s" (Path.GetFullPath dir)
 
-/// `forgetting run <recipe.json>`: a results folder's recipe run again, whatever made it: a study
-/// (`figure`), a single-task run (`train`, `compare`) or a task sequence (`continual`).
+/// A task-sequence recipe run into `dir` (resumed from its checkpoints there, if any), with its files.
+let runSequence (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+    let recipe = ContinualRun.validate Catalog.terms recipe
+    let load = loader cacheDir
+    ContinualRun.tasks load recipe.Scenario |> ignore
+    let folder = runFolder dir recipe
+    let r = runOne recipe.Label load folder recipe
+    write folder command r
+    let acc = r.R[r.R.Length - 1] |> Array.average
+    printfn "average accuracy after the last task: %.2f%%" (pct acc)
+    printfn "results in %s" (Path.GetFullPath dir)
+
+/// Any recipe run into `dir`, whatever made it: a study (`figure`), a single-task run (`train`,
+/// `compare`) or a task sequence (`continual`).
+let runRecipe (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+    match recipe with
+    | { Study = Some _ } -> FigureCommand.rerun cacheDir dir command recipe
+    | { Scenario = { Kind = "single" } } -> TrainCommand.rerun cacheDir dir command recipe
+    | _ -> runSequence cacheDir dir command recipe
+
+/// `forgetting run <recipe.json>`: a results folder's recipe run again.
 let rerun (args: ParseResults<RunRecipeArgs>) =
     let path = args.GetResult Recipe
     let recipe = Recipe.load Catalog.terms path
@@ -364,18 +383,4 @@ let rerun (args: ParseResults<RunRecipeArgs>) =
         Path.Combine(Path.GetDirectoryName(Path.GetFullPath path), "rerun")
 
     let dir = args.GetResult(<@ RunRecipeArgs.Out @>, defaultValue = beside)
-    let cacheDir = args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>
-
-    match recipe with
-    | { Study = Some _ } -> FigureCommand.rerun cacheDir dir (command ()) recipe
-    | { Scenario = { Kind = "single" } } -> TrainCommand.rerun cacheDir dir (command ()) recipe
-    | _ ->
-        let recipe = ContinualRun.validate Catalog.terms recipe
-        let load = loader cacheDir
-        ContinualRun.tasks load recipe.Scenario |> ignore
-        let folder = runFolder dir recipe
-        let r = runOne "run" load folder recipe
-        write folder (command ()) r
-        let acc = r.R[r.R.Length - 1] |> Array.average
-        printfn "average accuracy after the last task: %.2f%%" (pct acc)
-        printfn "results in %s" (Path.GetFullPath dir)
+    runRecipe (args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>) dir (command ()) recipe
