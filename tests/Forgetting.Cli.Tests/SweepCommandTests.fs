@@ -39,6 +39,54 @@ let private sweepOf (cache: string) (epochs: int) (axes: string) (extra: string)
 
     dir, path
 
+/// A sweep over a small continual-learning base recipe (split into two tasks, made by `forgetting continual`).
+let private continualSweepOf (cache: string) (axes: string) =
+    let dir = Cli.tempDir ()
+
+    let r =
+        Cli.run
+            [ "continual"
+              "--cache-dir"
+              cache
+              "--out"
+              Path.Combine(dir, "base")
+              "--scenario"
+              "split"
+              "--classes-per-task"
+              "5"
+              "--hidden"
+              "8"
+              "--batch"
+              "16"
+              "--methods"
+              "none" ]
+
+    Expect.equal r.ExitCode 0 $"the base run: {r.Stderr}"
+    let path = Path.Combine(dir, "sweep.json")
+
+    File.WriteAllText(path, $$"""{ "base": "base/none-seed1/recipe.json", "axes": {{axes}}, "output": "grid" }""")
+
+    dir, path
+
+/// Run a sweep through SLURM and, into another folder, here; the two collected tables.
+let private slurmAndLocal (cache: string) (dir: string) (sweep: string) =
+    let slurm =
+        Cli.run [ "sweep"; "run"; sweep; "--slurm"; "--wait"; "--cache-dir"; cache ]
+
+    Expect.equal slurm.ExitCode 0 $"slurm: {slurm.Stdout} {slurm.Stderr}"
+    Expect.stringContains slurm.Stdout "submitted job array" "the job id"
+    Expect.stringContains slurm.Stdout "4 runs: 4 done" "every run done"
+    let collected = Cli.run [ "sweep"; "collect"; sweep ]
+    Expect.equal collected.ExitCode 0 $"collect: {collected.Stderr}"
+    let local = Path.Combine(dir, "local.json")
+    File.WriteAllText(local, File.ReadAllText(sweep).Replace("\"grid\"", "\"local\""))
+    let here = Cli.run [ "sweep"; "run"; local; "--local"; "--cache-dir"; cache ]
+    Expect.equal here.ExitCode 0 $"local: {here.Stderr}"
+    Expect.equal (Cli.run [ "sweep"; "collect"; local ]).ExitCode 0 "collect local"
+
+    File.ReadAllText(Path.Combine(dir, "grid", "collected", "table.csv")),
+    File.ReadAllText(Path.Combine(dir, "local", "collected", "table.csv"))
+
 let private grid = """{ "variant": ["sgd", "inhibition"], "seeds": 2 }"""
 
 /// The lines of `plan` and `status` that show a run: its index, its id, what it is.
@@ -196,32 +244,26 @@ let tests =
               assertOneLineError 1 (Cli.run [ "sweep"; "plan"; "/nonexistent/sweep.json" ])
           }
 
-          test "a sweep through SLURM gives the local table bit for bit" {
+          test "a forgetting-layer comparison through SLURM gives the local table bit for bit" {
               slurmReady ()
               let cache = cachedMnist 48 16
               let dir, sweep = sweepOf cache 1 grid ""
+              let slurm, local = slurmAndLocal cache dir sweep
+              Expect.equal local slurm "the same table"
+              Expect.stringContains slurm "inhibition,2," "two seeds of inhibition"
+          }
 
-              let slurm =
-                  Cli.run [ "sweep"; "run"; sweep; "--slurm"; "--wait"; "--cache-dir"; cache ]
+          test "a continual-learning comparison through SLURM gives the local table bit for bit" {
+              slurmReady ()
+              let cache = cachedMnist 64 32
 
-              Expect.equal slurm.ExitCode 0 $"slurm: {slurm.Stdout} {slurm.Stderr}"
-              Expect.stringContains slurm.Stdout "submitted job array" "the job id"
-              Expect.stringContains slurm.Stdout "4 runs: 4 done" "every run done"
-              let collected = Cli.run [ "sweep"; "collect"; sweep ]
-              Expect.equal collected.ExitCode 0 "collect"
+              let dir, sweep =
+                  continualSweepOf cache """{ "method": ["none", "ewc"], "seeds": 2 }"""
 
-              let slurmTable =
-                  File.ReadAllText(Path.Combine(dir, "grid", "collected", "table.csv"))
-              // The same sweep into another folder, run here.
-              let local = Path.Combine(dir, "local.json")
-              File.WriteAllText(local, File.ReadAllText(sweep).Replace("\"grid\"", "\"local\""))
-              Expect.equal (Cli.run [ "sweep"; "run"; local; "--local"; "--cache-dir"; cache ]).ExitCode 0 "local"
-              Expect.equal (Cli.run [ "sweep"; "collect"; local ]).ExitCode 0 "collect local"
-
-              Expect.equal
-                  (File.ReadAllText(Path.Combine(dir, "local", "collected", "table.csv")))
-                  slurmTable
-                  "the same table"
+              let slurm, local = slurmAndLocal cache dir sweep
+              Expect.equal local slurm "the same table"
+              Expect.stringContains slurm "method,runs,ACC mean,ACC sd,BWT mean" "the metrics of R"
+              Expect.stringContains slurm "ewc,2," "two seeds of EWC"
           }
 
           test "a cancelled array task is resubmitted alone" {
