@@ -171,6 +171,19 @@ let tests =
                   Expect.isTrue
                       (File.Exists(Path.Combine(dir, "grid", "collected", $"metric-{k}.svg")))
                       $"the figure of metric {k}"
+
+              // A run made by another version of the library is flagged, and mixed only when asked.
+              let summary = Path.Combine(dir, "grid", "runs", ids[0], "summary.json")
+              let node = JsonNode.Parse(File.ReadAllText summary)
+              node["versions"]["forgetting"] <- JsonValue.Create "0.0.1+elsewhere"
+              File.WriteAllText(summary, node.ToJsonString())
+              let mixed = Cli.run [ "sweep"; "collect"; sweep ]
+              assertOneLineError 1 mixed
+              Expect.stringContains mixed.Stderr "2 versions of the library" "the versions"
+              Expect.stringContains mixed.Stderr "0.0.1+elsewhere" "the other version"
+              let allowed = Cli.run [ "sweep"; "collect"; sweep; "--mixed-versions" ]
+              Expect.equal allowed.ExitCode 0 "collect --mixed-versions"
+              Expect.stringContains allowed.Stdout "runs of 2 library versions mixed" "the note"
           }
 
           test "a run that was killed is redone, and only it" {
