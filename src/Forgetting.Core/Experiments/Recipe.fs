@@ -513,10 +513,11 @@ module Recipe =
 
         r
 
-    /// A recipe from a JSON file; a missing, unreadable or malformed file raises DataError naming the file
-    /// and, for a malformed one, the field.
-    let load (kinds: TermKind list) (path: string) =
-        let bad (message: string) : 'a =
+    /// A JSON file (`what` it should hold, e.g. "recipe", for the messages) read by `read`; a missing,
+    /// unreadable or malformed file, or one `read` refuses with an ArgumentException, raises DataError
+    /// naming the file and the problem.
+    let readFile (what: string) (read: JsonNode -> 'a) (path: string) : 'a =
+        let bad (message: string) : 'b =
             raise (Forgetting.Data.DataError($"{path}: {message}", path))
 
         let text =
@@ -524,7 +525,7 @@ module Recipe =
                 File.ReadAllText path
             with
             | :? FileNotFoundException
-            | :? DirectoryNotFoundException -> bad "no such recipe file"
+            | :? DirectoryNotFoundException -> bad $"no such {what} file"
             | :? IOException
             | :? UnauthorizedAccessException as e -> bad $"cannot be read: {e.Message}"
 
@@ -535,6 +536,10 @@ module Recipe =
                 bad $"not valid JSON ({e.Message.Split('.')[0]})"
 
         try
-            ofJson kinds node
+            read node
         with :? ArgumentException as e ->
             bad e.Message
+
+    /// A recipe from a JSON file; a missing, unreadable or malformed file raises DataError naming the file
+    /// and, for a malformed one, the field.
+    let load (kinds: TermKind list) (path: string) = readFile "recipe" (ofJson kinds) path

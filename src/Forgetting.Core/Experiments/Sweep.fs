@@ -297,28 +297,7 @@ module Sweep =
 
     /// A sweep from its file; a missing, unreadable or malformed one raises DataError naming the file.
     let load (path: string) =
-        let bad (message: string) : 'a =
-            raise (Forgetting.Data.DataError($"{path}: {message}", path))
-
-        let text =
-            try
-                File.ReadAllText path
-            with
-            | :? FileNotFoundException
-            | :? DirectoryNotFoundException -> bad "no such sweep file"
-            | :? IOException
-            | :? UnauthorizedAccessException as e -> bad $"cannot be read: {e.Message}"
-
-        let node =
-            try
-                JsonNode.Parse text
-            with :? JsonException as e ->
-                bad $"not valid JSON ({e.Message.Split('.')[0]})"
-
-        try
-            ofJson (Path.GetDirectoryName(Path.GetFullPath path)) node
-        with :? ArgumentException as e ->
-            bad e.Message
+        Recipe.readFile "sweep" (ofJson (Path.GetDirectoryName(Path.GetFullPath path))) path
 
     /// The folder of one run of a sweep.
     let folder (s: SweepSpec) (r: SweepRun) = Path.Combine(s.Output, "runs", r.Id)
