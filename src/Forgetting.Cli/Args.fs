@@ -14,6 +14,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<FigureCommand.ReportArgs>
     | [<CliPrefix(CliPrefix.None)>] Continual of ParseResults<ContinualCommand.ContinualArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<ContinualCommand.RunRecipeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Importance of ParseResults<ImportanceCommand.ImportanceArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -27,5 +28,7 @@ type Command =
             | Compare _ -> "train several variants over seeds; print accuracy and sparsity (Fig. 3a)."
             | Continual _ -> "learn a task sequence with continual-learning methods over seeds: R and its metrics."
             | Run _ -> "run a recipe.json from a results folder again."
+            | Importance _ ->
+                "parameter importance (MAS, local MAS, EWC's Fisher) of a continual run's model on a task: summary, values, agreement, histogram."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -48,6 +48,9 @@ let main argv =
             | Some(Run args) ->
                 Commands.ContinualCommand.rerun args
                 0
+            | Some(Importance args) ->
+                Commands.ImportanceCommand.run args
+                0
             | Some(Data args) ->
                 Commands.DataCommand.run args
                 0

@@ -241,6 +241,20 @@ let tests =
                   let x = inputs spec Float64 n seed
                   close tolerance (Mas.localImportance model task p x) (localLoop spec model task p x))
 
+          Checks.forAll
+              "on the output layer, global per-sample Ω on ‖F‖²₂ is exactly twice local Ω (|∂F_i²/∂W_ji| = 2|F_i||a_j|)"
+              30
+              cases
+              (fun (spec, n, seed, task, _, _) ->
+                  let spec = { spec with Forgetting = None }
+                  let model = build spec
+                  let p = parameters model Float64 seed
+                  let x = inputs spec Float64 n seed
+                  let head = if spec.Heads = 1 then "out" else $"out/head{task + 1}"
+                  let g = Params.get head (Mas.globalImportance model task p x)
+                  let l = Params.get head (Mas.localImportance model task p x)
+                  close tolerance g (Params.map (fun t -> t * 2.0) l))
+
           test "local Ω with forgetting layers takes the ReLU's output as y_i, and gives W_f no importance" {
               let withLayer =
                   { spec with

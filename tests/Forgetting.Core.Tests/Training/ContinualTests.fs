@@ -226,6 +226,27 @@ let tests =
               Expect.equal one.R two.R "R"
           }
 
+          test "a MAS run is bit-identical on 1 and 2 threads, global and local" {
+              let mas importance =
+                  recipe
+                      "permuted"
+                      "task"
+                      [ TermKind.spec Catalog.terms "mas" [ "lambda", Number 1.0; "importance", Choice importance ] ]
+
+              for importance in [ "global"; "local" ] do
+                  let one = Parallelism.withDegree 1 (fun () -> run (mas importance))
+                  let two = Parallelism.withDegree 2 (fun () -> run (mas importance))
+                  Expect.equal one.R two.R $"{importance}: R"
+
+                  let omega (r: ContinualResult) =
+                      r.Final.State.Objective.Terms
+                      |> List.pick (fun t -> Forgetting.Mechanisms.Mas.omegaOf t)
+                      |> Params.tensors
+                      |> Array.map (fun t -> t.ToFloat64Array())
+
+                  Expect.equal (omega one) (omega two) $"{importance}: Ω"
+          }
+
           test "joint training gives R a row at initialisation and one after all tasks" {
               let r =
                   run
