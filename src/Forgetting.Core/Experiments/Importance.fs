@@ -167,3 +167,29 @@ module Importance =
           Labels = chosen |> Array.map (fun i -> t.Train.Labels[i])
           Outputs = t.Head.Outputs
           Rng = Rng.create seed }
+
+    /// The MLP of a continual run's model description whose parameters are `p`: the input width read off
+    /// fc1's weight, the heads off the output layer's ("out/weight" for one head, "out/head1/weight" …
+    /// for one per task). For read-outs of a trained model without its data (the C# face).
+    let modelOf (spec: ModelSpec) (p: Params) : Layer =
+        let shapes =
+            Params.flatten p |> List.map (fun (path, t) -> path, t.Shape) |> Map.ofList
+
+        let features =
+            match shapes.TryFind "fc1/weight" with
+            | Some s -> s[0]
+            | None -> invalidArg (nameof p) "the parameters have no 'fc1/weight': not a continual run's MLP"
+
+        let heads =
+            match shapes.TryFind "out/weight" with
+            | Some s -> [ s[1] ]
+            | None ->
+                [ for k in 1 .. shapes.Count do
+                      match shapes.TryFind $"out/head{k}/weight" with
+                      | Some s -> yield s[1]
+                      | None -> () ]
+
+        if heads.IsEmpty then
+            invalidArg (nameof p) "the parameters have no output layer ('out/weight' or 'out/head1/weight')"
+
+        ContinualRun.model spec features heads
