@@ -173,8 +173,8 @@ let tests =
                   Expect.equal (a.ToArray()) (b.ToArray()) name
           }
 
-          test "with EWC and SI terms too, a resumed run gives the same numbers as an unbroken one" {
-              for method in [ "ewc"; "online-ewc"; "si" ] do
+          test "with EWC, SI and MAS terms too, a resumed run gives the same numbers as an unbroken one" {
+              for method in [ "ewc"; "online-ewc"; "si"; "mas"; "mas-local" ] do
                   let dir = Forgetting.Tests.TestData.tempDir ()
                   let r = Methods.apply method [] (recipe "permuted" "domain" [])
                   let whole = run r
@@ -202,6 +202,27 @@ let tests =
 
               Expect.isLessThan (bwt none) -0.05 "fine-tuning forgets on this sequence"
               Expect.isGreaterThan (bwt ewc) (bwt none + 0.02) "EWC's backward transfer is higher (less negative)"
+          }
+
+          test "MAS and local MAS forget less than fine-tuning on the same sequence, and still learn each task" {
+              let bwt (r: ContinualResult) =
+                  (ContinualRun.metrics r |> List.find (fun m -> m.Name = "BWT")).Value.Value
+
+              let lastTask (r: ContinualResult) = r.R[r.R.Length - 1][r.R.Length - 2]
+              let none = run (recipe "permuted" "domain" [])
+
+              // λ = 0.01 here: at SGD lr 0.1 with momentum 0.9 on this small net, λ = 1 makes the penalty's
+              // steps overshoot (lr · 2λΩ beyond 2(1 + momentum) for the largest Ω).
+              for method in [ "mas"; "mas-local" ] do
+                  let mas =
+                      run (Methods.apply method [ "mas_lambda", Number 0.01 ] (recipe "permuted" "domain" []))
+
+                  Expect.isGreaterThan
+                      (bwt mas)
+                      (bwt none + 0.02)
+                      $"{method}'s backward transfer is higher (less negative)"
+
+                  Expect.isGreaterThan (lastTask mas) 0.9 $"{method} learns the last task"
           }
 
           test "a checkpoint of another run is refused with a message naming the file" {
