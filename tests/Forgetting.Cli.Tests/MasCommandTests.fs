@@ -68,6 +68,25 @@ let tests =
               Expect.equal i.Stderr "" "importance stderr"
               Expect.equal i.ExitCode 0 "importance exit code"
               Expect.stringContains i.Stdout "mas against mas-local" "the agreement"
+              Expect.stringContains i.Stdout "training samples" "on the training inputs by default"
+
+              let onTest =
+                  Cli.run
+                      [ "importance"
+                        Path.Combine(out, "mas-seed1")
+                        "--cache-dir"
+                        cache
+                        "--on"
+                        "test"
+                        "--task"
+                        "2"
+                        "--methods"
+                        "mas-local"
+                        "--out"
+                        Path.Combine(Cli.tempDir (), "imp2") ]
+
+              Expect.equal onTest.ExitCode 0 $"importance on test inputs: {onTest.Stderr}"
+              Expect.stringContains onTest.Stdout "test samples" "on the test inputs"
 
               for file in
                   [ "summary.csv"
@@ -99,4 +118,5 @@ let tests =
               Expect.isFalse (Directory.Exists out) "no folder"
               assertOneLineError 2 (Cli.run [ "importance"; Cli.tempDir (); "--cache-dir"; cache ])
               assertOneLineError 2 (Cli.run [ "importance"; Cli.tempDir (); "--methods"; "si" ])
+              assertOneLineError 2 (Cli.run [ "importance"; Cli.tempDir (); "--on"; "validation" ])
           } ]

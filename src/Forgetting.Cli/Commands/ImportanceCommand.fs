@@ -17,6 +17,7 @@ type ImportanceArgs =
     | [<MainCommand; ExactlyOnce>] Run of folder: string
     | After of int
     | Task of int
+    | On of string
     | Methods of string list
     | Samples of int
     | Seed of int
@@ -28,7 +29,8 @@ type ImportanceArgs =
             match a with
             | Run _ -> "the folder of one continual run (its recipe.json and checkpoints), e.g. results/x/mas-seed1."
             | After _ -> "the model after this task, 1-based (default: the latest checkpoint)."
-            | Task _ -> "the task whose training inputs the importance is taken on, 1-based (default 1)."
+            | Task _ -> "the task whose inputs the importance is taken on, 1-based (default 1)."
+            | On _ -> "the task's train (default) or test inputs."
             | Methods _ -> "mas (global, per sample), mas-local (Hebbian), ewc (true Fisher) (default: all three)."
             | Samples _ -> "at most this many of the task's samples, a random subset (default: all)."
             | Seed _ -> "the key of the subset (default 1)."
@@ -62,6 +64,12 @@ let run (args: ParseResults<ImportanceArgs>) =
         | Some n when n < 1 -> usage $"--samples must be at least 1, got {n} (leave it out for the whole task)"
         | s -> s
 
+    let onTest =
+        match args.GetResult(On, defaultValue = "train") with
+        | "train" -> false
+        | "test" -> true
+        | other -> usage $"--on takes train or test, got '{other}'"
+
     let cache = Cache.directory (args.TryGetResult Cache_Dir)
     let load (d: KnownDataset) = Cache.load cache d
 
@@ -71,6 +79,7 @@ let run (args: ParseResults<ImportanceArgs>) =
             folder
             (args.TryGetResult After)
             (task - 1)
+            onTest
             samples
             (int64 (args.GetResult(Seed, defaultValue = 1)))
 
@@ -115,9 +124,10 @@ let run (args: ParseResults<ImportanceArgs>) =
     Forgetting.Reporting.Save.panel Forgetting.Reporting.Style.panelSize (Path.Combine(dir, "histogram")) panel
 
     printfn
-        "importance on task %d's %d training samples, the model after task %d of %s"
+        "importance on task %d's %d %s samples, the model after task %d of %s"
         task
         c.Inputs.Shape[0]
+        (if onTest then "test" else "training")
         after
         folder
 

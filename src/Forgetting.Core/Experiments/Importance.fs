@@ -115,12 +115,14 @@ module Importance =
 
     /// A trained model of a continual run's folder: its recipe, the model, and the consolidation view
     /// of `task` (0-based) at the parameters of the checkpoint after task `after` (1-based; None: the
-    /// latest), on that task's training inputs (at most `samples`, a random subset from `seed`).
+    /// latest), on that task's training inputs, or its test inputs with `onTest` (at most `samples`, a
+    /// random subset from `seed`).
     let ofRun
         (load: KnownDataset -> TrainTest)
         (folder: string)
         (after: int option)
         (task: int)
+        (onTest: bool)
         (samples: int option)
         (seed: int64)
         : Recipe * int * Consolidation =
@@ -150,7 +152,8 @@ module Importance =
 
         let state = Continual.load path s0
         let t = s.Tasks[task]
-        let n = t.Train.Inputs.Shape[0]
+        let data = if onTest then t.Test else t.Train
+        let n = data.Inputs.Shape[0]
 
         let chosen =
             match samples with
@@ -163,8 +166,8 @@ module Importance =
         { Model = net
           Params = state.State.Params
           Task = t.Head.Task
-          Inputs = Tensor.gather chosen t.Train.Inputs
-          Labels = chosen |> Array.map (fun i -> t.Train.Labels[i])
+          Inputs = Tensor.gather chosen data.Inputs
+          Labels = chosen |> Array.map (fun i -> data.Labels[i])
           Outputs = t.Head.Outputs
           Rng = Rng.create seed }
 
