@@ -2,7 +2,7 @@
 
 Run with Debian's Python, which sees Debian's python3-torch:
 
-    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|fisher|ewc-step|all \
+    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|all \
         [--batch 128] [--steps 200] [--threads 2] [--reps 50] [--samples 1000]
 
 Prints one JSON object per line and result, in the schema the F# CLI prints.
@@ -30,6 +30,11 @@ What is measured:
   samples (the F# side's chunk), when functorch imports. 1 warm-up estimate,
   then --fisher-reps timed estimates (default 3);
   ms_per_step_median is the median time of one estimate.
+- mas: global MAS importance (Aljundi et al. 2018, eq. 4), the mean over
+  samples of |d ||F(x)||^2 / d theta| with F the logits, of --samples inputs
+  uniform in [0, 1) for the same MLP in eval mode; "loop" (one backward pass
+  per sample, the official code's way at batch size 1) and "vmap", as for
+  fisher; --fisher-reps timed estimates.
 - ewc-step: one plain SGD step of the mlp workload and one with an EWC penalty
   (lambda/2) sum F (theta - theta*)^2 (lambda = 100, F the empirical Fisher of
   1000 other inputs, theta* the initial parameters), timed in alternation (the
@@ -253,6 +258,62 @@ def bench_fisher(args):
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def mas_loop(model, x):
+    """Global MAS (Aljundi et al. 2018, eq. 4): the mean over samples of |d ||F(x)||^2 / d theta|,
+    F the logits, one backward pass per sample (the exact, per-sample form)."""
+    omega = [torch.zeros_like(p) for p in model.parameters()]
+    for i in range(x.shape[0]):
+        model.zero_grad(set_to_none=True)
+        logits, _ = model(x[i:i + 1])
+        (logits ** 2).sum().backward()
+        for o, p in zip(omega, model.parameters()):
+            o.add_(p.grad.detach().abs())
+    return [o / x.shape[0] for o in omega]
+
+
+def mas_vmap(model, x, chunk=256):
+    """The same with functorch's per-sample gradients, vmap(grad(||F||^2)), chunk by chunk."""
+    import functorch
+    fmodel, params = functorch.make_functional(model)
+
+    def norm(params, xi):
+        logits, _ = fmodel(params, xi.unsqueeze(0))
+        return (logits ** 2).sum()
+
+    per_sample = functorch.vmap(functorch.grad(norm), in_dims=(None, 0))
+    omega = [torch.zeros_like(p) for p in params]
+    for start in range(0, x.shape[0], chunk):
+        grads = per_sample(params, x[start:start + chunk])
+        for o, g in zip(omega, grads):
+            o.add_(g.abs().sum(0))
+    return [o / x.shape[0] for o in omega]
+
+
+def bench_mas(args):
+    torch.manual_seed(0)
+    model = MLP(False).eval()
+    x = torch.rand(args.samples, 784)
+    methods = [("loop", mas_loop)]
+    if has_functorch():
+        methods.append(("vmap", mas_vmap))
+    for method, estimate in methods:
+        reps = args.fisher_reps
+        estimate(model, x)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            omega = estimate(model, x)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        yield {"workload": "mas", "impl": "pytorch", "method": method,
+               "batch": args.samples, "reps": reps,
+               "ms_per_step_median": round(med * 1e3, 4),
+               "samples_per_s": round(args.samples / med, 1),
+               "omega_sum": round(float(sum(o.sum() for o in omega)), 6),
+               "threads": args.threads, "blas": blas_name(),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def bench_ewc_step(args, lam=100.0, lr=0.01):
     torch.manual_seed(0)
     plain_model = MLP(False)
@@ -315,6 +376,7 @@ WORKLOADS = {
     "mlp": lambda a: bench_mlp(a, forgetting=False),
     "mlp-forgetting": lambda a: bench_mlp(a, forgetting=True),
     "fisher": bench_fisher,
+    "mas": bench_mas,
     "ewc-step": bench_ewc_step,
 }
 

@@ -24,12 +24,13 @@ public sealed record TaskReport(int Task, IReadOnlyList<double> Accuracies);
 /// <param name="Accuracy">The accuracy matrix R: row 0 at initialisation, row i after task i; column j is task j.</param>
 /// <param name="Metrics">Every metric of R with its definition.</param>
 /// <param name="RecipeJson">The run's full description, to store beside the results and run again.</param>
+/// <param name="Model">The model after the last task, e.g. for its MAS importance.</param>
 public sealed record ContinualResult(IReadOnlyList<string> Tasks, IReadOnlyList<IReadOnlyList<double>> Accuracy,
-    IReadOnlyList<MetricReport> Metrics, string RecipeJson);
+    IReadOnlyList<MetricReport> Metrics, string RecipeJson, TrainedModel Model);
 
 /// <summary>
 /// A continual-learning run: a task sequence (permuted, split, sequence or stream) in Task-, Domain- or
-/// Class-IL, learned by a method (none, joint, ewc, online-ewc, si) on an MLP. Build it, then
+/// Class-IL, learned by a method (none, joint, ewc, online-ewc, si, mas, mas-local, …) on an MLP. Build it, then
 /// run it (from the data cache, or on data in memory); nothing is trained before.
 /// </summary>
 public sealed class ContinualExperiment
@@ -41,7 +42,7 @@ public sealed class ContinualExperiment
     /// <summary>Describe a run; every value is checked now.</summary>
     /// <param name="scenario">permuted, split, sequence or stream.</param>
     /// <param name="setting">task (a head per task), domain (one head) or class (one head over the classes seen).</param>
-    /// <param name="method">none (fine-tuning), joint, ewc, online-ewc or si.</param>
+    /// <param name="method">none (fine-tuning), joint, ewc, online-ewc, si, ewc_f, mas, mas-local (Hebbian MAS), mas_f or mas-local_f.</param>
     /// <param name="tasks">Tasks of a permuted or stream scenario (null: 10 permuted, 5 stream).</param>
     /// <param name="classesPerTask">Classes per task of a split scenario.</param>
     /// <param name="data">The data sets by name (null: mnist; a sequence takes mnist then fashion-mnist).</param>
@@ -52,7 +53,7 @@ public sealed class ContinualExperiment
     /// <param name="seed">The seed of initialisation, batches and anything random in the terms.</param>
     /// <param name="trainLimit">At most this many training examples per task (0: all).</param>
     /// <param name="forgettingLayers">A forgetting layer after every hidden ReLU, with its ERS and IRS terms.</param>
-    /// <param name="methodSettings">Settings of the method's penalty, e.g. ("lambda", 100) for EWC or ("c", 0.1) for SI.</param>
+    /// <param name="methodSettings">Settings of the method's penalty, e.g. ("lambda", 100) for EWC, ("c", 0.1) for SI, ("mas_lambda", 1) for MAS.</param>
     /// <param name="terms">Settings of the run's terms, or terms to add, as "kind:setting=value,…".</param>
     /// <exception cref="ArgumentException">A value out of range, an unknown name, a bad setting.</exception>
     public ContinualExperiment(string scenario = "permuted", string setting = "task", string method = "ewc",
@@ -140,6 +141,7 @@ public sealed class ContinualExperiment
             r.R.Select(row => (IReadOnlyList<double>)row).ToList(),
             ContinualRun.metrics(r).Select(m => new MetricReport(m.Name, m.Definition,
                 OptionModule.IsSome(m.Value) ? m.Value.Value : null)).ToList(),
-            RecipeModule.toText(r.Recipe));
+            RecipeModule.toText(r.Recipe),
+            new TrainedModel(Importance.modelOf(r.Recipe.Model, r.Final.State.Params), r.Final.State.Params));
     }
 }

@@ -15,6 +15,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Continual of ParseResults<ContinualCommand.ContinualArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<ContinualCommand.RunRecipeArgs>
     | [<CliPrefix(CliPrefix.None)>] Sweep of ParseResults<SweepCommand.SweepArgs>
+    | [<CliPrefix(CliPrefix.None)>] Importance of ParseResults<ImportanceCommand.ImportanceArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -30,5 +31,7 @@ type Command =
             | Run _ -> "run a recipe.json from a results folder again."
             | Sweep _ ->
                 "a grid of runs over seeds and settings, locally or as a SLURM job array; collected into one table."
+            | Importance _ ->
+                "parameter importance (MAS, local MAS, EWC's Fisher) of a continual run's model on a task: summary, values, agreement, histogram."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

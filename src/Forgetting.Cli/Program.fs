@@ -51,6 +51,9 @@ let main argv =
             | Some(Sweep args) ->
                 Commands.SweepCommand.dispatch args
                 0
+            | Some(Importance args) ->
+                Commands.ImportanceCommand.run args
+                0
             | Some(Data args) ->
                 Commands.DataCommand.run args
                 0

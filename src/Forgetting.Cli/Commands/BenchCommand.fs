@@ -12,6 +12,7 @@ type Workload =
     | Mlp
     | [<CustomCommandLine("mlp-forgetting")>] Mlp_Forgetting
     | Fisher
+    | Mas
     | [<CustomCommandLine("ewc-step")>] Ewc_Step
     | All
 
@@ -28,8 +29,8 @@ type BenchArgs =
             | Workload _ -> "what to time (default all)."
             | Batch _ -> "mlp, ewc-step: the batch size (default 128)."
             | Steps _ -> "mlp, ewc-step: timed training steps (default 200)."
-            | Reps _ -> "gemm: timed products per size (default 50); fisher: timed estimates (default 10)."
-            | Samples _ -> "fisher: the samples of one Fisher estimate (default 1000)."
+            | Reps _ -> "gemm: timed products per size (default 50); fisher, mas: timed estimates (default 10)."
+            | Samples _ -> "fisher, mas: the samples of one estimate (default 1000)."
 
 let private positive name (v: int) =
     if v < 1 then
@@ -106,6 +107,32 @@ let private fisherLine samples reps =
     |> render false
     |> printfn "%s"
 
+/// Global per-sample MAS of `samples` inputs: one line for the batched |A|ᵀ|G| pass, one for the exact
+/// per-sample loop of the same engine (fewer repetitions: it is slow), and their ratio.
+let private masLines samples reps =
+    let batched, checksum = Workloads.mas false samples reps
+    let looped, loopChecksum = Workloads.mas true samples (max 1 (reps / 5))
+
+    for method, (t: Timing), sum in [ "batched", batched, checksum; "loop", looped, loopChecksum ] do
+        Obj(
+            [ "workload", Str "mas"
+              "impl", Str "forgetting"
+              "method", Str method
+              "batch", Int samples
+              "reps", Int t.Milliseconds.Length
+              "ms_per_step_median", Num t.Median
+              "samples_per_s", Num(float samples / (t.Median / 1000.0))
+              "omega_sum", Num sum ]
+            @ (if method = "batched" then
+                   [ "ratio_to_loop", Num(batched.Median / looped.Median) ]
+               else
+                   [])
+            @ engine ()
+            @ memory t
+        )
+        |> render false
+        |> printfn "%s"
+
 /// One SGD step with an EWC penalty beside the plain step, timed in alternation: one line.
 let private ewcLine batch steps =
     let plain, ewc, penalty = Workloads.ewcStep batch steps
@@ -139,10 +166,12 @@ let run (args: ParseResults<BenchArgs>) =
     | Mlp -> mlpLine "mlp" "sgd" batch steps
     | Mlp_Forgetting -> mlpLine "mlp-forgetting" "lateral_inhibition" batch steps
     | Fisher -> fisherLine samples fisherReps
+    | Mas -> masLines samples fisherReps
     | Ewc_Step -> ewcLine batch steps
     | All ->
         gemmLines gemmReps
         mlpLine "mlp" "sgd" batch steps
         mlpLine "mlp-forgetting" "lateral_inhibition" batch steps
         fisherLine samples fisherReps
+        masLines samples fisherReps
         ewcLine batch steps

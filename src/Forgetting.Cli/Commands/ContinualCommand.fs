@@ -27,6 +27,12 @@ type ContinualArgs =
     | Fisher of string
     | Fisher_Samples of int
     | Si_C of float
+    | Mas_Lambda of float
+    | Mas_Norm of string
+    | Mas_Mean_Outputs
+    | Mas_Batch of int
+    | Mas_Alpha of float
+    | Mas_Samples of int
     | Term of string list
     | Forgetting_Layer
     | Rho of float
@@ -54,7 +60,7 @@ type ContinualArgs =
             | Classes_Per_Task _ -> "classes per task of a split scenario (default 2)."
             | Keep_First -> "permuted: leave the first task unpermuted (default: every task permuted)."
             | Methods _ ->
-                "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si, ewc_f (EWC on the net with forgetting layers) (default: none ewc)."
+                "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si, ewc_f (EWC on the net with forgetting layers), mas, mas-local (Hebbian MAS), mas_f, mas-local_f (MAS on the net with forgetting layers) (default: none ewc)."
             | Lambda _ ->
                 "EWC's λ (default 1e2, for SGD; the published values, up to 1e7, were tuned with --optimizer adam)."
             | Gamma _ -> "online EWC's decay γ in [0, 1] (default 1)."
@@ -62,6 +68,14 @@ type ContinualArgs =
             | Fisher _ -> "EWC's Fisher: true (default), empirical or sampled."
             | Fisher_Samples _ -> "EWC: at most this many samples for the Fisher (default: the whole task)."
             | Si_C _ -> "SI's strength c (default 0.1 permuted, 1 split)."
+            | Mas_Lambda _ -> "MAS's λ (default 1, the paper's)."
+            | Mas_Norm _ -> "global MAS's output norm: l2 (‖F‖², default) or l1."
+            | Mas_Mean_Outputs -> "global MAS: the norm's mean over the outputs instead of its sum."
+            | Mas_Batch _ ->
+                "global MAS in the official demo's batched form, with this batch size (default: per sample, exact)."
+            | Mas_Alpha _ ->
+                "MAS across tasks: Ω ← α Ω_old + (1 − α) Ω_new, α in [0, 1] (default: the sum Ω_old + Ω_new)."
+            | Mas_Samples _ -> "MAS: at most this many samples per task for Ω (default: the whole task)."
             | Term _ ->
                 "settings of the run's terms, or terms to add, as kind:setting=value,… (e.g. ers:weight=0.2 l2:weight=1e-4)."
             | Forgetting_Layer -> "put a forgetting layer after every hidden ReLU, with its ERS and IRS terms."
@@ -135,6 +149,27 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
           | None -> ()
           match args.TryGetResult Si_C with
           | Some c -> "c", Number(finite "si-c" c)
+          | None -> ()
+          match args.TryGetResult Mas_Lambda with
+          | Some l -> "mas_lambda", Number(finite "mas-lambda" l)
+          | None -> ()
+          match args.TryGetResult Mas_Norm with
+          | Some n -> "mas_norm", Choice n
+          | None -> ()
+          if args.Contains Mas_Mean_Outputs then
+              "mas_mean_outputs", Switch true
+          match args.TryGetResult Mas_Batch with
+          | Some b when b < 1 -> usage $"--mas-batch must be at least 1, got {b} (leave it out for per-sample MAS)"
+          | Some b -> "mas_batch", Count b
+          | None -> ()
+          match args.TryGetResult Mas_Alpha with
+          | Some a ->
+              "mas_accumulate", Choice "blend"
+              "mas_alpha", Number(finite "mas-alpha" a)
+          | None -> ()
+          match args.TryGetResult Mas_Samples with
+          | Some n when n < 1 -> usage $"--mas-samples must be at least 1, got {n} (leave it out for the whole task)"
+          | Some n -> "mas_samples", Count n
           | None -> () ]
 
     let forgetting =

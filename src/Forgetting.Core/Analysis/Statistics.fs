@@ -20,3 +20,52 @@ module Statistics =
                 sqrt (Array.sumBy (fun x -> (x - m) * (x - m)) xs / float (xs.Length - 1))
 
         m, sd
+
+    /// The ranks of the values, 1 … n, ties sharing the mean of the ranks they span (fractional ranking).
+    let ranks (xs: float[]) =
+        if xs |> Array.exists System.Double.IsNaN then
+            invalidArg (nameof xs) "ranks need numbers: the values hold a NaN"
+
+        let order = Array.init xs.Length id |> Array.sortBy (fun i -> xs[i])
+        let r = Array.zeroCreate xs.Length
+        let mutable k = 0
+
+        while k < order.Length do
+            let mutable e = k
+
+            while e + 1 < order.Length && xs[order[e + 1]] = xs[order[k]] do
+                e <- e + 1
+
+            // Positions k … e (0-based) hold one value: each gets the mean rank (k + 1 + e + 1) / 2.
+            let mean = float (k + e + 2) / 2.0
+
+            for p in k..e do
+                r[order[p]] <- mean
+
+            k <- e + 1
+
+        r
+
+    /// Spearman's rank correlation ρ of paired values: Pearson's correlation of their fractional ranks
+    /// (ties averaged), in [−1, 1]; NaN when either side is constant (its ranks have no spread).
+    let spearman (xs: float[]) (ys: float[]) =
+        if xs.Length <> ys.Length then
+            invalidArg (nameof ys) $"a rank correlation needs pairs: {xs.Length} values against {ys.Length}"
+
+        if xs.Length < 2 then
+            invalidArg (nameof xs) $"a rank correlation needs at least 2 pairs, got {xs.Length}"
+
+        let rx, ry = ranks xs, ranks ys
+        let mx, my = Array.average rx, Array.average ry
+        let mutable sxy, sxx, syy = 0.0, 0.0, 0.0
+
+        for i in 0 .. rx.Length - 1 do
+            let dx, dy = rx[i] - mx, ry[i] - my
+            sxy <- sxy + dx * dy
+            sxx <- sxx + dx * dx
+            syy <- syy + dy * dy
+
+        if sxx = 0.0 || syy = 0.0 then
+            nan
+        else
+            sxy / sqrt (sxx * syy)

@@ -121,6 +121,33 @@ module Workloads =
         let t = time 2 reps (fun _ -> f <- Fisher.diagonal FisherKind.Empirical None c)
         t, Params.tensors f |> Array.sumBy (fun t -> (Tensor.sum t).Item)
 
+    /// Global per-sample MAS (Aljundi et al. 2018, eq. 4: Ω = (1/N) Σ_k |∂‖F(x_k)‖²/∂θ|, `Mas.globalImportance`,
+    /// one |A|ᵀ|G| product per dense layer) of `samples` random inputs for the MLP 784-256-256-128-10,
+    /// float32, as bench/torch_bench.py's `mas`: `reps` timed estimates after two untimed ones; with
+    /// `loop`, the exact per-sample loop (`SampleGradients.loop`, one forward and backward pass per sample)
+    /// instead. Returns the timing and Σ Ω (a checksum).
+    let mas (loop: bool) (samples: int) (reps: int) =
+        let model, p, x, _ = mlpAndData samples
+
+        let estimate () =
+            if loop then
+                SampleGradients.loop
+                    SampleMap.Abs
+                    model
+                    Mode.Eval
+                    (fun _ f ->
+                        [ { Values = Mas.outputNorm MasNorm.SquaredL2 false f
+                            Weights = None } ])
+                    p
+                    x
+                |> Params.map (fun t -> t / float samples)
+            else
+                Mas.globalImportance model 0 p x
+
+        let mutable omega = Params.empty
+        let t = time (if loop then 1 else 2) reps (fun _ -> omega <- estimate ())
+        t, Params.tensors omega |> Array.sumBy (fun t -> (Tensor.sum t).Item)
+
     /// One plain SGD step (lr 0.01) of the MLP 784-256-256-128-10 on a fixed random batch, and the same
     /// step with an EWC penalty (λ = 100, the empirical Fisher of 1000 other random inputs, anchored at
     /// the initial parameters), timed in alternation (the order swapped every pair) so that both see

@@ -10,4 +10,4 @@ open Forgetting.Mechanisms
 module Catalog =
 
     let terms: TermKind list =
-        Regularizers.kinds @ ActiveForgetting.kinds @ [ Ewc.kind; Si.kind ]
+        Regularizers.kinds @ ActiveForgetting.kinds @ [ Ewc.kind; Si.kind; Mas.kind ]

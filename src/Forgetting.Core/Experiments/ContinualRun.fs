@@ -220,7 +220,8 @@ module ContinualRun =
     /// Per method (mean ± sd over its seeds): the accuracy on the first task after each task, and the
     /// average accuracy ACC_i after each task (the forgetting paper's Fig. 5b); and, for the methods
     /// with an EWC term, the histogram of log10 of the first task's Fisher values (its Fig. 5c: exact
-    /// zeros, such as the heads of tasks not learned yet, are left out).
+    /// zeros, such as the heads of tasks not learned yet, are left out); for the methods with a MAS
+    /// term, the same of MAS's accumulated Ω after the last task, global and local MAS in panels apart.
     let comparison (runs: (string * ContinualResult) list) : Panel list =
         let methods = runs |> List.map fst |> List.distinct
 
@@ -283,6 +284,44 @@ module ContinualRun =
                   if values.Length > 0 then
                       yield m, values ]
 
+        // MAS's Ω after the last task (summed or blended over the tasks), global and local apart: their
+        // scales differ by orders of magnitude.
+        let masOmega (importance: string) =
+            [ for m in methods do
+                  let values =
+                      [| for r in ofMethod m do
+                             let wanted =
+                                 r.Recipe.Terms
+                                 |> List.exists (fun t ->
+                                     t.Kind = Mas.Name && t.Settings.TryFind "importance" = Some(Choice importance))
+
+                             for t in r.Final.State.Objective.Terms do
+                                 if wanted && t.Name = Mas.Name then
+                                     match Mas.omegaOf t with
+                                     | Some omega ->
+                                         for v in Params.tensors omega |> Array.collect (fun x -> x.ToFloat64Array()) do
+                                             if v > 0.0 then
+                                                 yield log10 v
+                                     | None -> () |]
+
+                  if values.Length > 0 then
+                      yield m, values ]
+
+        let masHistograms =
+            [ for importance, title in
+                  [ "global", "MAS's Ω after the last task"
+                    "local", "local (Hebbian) MAS's Ω after the last task" ] do
+                  let groups = masOmega importance
+
+                  if not groups.IsEmpty then
+                      Histograms
+                          { Title = title
+                            XLabel = "log10 Ω"
+                            Groups = groups
+                            Bins = 40
+                            Range = None
+                            Layout = Overlaid } ]
+
         [ Lines
               { Title = "accuracy on task 1 over the sequence"
                 XLabel = "tasks learned"
@@ -304,7 +343,8 @@ module ContinualRun =
                     Groups = fisher
                     Bins = 40
                     Range = None
-                    Layout = Overlaid } ]
+                    Layout = Overlaid }
+          yield! masHistograms ]
 
     /// Per method, in the order given, every metric's mean and sample standard deviation (n − 1; 0 for
     /// one seed) over the method's runs, or None where the metric is undefined for every run.

@@ -11,7 +11,17 @@ open Forgetting.Nn
 module Methods =
 
     /// The method names, in the order of the published comparison tables.
-    let names = [ "none"; "joint"; "ewc"; "online-ewc"; "si"; "ewc_f" ]
+    let names =
+        [ "none"
+          "joint"
+          "ewc"
+          "online-ewc"
+          "si"
+          "ewc_f"
+          "mas"
+          "mas-local"
+          "mas_f"
+          "mas-local_f" ]
 
     /// λ of EWC, for the default optimizer (SGD, lr 0.01, momentum 0.9): 1e2. Separate EWC sums one
     /// Fisher per past task, so the penalty stiffens task after task, and SGD diverges once lr·λ·F
@@ -26,6 +36,11 @@ module Methods =
         match scenario.Kind with
         | "split" -> 1.0
         | _ -> 0.1
+
+    /// MAS's λ: 1, the paper's (Aljundi et al. 2018, its object-recognition runs) and the official
+    /// split-MNIST demo's, with SGD (lr 0.01, momentum 0.9). MAS's Ω is the mean |gradient| of the squared
+    /// output norm, far larger than an MLP's Fisher, so it needs no λ of EWC's scale.
+    let defaultMasLambda (_: ScenarioSpec) = 1.0
 
     /// The training regime and terms of a named method on a scenario; `overrides` are settings given
     /// for its penalty (e.g. "lambda", "gamma", "fisher", "samples"), checked by the term kind.
@@ -52,6 +67,30 @@ module Methods =
             [ "ewc",
               [ "lambda", Number(defaultLambda scenario); "online", Switch false ]
               @ only [ "lambda"; "fisher"; "samples" ] ]
+        | "mas"
+        | "mas_f"
+        | "mas-local"
+        | "mas-local_f" ->
+            // MAS's own settings arrive prefixed "mas_" (mas_lambda, mas_alpha, …), apart from EWC's λ;
+            // the local variant takes no gradient, so the output norm and batch size are global MAS's only.
+            let given =
+                overrides
+                |> List.choose (fun (name, v) ->
+                    if name.StartsWith "mas_" then
+                        Some(name.Substring 4, v)
+                    else
+                        None)
+
+            let importance = if method.StartsWith "mas-local" then "local" else "global"
+
+            "sequential",
+            [ "mas",
+              [ "lambda", Number(defaultMasLambda scenario); "importance", Choice importance ]
+              @ (given
+                 |> List.filter (fun (name, _) ->
+                     name <> "importance"
+                     && (importance = "global"
+                         || not (List.contains name [ "norm"; "mean_outputs"; "batch" ])))) ]
         | other ->
             let known = String.concat ", " names
             raise (ArgumentException $"unknown method '{other}'; known: {known}")
@@ -59,12 +98,15 @@ module Methods =
     /// A recipe with a method applied: its name as the label, its training regime, and its penalty's term first among the
     /// recipe's terms (a term of the same kind already there is replaced). ewc_f is EWC on the net with
     /// a forgetting layer after every hidden ReLU and the layer's own terms (the forgetting paper's
-    /// Fig. 5b): the method puts the layers in, where the recipe has none.
+    /// Fig. 5b): the method puts the layers in, where the recipe has none; mas_f and mas-local_f do the
+    /// same for MAS (its Fig. 5c draws MAS's importance with and without the layer).
     let apply (method: string) (overrides: (string * SettingValue) list) (recipe: Recipe) : Recipe =
         let training, methodTerms = terms recipe.Scenario method overrides
 
+        let withLayer = method.EndsWith "_f"
+
         let layerTerms =
-            if method = "ewc_f" then
+            if withLayer then
                 [ for k in Forgetting.Mechanisms.ActiveForgetting.kinds do
                       if not (recipe.Terms |> List.exists (fun t -> t.Kind = k.Name)) then
                           k.Name, [] ]
@@ -78,7 +120,7 @@ module Methods =
         let kinds = specs |> List.map (fun t -> t.Kind)
 
         let model =
-            if method = "ewc_f" && recipe.Model.Forgetting.IsNone then
+            if withLayer && recipe.Model.Forgetting.IsNone then
                 { recipe.Model with
                     Forgetting = Some Forgetting.Mechanisms.ForgettingLayerConfig.Default }
             else

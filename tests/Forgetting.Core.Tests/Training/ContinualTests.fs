@@ -175,8 +175,8 @@ let tests =
                   Expect.equal (a.ToArray()) (b.ToArray()) name
           }
 
-          test "with EWC and SI terms too, a resumed run gives the same numbers as an unbroken one" {
-              for method in [ "ewc"; "online-ewc"; "si" ] do
+          test "with EWC, SI and MAS terms too, a resumed run gives the same numbers as an unbroken one" {
+              for method in [ "ewc"; "online-ewc"; "si"; "mas"; "mas-local" ] do
                   let dir = Forgetting.Tests.TestData.tempDir ()
                   let r = Methods.apply method [] (recipe "permuted" "domain" [])
                   let whole = run r
@@ -206,6 +206,27 @@ let tests =
               Expect.isGreaterThan (bwt ewc) (bwt none + 0.02) "EWC's backward transfer is higher (less negative)"
           }
 
+          test "MAS and local MAS forget less than fine-tuning on the same sequence, and still learn each task" {
+              let bwt (r: ContinualResult) =
+                  (ContinualRun.metrics r |> List.find (fun m -> m.Name = "BWT")).Value.Value
+
+              let lastTask (r: ContinualResult) = r.R[r.R.Length - 1][r.R.Length - 2]
+              let none = run (recipe "permuted" "domain" [])
+
+              // λ = 0.01 here: at SGD lr 0.1 with momentum 0.9 on this small net, λ = 1 makes the penalty's
+              // steps overshoot (lr · 2λΩ beyond 2(1 + momentum) for the largest Ω).
+              for method in [ "mas"; "mas-local" ] do
+                  let mas =
+                      run (Methods.apply method [ "mas_lambda", Number 0.01 ] (recipe "permuted" "domain" []))
+
+                  Expect.isGreaterThan
+                      (bwt mas)
+                      (bwt none + 0.02)
+                      $"{method}'s backward transfer is higher (less negative)"
+
+                  Expect.isGreaterThan (lastTask mas) 0.9 $"{method} learns the last task"
+          }
+
           test "a checkpoint of another run is refused with a message naming the file" {
               let dir = Forgetting.Tests.TestData.tempDir ()
               let r = recipe "split" "task" []
@@ -226,6 +247,27 @@ let tests =
               let one = Parallelism.withDegree 1 (fun () -> run r)
               let two = Parallelism.withDegree 2 (fun () -> run r)
               Expect.equal one.R two.R "R"
+          }
+
+          test "a MAS run is bit-identical on 1 and 2 threads, global and local" {
+              let mas importance =
+                  recipe
+                      "permuted"
+                      "task"
+                      [ TermKind.spec Catalog.terms "mas" [ "lambda", Number 1.0; "importance", Choice importance ] ]
+
+              for importance in [ "global"; "local" ] do
+                  let one = Parallelism.withDegree 1 (fun () -> run (mas importance))
+                  let two = Parallelism.withDegree 2 (fun () -> run (mas importance))
+                  Expect.equal one.R two.R $"{importance}: R"
+
+                  let omega (r: ContinualResult) =
+                      r.Final.State.Objective.Terms
+                      |> List.pick (fun t -> Forgetting.Mechanisms.Mas.omegaOf t)
+                      |> Params.tensors
+                      |> Array.map (fun t -> t.ToFloat64Array())
+
+                  Expect.equal (omega one) (omega two) $"{importance}: Ω"
           }
 
           test "joint training gives R a row at initialisation and one after all tasks" {
