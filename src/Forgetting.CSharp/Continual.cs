@@ -74,7 +74,8 @@ public sealed class ContinualExperiment
         var d = RecipeModule.defaults;
         var spec = new ScenarioSpec(scenario, setting,
             data is null ? RecipeModule.defaultData(scenario) : ListModule.OfSeq(data),
-            tasks ?? RecipeModule.defaultTasks(scenario), classesPerTask, d.Scenario.PermuteFirst, d.Scenario.Seed, trainLimit);
+            tasks ?? RecipeModule.defaultTasks(scenario), classesPerTask, d.Scenario.ClassOrder, d.Scenario.PermuteFirst,
+            d.Scenario.Seed, trainLimit);
         var layer = forgettingLayers ? FSharpOption<ForgettingLayerConfig>.Some(ForgettingLayerConfig.Default) : null;
         var layerTerms = forgettingLayers
             ? ActiveForgetting.kinds.Select(k => TermKindModule.spec(Catalog.terms, k.Name, FSharpList<Tuple<string, SettingValue>>.Empty))

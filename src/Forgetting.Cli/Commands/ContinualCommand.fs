@@ -19,6 +19,7 @@ type ContinualArgs =
     | Data of string list
     | Tasks of int
     | Classes_Per_Task of int
+    | [<Unique>] Class_Order of classes: int list
     | Keep_First
     | Methods of string list
     | Lambda of float
@@ -58,6 +59,8 @@ type ContinualArgs =
             | Data _ -> "the data set(s): mnist (default) or fashion-mnist; a sequence takes several, in order."
             | Tasks _ -> "tasks of a permuted or stream scenario (default 10 permuted, 5 stream)."
             | Classes_Per_Task _ -> "classes per task of a split scenario (default 2)."
+            | Class_Order _ ->
+                "split: the classes in the order they are cut into tasks (default 0 1 2 …; the MAS demo: 1 2 3 4 5 6 7 8 9 0)."
             | Keep_First -> "permuted: leave the first task unpermuted (default: every task permuted)."
             | Methods _ ->
                 "methods to compare: none (fine-tuning), joint, ewc, online-ewc, si, ewc_f (EWC on the net with forgetting layers), mas, mas-local (Hebbian MAS), mas_f, mas-local_f (MAS on the net with forgetting layers) (default: none ewc)."
@@ -126,6 +129,7 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
             Data = args.GetResult(Data, defaultValue = Recipe.defaultData kind)
             Tasks = args.GetResult(Tasks, defaultValue = Recipe.defaultTasks kind)
             ClassesPerTask = args.GetResult(Classes_Per_Task, defaultValue = d.Scenario.ClassesPerTask)
+            ClassOrder = args.GetResult(Class_Order, defaultValue = d.Scenario.ClassOrder)
             PermuteFirst = not (args.Contains Keep_First)
             TrainLimit = args.GetResult(Train_Limit, defaultValue = d.Scenario.TrainLimit) }
 

@@ -49,7 +49,16 @@ module ContinualRun =
             if s.ClassesPerTask > classes then
                 fail $"--classes-per-task {s.ClassesPerTask} is more than the {classes} classes of {s.Data.Head}"
 
-            Tasks.splitByClasses (Tasks.classGroups classes s.ClassesPerTask) data.Head
+            let groups =
+                if s.ClassOrder.IsEmpty then
+                    Tasks.classGroups classes s.ClassesPerTask
+                elif List.sort s.ClassOrder <> List.init classes id then
+                    fail
+                        $"--class-order must name each of the {classes} classes of {s.Data.Head} once (0 to {classes - 1}), got {s.ClassOrder}"
+                else
+                    Array.ofList s.ClassOrder |> Array.chunkBySize s.ClassesPerTask
+
+            Tasks.splitByClasses groups data.Head
         | "sequence" ->
             let sizes = data |> List.map (fun d -> Dataset.features d.Train) |> List.distinct
 

@@ -23,6 +23,9 @@ type ScenarioSpec =
         Tasks: int
         /// Classes per task of a split scenario.
         ClassesPerTask: int
+        /// Split: the classes in the order they are cut into tasks (empty: 0, 1, 2, …); the official
+        /// MAS demo's tasks {1, 2} … {9, 0} are the order 1 2 3 4 5 6 7 8 9 0.
+        ClassOrder: int list
         /// Permuted: permute the first task too (as most reference codes do), or keep it unpermuted.
         PermuteFirst: bool
         /// Seed of the tasks themselves (pixel permutations, stream cuts).
@@ -103,6 +106,7 @@ module Recipe =
               Data = [ "mnist" ]
               Tasks = 10
               ClassesPerTask = 2
+              ClassOrder = []
               PermuteFirst = true
               Seed = 1
               TrainLimit = 0 }
@@ -213,6 +217,7 @@ module Recipe =
                     "data", arr (r.Scenario.Data |> List.map str)
                     "tasks", int r.Scenario.Tasks
                     "classes_per_task", int r.Scenario.ClassesPerTask
+                    "class_order", arr (r.Scenario.ClassOrder |> List.map int)
                     "permute_first", flag r.Scenario.PermuteFirst
                     "seed", int r.Scenario.Seed
                     "train_limit", int r.Scenario.TrainLimit ]
@@ -405,6 +410,15 @@ module Recipe =
                         fail "scenario: 'data' must be a list of data-set names")
               Tasks = getInt "scenario" "tasks" s
               ClassesPerTask = getInt "scenario" "classes_per_task" s
+              ClassOrder =
+                match tryField "class_order" s with
+                | None -> []
+                | Some _ ->
+                    getArray "scenario" "class_order" s
+                    |> List.map (fun n ->
+                        match kindOf n with
+                        | JsonValueKind.Number when fst (n.AsValue().TryGetValue<int>()) -> n.GetValue<int>()
+                        | _ -> fail "scenario: 'class_order' must be a list of class numbers")
               PermuteFirst = getBool "scenario" "permute_first" s
               Seed = getInt "scenario" "seed" s
               TrainLimit = getInt "scenario" "train_limit" s }
@@ -473,6 +487,10 @@ module Recipe =
         check
             (s.Kind <> "split" || s.ClassesPerTask >= 1)
             $"--classes-per-task must be at least 1, got {s.ClassesPerTask}"
+
+        check
+            (s.ClassOrder.IsEmpty || s.Kind = "split")
+            $"a class order cuts a split scenario into tasks; a {s.Kind} scenario has none"
 
         check (s.TrainLimit >= 0) $"the training limit must be 0 (all) or more, got {s.TrainLimit}"
 

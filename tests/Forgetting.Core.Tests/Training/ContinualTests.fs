@@ -35,6 +35,7 @@ let private recipe kind setting (terms: TermSpec list) : Recipe =
           Data = [ "mnist" ]
           Tasks = 3
           ClassesPerTask = 2
+          ClassOrder = []
           PermuteFirst = true
           Seed = 1
           TrainLimit = 0 }
@@ -347,6 +348,37 @@ let tests =
                               Scenario = { r.Scenario with ClassesPerTask = 5 } }
                       |> ignore)
                   (fun e -> Expect.stringContains e.Message "more than the 4 classes" "the message")
+          }
+
+          test "a class order cuts a split scenario into tasks in that order, and must name every class once" {
+              let s =
+                  { (recipe "split" "task" []).Scenario with
+                      ClassOrder = [ 1; 2; 3; 0 ] }
+
+              let tasks = ContinualRun.tasks (fun _ -> data) s
+
+              let classesOf (t: Forgetting.Data.LearningTask) =
+                  t.Train.Indices
+                  |> Array.map (fun i -> data.Train.Labels[i])
+                  |> Array.distinct
+                  |> Array.sort
+
+              Expect.equal (tasks |> Array.map (fun t -> t.Classes)) [| [| 1; 2 |]; [| 3; 0 |] |] "{1, 2}, then {3, 0}"
+              Expect.equal (tasks |> Array.map classesOf) [| [| 1; 2 |]; [| 0; 3 |] |] "the samples of those classes"
+
+              for bad in [ [ 1; 2; 3 ]; [ 0; 1; 2; 2 ]; [ 0; 1; 2; 4 ] ] do
+                  Expect.throwsC
+                      (fun () -> ContinualRun.tasks (fun _ -> data) { s with ClassOrder = bad } |> ignore)
+                      (fun e -> Expect.stringContains e.Message "must name each of the 4 classes" $"{bad}")
+
+              Expect.throwsC
+                  (fun () ->
+                      ContinualRun.validate
+                          Catalog.terms
+                          { recipe "permuted" "task" [] with
+                              Scenario = { s with Kind = "permuted" } }
+                      |> ignore)
+                  (fun e -> Expect.stringContains e.Message "a class order cuts a split scenario" "permuted")
           } ]
 
 [<Tests>]
