@@ -343,26 +343,78 @@ module Sweep =
                       else
                           Some(Forgetting.Analysis.Statistics.meanSd xs) ] })
 
-    /// One bar chart per metric: a bar per configuration (labelled by its axes' values), the error bar
-    /// its sample sd over the seeds.
+    /// One chart per metric. When the first axis that tells configurations apart takes numbers (a
+    /// learning rate, λ), the metric against it: a line per combination of the other axes, with a band
+    /// of ± the sample sd over the seeds. Otherwise a bar per configuration, labelled by its axes'
+    /// values, with its sd as the error bar.
     let panels (rows: Row list) : Panel list =
+        let number (v: string) =
+            match Double.TryParse(v, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+            | true, x when Double.IsFinite x -> Some x
+            | _ -> None
+
+        let show (values: (string * string) list) =
+            values |> List.map (fun (_, v) -> v.Trim('"')) |> String.concat ", "
+
+        let metricOf (name: string) (r: Row) =
+            r.Metrics |> List.tryFind (fun (n, _) -> n = name) |> Option.bind snd
+
         match rows with
         | [] -> []
         | first :: _ ->
-            let label (r: Row) =
-                match r.Values with
-                | [] -> "all runs"
-                | vs -> vs |> List.map (fun (_, v) -> v.Trim('"')) |> String.concat ", "
+            let numericAxis =
+                match first.Values with
+                | (axis, _) :: _ when rows |> List.forall (fun r -> number (snd r.Values.Head) |> Option.isSome) ->
+                    Some axis
+                | _ -> None
 
             [ for name, _ in first.Metrics do
-                  let bars =
-                      [ for r in rows do
-                            match r.Metrics |> List.tryFind (fun (n, _) -> n = name) |> Option.bind snd with
-                            | Some(m, sd) -> label r, m, (if r.Runs > 1 then Some sd else None)
-                            | None -> () ]
+                  match numericAxis with
+                  | Some axis ->
+                      let series =
+                          rows
+                          |> List.groupBy (fun r -> r.Values.Tail)
+                          |> List.choose (fun (others, group) ->
+                              let points =
+                                  group
+                                  |> List.choose (fun r ->
+                                      metricOf name r
+                                      |> Option.map (fun (m, sd) -> (number (snd r.Values.Head)).Value, m, sd, r.Runs))
+                                  |> List.sortBy (fun (x, _, _, _) -> x)
 
-                  if not bars.IsEmpty then
-                      Columns
-                          { Title = $"{name}, mean ± sd over seeds"
-                            YLabel = name
-                            Bars = bars } ]
+                              if points.IsEmpty then
+                                  None
+                              else
+                                  Some
+                                      { Label = (if others.IsEmpty then name else show others)
+                                        X = points |> List.map (fun (x, _, _, _) -> x) |> Array.ofList
+                                        Y = points |> List.map (fun (_, m, _, _) -> m) |> Array.ofList
+                                        Sd =
+                                          if points |> List.forall (fun (_, _, _, n) -> n > 1) then
+                                              Some(points |> List.map (fun (_, _, sd, _) -> sd) |> Array.ofList)
+                                          else
+                                              None })
+
+                      if not series.IsEmpty then
+                          Lines
+                              { Title = $"{name} against {axis}, mean ± sd over seeds"
+                                XLabel = axis
+                                YLabel = name
+                                Series = series
+                                XRange = None
+                                YRange = None }
+                  | None ->
+                      let bars =
+                          [ for r in rows do
+                                match metricOf name r with
+                                | Some(m, sd) ->
+                                    (if r.Values.IsEmpty then "all runs" else show r.Values),
+                                    m,
+                                    (if r.Runs > 1 then Some sd else None)
+                                | None -> () ]
+
+                      if not bars.IsEmpty then
+                          Columns
+                              { Title = $"{name}, mean ± sd over seeds"
+                                YLabel = name
+                                Bars = bars } ]
