@@ -12,3 +12,13 @@ module Exit =
     let diverged = 3
 
     let inputError message = raise (UserError(message, input))
+
+/// Checks of command-line values shared by every command.
+module Check =
+    /// A float option's value, refused with a usage error when NaN or ±∞ (Argu parses "nan",
+    /// "Infinity" and 1e309 as floats).
+    let finite (name: string) (v: float) =
+        if not (System.Double.IsFinite v) then
+            raise (UserError($"--{name} must be a finite number, got {v}", Exit.usage))
+
+        v

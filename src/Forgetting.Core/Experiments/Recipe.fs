@@ -252,6 +252,16 @@ module Recipe =
     let toText (r: Recipe) =
         (toJson r).ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
+    /// A short stable name for a list of recipes: the first 8 hex digits of the SHA-256 of their texts
+    /// (toText), so that folder names tell runs of different settings apart.
+    let hash (rs: Recipe list) =
+        let text = rs |> List.map toText |> String.concat "\n"
+
+        let digest =
+            System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes text)
+
+        System.Convert.ToHexString(digest).Substring(0, 8).ToLowerInvariant()
+
     // ------------------------------------------------------------------ reading
 
     let private field (where: string) (name: string) (o: JsonObject) : JsonNode =
