@@ -341,6 +341,63 @@ let tests =
               Expect.equal (versions.GetProperty("gemm").GetString()) "Managed" "gemm"
           }
 
+          test "huge counts and sizes are refused with one line before any work" {
+              let cache = cachedMnist 16 8
+              let out = Path.Combine(Cli.tempDir (), "never")
+              let big = "2147483647"
+
+              for args in
+                  [ [ "train"; "--epochs"; big ]
+                    [ "train"; "--hidden"; "1000000"; "1000000" ]
+                    [ "train"; "--hidden"; "1" ]
+                    [ "compare"; "--seeds"; big ]
+                    [ "figure"; "--figures"; "fig2"; "--draws"; big ]
+                    [ "figure"; "--figures"; "fig4b"; "--repeats"; big ]
+                    [ "figure"; "--figures"; "fig4c"; "--tsne-points"; big ]
+                    [ "figure"; "--figures"; "fig3c"; "--seeds"; big ]
+                    [ "continual"; "--epochs"; big ]
+                    [ "continual"; "--tasks"; big ]
+                    [ "continual"; "--seeds"; big ]
+                    [ "continual"; "--hidden"; big ] ] do
+                  let r = Cli.run (args @ [ "--cache-dir"; cache; "--out"; out ])
+                  assertOneLineError 2 r
+
+              Expect.isFalse (Directory.Exists out) "no folder"
+
+              for args in [ [ "sparsity"; "--units"; big ]; [ "sparsity"; "--samples"; big ] ] do
+                  assertOneLineError 2 (Cli.run args)
+          }
+
+          test "data that training cannot use is refused at load, naming the file" {
+              let cached (files: Map<string, byte[]>) =
+                  let dir = Cli.tempDir ()
+                  let cache = Path.Combine(dir, "cache")
+                  use server = new TestData.LoopbackServer(files)
+                  let fetched = fetchFrom cache server (writeSums dir files)
+                  Expect.equal fetched.ExitCode 0 $"fetch ({fetched.Stderr})"
+                  cache
+
+              let files (trainCount: int) (testCount: int) (testSide: int) =
+                  let trainPixels, trainLabels = TestData.images 1 trainCount 28 28 10
+                  let testPixels, testLabels = TestData.images 2 testCount testSide testSide 10
+
+                  Map.ofList
+                      [ "train-images-idx3-ubyte.gz", TestData.gzip (TestData.idxImages 28 28 trainPixels)
+                        "train-labels-idx1-ubyte.gz", TestData.gzip (TestData.idxLabels trainLabels)
+                        "t10k-images-idx3-ubyte.gz", TestData.gzip (TestData.idxImages testSide testSide testPixels)
+                        "t10k-labels-idx1-ubyte.gz", TestData.gzip (TestData.idxLabels testLabels) ]
+
+              for name, data, expected in
+                  [ "an empty test split", files 16 0 28, "t10k-images-idx3-ubyte.gz: holds no images"
+                    "an empty training split", files 0 8 28, "train-images-idx3-ubyte.gz: holds no images"
+                    "test images of another size", files 16 8 14, "images of 14×14, but the training images are 28×28" ] do
+                  let out = Path.Combine(Cli.tempDir (), "never")
+                  let r = train (cached data) out []
+                  assertOneLineError 1 r
+                  Expect.stringContains r.Stderr expected name
+                  Expect.isFalse (Directory.Exists out) $"{name}: no folder"
+          }
+
           test "compare --variants with no names is one line" {
               assertOneLineError 2 (Cli.run [ "compare"; "--variants" ])
           }

@@ -110,7 +110,9 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
             Kind = kind
             Setting = args.GetResult(Setting, defaultValue = d.Scenario.Setting)
             Data = args.GetResult(Data, defaultValue = Recipe.defaultData kind)
-            Tasks = args.GetResult(Tasks, defaultValue = Recipe.defaultTasks kind)
+            Tasks =
+                args.GetResult(Tasks, defaultValue = Recipe.defaultTasks kind)
+                |> Check.atMost "tasks" 1000
             ClassesPerTask = args.GetResult(Classes_Per_Task, defaultValue = d.Scenario.ClassesPerTask)
             PermuteFirst = not (args.Contains Keep_First)
             TrainLimit = args.GetResult(Train_Limit, defaultValue = d.Scenario.TrainLimit) }
@@ -131,7 +133,7 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
           | Some n when n < 1 ->
               usage
                   $"--fisher-samples must be at least 1, got {n}: a Fisher needs samples (leave it out for the whole task)"
-          | Some n -> "samples", Count n
+          | Some n -> "samples", Count(Check.atMost "fisher-samples" 1_000_000 n)
           | None -> ()
           match args.TryGetResult Si_C with
           | Some c -> "c", Number(finite "si-c" c)
@@ -164,7 +166,14 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
     { d with
         Scenario = scenario
         Model =
-            { Hidden = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
+            { Hidden =
+                let sizes = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
+
+                if sizes |> List.forall (fun h -> h >= 1) then
+                    // The data sets are 28×28 images of 10 classes (a task head has at most 10 outputs).
+                    Check.modelFits 784 sizes 10
+
+                sizes
               Forgetting = forgetting }
         Terms = layerTerms
         Optimizer =
@@ -175,7 +184,9 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
                     args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
                     |> finite "momentum"
                 ResetPerTask = args.Contains Reset_Optimizer }
-        EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+        EpochsPerTask =
+            args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+            |> Check.atMost "epochs" RunArgs.maxEpochs
         BatchSize = args.GetResult(Batch, defaultValue = d.BatchSize)
         Seed = int64 seed }
     |> Methods.apply method methodSettings
@@ -330,7 +341,7 @@ let private summarise (dir: string) (scenario: ScenarioSpec) (seeds: int) (resul
 
 let run (args: ParseResults<ContinualArgs>) =
     let methods = args.GetResult(Methods, defaultValue = [ "none"; "ewc" ])
-    let seeds = args.GetResult(Seeds, defaultValue = 1)
+    let seeds = args.GetResult(Seeds, defaultValue = 1) |> Check.atMost "seeds" 1000
     let first = args.GetResult(Seed, defaultValue = 1)
 
     if seeds < 1 then

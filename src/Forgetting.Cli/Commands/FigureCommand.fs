@@ -176,13 +176,13 @@ let run (args: ParseResults<RunArgs>) =
     // The figure's own settings given on the command line, by the names its kind takes.
     let given =
         [ match args.TryGetResult Draws with
-          | Some n -> "draws", Count n
+          | Some n -> "draws", Count(Check.atMost "draws" 10_000 n)
           | None -> ()
           match args.TryGetResult Fisher_Samples with
-          | Some n -> "fisher_samples", Count n
+          | Some n -> "fisher_samples", Count(Check.atMost "fisher-samples" 1_000_000 n)
           | None -> ()
           match args.TryGetResult Seeds with
-          | Some n -> "seeds", Count n
+          | Some n -> "seeds", Count(Check.atMost "seeds" 1000 n)
           | None -> ()
           match args.TryGetResult Perturb_Layer with
           | Some n -> "perturb_layer", Count n
@@ -191,10 +191,10 @@ let run (args: ParseResults<RunArgs>) =
           | Some x -> "noise", Number(Check.finite "noise" x)
           | None -> ()
           match args.TryGetResult Repeats with
-          | Some n -> "repeats", Count n
+          | Some n -> "repeats", Count(Check.atMost "repeats" 10_000 n)
           | None -> ()
           match args.TryGetResult Tsne_Points with
-          | Some n -> "tsne_points", Count n
+          | Some n -> "tsne_points", Count(Check.atMost "tsne-points" 10_000 n)
           | None -> () ]
 
     // Every figure's recipe is resolved and checked before any data is loaded or any training done.

@@ -100,6 +100,9 @@ let only (command: string) (args: ParseResults<RunArgs>) =
             let belongs = String.concat "', '" (owners a)
             usage $"{name} is not an option of '{command}' (it belongs to '{belongs}')"
 
+/// The most epochs a run takes: far beyond any run that finishes, far below 2^31 − 1.
+let maxEpochs = 100_000
+
 let private atLeast name minimum (v: int) =
     if v < minimum then
         usage $"--{name} must be at least {minimum}, got {v}"
@@ -176,7 +179,13 @@ let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
                     | None -> 0 }
         Model =
             { d.Model with
-                Hidden = args.GetResult(Hidden, defaultValue = hidden) |> List.map (atLeast "hidden" 1)
+                Hidden =
+                    // Two units at least: every run reports each hidden layer's sparsity, which needs two.
+                    let sizes =
+                        args.GetResult(Hidden, defaultValue = hidden) |> List.map (atLeast "hidden" 2)
+                    // The data sets are 28×28 images of 10 classes.
+                    Check.modelFits 784 sizes 10
+                    sizes
                 Forgetting =
                     Some
                         { Forgetting.Mechanisms.ForgettingLayerConfig.Default with
@@ -190,7 +199,10 @@ let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
                 Momentum =
                     args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
                     |> Check.finite "momentum" }
-        EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask) |> atLeast "epochs" 1
+        EpochsPerTask =
+            args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+            |> atLeast "epochs" 1
+            |> Check.atMost "epochs" maxEpochs
         BatchSize = args.GetResult(Batch, defaultValue = d.BatchSize) |> atLeast "batch" 1
         Seed = int64 (args.GetResult(Seed, defaultValue = int d.Seed)) }
 

@@ -243,7 +243,7 @@ let compare (args: ParseResults<RunArgs>) =
         raise (UserError("--variants needs at least one variant name", Exit.usage))
 
     let variants = names |> List.map (variant rho overrides)
-    let seeds = args.GetResult(Seeds, defaultValue = 3)
+    let seeds = args.GetResult(Seeds, defaultValue = 3) |> Check.atMost "seeds" 1000
 
     if seeds < 1 then
         raise (UserError($"--seeds must be at least 1, got {seeds}", Exit.usage))

@@ -267,11 +267,27 @@ module Cache =
         let name = KnownDataset.name dataset
         let classes = KnownDataset.classes dataset
 
-        let train =
-            Idx.parseDataset $"{name}/train" classes (read TrainImages) (read TrainLabels)
+        let trainImages = read TrainImages
+        let testImages = read TestImages
+        let train = Idx.parseDataset $"{name}/train" classes trainImages (read TrainLabels)
+        let test = Idx.parseDataset $"{name}/test" classes testImages (read TestLabels)
 
-        let test =
-            Idx.parseDataset $"{name}/test" classes (read TestImages) (read TestLabels)
+        // What training needs, checked at load rather than found as NaN metrics or a shape error
+        // after training: samples in both splits, and one image size for both.
+        for d, (path, _) in [ train, trainImages; test, testImages ] do
+            if Dataset.count d = 0 then
+                raise (DataError($"{path}: holds no images; training and testing need at least one each", path))
+
+        if train.Shape <> test.Shape then
+            let size (d: Dataset) =
+                d.Shape |> Array.map string |> String.concat "×"
+
+            raise (
+                DataError(
+                    $"{fst testImages}: images of {size test}, but the training images are {size train}; both splits need one size",
+                    fst testImages
+                )
+            )
 
         match manifest with
         | Some m when m.Train <> Dataset.count train || m.Test <> Dataset.count test ->
