@@ -398,6 +398,44 @@ let tests =
                   Expect.isFalse (Directory.Exists out) $"{name}: no folder"
           }
 
+          test "data fetch --base-url takes only an http or https URL" {
+              let cache = Path.Combine(Cli.tempDir (), "cache")
+
+              for url in [ "ftp://example.org/mnist/"; "not a url"; "file:///etc/" ] do
+                  let r =
+                      Cli.run [ "data"; "fetch"; "mnist"; "--cache-dir"; cache; "--base-url"; url ]
+
+                  assertOneLineError 2 r
+                  Expect.stringContains r.Stderr "--base-url must be an http or https URL" url
+
+              Expect.isFalse (Directory.Exists cache) "no cache made"
+          }
+
+          test "figure refuses too few t-SNE points before any figure is computed" {
+              let cache = cachedMnist 16 8
+              let out = Path.Combine(Cli.tempDir (), "figs")
+
+              let r =
+                  Cli.run (
+                      [ "figure"
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        out
+                        "--figures"
+                        "fig1e"
+                        "fig4c"
+                        "--tsne-points"
+                        "20" ]
+                      @ quick
+                  )
+
+              assertOneLineError 2 r
+              Expect.stringContains r.Stderr "--tsne-points" "names the option"
+              Expect.equal r.Stdout "" "fig1e was not computed first"
+              Expect.isFalse (Directory.Exists out) "no folder"
+          }
+
           test "compare --variants with no names is one line" {
               assertOneLineError 2 (Cli.run [ "compare"; "--variants" ])
           }

@@ -216,6 +216,21 @@ let run (args: ParseResults<RunArgs>) =
 
     let d = dataset args recipes.Head
 
+    // What only the data decides is checked before the first figure is computed too: fig4c embeds
+    // at most the test set's images, and t-SNE's perplexity and the trustworthiness' 12 neighbours
+    // need more points than that many.
+    for r in recipes do
+        match r.Study with
+        | Some st when st.Kind = "fig4c" ->
+            let asked = TermSetting.toInt st.Settings "tsne_points"
+            let points = min asked d.Test.Count
+            let needed = max (int Forgetting.Analysis.Tsne.defaults.Perplexity + 1) 25
+
+            if points < needed then
+                usage
+                    $"--tsne-points: fig4c needs at least {needed} points (t-SNE's perplexity {Forgetting.Analysis.Tsne.defaults.Perplexity} and 12 neighbours for trustworthiness), got {points}"
+        | _ -> ()
+
     // A folder per figure, each a unit: named by the figure under --out, and by the figure and a
     // hash of its recipe under the default, so that figures of other settings sit beside it.
     let folders =

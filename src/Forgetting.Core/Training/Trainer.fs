@@ -218,7 +218,7 @@ module Trainer =
                 diverged b $"the loss is {loss}"
 
             if loss > ceiling then
-                diverged b $"the loss exploded to {loss:G4}, over {explosionFactor:G0} times the run's first"
+                diverged b $"the loss exploded to {loss:G4}, over {explosionFactor:G0} times the first step's loss"
 
             if b = 0 && limit.IsNone then
                 ceiling <- explosionFactor * max 1.0 loss
