@@ -70,7 +70,17 @@ let main argv =
         printfn "%s" e.Message
         0
     | :? ArguParseException as e ->
-        eprintfn "%s" e.Message
+        // Argu's first line says what is wrong (an unknown option, a value that is no number or
+        // overflows an int); the usage it appends is what --help prints.
+        let first = (e.Message.Split '\n').[0].Trim()
+
+        let reason =
+            if first.StartsWith "ERROR: " then
+                first.Substring 7
+            else
+                first
+
+        eprintfn "forgetting: %s (--help lists the options)" reason
         Exit.usage
     | UserError(message, code) ->
         eprintfn "forgetting: %s" message

@@ -30,6 +30,18 @@ let private continualQuick =
       "--batch"
       "16" ]
 
+/// The file a fetch of `dataset` into `cache` locks (Cache.lockPath): in the temporary folder, named
+/// by the SHA-256 of the cache's full path and the data set's name.
+let private fetchLock (cache: string) (dataset: string) =
+    let key = $"{Path.GetFullPath cache}\n{dataset}"
+
+    let hash =
+        System.Convert.ToHexStringLower(
+            System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes key)
+        )
+
+    Path.Combine(Path.GetTempPath(), "forgetting-locks", $"{dataset}-{hash.Substring(0, 16)}.lock")
+
 /// The names in a folder, hidden ones (staging folders, locks) included, sorted.
 let private entries (dir: string) =
     Directory.GetFileSystemEntries dir |> Array.map Path.GetFileName |> Array.sort
@@ -348,6 +360,8 @@ let tests =
 
               for args in
                   [ [ "train"; "--epochs"; big ]
+                    // Past int's range: Argu's message, on one line.
+                    [ "train"; "--epochs"; "99999999999" ]
                     [ "train"; "--hidden"; "1000000"; "1000000" ]
                     [ "train"; "--hidden"; "1" ]
                     [ "compare"; "--seeds"; big ]
@@ -366,6 +380,13 @@ let tests =
 
               for args in [ [ "sparsity"; "--units"; big ]; [ "sparsity"; "--samples"; big ] ] do
                   assertOneLineError 2 (Cli.run args)
+
+              // A file where the data cache, a folder, should be.
+              let file = Path.Combine(Cli.tempDir (), "a-file")
+              File.WriteAllText(file, "")
+              let onFile = Cli.run [ "train"; "--cache-dir"; file ]
+              assertOneLineError 1 onFile
+              Expect.stringContains onFile.Stderr "must be a folder" "the reason"
           }
 
           test "data that training cannot use is refused at load, naming the file" {
@@ -434,6 +455,64 @@ let tests =
               Expect.stringContains r.Stderr "--tsne-points" "names the option"
               Expect.equal r.Stdout "" "fig1e was not computed first"
               Expect.isFalse (Directory.Exists out) "no folder"
+          }
+
+          test "a fetch cleans what a killed fetch left, and puts back a data set it had moved aside" {
+              let cache = cachedMnist 16 8
+              let target = Path.Combine(cache, "mnist")
+              let stale = Path.Combine(cache, ".mnist.0123456789abcdef.partial")
+              Directory.CreateDirectory stale |> ignore
+              File.WriteAllText(Path.Combine(stale, "train-images-idx3-ubyte.gz"), "half a download")
+              // A kill between the two renames of a forced fetch's commit.
+              let aside = Path.Combine(cache, ".mnist.fedcba9876543210.old")
+              Directory.Move(target, aside)
+              let r = Cli.run [ "data"; "fetch"; "mnist"; "--cache-dir"; cache ]
+              Expect.equal r.ExitCode 0 $"exit code ({r.Stderr})"
+              Expect.stringContains r.Stdout $"removed {stale}" "the staging folder"
+              Expect.stringContains r.Stdout $"put back {target}" "the data set"
+              Expect.stringContains r.Stdout "already in" "and it is the cached copy"
+              Expect.isFalse (Directory.Exists stale) "no staging folder"
+              Expect.isFalse (Directory.Exists aside) "nothing aside"
+          }
+
+          test "a fetch that waits for another one takes the copy it left" {
+              let cache = cachedMnist 16 8
+
+              // Another fetch of mnist, holding its lock for four seconds: longer than a fetch that finds
+              // the data set cached takes without waiting.
+              let held =
+                  new FileStream(fetchLock cache "mnist", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)
+
+              let waiting =
+                  async { return Cli.run [ "data"; "fetch"; "mnist"; "--cache-dir"; cache ] }
+                  |> Async.StartAsTask
+
+              System.Threading.Thread.Sleep 4000
+              Expect.isFalse waiting.IsCompleted "it waits"
+              held.Dispose()
+              let r = waiting.Result
+              Expect.equal r.ExitCode 0 $"exit code ({r.Stderr})"
+              Expect.stringContains r.Stdout "already in" "the copy the other fetch left"
+          }
+
+          test "a pipe where a file is expected is refused, not read forever" {
+              let fifo (path: string) =
+                  use p = System.Diagnostics.Process.Start("mkfifo", [ path ])
+                  p.WaitForExit()
+                  Expect.equal p.ExitCode 0 "mkfifo"
+
+              let dir = Cli.tempDir ()
+              let pipe = Path.Combine(dir, "pipe")
+              fifo pipe
+              assertOneLineError 1 (Cli.run [ "sparsity"; "--csv"; pipe ])
+              assertOneLineError 1 (Cli.run [ "run"; pipe ])
+              let cache = cachedMnist 16 8
+              let images = Path.Combine(cache, "mnist", "train-images-idx3-ubyte.gz")
+              File.Delete images
+              fifo images
+              let r = train cache (Path.Combine(dir, "never")) []
+              assertOneLineError 1 r
+              Expect.stringContains r.Stderr "not a regular file" "the reason"
           }
 
           test "compare --variants with no names is one line" {

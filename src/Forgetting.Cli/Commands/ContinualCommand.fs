@@ -391,6 +391,7 @@ let run (args: ParseResults<ContinualArgs>) =
 /// (`figure`), a single-task run (`train`, `compare`) or a task sequence (`continual`).
 let rerun (args: ParseResults<RunRecipeArgs>) =
     let path = args.GetResult Recipe
+    Files.requireContents path
     let recipe = Recipe.load Catalog.terms path
 
     let beside: string =

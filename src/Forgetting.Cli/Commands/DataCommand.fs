@@ -97,6 +97,8 @@ let private readChecksums (path: string) : Map<string, Checksum> =
     if not (File.Exists path) then
         Exit.inputError $"no such file: {path}"
 
+    Forgetting.Data.Files.requireContents path
+
     File.ReadAllLines path
     |> Array.mapi (fun i line -> i, line.Trim())
     |> Array.filter (fun (_, line) -> line <> "" && not (line.StartsWith '#'))

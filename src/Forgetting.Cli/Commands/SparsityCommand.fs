@@ -27,6 +27,8 @@ let private readCsv (path: string) : float[,] =
         Exit.inputError $"no such file: {path}"
 
     let rows =
+        Forgetting.Data.Files.requireContents path
+
         File.ReadAllLines path
         |> Array.filter (fun l -> l.Trim() <> "")
         |> Array.mapi (fun i line ->
