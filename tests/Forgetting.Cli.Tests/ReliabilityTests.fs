@@ -515,6 +515,44 @@ let tests =
               Expect.stringContains r.Stderr "not a regular file" "the reason"
           }
 
+          test "learning rates are recorded exactly, and summary.json's losses are epochs.csv's, to the bit" {
+              let cache = cachedMnist 16 8
+              // Random doubles from 1e-9 to 1 (a fixed seed, so a failure repeats), every bit of the
+              // mantissa in play, and the value that 6 decimals used to record as 0.
+              let rng = System.Random 15
+
+              let rates =
+                  1e-7
+                  :: [ for _ in 1..4 -> System.Math.Pow(10.0, -9.0 * rng.NextDouble()) * (1.0 - rng.NextDouble() / 3.0) ]
+
+              for lr in rates do
+                  let out = Path.Combine(Cli.tempDir (), "run")
+                  let text = lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture)
+                  let r = train cache out [ "--lr"; text ]
+                  Expect.equal r.ExitCode 0 $"exit code ({r.Stderr})"
+
+                  use recipe = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "recipe.json")))
+
+                  let recorded =
+                      recipe.RootElement.GetProperty("optimizer").GetProperty("lr").GetDouble()
+
+                  Expect.equal recorded lr $"recipe.json's lr {text}"
+
+                  use summary =
+                      JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "summary.json")))
+
+                  let fromJson =
+                      [ for e in summary.RootElement.GetProperty("epochs").EnumerateArray() ->
+                            e.GetProperty("train_loss").GetDouble() ]
+
+                  let fromCsv =
+                      File.ReadAllLines(Path.Combine(out, "epochs.csv"))[1..]
+                      |> Array.map (fun l -> float (l.Split(',')[1]))
+                      |> List.ofArray
+
+                  Expect.equal fromJson fromCsv $"lr {text}: the same doubles in JSON and CSV"
+          }
+
           test "compare --variants with no names is one line" {
               assertOneLineError 2 (Cli.run [ "compare"; "--variants" ])
           }
