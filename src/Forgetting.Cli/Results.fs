@@ -121,6 +121,16 @@ let release (s: Staged) = s.Lock.Dispose()
 let private isEmptyDir (dir: string) =
     Directory.EnumerateFileSystemEntries dir |> Seq.isEmpty
 
+/// Whether `dir` holds a run's results (its recipe.json or diverged.json), or folders that do (compare,
+/// continual): what --overwrite may replace. Any other folder (a home, a source tree) is never
+/// replaced, since replacing deletes it.
+let private holdsResults (dir: string) =
+    let isRun (d: string) =
+        File.Exists(Path.Combine(d, "recipe.json"))
+        || File.Exists(Path.Combine(d, "diverged.json"))
+
+    isRun dir || Directory.EnumerateDirectories dir |> Seq.exists isRun
+
 /// Begin writing the results folder `final`: take its lock, put back an old folder that an
 /// interrupted commit left aside, refuse a non-empty folder unless `overwrite`, and make the staging
 /// folder. A staging folder left by an interrupted run is kept when `resume` (a continual run goes on
@@ -149,6 +159,14 @@ let start (overwrite: bool) (resume: bool) (final: string) : Staged =
             else
                 Directory.Move(aside, final)
                 eprintfn "forgetting: put back %s, which an interrupted run had moved aside" final
+
+        if Directory.Exists final && not (isEmptyDir final) && not (holdsResults final) then
+            raise (
+                UserError(
+                    $"{final} holds files that are not a run's results (no recipe.json); give an empty or new --out",
+                    Exit.usage
+                )
+            )
 
         if Directory.Exists final && not (isEmptyDir final) && not overwrite then
             raise (

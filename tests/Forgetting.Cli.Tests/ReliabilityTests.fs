@@ -184,6 +184,14 @@ let tests =
               use recipe = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "recipe.json")))
               Expect.equal (recipe.RootElement.GetProperty("seed").GetInt32()) 2 "the new run's recipe"
 
+              // A folder that is not a run's results is never replaced, --overwrite or not.
+              let other = Cli.tempDir ()
+              File.WriteAllText(Path.Combine(other, "notes.txt"), "mine")
+              let refused = train cache other [ "--overwrite" ]
+              assertOneLineError 2 refused
+              Expect.stringContains refused.Stderr "not a run's results" "the reason"
+              Expect.equal (File.ReadAllText(Path.Combine(other, "notes.txt"))) "mine" "left as it was"
+
               // An empty folder is no results: it is used as it is.
               let empty = Cli.tempDir ()
               Expect.equal (train cache empty []).ExitCode 0 "an empty --out"
