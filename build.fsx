@@ -264,7 +264,9 @@ Target.create "Demo" (fun _ ->
           "--epochs"
           "10"
           "--out"
-          Path.Combine(root, "results", "fig3a") ])
+          Path.Combine(root, "results", "fig3a")
+          // A second demo replaces the first one's folder, as a unit.
+          "--overwrite" ])
 
 // Side-by-side timings, interleaved over rounds because the machine may be shared: this library's
 // workloads with its default GEMM (the managed kernels) and with OpenBLAS, then PyTorch's on the same machine when Debian's

@@ -12,6 +12,15 @@ let private version =
     | [| :? Reflection.AssemblyInformationalVersionAttribute as a |] -> a.InformationalVersion
     | _ -> string (asm.GetName().Version)
 
+/// FORGETTING_THREADS and FORGETTING_GEMM, read now rather than at the first kernel, so that a bad
+/// value is one line before any work instead of a failure in the middle of a run.
+let private checkEnvironment () =
+    try
+        Forgetting.Tensors.Parallelism.degree () |> ignore
+        Forgetting.Tensors.Gemm.provider () |> ignore
+    with :? InvalidOperationException as e ->
+        raise (UserError(e.Message, Exit.usage))
+
 [<EntryPoint>]
 let main argv =
     let parser = ArgumentParser.Create<Command>(programName = "forgetting")
@@ -23,6 +32,8 @@ let main argv =
             printfn "forgetting %s" version
             0
         else
+            checkEnvironment ()
+
             match results.TryGetSubCommand() with
             | Some(Sparsity args) ->
                 Commands.SparsityCommand.run args
@@ -65,7 +76,17 @@ let main argv =
         printfn "%s" e.Message
         0
     | :? ArguParseException as e ->
-        eprintfn "%s" e.Message
+        // Argu's first line says what is wrong (an unknown option, a value that is no number or
+        // overflows an int); the usage it appends is what --help prints.
+        let first = (e.Message.Split '\n').[0].Trim()
+
+        let reason =
+            if first.StartsWith "ERROR: " then
+                first.Substring 7
+            else
+                first
+
+        eprintfn "forgetting: %s (--help lists the options)" reason
         Exit.usage
     | UserError(message, code) ->
         eprintfn "forgetting: %s" message

@@ -26,8 +26,9 @@ let tempDir () =
     Directory.CreateDirectory d |> ignore
     d
 
-/// Run `forgetting args…` with extra environment variables and wait for it (at most two minutes).
-let runWith (environment: (string * string) list) (args: string list) : Outcome =
+/// Run `forgetting args…` in the working directory `cwd` (None: this process's) with extra
+/// environment variables, and wait for it (at most two minutes).
+let runAt (cwd: string option) (environment: (string * string) list) (args: string list) : Outcome =
     if not (File.Exists cliDll) then
         failwith $"the CLI is not built at {cliDll}"
 
@@ -35,6 +36,7 @@ let runWith (environment: (string * string) list) (args: string list) : Outcome 
         ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true)
 
     psi.ArgumentList.Add cliDll
+    cwd |> Option.iter (fun d -> psi.WorkingDirectory <- d)
 
     for name, value in environment do
         psi.Environment[name] <- value
@@ -51,6 +53,9 @@ let runWith (environment: (string * string) list) (args: string list) : Outcome 
     { ExitCode = p.ExitCode
       Stdout = stdout.Result
       Stderr = stderr.Result }
+
+/// Run `forgetting args…` with extra environment variables and wait for it (at most two minutes).
+let runWith (environment: (string * string) list) (args: string list) : Outcome = runAt None environment args
 
 /// Run `forgetting args…` and wait for it (at most two minutes).
 let run (args: string list) : Outcome = runWith [] args

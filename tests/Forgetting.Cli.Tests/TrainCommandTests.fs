@@ -241,6 +241,8 @@ let tests =
               Expect.equal r.Stderr "" "stderr"
               Expect.equal r.ExitCode 0 "exit code"
               Expect.stringContains r.Stdout "fig2: Ablation of hidden units" "fig2's title"
+              // Redirected, a figure prints a line per epoch of every run it trains.
+              Expect.stringContains r.Stdout "fig2  lateral_inhibition seed 1, epoch 2/2" "a line per epoch"
 
               // Two hidden layers (quick): fig2 has (a), (b) per layer, (c) and (d).
               for fig, panels in [ "fig1e", 3; "fig2", 5; "fig3b", 1 ] do

@@ -49,6 +49,7 @@ type ContinualArgs =
     | Train_Limit of int
     | Cache_Dir of string
     | Out of string
+    | Overwrite
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -94,12 +95,14 @@ type ContinualArgs =
             | Seed _ -> "the first seed (default 1)."
             | Train_Limit _ -> "keep at most this many training samples per task (quick runs)."
             | Cache_Dir _ -> "the data cache (default $FORGETTING_DATA or the per-user cache)."
-            | Out _ -> "results directory (default results/continual-<scenario>-<setting>)."
+            | Out _ -> "results directory (default results/continual-<scenario>-<setting>-<hash of the settings>)."
+            | Overwrite -> "replace the results directory if it already holds results (default: refuse)."
 
 type RunRecipeArgs =
     | [<MainCommand; ExactlyOnce>] Recipe of path: string
     | Cache_Dir of string
     | Out of string
+    | Overwrite
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -107,14 +110,11 @@ type RunRecipeArgs =
             | Recipe _ -> "a recipe.json from a results folder."
             | Cache_Dir _ -> "the data cache (default $FORGETTING_DATA or the per-user cache)."
             | Out _ -> "results directory (default: a folder 'rerun' beside the recipe)."
+            | Overwrite -> "replace the results directory if it already holds results (default: refuse)."
 
 let private usage message : 'a = raise (UserError(message, Exit.usage))
 
-let private finite (name: string) (v: float) =
-    if not (Double.IsFinite v) then
-        usage $"--{name} must be a finite number, got {v}"
-
-    v
+let private finite = Check.finite
 
 /// The recipe of one method and seed from the command line; Core checks every value.
 let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed: int) : Recipe =
@@ -127,7 +127,9 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
             Kind = kind
             Setting = args.GetResult(Setting, defaultValue = d.Scenario.Setting)
             Data = args.GetResult(Data, defaultValue = Recipe.defaultData kind)
-            Tasks = args.GetResult(Tasks, defaultValue = Recipe.defaultTasks kind)
+            Tasks =
+                args.GetResult(Tasks, defaultValue = Recipe.defaultTasks kind)
+                |> Check.atMost "tasks" 1000
             ClassesPerTask = args.GetResult(Classes_Per_Task, defaultValue = d.Scenario.ClassesPerTask)
             ClassOrder = args.GetResult(Class_Order, defaultValue = d.Scenario.ClassOrder)
             PermuteFirst = not (args.Contains Keep_First)
@@ -149,7 +151,7 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
           | Some n when n < 1 ->
               usage
                   $"--fisher-samples must be at least 1, got {n}: a Fisher needs samples (leave it out for the whole task)"
-          | Some n -> "samples", Count n
+          | Some n -> "samples", Count(Check.atMost "fisher-samples" 1_000_000 n)
           | None -> ()
           match args.TryGetResult Si_C with
           | Some c -> "c", Number(finite "si-c" c)
@@ -180,7 +182,9 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
         if args.Contains Forgetting_Layer then
             Some
                 { ForgettingLayerConfig.Default with
-                    Rho = args.GetResult(Rho, defaultValue = ForgettingLayerConfig.Default.Rho) }
+                    Rho =
+                        args.GetResult(Rho, defaultValue = ForgettingLayerConfig.Default.Rho)
+                        |> finite "rho" }
         else
             None
 
@@ -201,7 +205,14 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
     { d with
         Scenario = scenario
         Model =
-            { Hidden = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
+            { Hidden =
+                let sizes = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
+
+                if sizes |> List.forall (fun h -> h >= 1) then
+                    // The data sets are 28×28 images of 10 classes (a task head has at most 10 outputs).
+                    Check.modelFits 784 sizes 10
+
+                sizes
               Forgetting = forgetting }
         Terms = layerTerms
         Optimizer =
@@ -212,7 +223,9 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
                     args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
                     |> finite "momentum"
                 ResetPerTask = args.Contains Reset_Optimizer }
-        EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+        EpochsPerTask =
+            args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+            |> Check.atMost "epochs" RunArgs.maxEpochs
         BatchSize = args.GetResult(Batch, defaultValue = d.BatchSize)
         Seed = int64 seed }
     |> Methods.apply method methodSettings
@@ -263,13 +276,22 @@ let private runOne (title: string) (load: KnownDataset -> TrainTest) (folder: st
             (Some folder)
             recipe)
 
+/// One run, whose folder says "diverged" (Results.markDiverged) if its training diverges.
+let private runMarked (title: string) (load: KnownDataset -> TrainTest) (folder: string) (recipe: Recipe) =
+    try
+        runOne title load folder recipe
+    with :? DivergedError as e ->
+        Results.markDiverged folder e.Message
+        reraise ()
+
 let private rCsv (r: ContinualResult) =
     Results.csv
         ("after" :: [ for j in 1 .. r.TaskNames.Length -> $"task{j}" ])
         [ for i, row in Array.indexed r.R -> (if i = 0 then "init" else string i) :: [ for a in row -> Results.num a ] ]
 
 /// A run's folder, ready for it: new, or holding a run of the same recipe (whose checkpoints it goes on
-/// from); a folder of another recipe is refused before any work.
+/// from: the staging folder of an interrupted run, Results.start); a folder of another recipe is
+/// refused before any work.
 let private runFolder (dir: string) (recipe: Recipe) =
     let path = Path.Combine(dir, "recipe.json")
 
@@ -318,44 +340,9 @@ let private write (dir: string) (command: string) (r: ContinualResult) =
 let private command () =
     "forgetting " + String.Join(" ", Environment.GetCommandLineArgs()[1..])
 
-let run (args: ParseResults<ContinualArgs>) =
-    let methods = args.GetResult(Methods, defaultValue = [ "none"; "ewc" ])
-    let seeds = args.GetResult(Seeds, defaultValue = 1)
-    let first = args.GetResult(Seed, defaultValue = 1)
-
-    if seeds < 1 then
-        usage $"--seeds must be at least 1, got {seeds}"
-
-    // Every recipe is built and checked before any data is loaded or any training starts.
-    let runs =
-        [ for m in methods do
-              for s in first .. first + seeds - 1 -> m, s, ContinualRun.validate Catalog.terms (recipeOf args m s) ]
-
-    let scenario =
-        match runs.Head with
-        | _, _, r -> r.Scenario
-
-    let load = loader (args.TryGetResult ContinualArgs.Cache_Dir)
-
-    // The data and the tasks cut from it, too, before any folder is made: a missing data set or a
-    // scenario it cannot serve leaves nothing behind.
-    for _, _, r in runs do
-        ContinualRun.tasks load r.Scenario |> ignore
-
-    let dir =
-        args.GetResult(
-            ContinualArgs.Out,
-            defaultValue = Path.Combine("results", $"continual-{scenario.Kind}-{scenario.Setting}")
-        )
-        |> Results.prepare
-
-    let results =
-        [ for m, s, recipe in runs ->
-              let folder = runFolder (Path.Combine(dir, $"{m}-seed{s}")) recipe
-              let r = runOne $"{m} seed {s}" load folder recipe
-              write folder (command ()) r
-              m, r ]
-
+/// The comparison of a continual command's runs: the table of metrics, printed, and its panels
+/// written into `dir`.
+let private summarise (dir: string) (scenario: ScenarioSpec) (seeds: int) (results: (string * ContinualResult) list) =
     printfn
         "%s %s-IL, %d tasks, %d seed(s): mean ± sd (n − 1) over seeds"
         scenario.Kind
@@ -391,35 +378,94 @@ let run (args: ParseResults<ContinualArgs>) =
     for m in ContinualRun.metrics (snd results.Head) do
         printfn "  %s: %s" m.Name m.Definition
 
-    printfn "results in %s" (Path.GetFullPath dir)
+let run (args: ParseResults<ContinualArgs>) =
+    let methods = args.GetResult(Methods, defaultValue = [ "none"; "ewc" ])
+    let seeds = args.GetResult(Seeds, defaultValue = 1) |> Check.atMost "seeds" 1000
+    let first = args.GetResult(Seed, defaultValue = 1)
 
-/// A task-sequence recipe run into `dir` (resumed from its checkpoints there, if any), with its files.
-let runSequence (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+    if seeds < 1 then
+        usage $"--seeds must be at least 1, got {seeds}"
+
+    // Every recipe is built and checked before any data is loaded or any training starts.
+    let runs =
+        [ for m in methods do
+              for s in first .. first + seeds - 1 -> m, s, ContinualRun.validate Catalog.terms (recipeOf args m s) ]
+
+    let scenario =
+        match runs.Head with
+        | _, _, r -> r.Scenario
+
+    let load = loader (args.TryGetResult ContinualArgs.Cache_Dir)
+
+    // The data and the tasks cut from it, too, before any folder is made: a missing data set or a
+    // scenario it cannot serve leaves nothing behind.
+    for _, _, r in runs do
+        ContinualRun.tasks load r.Scenario |> ignore
+
+    let final =
+        args.GetResult(
+            ContinualArgs.Out,
+            defaultValue =
+                Path.Combine(
+                    "results",
+                    $"""continual-{scenario.Kind}-{scenario.Setting}-{Recipe.hash [ for _, _, r in runs -> r ]}"""
+                )
+        )
+
+    // The folder is one unit, written in its staging folder; a run that stops there (killed, a full
+    // disk) leaves its checkpoints, and the same command again goes on from them.
+    Results.staged (args.Contains ContinualArgs.Overwrite) true final (fun dir ->
+        let results =
+            [ for m, s, recipe in runs ->
+                  let folder = runFolder (Path.Combine(dir, $"{m}-seed{s}")) recipe
+                  let r = runMarked $"{m} seed {s}" load folder recipe
+                  write folder (command ()) r
+                  m, r ]
+
+        summarise dir scenario seeds results)
+
+    printfn "results in %s" (Path.GetFullPath final)
+
+/// A task-sequence recipe run into `dir`, written as a unit like `continual`'s folders: an interrupted
+/// run resumes from its checkpoints in its staging folder.
+let runSequence (overwrite: bool) (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
     let recipe = ContinualRun.validate Catalog.terms recipe
     let load = loader cacheDir
     ContinualRun.tasks load recipe.Scenario |> ignore
-    let folder = runFolder dir recipe
-    let r = runOne recipe.Label load folder recipe
-    write folder command r
+
+    let r =
+        Results.staged overwrite true dir (fun staging ->
+            let folder = runFolder staging recipe
+            let r = runMarked recipe.Label load folder recipe
+            write folder command r
+            r)
+
     let acc = r.R[r.R.Length - 1] |> Array.average
     printfn "average accuracy after the last task: %.2f%%" (pct acc)
     printfn "results in %s" (Path.GetFullPath dir)
 
 /// Any recipe run into `dir`, whatever made it: a study (`figure`), a single-task run (`train`,
-/// `compare`) or a task sequence (`continual`).
-let runRecipe (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+/// `compare`) or a task sequence (`continual`); `overwrite` replaces a results folder already there.
+let runRecipe (overwrite: bool) (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
     match recipe with
-    | { Study = Some _ } -> FigureCommand.rerun cacheDir dir command recipe
-    | { Scenario = { Kind = "single" } } -> TrainCommand.rerun cacheDir dir command recipe
-    | _ -> runSequence cacheDir dir command recipe
+    | { Study = Some _ } -> FigureCommand.rerun overwrite cacheDir dir command recipe
+    | { Scenario = { Kind = "single" } } -> TrainCommand.rerun overwrite cacheDir dir command recipe
+    | _ -> runSequence overwrite cacheDir dir command recipe
 
 /// `forgetting run <recipe.json>`: a results folder's recipe run again.
 let rerun (args: ParseResults<RunRecipeArgs>) =
     let path = args.GetResult Recipe
+    Files.requireContents path
     let recipe = Recipe.load Catalog.terms path
 
     let beside: string =
         Path.Combine(Path.GetDirectoryName(Path.GetFullPath path), "rerun")
 
     let dir = args.GetResult(<@ RunRecipeArgs.Out @>, defaultValue = beside)
-    runRecipe (args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>) dir (command ()) recipe
+
+    runRecipe
+        (args.Contains <@ RunRecipeArgs.Overwrite @>)
+        (args.TryGetResult <@ RunRecipeArgs.Cache_Dir @>)
+        dir
+        (command ())
+        recipe

@@ -97,6 +97,8 @@ let private readChecksums (path: string) : Map<string, Checksum> =
     if not (File.Exists path) then
         Exit.inputError $"no such file: {path}"
 
+    Forgetting.Data.Files.requireContents path
+
     File.ReadAllLines path
     |> Array.mapi (fun i line -> i, line.Trim())
     |> Array.filter (fun (_, line) -> line <> "" && not (line.StartsWith '#'))
@@ -135,6 +137,15 @@ let private fetch (args: ParseResults<FetchArgs>) =
 
     if timeout < 1 then
         usageError $"--timeout must be at least 1 second, got {timeout}"
+
+    // An absolute http(s) URL, or the download fails later with the HTTP client's own message.
+    match args.TryGetResult FetchArgs.Base_Url with
+    | Some url ->
+        match Uri.TryCreate(url, UriKind.Absolute) with
+        | true, u when u.Scheme = Uri.UriSchemeHttp || u.Scheme = Uri.UriSchemeHttps -> ()
+        | true, u -> usageError $"--base-url must be an http or https URL, got the scheme '{u.Scheme}' in '{url}'"
+        | _ -> usageError $"--base-url must be an http or https URL, got '{url}'"
+    | None -> ()
 
     let checksums = args.TryGetResult FetchArgs.Checksums
 

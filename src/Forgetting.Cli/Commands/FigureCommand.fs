@@ -76,9 +76,8 @@ let private describe (panel: Panel) =
               let values = m.Values[r] |> Array.map (fun v -> $"{v:F3}") |> String.concat " "
               $"    {row}: {values}" ]
 
-let private write (figDir: string) (command: string) (recipe: Recipe) (data: Value) (f: Figure) =
-    let figDir = Results.prepare figDir
-    Results.writeAtomically (Path.Combine(figDir, "recipe.json")) (Recipe.toText recipe + "\n")
+/// Write a figure's files into `figDir` (the staging folder of `shown`, where it will be).
+let private write (figDir: string) (shown: string) (command: string) (recipe: Recipe) (data: Value) (f: Figure) =
 
     let panels =
         f.Panels
@@ -125,11 +124,14 @@ let private write (figDir: string) (command: string) (recipe: Recipe) (data: Val
         printfn "  %s" (Charts.title panel)
         describe panel |> List.iter (printfn "%s")
 
-    printfn "  written to %s" figDir
+    printfn "  written to %s" shown
 
-/// Draw the figure a study recipe names into `figDir`, with a progress display.
-let execute (d: SingleData) (figDir: string) (command: string) (recipe: Recipe) =
+/// Draw the figure a study recipe names into `figDir` (the staging folder of `shown`), with a
+/// progress display and a line per epoch; recipe.json is written first, so that a divergence leaves it
+/// beside diverged.json.
+let private draw (d: SingleData) (figDir: string) (shown: string) (command: string) (recipe: Recipe) =
     let epochs = recipe.EpochsPerTask
+    Results.writeAtomically (Path.Combine(figDir, "recipe.json")) (Recipe.toText recipe + "\n")
 
     let figure =
         Progress.run recipe.Label (fun report ->
@@ -137,20 +139,29 @@ let execute (d: SingleData) (figDir: string) (command: string) (recipe: Recipe) 
                 match p with
                 | BatchDone(epoch, b, bs, _) ->
                     report.Update ((float (epoch - 1) + float b / float bs) / float epochs) $"{label}, epoch {epoch}"
-                | EpochDone m -> report.Update 1.0 $"{label}, epoch {m.Epoch}: test accuracy {m.TestAccuracy:P2}"
+                | EpochDone m ->
+                    // A line per epoch as well, so that a redirected run shows its progress too.
+                    report.Line
+                        $"{recipe.Label}  {label}, epoch {m.Epoch}/{epochs}: train loss {m.TrainLoss:F4}, test accuracy {100.0 * m.TestAccuracy:F2}%%"
 
             Figures.run recipe progress (d.Train, d.Test))
 
-    write figDir command recipe (dataJson d) figure
+    write figDir shown command recipe (dataJson d) figure
 
-/// `forgetting run` of a study recipe: draw its figure again into `dir`.
-let rerun (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+/// Draw the figure a study recipe names into the folder `figDir`, written as a unit (Results.staged);
+/// a `figDir` that holds results is refused unless `overwrite`.
+let execute (overwrite: bool) (d: SingleData) (figDir: string) (command: string) (recipe: Recipe) =
+    Results.staged overwrite false figDir (fun staging -> draw d staging figDir command recipe)
+
+/// `forgetting run` of a study recipe: draw its figure again into `dir` (refused if it holds results,
+/// unless `overwrite`).
+let rerun (overwrite: bool) (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
     // Every setting is checked before the data is loaded.
     let recipe =
         Figures.recipe recipe.Study.Value.Kind (Map.toList recipe.Study.Value.Settings) recipe
 
     Classification.validate Catalog.terms { recipe with Study = None } |> ignore
-    execute (loadSingle cacheDir recipe) dir command recipe
+    execute overwrite (loadSingle cacheDir recipe) dir command recipe
 
 let run (args: ParseResults<RunArgs>) =
     only "figure" args
@@ -165,25 +176,25 @@ let run (args: ParseResults<RunArgs>) =
     // The figure's own settings given on the command line, by the names its kind takes.
     let given =
         [ match args.TryGetResult Draws with
-          | Some n -> "draws", Count n
+          | Some n -> "draws", Count(Check.atMost "draws" 10_000 n)
           | None -> ()
           match args.TryGetResult Fisher_Samples with
-          | Some n -> "fisher_samples", Count n
+          | Some n -> "fisher_samples", Count(Check.atMost "fisher-samples" 1_000_000 n)
           | None -> ()
           match args.TryGetResult Seeds with
-          | Some n -> "seeds", Count n
+          | Some n -> "seeds", Count(Check.atMost "seeds" 1000 n)
           | None -> ()
           match args.TryGetResult Perturb_Layer with
           | Some n -> "perturb_layer", Count n
           | None -> ()
           match args.TryGetResult Noise with
-          | Some x -> "noise", Number x
+          | Some x -> "noise", Number(Check.finite "noise" x)
           | None -> ()
           match args.TryGetResult Repeats with
-          | Some n -> "repeats", Count n
+          | Some n -> "repeats", Count(Check.atMost "repeats" 10_000 n)
           | None -> ()
           match args.TryGetResult Tsne_Points with
-          | Some n -> "tsne_points", Count n
+          | Some n -> "tsne_points", Count(Check.atMost "tsne-points" 10_000 n)
           | None -> () ]
 
     // Every figure's recipe is resolved and checked before any data is loaded or any training done.
@@ -204,13 +215,55 @@ let run (args: ParseResults<RunArgs>) =
               Figures.recipe n mine study ]
 
     let d = dataset args recipes.Head
-    let dir = outDir args $"figures-{KnownDataset.name d.Dataset}"
+
+    // What only the data decides is checked before the first figure is computed too: fig4c embeds
+    // at most the test set's images, and t-SNE's perplexity and the trustworthiness' 12 neighbours
+    // need more points than that many.
+    for r in recipes do
+        match r.Study with
+        | Some st when st.Kind = "fig4c" ->
+            let asked = TermSetting.toInt st.Settings "tsne_points"
+            let points = min asked d.Test.Count
+            let needed = max (int Forgetting.Analysis.Tsne.defaults.Perplexity + 1) 25
+
+            if points < needed then
+                usage
+                    $"--tsne-points: fig4c needs at least {needed} points (t-SNE's perplexity {Forgetting.Analysis.Tsne.defaults.Perplexity} and 12 neighbours for trustworthiness), got {points}"
+        | _ -> ()
+
+    // A folder per figure, each a unit: named by the figure under --out, and by the figure and a
+    // hash of its recipe under the default, so that figures of other settings sit beside it.
+    let folders =
+        match args.TryGetResult Out with
+        | Some out -> [ for r in recipes -> Path.Combine(out, r.Label) ]
+        | None ->
+            let dir = outDir args $"figures-{KnownDataset.name d.Dataset}"
+            [ for r in recipes -> Path.Combine(dir, $"{r.Label}-{Recipe.hash [ r ]}") ]
 
     let command =
         "forgetting figure " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
 
-    for r in recipes do
-        execute d (Path.Combine(dir, r.Label)) command r
+    // Every folder is locked and checked before the first figure is computed.
+    let started = ResizeArray()
+
+    try
+        for f in folders do
+            started.Add(Results.start (overwrite args) false f)
+    with _ ->
+        for s in started do
+            Results.abandon false s
+
+        reraise ()
+
+    for i, (r, s) in List.indexed (List.zip recipes (List.ofSeq started)) do
+        try
+            Results.within false s (fun staging -> draw d staging s.Final command r)
+        with _ ->
+            // The later figures will not be drawn: their folders are given up, left as they were.
+            for later in Seq.skip (i + 1) started do
+                Results.abandon false later
+
+            reraise ()
 
 /// `forgetting report`: every figure directory under a results directory, as one HTML page.
 type ReportArgs =
@@ -223,6 +276,68 @@ type ReportArgs =
             | Dir _ -> "a results directory written by 'forgetting figure' (default results/figures-fashion-mnist)."
             | Output _ -> "the HTML file (default <dir>/report.html)."
 
+/// A figure folder's figure.json as a figure of the report, or why it cannot be one. A panel's files
+/// must lie inside the folder `d` (a figure.json names them relative to it); anything else would
+/// paste an arbitrary file into the page.
+let private readFigure (d: string) (json: string) : Result<ReportFigure, string> =
+    let inside = Path.GetFullPath d + string Path.DirectorySeparatorChar
+
+    try
+        use doc = Text.Json.JsonDocument.Parse(File.ReadAllText json)
+        let root = doc.RootElement
+
+        let text (e: Text.Json.JsonElement) (name: string) =
+            match e.TryGetProperty name with
+            | true, v when v.ValueKind = Text.Json.JsonValueKind.String -> v.GetString()
+            | _ -> failwith $"no text '{name}'"
+
+        // A directory written before PNGs were drawn has none to embed.
+        let file (e: Text.Json.JsonElement) (name: string) =
+            match e.TryGetProperty name with
+            | true, v when v.ValueKind = Text.Json.JsonValueKind.String ->
+                let path = Path.GetFullPath(Path.Combine(d, v.GetString()))
+
+                if not (path.StartsWith(inside, StringComparison.Ordinal)) then
+                    failwith $"panel file '{v.GetString()}' is outside the figure's folder"
+
+                if not (File.Exists path) then
+                    failwith $"panel file '{v.GetString()}' is missing"
+
+                // A link inside the folder could still point anywhere.
+                if not (isNull (FileInfo(path).LinkTarget)) then
+                    failwith $"panel file '{v.GetString()}' is a link"
+
+                Some path
+            | true, _ -> failwith $"'{name}' is not a file name"
+            | _ -> None
+
+        let panels =
+            match root.TryGetProperty "panels" with
+            | true, v when v.ValueKind = Text.Json.JsonValueKind.Array -> [ for p in v.EnumerateArray() -> p ]
+            | _ -> failwith "no list of 'panels'"
+
+        let figure =
+            { ReportFigure.Name = text root "figure"
+              Caption = text root "caption"
+              Command = text root "command"
+              Panels =
+                [ for panel in panels ->
+                      { ReportPanel.Title = text panel "title"
+                        Svg = file panel "svg"
+                        Png = file panel "png" } ] }
+
+        // Drawn on a page of its own first, so that an SVG that does not parse or a panel with no file
+        // is found here, not while the page of all figures is made.
+        Report.page figure.Name [ figure ] |> ignore
+        Ok figure
+    with e ->
+        let reason =
+            match e with
+            | :? Text.Json.JsonException -> "not valid JSON"
+            | e -> e.Message
+
+        Error(reason.Split('\n')[0])
+
 let report (args: ParseResults<ReportArgs>) =
     let dir =
         args.GetResult(Dir, defaultValue = Path.Combine("results", "figures-fashion-mnist"))
@@ -230,46 +345,27 @@ let report (args: ParseResults<ReportArgs>) =
     if not (Directory.Exists dir) then
         raise (UserError($"no such results directory: {dir}; run 'forgetting figure' first", Exit.input))
 
+    // A figure folder whose figure.json is malformed, truncated or incomplete, or whose panels name
+    // files outside the folder or that cannot be read, is left out with one line on stderr; the
+    // others still make the page.
     let figures =
-        Directory.GetDirectories dir
-        |> Array.sort
-        |> Array.choose (fun d ->
-            let json = Path.Combine(d, "figure.json")
+        [ for d in Directory.GetDirectories dir |> Array.sort do
+              let json = Path.Combine(d, "figure.json")
 
-            if File.Exists json then
-                Some(d, Text.Json.JsonDocument.Parse(File.ReadAllText json))
-            else
-                None)
+              if File.Exists json then
+                  match readFigure d json with
+                  | Ok f -> f
+                  | Error reason -> eprintfn "forgetting: left out %s: %s" json reason ]
 
-    if figures.Length = 0 then
+    if figures.IsEmpty then
         raise (
             UserError(
-                $"{dir} holds no figure directories (with a figure.json); run 'forgetting figure --out {dir}'",
+                $"{dir} holds no readable figure directories (with a figure.json); run 'forgetting figure --out {dir}'",
                 Exit.input
             )
         )
 
-    let report =
-        [ for d, doc in figures do
-              use doc = doc
-              let root = doc.RootElement
-              let text (e: Text.Json.JsonElement) (name: string) = e.GetProperty(name).GetString()
-
-              // A directory written before PNGs were drawn has none to embed.
-              let file (e: Text.Json.JsonElement) (name: string) =
-                  match e.TryGetProperty name with
-                  | true, v -> Some(Path.Combine(d, v.GetString()))
-                  | _ -> None
-
-              { ReportFigure.Name = text root "figure"
-                Caption = text root "caption"
-                Command = text root "command"
-                Panels =
-                  [ for panel in root.GetProperty("panels").EnumerateArray() ->
-                        { ReportPanel.Title = text panel "title"
-                          Svg = file panel "svg"
-                          Png = file panel "png" } ] } ]
-
+    let report = figures
     let html = Report.page "Forgetting: the paper's figures, re-run" report
     let output = args.GetResult(Output, defaultValue = Path.Combine(dir, "report.html"))
     Results.writeAtomically output html

@@ -27,6 +27,7 @@ type RunArgs =
     | [<Unique>] Seed of int
     | [<Unique>] Train_Limit of count: int
     | [<Unique>] Out of dir: string
+    | [<Unique>] Overwrite
     | [<Unique>] Figures of names: string list
     | [<Unique>] Draws of count: int
     | [<Unique>] Repeats of count: int
@@ -56,7 +57,8 @@ type RunArgs =
             | Batch _ -> "batch size (default 128)."
             | Seed _ -> "the seed (default 1; compare uses seed, seed+1, …)."
             | Train_Limit _ -> "use only the first N training examples (quick runs)."
-            | Out _ -> "the results directory (default results/<command>-<dataset>-…)."
+            | Out _ -> "the results directory (default results/<command>-<dataset>-…-<hash of the settings>)."
+            | Overwrite -> "replace the results directory if it already holds results (default: refuse)."
             | Figures _ -> "figure: which (default all): fig1e fig2 fig3b fig3c fig4a fig4b fig4c."
             | Draws _ -> "figure fig2: random ablation orders (default 10)."
             | Repeats _ -> "figure fig4b: noise draws per fraction (default 5)."
@@ -98,6 +100,9 @@ let only (command: string) (args: ParseResults<RunArgs>) =
             let belongs = String.concat "', '" (owners a)
             usage $"{name} is not an option of '{command}' (it belongs to '{belongs}')"
 
+/// The most epochs a run takes: far beyond any run that finishes, far below 2^31 − 1.
+let maxEpochs = 100_000
+
 let private atLeast name minimum (v: int) =
     if v < minimum then
         usage $"--{name} must be at least {minimum}, got {v}"
@@ -129,8 +134,9 @@ let dataset (args: ParseResults<RunArgs>) (r: Recipe) =
 let rho (args: ParseResults<RunArgs>) =
     let rho =
         args.GetResult(Rho, defaultValue = Forgetting.Mechanisms.ForgettingLayerConfig.Default.Rho)
+        |> Check.finite "rho"
 
-    if not (Double.IsFinite rho && rho > 0.0) then
+    if not (rho > 0.0) then
         usage $"--rho must be positive, got {rho}"
 
     rho
@@ -173,7 +179,13 @@ let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
                     | None -> 0 }
         Model =
             { d.Model with
-                Hidden = args.GetResult(Hidden, defaultValue = hidden) |> List.map (atLeast "hidden" 1)
+                Hidden =
+                    // Two units at least: every run reports each hidden layer's sparsity, which needs two.
+                    let sizes =
+                        args.GetResult(Hidden, defaultValue = hidden) |> List.map (atLeast "hidden" 2)
+                    // The data sets are 28×28 images of 10 classes.
+                    Check.modelFits 784 sizes 10
+                    sizes
                 Forgetting =
                     Some
                         { Forgetting.Mechanisms.ForgettingLayerConfig.Default with
@@ -181,9 +193,16 @@ let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
         Optimizer =
             { d.Optimizer with
                 Kind = optimizer
-                Lr = args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizer)
-                Momentum = args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum) }
-        EpochsPerTask = args.GetResult(Epochs, defaultValue = d.EpochsPerTask) |> atLeast "epochs" 1
+                Lr =
+                    args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizer)
+                    |> Check.finite "lr"
+                Momentum =
+                    args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
+                    |> Check.finite "momentum" }
+        EpochsPerTask =
+            args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
+            |> atLeast "epochs" 1
+            |> Check.atMost "epochs" maxEpochs
         BatchSize = args.GetResult(Batch, defaultValue = d.BatchSize) |> atLeast "batch" 1
         Seed = int64 (args.GetResult(Seed, defaultValue = int d.Seed)) }
 
@@ -216,7 +235,9 @@ let dataJson (d: SingleData) =
               |> Option.defaultValue "the published train/test split"
           ) ]
 
-/// The results directory: --out, or a default under results/.
+/// The results directory: --out, or a default under results/ (made when the run starts, Results.start).
 let outDir (args: ParseResults<RunArgs>) (fallback: string) =
     args.GetResult(Out, defaultValue = IO.Path.Combine("results", fallback))
-    |> Results.prepare
+
+/// Whether --overwrite lets a run replace a results directory that holds results.
+let overwrite (args: ParseResults<RunArgs>) = args.Contains Overwrite

@@ -27,6 +27,8 @@ let private readCsv (path: string) : float[,] =
         Exit.inputError $"no such file: {path}"
 
     let rows =
+        Forgetting.Data.Files.requireContents path
+
         File.ReadAllLines path
         |> Array.filter (fun l -> l.Trim() <> "")
         |> Array.mapi (fun i line ->
@@ -63,6 +65,8 @@ let run (args: ParseResults<SparsityArgs>) =
         with :? ArgumentException as e ->
             Exit.inputError e.Message
 
+    let maxGenerated = 100_000_000L
+
     match args.TryGetResult Csv with
     | Some path ->
         let acts = readCsv path
@@ -77,6 +81,15 @@ let run (args: ParseResults<SparsityArgs>) =
 
         if samples < 1 then
             raise (UserError($"--samples must be at least 1, got {samples}", Exit.usage))
+
+        // The generated layer is held whole: refuse a size that would not fit rather than abort.
+        if int64 units * int64 samples > maxGenerated then
+            raise (
+                UserError(
+                    $"--units × --samples is {int64 units * int64 samples} activations, more than the {maxGenerated} a generated layer may hold",
+                    Exit.usage
+                )
+            )
 
         let rng = Random seed
 

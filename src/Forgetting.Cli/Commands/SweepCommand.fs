@@ -189,7 +189,9 @@ let task (args: ParseResults<TaskArgs>) =
         printfn "run %d (%s): %s" r.Index r.Id (describe r)
 
         try
+            // A folder here is this run's own, left incomplete (a diverged run's): replace it.
             ContinualCommand.runRecipe
+                true
                 (args.TryGetResult TaskArgs.Cache_Dir)
                 (Sweep.folder s r)
                 $"forgetting sweep task {args.GetResult TaskArgs.Sweep} --index {index}"

@@ -88,11 +88,20 @@ let private unitsCsv (r: RunResult) =
                      | Some imp -> Results.num imp[u]
                      | None -> "") ] ]
 
-/// Train a single-task recipe on its data into `dir` (recipe.json, which `forgetting run` re-runs,
-/// summary.json, epochs.csv, units.csv), and print what it gave.
-let execute (title: string) (d: SingleData) (dir: string) (command: string) (recipe: Recipe) =
+/// Train a single-task recipe on its data, writing straight into `dir` (recipe.json first, which
+/// `forgetting run` re-runs, then summary.json, epochs.csv, units.csv); a divergence leaves
+/// recipe.json and diverged.json. `compare` writes its runs this way inside its own staged folder.
+let private trainInto (title: string) (d: SingleData) (dir: string) (command: string) (recipe: Recipe) =
     let dir = Results.prepare dir
-    let r = runWithProgress title recipe d
+    Results.writeAtomically (Path.Combine(dir, "recipe.json")) (Recipe.toText recipe + "\n")
+
+    let r =
+        try
+            runWithProgress title recipe d
+        with :? DivergedError as e ->
+            Results.markDiverged dir e.Message
+            reraise ()
+
     Results.writeAtomically (Path.Combine(dir, "recipe.json")) (Recipe.toText r.Config + "\n")
 
     Results.writeAtomically (Path.Combine(dir, "summary.json")) (render true (summaryJson command (dataJson d) r))
@@ -100,6 +109,11 @@ let execute (title: string) (d: SingleData) (dir: string) (command: string) (rec
     Results.writeAtomically (Path.Combine(dir, "epochs.csv")) (epochsCsv r)
     Results.writeAtomically (Path.Combine(dir, "units.csv")) (unitsCsv r)
     r
+
+/// Train a single-task recipe on its data into the folder `dir`, written as a unit (Results.staged):
+/// `dir` appears whole, or stays as it was. A `dir` that holds results is refused unless `overwrite`.
+let execute (overwrite: bool) (title: string) (d: SingleData) (dir: string) (command: string) (recipe: Recipe) =
+    Results.staged overwrite false dir (fun staging -> trainInto title d staging command recipe)
 
 let private report (d: SingleData) (dir: string) (r: RunResult) =
     printfn "%s on %s: test accuracy %.2f%%" r.Config.Label (KnownDataset.name d.Dataset) (pct r.Test.Accuracy)
@@ -114,11 +128,12 @@ let private report (d: SingleData) (dir: string) (r: RunResult) =
 
     printfn "results in %s" dir
 
-/// `forgetting run` of a single-task recipe: train it again into `dir`.
-let rerun (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+/// `forgetting run` of a single-task recipe: train it again into `dir` (refused if it holds results,
+/// unless `overwrite`).
+let rerun (overwrite: bool) (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
     let recipe = Classification.validate Catalog.terms recipe
     let d = loadSingle cacheDir recipe
-    execute recipe.Label d dir command recipe |> report d dir
+    execute overwrite recipe.Label d dir command recipe |> report d dir
 
 let private commandLine (name: string) =
     $"forgetting {name} " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
@@ -131,38 +146,29 @@ let train (args: ParseResults<RunArgs>) =
 
     let r = recipe args v (seed args)
     let d = dataset args r
-    let dir = outDir args $"train-{KnownDataset.name d.Dataset}-{v.Name}-seed{r.Seed}"
-    execute v.Name d dir (commandLine "train") r |> report d dir
 
-let compare (args: ParseResults<RunArgs>) =
-    only "compare" args
-    let rho, overrides = rho args, terms args
+    let dir =
+        outDir args $"train-{KnownDataset.name d.Dataset}-{v.Name}-seed{r.Seed}-{Recipe.hash [ r ]}"
 
-    let names =
-        args.GetResult(Variants, defaultValue = [ "sgd"; "l1"; "l2"; "lateral_inhibition" ])
+    execute (overwrite args) v.Name d dir (commandLine "train") r |> report d dir
 
-    let variants = names |> List.map (variant rho overrides)
-    let seeds = args.GetResult(Seeds, defaultValue = 3)
-
-    if seeds < 1 then
-        raise (UserError($"--seeds must be at least 1, got {seeds}", Exit.usage))
-
-    let first = seed args
-
-    let recipes =
-        [ for v in variants -> [ for k in 0 .. seeds - 1 -> recipe args v (first + k) ] ]
-
-    let d = dataset args recipes.Head.Head
-    let dir = outDir args $"compare-{KnownDataset.name d.Dataset}"
-    let command = commandLine "compare"
-
+/// Run every recipe of a comparison into `dir` and write its tables there.
+let private compareInto
+    (dir: string)
+    (d: SingleData)
+    (command: string)
+    (variants: Variant list)
+    (seeds: int)
+    (first: int)
+    (recipes: Recipe list list)
+    =
     // Every run in a folder of its own, a whole `train` results folder that `forgetting run` re-runs.
     let runs =
         [ for rs in recipes do
               for r in rs ->
                   let title = $"{r.Label} seed {r.Seed}"
                   let folder = Path.Combine(dir, $"{r.Label}-seed{r.Seed}")
-                  r.Label, int r.Seed, execute title d folder command r ]
+                  r.Label, int r.Seed, trainInto title d folder command r ]
 
     let hidden = recipes.Head.Head.Model.Hidden.Length
 
@@ -225,4 +231,34 @@ let compare (args: ParseResults<RunArgs>) =
     Results.writeAtomically (Path.Combine(dir, "table.txt")) (String.concat "\n" table + "\n")
     printfn "%s, %d examples for training, %d seeds:" (KnownDataset.name d.Dataset) d.Train.Count seeds
     table |> List.iter (printfn "%s")
+
+let compare (args: ParseResults<RunArgs>) =
+    only "compare" args
+    let rho, overrides = rho args, terms args
+
+    let names =
+        args.GetResult(Variants, defaultValue = [ "sgd"; "l1"; "l2"; "lateral_inhibition" ])
+
+    if names.IsEmpty then
+        raise (UserError("--variants needs at least one variant name", Exit.usage))
+
+    let variants = names |> List.map (variant rho overrides)
+    let seeds = args.GetResult(Seeds, defaultValue = 3) |> Check.atMost "seeds" 1000
+
+    if seeds < 1 then
+        raise (UserError($"--seeds must be at least 1, got {seeds}", Exit.usage))
+
+    let first = seed args
+
+    let recipes =
+        [ for v in variants -> [ for k in 0 .. seeds - 1 -> recipe args v (first + k) ] ]
+
+    let d = dataset args recipes.Head.Head
+
+    let hash = Recipe.hash (List.concat recipes)
+    let dir = outDir args $"compare-{KnownDataset.name d.Dataset}-{hash}"
+    let command = commandLine "compare"
+
+    // The whole comparison is one unit: its runs' folders and its tables appear together.
+    Results.staged (overwrite args) false dir (fun stage -> compareInto stage d command variants seeds first recipes)
     printfn "results in %s" dir

@@ -17,13 +17,6 @@ module Sparsity =
         if n < 2 then
             invalidArg (nameof meanActivations) $"sparsity needs at least 2 units, got {n}"
 
-        // 1 - (mean r)^2 / mean(r^2) = var(r) / mean(r^2). The variance is taken of r - r_0, which is
-        // exactly 0 when every unit is equally active, so uniform activations give S = 0 exactly.
-        let r0 = meanActivations[0]
-        let mutable shiftedSum = 0.0
-        let mutable shiftedSumSq = 0.0
-        let mutable sumSq = 0.0
-
         for i in 0 .. n - 1 do
             let r = meanActivations[i]
 
@@ -32,6 +25,20 @@ module Sparsity =
                     (nameof meanActivations)
                     $"sparsity needs finite, non-negative activations (after a ReLU); unit {i} has {r}"
 
+        // S does not change when every r is scaled; dividing by the largest keeps the squares below
+        // from overflowing (r ≥ 1e155) or underflowing to 0 (r ≤ 1e-160).
+        let top = Array.max meanActivations
+        let scale = if top > 0.0 then top else 1.0
+
+        // 1 - (mean r)^2 / mean(r^2) = var(r) / mean(r^2). The variance is taken of r - r_0, which is
+        // exactly 0 when every unit is equally active, so uniform activations give S = 0 exactly.
+        let r0 = meanActivations[0] / scale
+        let mutable shiftedSum = 0.0
+        let mutable shiftedSumSq = 0.0
+        let mutable sumSq = 0.0
+
+        for i in 0 .. n - 1 do
+            let r = meanActivations[i] / scale
             let d = r - r0
             shiftedSum <- shiftedSum + d
             shiftedSumSq <- shiftedSumSq + d * d

@@ -78,7 +78,14 @@ module Cache =
             | _ -> defaultDirectory (), Default
 
     /// The cache folder (see `locate`).
-    let directory (explicitDirectory: string option) = fst (locate explicitDirectory)
+    let directory (explicitDirectory: string option) =
+        let dir = fst (locate explicitDirectory)
+
+        // Said as it is, rather than as a data set missing from a folder that cannot exist.
+        if File.Exists dir then
+            raise (DataError($"{dir}: the data cache must be a folder, and this is a file", dir))
+
+        dir
 
     /// The folder of one data set in a cache.
     let datasetDirectory (cache: string) (dataset: KnownDataset) =
@@ -267,11 +274,27 @@ module Cache =
         let name = KnownDataset.name dataset
         let classes = KnownDataset.classes dataset
 
-        let train =
-            Idx.parseDataset $"{name}/train" classes (read TrainImages) (read TrainLabels)
+        let trainImages = read TrainImages
+        let testImages = read TestImages
+        let train = Idx.parseDataset $"{name}/train" classes trainImages (read TrainLabels)
+        let test = Idx.parseDataset $"{name}/test" classes testImages (read TestLabels)
 
-        let test =
-            Idx.parseDataset $"{name}/test" classes (read TestImages) (read TestLabels)
+        // What training needs, checked at load rather than found as NaN metrics or a shape error
+        // after training: samples in both splits, and one image size for both.
+        for d, (path, _) in [ train, trainImages; test, testImages ] do
+            if Dataset.count d = 0 then
+                raise (DataError($"{path}: holds no images; training and testing need at least one each", path))
+
+        if train.Shape <> test.Shape then
+            let size (d: Dataset) =
+                d.Shape |> Array.map string |> String.concat "×"
+
+            raise (
+                DataError(
+                    $"{fst testImages}: images of {size test}, but the training images are {size train}; both splits need one size",
+                    fst testImages
+                )
+            )
 
         match manifest with
         | Some m when m.Train <> Dataset.count train || m.Test <> Dataset.count test ->
@@ -324,6 +347,68 @@ module Cache =
 
         Directory.CreateDirectory d |> ignore
         d
+
+    /// The file a fetch of the data set into `cache` locks: in the temporary folder, named by a hash
+    /// of the cache's full path and the data set, so that the cache holds only data sets.
+    let lockPath (cache: string) (dataset: KnownDataset) =
+        let key = $"{Path.GetFullPath cache}\n{KnownDataset.name dataset}"
+
+        let hash =
+            Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes key))
+
+        let dir = Path.Combine(Path.GetTempPath(), "forgetting-locks")
+        Directory.CreateDirectory dir |> ignore
+        Path.Combine(dir, $"{KnownDataset.name dataset}-{hash.Substring(0, 16)}.lock")
+
+    /// Hold the data set's fetch lock (flock on `lockPath`, released when the process ends, however it
+    /// ends; the empty file stays), waiting up to `timeout` for another fetch of it to finish.
+    let lockDataset (cache: string) (dataset: KnownDataset) (timeout: TimeSpan) : IDisposable =
+        let path = lockPath cache dataset
+        let clock = Diagnostics.Stopwatch.StartNew()
+
+        let rec attempt () =
+            let stream =
+                try
+                    Some(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+                with :? IOException when File.Exists path ->
+                    None
+
+            match stream with
+            | Some s -> s :> IDisposable
+            | None when clock.Elapsed < timeout ->
+                Threading.Thread.Sleep 100
+                attempt ()
+            | None ->
+                raise (
+                    DataError(
+                        $"{path}: another fetch of {KnownDataset.name dataset} held the cache for {timeout.TotalSeconds:F0} s; try again when it is done",
+                        path
+                    )
+                )
+
+        attempt ()
+
+    /// What killed fetches of the data set left, cleaned up under its lock: staging folders are
+    /// removed, and an old folder moved aside by an interrupted commit is put back if the data set's
+    /// folder is missing (else removed). `log` gets a line for each.
+    let recover (cache: string) (dataset: KnownDataset) (log: string -> unit) =
+        let target = datasetDirectory cache dataset
+        let name = KnownDataset.name dataset
+
+        for d in Directory.GetDirectories(cache, $".{name}.*.partial") do
+            Directory.Delete(d, true)
+            log $"removed {d}, left by an interrupted fetch"
+
+        let olds =
+            Directory.GetDirectories(cache, $".{name}.*.old")
+            |> Array.sortByDescending Directory.GetLastWriteTimeUtc
+
+        for d in olds do
+            if not (Directory.Exists target) then
+                Directory.Move(d, target)
+                log $"put back {target}, which an interrupted fetch had moved aside"
+            else
+                Directory.Delete(d, true)
 
     /// Put a fully written staging folder in place of the data set's folder. Each rename is atomic, so
     /// the data set's folder is at every moment either the old one, absent, or the new one.

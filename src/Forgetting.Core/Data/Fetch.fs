@@ -330,6 +330,11 @@ module Fetch =
         | :? UnauthorizedAccessException as e ->
             raise (DataError($"cannot create the data cache {o.Cache}: {e.Message}", o.Cache))
 
+        // One fetch of a data set at a time: a second one waits for the first, then finds what it left
+        // (a valid cache is taken as present, unless forced), and cleans what a killed one left.
+        use _lock = Cache.lockDataset o.Cache o.Dataset o.Timeout
+        Cache.recover o.Cache o.Dataset o.Log
+
         let verified () =
             try
                 Cache.loadDirectory dir o.Dataset

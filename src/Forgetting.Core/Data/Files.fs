@@ -84,8 +84,19 @@ module Files =
     let writeAllBytesAtomically (path: string) (bytes: byte[]) =
         writeAtomically path (fun s -> s.Write(bytes, 0, bytes.Length))
 
-    /// Read a whole file, turning a missing or unreadable file into a DataError that names it.
+    /// Refuse, with a DataError naming it, a file of length 0: an empty file holds nothing to read,
+    /// and a pipe or a device (which report length 0) would block the read or never end it.
+    let requireContents (path: string) =
+        let info = FileInfo path
+
+        if info.Exists && info.Length = 0L then
+            raise (DataError($"{path}: empty, or not a regular file (a pipe or a device is not read)", path))
+
+    /// Read a whole file, turning a missing, empty (or non-regular) or unreadable file into a DataError
+    /// that names it.
     let readAllBytes (path: string) : byte[] =
+        requireContents path
+
         try
             File.ReadAllBytes path
         with

@@ -93,6 +93,25 @@ module Idx =
         if extra > 0L then
             fail path $"{extra} bytes more than the {declared} its header declares"
 
+    /// The `total` bytes a header declares, read in chunks that grow only as data arrives, so that a
+    /// header claiming more than the file holds (a small gzip declaring millions of images) fails as
+    /// truncated before anything of the declared size is allocated.
+    let private readDeclared (path: string) (stream: Stream) (total: int64) (truncated: int64 -> string) : byte[] =
+        let chunks = ResizeArray<byte[]>()
+        let mutable filled = 0L
+
+        while filled < total do
+            let want = int (min (1L <<< 20) (total - filled))
+            let chunk = Array.zeroCreate want
+            let got = stream.ReadAtLeast(Span chunk, want, false)
+            chunks.Add(if got = want then chunk else Array.sub chunk 0 got)
+            filled <- filled + int64 got
+
+            if got < want then
+                fail path (truncated filled)
+
+        Array.concat chunks
+
     /// Images from the contents of an IDX image file (raw or gzip): (count, [| rows; columns |], values
     /// scaled to [0, 1] row-major). `path` names the file in errors.
     let parseImages (path: string) (bytes: byte[]) : int * int[] * float32[] =
@@ -106,31 +125,12 @@ module Idx =
             if total > int64 Array.MaxLength then
                 fail path $"{declared} is more than one array can hold"
 
-            // Every element is written below (or the parse fails), so the runtime need not zero them first.
-            let pixels = GC.AllocateUninitializedArray<float32>(int total)
-            let chunk = ArrayPool<byte>.Shared.Rent(1 <<< 20)
+            let data =
+                readDeclared path stream total (fun filled ->
+                    $"truncated: the header declares {declared} ({total} bytes) but the data ends after {filled}")
 
-            try
-                let mutable filled = 0
-
-                while filled < pixels.Length do
-                    let want = min chunk.Length (pixels.Length - filled)
-                    let got = stream.ReadAtLeast(Span(chunk, 0, want), want, false)
-
-                    TensorPrimitives.ConvertChecked<byte, float32>(
-                        ReadOnlySpan(chunk, 0, got),
-                        Span(pixels, filled, got)
-                    )
-
-                    filled <- filled + got
-
-                    if got < want then
-                        fail
-                            path
-                            $"truncated: the header declares {declared} ({total} bytes) but the data ends after {filled}"
-            finally
-                ArrayPool<byte>.Shared.Return chunk
-
+            let pixels = GC.AllocateUninitializedArray<float32>(data.Length)
+            TensorPrimitives.ConvertChecked<byte, float32>(ReadOnlySpan data, Span pixels)
             expectEnd path stream declared
             // Division (not multiplication by 1/255) gives each byte value its correctly rounded float.
             TensorPrimitives.Divide(ReadOnlySpan pixels, 255.0f, Span pixels)
@@ -142,11 +142,10 @@ module Idx =
             use stream = openContents bytes
             let dims = readHeader path stream LabelsMagic
             let count = dims[0]
-            let raw = Array.zeroCreate count
-            let got = stream.ReadAtLeast(Span raw, count, false)
 
-            if got < count then
-                fail path $"truncated: the header declares {count} labels but the data ends after {got}"
+            let raw =
+                readDeclared path stream (int64 count) (fun got ->
+                    $"truncated: the header declares {count} labels but the data ends after {got}")
 
             expectEnd path stream $"{count} labels"
 

@@ -257,6 +257,19 @@ module Recipe =
     let toText (r: Recipe) =
         (toJson r).ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
+    /// The SHA-256 of a list of recipes' texts (toText, joined by newlines), as lower-case hex.
+    let digest (rs: Recipe list) =
+        let text = rs |> List.map toText |> String.concat "\n"
+
+        let bytes =
+            System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes text)
+
+        System.Convert.ToHexString(bytes).ToLowerInvariant()
+
+    /// A short stable name for a list of recipes: the first 8 hex digits of their digest, so that folder
+    /// names tell runs of different settings apart.
+    let hash (rs: Recipe list) = (digest rs).Substring(0, 8)
+
     // ------------------------------------------------------------------ reading
 
     let private field (where: string) (name: string) (o: JsonObject) : JsonNode =

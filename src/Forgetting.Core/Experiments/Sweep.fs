@@ -2,8 +2,6 @@ namespace Forgetting.Experiments
 
 open System
 open System.IO
-open System.Security.Cryptography
-open System.Text
 open System.Text.Json
 open System.Text.Json.Nodes
 open Forgetting.Nn
@@ -47,9 +45,7 @@ module Sweep =
     let defaultMaxRuns = 1000
 
     /// The stable id of a resolved recipe: the first 12 hex digits of the SHA-256 of its JSON text.
-    let id (r: Recipe) =
-        let bytes = SHA256.HashData(Encoding.UTF8.GetBytes(Recipe.toText r))
-        Convert.ToHexString(bytes).ToLowerInvariant().Substring(0, 12)
+    let id (r: Recipe) = (Recipe.digest [ r ]).Substring(0, 12)
 
     let private text (n: JsonNode) =
         if isNull n then "null" else n.ToJsonString()

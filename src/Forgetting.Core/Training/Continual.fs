@@ -147,6 +147,7 @@ module Continual =
         let trainKey, _ = taskKeys config 0
         let epochKeys = Rng.splitN config.EpochsPerTask trainKey
         let mutable state = c.State
+        let mutable limit = None
 
         let history =
             [ for epoch in 1 .. config.EpochsPerTask do
@@ -154,7 +155,7 @@ module Continual =
                   let batchKey, stepKey = Rng.split epochKeys[epoch - 1]
                   let batches = Joint.epoch batchKey config.BatchSize data
 
-                  let state', lossSum =
+                  let state', lossSum, ceiling =
                       try
                           Trainer.steps
                               model
@@ -162,6 +163,7 @@ module Continual =
                               stepKey
                               epoch
                               (fun p -> progress (Training(0, p)))
+                              limit
                               state
                               batches.Length
                               (fun b -> batches[b])
@@ -169,6 +171,7 @@ module Continual =
                           raise (DivergedError $"joint training: {e.Message}")
 
                   state <- state'
+                  limit <- Some ceiling
                   let accuracies = row model config.BatchSize s last state.Params
 
                   let m =

@@ -168,16 +168,33 @@ module Trainer =
     let evaluate (model: Layer) (objective: Objective) (p: Params) (batchSize: int) (data: Examples) : Evaluation =
         evaluateOn (HeadUse.Single data.Classes) model objective p batchSize data
 
+    /// How many times the run's first loss (at least 1) a step's loss may reach before training counts
+    /// as exploded: far above what a run that learns reaches (2.3e4 on ten classes, whose first loss is
+    /// about ln 10) and far below where an exploding run ends up (losses of 1e5 to 1e18 at learning rates
+    /// of 10 and more).
+    let explosionFactor = 1e4
+
+    /// The first parameter that is not finite in `p`: its path and value.
+    let private nonFinite (p: Params) =
+        Params.flatten p
+        |> List.tryPick (fun (path, t) ->
+            t.ToArray()
+            |> Array.tryFind (fun x -> not (System.Single.IsFinite x))
+            |> Option.map (fun x -> path, x))
+
     /// One epoch's steps over `count` batches, `batchAt b` made only when its step comes (so that an
     /// epoch never holds a second copy of the data), each keyed from `rng`: the state after them and
-    /// the sum of the batches' losses weighted by their sizes. A loss that is not finite stops training
-    /// with DivergedError, naming the epoch and step.
+    /// the sum of the batches' losses weighted by their sizes, and the loss beyond which it counts as
+    /// exploded (`limit`, or explosionFactor times this call's first loss when None) for the next epoch.
+    /// Training stops with DivergedError, naming the epoch and step, when a loss is not finite, when it
+    /// passes that limit, or when a parameter is no longer finite.
     let steps
         (model: Layer)
         (optimizer: Optimizer)
         (rng: Rng)
         (epoch: int)
         (progress: Progress -> unit)
+        (limit: float option)
         (state: TrainState)
         (count: int)
         (batchAt: int -> Batch)
@@ -185,22 +202,36 @@ module Trainer =
         let keys = Rng.splitN count rng
         let mutable state = state
         let mutable lossSum = 0.0
+        let mutable ceiling = defaultArg limit infinity
+
+        let diverged (b: int) (what: string) =
+            raise (
+                DivergedError
+                    $"training diverged at epoch {epoch}, step {b + 1}: {what}; try a smaller learning rate or smaller term weights"
+            )
 
         for b in 0 .. count - 1 do
             let data = batchAt b
             let state', loss = Step.run model optimizer keys[b] state data
 
             if not (Double.IsFinite loss) then
-                raise (
-                    DivergedError
-                        $"training diverged at epoch {epoch}, step {b + 1}: the loss is {loss}; try a smaller learning rate or smaller term weights"
-                )
+                diverged b $"the loss is {loss}"
+
+            if loss > ceiling then
+                diverged b $"the loss exploded to {loss:G4}, over {explosionFactor:G0} times the first step's loss"
+
+            if b = 0 && limit.IsNone then
+                ceiling <- explosionFactor * max 1.0 loss
+
+            match nonFinite state'.Params with
+            | Some(path, x) -> diverged b $"parameter {path} became {x}"
+            | None -> ()
 
             state <- state'
             lossSum <- lossSum + loss * float data.Labels.Length
             progress (BatchDone(epoch, b + 1, count, loss))
 
-        state, lossSum
+        state, lossSum, ceiling
 
     /// Train from `state` for the configured epochs on one task's examples (its head and outputs
     /// given), evaluating on `testSet` after every epoch; the optimizer in `config` makes the updates
@@ -221,6 +252,7 @@ module Trainer =
 
         let mutable state = state
         let mutable last = None
+        let mutable limit = None
         let epochKeys = Rng.splitN config.Epochs (Rng.create config.Seed)
 
         let history =
@@ -229,11 +261,12 @@ module Trainer =
                   let shuffleKey, dropoutKey = Rng.split epochKeys[epoch - 1]
                   let bs = batches shuffleKey trainSet.Count config.BatchSize
 
-                  let state', lossSum =
-                      steps model config.Optimizer dropoutKey epoch progress state bs.Length (fun b ->
+                  let state', lossSum, ceiling =
+                      steps model config.Optimizer dropoutKey epoch progress limit state bs.Length (fun b ->
                           batch head trainSet bs[b])
 
                   state <- state'
+                  limit <- Some ceiling
 
                   let test =
                       evaluateOn head model state.Objective state.Params config.BatchSize testSet

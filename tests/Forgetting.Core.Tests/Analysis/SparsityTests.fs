@@ -27,6 +27,16 @@ let tests =
               s >= 0.0 && s <= 1.0)
 
           Checks.forAll
+              "scaling every activation, to 1e200 or 1e-200, leaves the sparsity as it is"
+              100
+              activations
+              (fun r ->
+                  let s = Sparsity.trevesRolls r
+
+                  [ 1e200; 1e-200 ]
+                  |> List.forall (fun k -> abs (Sparsity.trevesRolls (Array.map ((*) k) r) - s) < 1e-12))
+
+          Checks.forAll
               "uniform activations give 0"
               100
               (Gen.zip (Gen.choose (2, 200)) (Gen.choose (0, 1000)))

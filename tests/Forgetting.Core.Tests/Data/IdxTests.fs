@@ -93,6 +93,22 @@ let tests =
               Expect.stringContains text.Message "notes.txt: wrong magic number 0x68656C6C" "text: the message"
           }
 
+          test "a header claiming more items than the file holds is refused before their size is allocated" {
+              let pixels, labels = images 1 5 28 28 10
+              // The header says 2,700,000 images (about 8.5 GB as floats); the file holds 5.
+              let images = idxImages 28 28 pixels
+              images[4..7] <- [| 0x00uy; 0x29uy; 0x32uy; 0xE0uy |]
+              let labelFile = idxLabels labels
+              labelFile[4..7] <- [| 0x7Fuy; 0xFFuy; 0xFFuy; 0xFFuy |]
+              let before = GC.GetAllocatedBytesForCurrentThread()
+              let e = expectError (fun () -> Idx.parseImages "big.gz" (gzip images))
+              Expect.stringContains e.Message "big.gz: truncated: the header declares 2700000 images" "images"
+              let l = expectError (fun () -> Idx.parseLabels "labels" 10 labelFile)
+              Expect.stringContains l.Message "labels: truncated: the header declares 2147483647 labels" "labels"
+              let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+              Expect.isLessThan allocated 50_000_000L $"allocated {allocated} bytes, not the declared size"
+          }
+
           test "truncated files are refused, raw or gzip" {
               let pixels, labels = images 1 5 4 4 10
               let full = idxImages 4 4 pixels
