@@ -602,6 +602,29 @@ module PartialForgetting =
 
         hopfieldMasked s width width mask
 
+    /// The core's parameters and, under each name, learned patterns [quantity, size] drawn N(0, 0.02)
+    /// (hflayers' initialisation of pooling, lookup and target weights).
+    let private withLearned (names: string list) (quantity: int) (size: int) init (rng: Rng) (dtype: DType) =
+        let keys = Rng.splitN (names.Length + 1) rng
+
+        match init keys[0] dtype with
+        | Branch children ->
+            names
+            |> List.indexed
+            |> List.fold
+                (fun (acc: Map<string, Params>) (i, name) ->
+                    acc.Add(name, Leaf(Tensor.normal keys[i + 1] dtype [| quantity; size |] 0.0 0.02)))
+                children
+            |> Branch
+        | Leaf _ -> fail "unreachable: a Hopfield core's parameters are a tree"
+
+    /// Learned patterns [quantity, size] broadcast over a batch of b: [b, quantity, size].
+    let private expanded (name: string) (b: int) (p: Params) =
+        let t = Params.tensor name p
+
+        Tensor.reshape (Array.append [| 1 |] t.Shape) t
+        |> Tensor.broadcastTo (Array.append [| b |] t.Shape)
+
     /// HopfieldPooling: `quantity` learned state patterns (parameter "pooling" [quantity, input],
     /// N(0, 0.02)) look up a bag [B, K, input] (stored patterns and values), output flattened
     /// [B, quantity · out]. Invariant to permuting a bag's instances (in evaluation; dropout draws per
@@ -618,25 +641,11 @@ module PartialForgetting =
                   Projection = inputSize }
 
         { Layer.Name = $"hopfield pooling {inputSize}, {quantity} state patterns{unitName s}"
-          Init =
-            fun rng dtype ->
-                let kc, kp = Rng.split rng
-
-                match init kc dtype with
-                | Branch children ->
-                    Branch(children.Add("pooling", Leaf(Tensor.normal kp dtype [| quantity; inputSize |] 0.0 0.02)))
-                | Leaf _ -> fail "unreachable: a Hopfield core's parameters are a tree"
+          Init = withLearned [ "pooling" ] quantity inputSize init
           Forward =
             fun mode p bag ->
                 checkPatterns "stored" inputSize bag
-                let b = bag.Shape[0]
-
-                let state =
-                    Params.tensor "pooling" p
-                    |> Tensor.reshape [| 1; quantity; inputSize |]
-                    |> Tensor.broadcastTo [| b; quantity; inputSize |]
-
-                let z, trace = forward mode p None state bag bag
+                let z, trace = forward mode p None (expanded "pooling" bag.Shape[0] p) bag bag
                 Tensor.flatten z, trace }
 
     /// HopfieldLayer: the input [B, Q, input] is the state; `quantity` learned stored patterns
@@ -653,33 +662,23 @@ module PartialForgetting =
                   Stored = inputSize
                   Projection = inputSize }
 
+        let names =
+            if separateTargets then
+                [ "lookup"; "targets" ]
+            else
+                [ "lookup" ]
+
         { Layer.Name = $"hopfield lookup {inputSize}, {quantity} stored patterns{unitName s}"
-          Init =
-            fun rng dtype ->
-                let kc, kl, kt = Rng.splitN 3 rng |> fun k -> k[0], k[1], k[2]
-
-                match init kc dtype with
-                | Branch children ->
-                    let children =
-                        children.Add("lookup", Leaf(Tensor.normal kl dtype [| quantity; inputSize |] 0.0 0.02))
-
-                    Branch(
-                        if separateTargets then
-                            children.Add("targets", Leaf(Tensor.normal kt dtype [| quantity; inputSize |] 0.0 0.02))
-                        else
-                            children
-                    )
-                | Leaf _ -> fail "unreachable: a Hopfield core's parameters are a tree"
+          Init = withLearned names quantity inputSize init
           Forward =
             fun mode p x ->
                 checkPatterns "state" inputSize x
-                let b = x.Shape[0]
+                let stored = expanded "lookup" x.Shape[0] p
 
-                let expand name =
-                    Params.tensor name p
-                    |> Tensor.reshape [| 1; quantity; inputSize |]
-                    |> Tensor.broadcastTo [| b; quantity; inputSize |]
+                let targets =
+                    if separateTargets then
+                        expanded "targets" x.Shape[0] p
+                    else
+                        stored
 
-                let stored = expand "lookup"
-                let targets = if separateTargets then expand "targets" else stored
                 forward mode p None x stored targets }

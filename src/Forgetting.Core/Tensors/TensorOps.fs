@@ -436,9 +436,14 @@ module Tensor =
                 if members |> Array.exists (fun i -> Double.IsNaN v[i]) then
                     Shape.fail "medianFrom" $"group {g} holds NaN"
 
-                // Stable order by value, then position: the pick at a tie is deterministic.
-                let sorted = members |> Array.sortWith (fun i j -> compare (v[i], i) (v[j], j))
-                sorted[(sorted.Length - 1) / 2])
+                // Ordered by value, then position: the pick at a tie is deterministic.
+                Array.sortInPlaceWith
+                    (fun (i: int) (j: int) ->
+                        let c = v[i].CompareTo v[j]
+                        if c <> 0 then c else i.CompareTo j)
+                    members
+
+                members[(members.Length - 1) / 2])
 
         let outShape =
             if keepDim then

@@ -10,6 +10,7 @@ open Forgetting.Tensors
 open Forgetting.Nn
 open Forgetting.Mechanisms
 open Forgetting.Tests
+open Forgetting.Data
 open Forgetting.Tests.Tensors.GradCheck
 
 let private eval = Mode.Eval
@@ -530,4 +531,117 @@ let tests =
 
               Expect.equal (ForgettingUnit.Parse "pfu") (Pfu PfuSettings.Default) "pfu by name"
               Expect.equal (MedianScope.Parse "query") PerQuery "a scope by name"
+          } ]
+
+/// The optimizer the bit-pattern demo uses (AdamW with gradient clipping) and the task itself.
+[<Tests>]
+let bitPatternTests =
+    testList
+        "Hopfield bit-pattern task"
+        [ test "AdamW shrinks the parameters before Adam's step; clipping bounds the gradient's norm" {
+              let p = Params.ofTensors [ "w", Tensor.ofFloat64 [| 2 |] [| 1.0; -2.0 |] ]
+              let g = Params.ofTensors [ "w", Tensor.ofFloat64 [| 2 |] [| 3.0; 4.0 |] ]
+              let adamw = Optim.adamW 0.1 0.9 0.999 1e-8 0.5
+              let p1, _ = adamw.Update (adamw.Init p) p g
+              // Step 1: m̂ = g, v̂ = g², so Adam's step is lr · g / (|g| + ε) ≈ 0.1 · sign(g); decay first.
+              let expected = [| 1.0 * (1.0 - 0.05) - 0.1; -2.0 * (1.0 - 0.05) - 0.1 |]
+              let got = (Params.tensor "w" p1).ToFloat64Array()
+              Expect.isTrue (Array.forall2 (fun (a: float) b -> abs (a - b) < 1e-7) got expected) $"got {got}"
+
+              let adam = Optim.adamWith 0.1 0.9 0.999 1e-8 0.0
+              let pa, _ = adam.Update (adam.Init p) p g
+              let gotAdam = (Params.tensor "w" pa).ToFloat64Array()
+
+              Expect.isTrue
+                  (Array.forall2 (fun (a: float) b -> abs (a - b) < 1e-7) gotAdam [| 0.9; -2.1 |])
+                  $"Adam's first step is lr · sign(g), no decay: got {gotAdam}"
+
+              // ‖g‖ = 5, clipped to 1: the optimizer sees g / 5 (to within PyTorch's 1e-6).
+              let seen = ref Params.empty
+
+              let spy =
+                  { Name = "spy"
+                    Init = fun _ -> { Step = 0; Buffers = [] }
+                    Update =
+                      fun s p g ->
+                          seen.Value <- g
+                          p, s }
+
+              Optim.clipped 1.0 spy |> fun o -> o.Update (o.Init p) p g |> ignore
+              let clippedG = (Params.tensor "w" seen.Value).ToFloat64Array()
+              Expect.isTrue (abs (clippedG[0] - 0.6) < 1e-6 && abs (clippedG[1] - 0.8) < 1e-6) $"got {clippedG}"
+              Optim.clipped 10.0 spy |> fun o -> o.Update (o.Init p) p g |> ignore
+              Expect.equal ((Params.tensor "w" seen.Value).ToFloat64Array()) [| 3.0; 4.0 |] "below the bound: unchanged"
+          }
+
+          test "the classifiers of every layer give two logits whose cross-entropy is the BCE of the read-out" {
+              let data =
+                  BitPatternBags.generate
+                      { BitPatternBags.defaults with
+                          BagCount = 40
+                          TrainCount = 30 }
+
+              let train = Forgetting.Experiments.BitPatternTask.examples data.TrainBags
+
+              let distinct =
+                  Forgetting.Experiments.BitPatternTask.distinctInstances data.TrainBags
+
+              Expect.isTrue (distinct > 8 && distinct <= 256) $"distinct 8-bit instances: {distinct}"
+
+              for layer in Forgetting.Experiments.BitPatternLayer.All do
+                  for adapted in [ false; true ] do
+                      let s =
+                          { Forgetting.Experiments.BitPatternSettings.Default with
+                              Layer = layer
+                              Adapted = adapted
+                              Unit = ReluUnit }
+
+                      let net = Forgetting.Experiments.BitPatternTask.model s 16 8 distinct
+                      let p = net.Init (Rng.create 1L) Float32
+                      let logits, trace = net.Forward eval p (Tensor.slice 0 4 train.Inputs)
+                      Expect.equal logits.Shape [| 4; 2 |] $"{layer.Name}: two logits"
+                      let l = logits.ToFloat64Array()
+                      Expect.isTrue (l[0] = 0.0 && l[2] = 0.0) "the first logit is 0"
+
+                      Expect.isNonEmpty
+                          (Trace.tagged PartialForgetting.AssociationTag trace)
+                          $"{layer.Name}: the association in the trace"
+
+                      let ce = (Functional.crossEntropy logits train.Labels[..3]).Item
+
+                      let bce =
+                          Array.init 4 (fun i ->
+                              let z = l[2 * i + 1]
+                              let y = float train.Labels[i]
+                              -(y * log (1.0 / (1.0 + exp -z)) + (1.0 - y) * log (1.0 - 1.0 / (1.0 + exp -z))))
+                          |> Array.average
+
+                      Expect.floatClose Accuracy.medium ce bce $"{layer.Name}: CE over (0, z) = BCE of z"
+          }
+
+          test "a short run is deterministic, and its PFU forgets about half the attention mass" {
+              let s =
+                  { Forgetting.Experiments.BitPatternSettings.Default with
+                      Epochs = 3
+                      Adapted = false
+                      Unit = Pfu PfuSettings.Default
+                      Data =
+                          { BitPatternBags.defaults with
+                              BagCount = 256
+                              TrainCount = 192 } }
+
+              let a = Forgetting.Experiments.BitPatternTask.run s ignore
+              let b = Forgetting.Experiments.BitPatternTask.run s ignore
+              Expect.equal a.TestAccuracy b.TestAccuracy "the same seed, the same accuracy"
+
+              Expect.equal
+                  (a.History |> List.map (fun h -> h.TrainLoss))
+                  (b.History |> List.map (fun h -> h.TrainLoss))
+                  "and losses"
+
+              Expect.isTrue
+                  (a.ForgottenMass > 0.3 && a.ForgottenMass < 0.7)
+                  $"the PFU forgets about half the mass: {a.ForgottenMass}"
+
+              Expect.isTrue (a.History.Length = 3) "one entry per epoch"
           } ]
