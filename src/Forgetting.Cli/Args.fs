@@ -14,6 +14,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<FigureCommand.ReportArgs>
     | [<CliPrefix(CliPrefix.None)>] Continual of ParseResults<ContinualCommand.ContinualArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<ContinualCommand.RunRecipeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Hopfield of ParseResults<HopfieldCommand.HopfieldArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -27,5 +28,7 @@ type Command =
             | Compare _ -> "train several variants over seeds; print accuracy and sparsity (Fig. 3a)."
             | Continual _ -> "learn a task sequence with continual-learning methods over seeds: R and its metrics."
             | Run _ -> "run a recipe.json from a results folder again."
+            | Hopfield _ ->
+                "Hopfield layers with and without partial forgetting (LwPF) on the bit-pattern bags, over seeds."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -1,0 +1,256 @@
+/// `forgetting hopfield`: the bit-pattern multiple-instance task with Hopfield layers, with and without
+/// partial forgetting (source 003), layers × units × seeds: test accuracy and forgotten attention mass
+/// per run, mean ± sd and the paired difference from no unit per layer.
+module Forgetting.Cli.Commands.HopfieldCommand
+
+open System
+open System.IO
+open Argu
+open Forgetting.Mechanisms
+open Forgetting.Training
+open Forgetting.Analysis
+open Forgetting.Experiments
+open Forgetting.Cli
+
+type HopfieldArgs =
+    | Task of string
+    | Layers of string list
+    | Units of string list
+    | Adapted of bool
+    | Median_Scope of string
+    | Pfu_Sigma of float
+    | Detach_Threshold
+    | Epochs of int
+    | Seeds of int
+    | Seed of int
+    | Bags of int
+    | Out of string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Task _ -> "the task: bit-pattern (the only one built so far, and the default)."
+            | Layers _ -> "layers to compare: hopfield, pooling, lookup (default: pooling)."
+            | Units _ -> "partial-forgetting units to compare: none, relu, pfu (default: none relu pfu)."
+            | Adapted _ ->
+                "the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5) when true (default), hflayers' defaults when false."
+            | Median_Scope _ -> "the PFU's median over: call (default), sample, head or query."
+            | Pfu_Sigma _ -> "σ of the PFU's threshold noise ε = N(0, 1)·σ² in training (default 0.01)."
+            | Detach_Threshold -> "cut the PFU's threshold from the gradient (default: as the reference, not cut)."
+            | Epochs _ -> "epochs per run (default 250, the demo's)."
+            | Seeds _ -> "seeds per layer and unit, 1 … n (default 3)."
+            | Seed _ -> "the first seed (default 1)."
+            | Bags _ -> "bags generated (default 2048, the demo's; three quarters train, the rest test)."
+            | Out _ -> "results folder: settings.json, runs.csv, summary.csv (default: none, print only)."
+
+/// One run's row.
+type private Row =
+    { Layer: string
+      Unit: string
+      Seed: int
+      Accuracy: float
+      Forgotten: float
+      Seconds: float }
+
+let run (args: ParseResults<HopfieldArgs>) =
+    let task = args.GetResult(Task, "bit-pattern")
+
+    if task <> "bit-pattern" then
+        raise (
+            UserError(
+                $"unknown task '{task}': bit-pattern is the only Hopfield task built so far (immune repertoires and the vision transformer are not)",
+                Exit.usage
+            )
+        )
+
+    let parseOr (what: string) parse name =
+        try
+            parse name
+        with :? ArgumentException as e ->
+            raise (UserError($"--{what}: {e.Message}", Exit.usage))
+
+    let layers =
+        args.GetResult(Layers, [ "pooling" ])
+        |> List.map (parseOr "layers" BitPatternLayer.Parse)
+
+    let scope =
+        args.TryGetResult Median_Scope
+        |> Option.map (parseOr "median-scope" MedianScope.Parse)
+        |> Option.defaultValue WholeCall
+
+    let sigma = args.GetResult(Pfu_Sigma, PfuSettings.Default.Sigma)
+
+    if not (sigma >= 0.0) then
+        raise (UserError($"--pfu-sigma must be ≥ 0, got {sigma}", Exit.usage))
+
+    let pfu =
+        { PfuSettings.Default with
+            Threshold = Median scope
+            Sigma = sigma
+            Detach = args.Contains Detach_Threshold }
+
+    let units =
+        args.GetResult(Units, [ "none"; "relu"; "pfu" ])
+        |> List.map (fun name ->
+            match parseOr "units" ForgettingUnit.Parse name with
+            | Pfu _ -> Pfu pfu
+            | u -> u)
+
+    let epochs = args.GetResult(Epochs, BitPatternSettings.Default.Epochs)
+    let seeds = args.GetResult(Seeds, 3)
+    let first = args.GetResult(Seed, 1)
+    let bags = args.GetResult(Bags, BitPatternSettings.Default.Data.BagCount)
+
+    if epochs < 1 || seeds < 1 || bags < 8 then
+        raise (UserError($"need --epochs ≥ 1, --seeds ≥ 1 and --bags ≥ 8, got {epochs}, {seeds}, {bags}", Exit.usage))
+
+    let adapted = args.GetResult(Adapted, true)
+
+    let settingsOf layer unit seed =
+        { BitPatternSettings.Default with
+            Layer = layer
+            Unit = unit
+            Adapted = adapted
+            Epochs = epochs
+            Seed = int64 seed
+            Data =
+                { BitPatternSettings.Default.Data with
+                    BagCount = bags
+                    TrainCount = bags * 3 / 4 } }
+
+    let out = args.TryGetResult Out |> Option.map Results.prepare
+
+    let runs =
+        [ for layer in layers do
+              for unit in units do
+                  for seed in first .. first + seeds - 1 -> layer, unit, seed ]
+
+    let rows =
+        Progress.run "hopfield" (fun reporter ->
+            runs
+            |> List.mapi (fun i (layer, unit, seed) ->
+                let label = $"{layer.Name} + {unit.Name}, seed {seed}"
+                let sw = Diagnostics.Stopwatch.StartNew()
+
+                let progress p =
+                    match p with
+                    | BatchDone(epoch, b, count, _) ->
+                        let done' = (float (epoch - 1) + float b / float count) / float epochs
+                        reporter.Update ((float i + done') / float runs.Length) $"{label}, epoch {epoch}"
+                    | EpochDone m when m.Epoch % 10 = 0 || m.Epoch = epochs ->
+                        reporter.Line
+                            $"{label}: epoch {m.Epoch}/{epochs}, train loss {m.TrainLoss:F4}, test accuracy {m.TestAccuracy:F4}"
+                    | EpochDone _ -> ()
+
+                let r = BitPatternTask.run (settingsOf layer unit seed) progress
+
+                reporter.Line
+                    $"{label}: test accuracy {r.TestAccuracy:F4}, forgotten attention mass {r.ForgottenMass:F4} ({sw.Elapsed.TotalSeconds:F0} s)"
+
+                { Layer = layer.Name
+                  Unit = unit.Name
+                  Seed = seed
+                  Accuracy = r.TestAccuracy
+                  Forgotten = r.ForgottenMass
+                  Seconds = sw.Elapsed.TotalSeconds }))
+
+    // Per layer and unit: mean ± sd over seeds, and the paired difference from the same layer without
+    // a unit on the same seeds.
+    let summary =
+        [ for layer in layers do
+              for unit in units do
+                  let mine = rows |> List.filter (fun r -> r.Layer = layer.Name && r.Unit = unit.Name)
+
+                  let acc, accSd = Statistics.meanSd (mine |> List.map (fun r -> r.Accuracy))
+                  let mass, _ = Statistics.meanSd (mine |> List.map (fun r -> r.Forgotten))
+
+                  let baseline =
+                      rows |> List.filter (fun r -> r.Layer = layer.Name && r.Unit = "none")
+
+                  let diff =
+                      if unit = NoUnit || baseline.IsEmpty then
+                          None
+                      else
+                          mine
+                          |> List.map (fun r ->
+                              r.Accuracy - (baseline |> List.find (fun b -> b.Seed = r.Seed)).Accuracy)
+                          |> Statistics.meanSd
+                          |> Some
+
+                  layer.Name, unit.Name, acc, accSd, mass, diff ]
+
+    printfn ""
+
+    printfn
+        "test accuracy over %d seed(s), %d epochs, %s settings"
+        seeds
+        epochs
+        (if adapted then "adapted" else "default")
+
+    printfn "%-10s %-6s %-18s %-12s %s" "layer" "unit" "accuracy" "forgotten" "vs none (paired)"
+
+    for layer, unit, acc, sd, mass, diff in summary do
+        let d =
+            match diff with
+            | Some(m, s) -> $"""{(if m >= 0.0 then "+" else "")}{m:F4} ± {s:F4}"""
+            | None -> "-"
+
+        printfn "%-10s %-6s %-18s %-12s %s" layer unit $"{acc:F4} ± {sd:F4}" $"{mass:F4}" d
+
+    match out with
+    | None -> ()
+    | Some dir ->
+        let settings =
+            Json.Obj
+                [ "task", Json.Str task
+                  "layers", Json.Arr(layers |> List.map (fun l -> Json.Str l.Name))
+                  "units", Json.Arr(units |> List.map (fun u -> Json.Str u.Name))
+                  "adapted", Json.Bool adapted
+                  "median_scope", Json.Str scope.Name
+                  "pfu_sigma", Json.Num sigma
+                  "detach_threshold", Json.Bool pfu.Detach
+                  "epochs", Json.Int epochs
+                  "batch", Json.Int BitPatternSettings.Default.BatchSize
+                  "lr", Json.Num BitPatternSettings.Default.LearningRate
+                  "weight_decay", Json.Num BitPatternSettings.Default.WeightDecay
+                  "clip_norm", Json.Num BitPatternSettings.Default.ClipNorm
+                  "bags", Json.Int bags
+                  "train_bags", Json.Int(bags * 3 / 4)
+                  "data_seed", Json.Int BitPatternSettings.Default.Data.Seed
+                  "seeds", Json.Arr [ for s in first .. first + seeds - 1 -> Json.Int s ]
+                  "versions", Results.versions () ]
+
+        Results.writeAtomically (Path.Combine(dir, "settings.json")) (Json.render true settings)
+
+        Results.writeAtomically
+            (Path.Combine(dir, "runs.csv"))
+            (Results.csv
+                [ "layer"; "unit"; "seed"; "test_accuracy"; "forgotten_mass"; "seconds" ]
+                [ for r in rows ->
+                      [ r.Layer
+                        r.Unit
+                        string r.Seed
+                        Results.num r.Accuracy
+                        Results.num r.Forgotten
+                        Results.num r.Seconds ] ])
+
+        Results.writeAtomically
+            (Path.Combine(dir, "summary.csv"))
+            (Results.csv
+                [ "layer"
+                  "unit"
+                  "accuracy_mean"
+                  "accuracy_sd"
+                  "forgotten_mass_mean"
+                  "paired_diff_mean"
+                  "paired_diff_sd" ]
+                [ for layer, unit, acc, sd, mass, diff in summary ->
+                      [ layer
+                        unit
+                        Results.num acc
+                        Results.num sd
+                        Results.num mass
+                        (diff |> Option.map (fst >> Results.num) |> Option.defaultValue "")
+                        (diff |> Option.map (snd >> Results.num) |> Option.defaultValue "") ] ])
+
+        printfn "results in %s" dir
