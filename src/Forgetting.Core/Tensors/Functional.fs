@@ -159,6 +159,11 @@ module Functional =
         let r t = Tensor.reshape shape t
         (x - r mean) / Tensor.sqrt (r variance + eps) * r gamma + r beta
 
+    /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
+    /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
+    let gelu (x: Tensor) =
+        x * (Tensor.erf (x / sqrt 2.0) + 1.0) * 0.5
+
     /// Layer normalisation over the last axis: γ (x − μ) / √(σ² + ε) + β.
     let layerNorm (eps: float) (gamma: Tensor) (beta: Tensor) (x: Tensor) =
         let mu = Tensor.meanAxis -1 true x

@@ -242,6 +242,14 @@ module Tensor =
     let square t =
         unary Square (fun g x _ -> g.Binary(Mul, x.BinaryScalar(Mul, 2.0, false))) t
 
+    /// The error function; d erf(x)/dx = 2/√π exp(−x²).
+    let erf t =
+        unary
+            Erf
+            (fun g x _ ->
+                g.Binary(Mul, x.Unary(Square).Unary(Neg).Unary(Exp).BinaryScalar(Mul, 2.0 / Math.Sqrt Math.PI, false)))
+            t
+
     let pow (p: float) (t: Tensor) = Tensor.Pow(t, p)
 
     /// Elementwise maximum with a constant; the gradient flows where t > c.

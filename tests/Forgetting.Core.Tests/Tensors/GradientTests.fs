@@ -113,6 +113,8 @@ let tests =
           unaryCheck "sigmoid" -4.0 4.0 0.0 Tensor.sigmoid
           unaryCheck "relu" -2.0 2.0 0.1 Tensor.relu
           unaryCheck "square" -2.0 2.0 0.0 Tensor.square
+          unaryCheck "erf, on both sides of the series' range" -4.0 4.0 0.0 Tensor.erf
+          unaryCheck "GELU" -4.0 4.0 0.0 Functional.gelu
 
           // 0.05 is never within the step of any value (values are at least 0.1 from 0 ... the gap below).
           unaryCheck "max and min with a constant" -2.0 2.0 0.1 (fun x ->

@@ -322,4 +322,37 @@ let tests =
                   "a group with nothing included is refused"
 
               Expect.throws (fun () -> Tensor.medianFrom 3 false None x |> ignore) "an axis outside the shape"
+          }
+          test "erf and GELU against reference values" {
+              // Python's math.erf (the C library's erf) at these points, and GELU(1.3) = 0.65 (1 + erf(1.3/√2)).
+              let points =
+                  [| 0.0; 0.1; 0.5; 1.0; 2.0; 2.5; 2.50001; 2.6; 3.0; 4.0; 6.0; -1.5; -3.2 |]
+
+              let expected =
+                  [| 0.0
+                     0.1124629160182849
+                     0.5204998778130465
+                     0.8427007929497149
+                     0.9953222650189527
+                     0.999593047982555
+                     0.9995930697648527
+                     0.9997639655834707
+                     0.9999779095030014
+                     0.9999999845827421
+                     1.0
+                     -0.9661051464753108
+                     -0.9999939742388483 |]
+
+              let got =
+                  (Tensor.erf (Tensor.ofFloat64 [| points.Length |] points)).ToFloat64Array()
+
+              for i in 0 .. points.Length - 1 do
+                  Expect.isTrue
+                      (abs (got[i] - expected[i]) <= 2e-15)
+                      $"erf({points[i]}) = {got[i]:R}, expected {expected[i]:R}"
+
+              let g = (Functional.gelu (Tensor.ofFloat64 [| 1 |] [| 1.3 |])).Item
+              Expect.floatClose Accuracy.veryHigh g 1.1741593700387067 "GELU(1.3)"
+              let g32 = (Functional.gelu (Tensor.ofArray [| 1 |] [| 1.3f |])).Item
+              Expect.floatClose Accuracy.medium g32 1.1741593700387067 "GELU(1.3) in float32"
           } ]
