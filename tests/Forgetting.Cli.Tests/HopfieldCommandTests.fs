@@ -32,7 +32,14 @@ let tests =
               Expect.stringContains r.Stdout "test accuracy over 2 seed(s), 1 epochs, default settings" "the summary"
               Expect.stringContains r.Stdout "pooling    pfu" "a row per layer and unit"
 
-              for f in [ "settings.json"; "runs.csv"; "summary.csv" ] do
+              for f in
+                  [ "settings.json"
+                    "runs.csv"
+                    "summary.csv"
+                    "accuracy.svg"
+                    "accuracy.png"
+                    "forgotten-mass.svg"
+                    "forgotten-mass.png" ] do
                   Expect.isTrue (File.Exists(Path.Combine(dir, f))) $"{f} written"
 
               let runs = File.ReadAllLines(Path.Combine(dir, "runs.csv"))

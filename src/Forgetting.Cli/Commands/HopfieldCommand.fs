@@ -41,7 +41,8 @@ type HopfieldArgs =
             | Seeds _ -> "seeds per layer and unit, 1 … n (default 3)."
             | Seed _ -> "the first seed (default 1)."
             | Bags _ -> "bags generated (default 2048, the demo's; three quarters train, the rest test)."
-            | Out _ -> "results folder: settings.json, runs.csv, summary.csv (default: none, print only)."
+            | Out _ ->
+                "results folder: settings.json, runs.csv, summary.csv, figures accuracy and forgotten-mass (SVG, PNG) (default: none, print only)."
 
 /// One run's row.
 type private Row =
@@ -50,7 +51,8 @@ type private Row =
       Seed: int
       Accuracy: float
       Forgotten: float
-      Seconds: float }
+      Seconds: float
+      Result: BitPatternResult }
 
 let run (args: ParseResults<HopfieldArgs>) =
     let task = args.GetResult(Task, "bit-pattern")
@@ -152,7 +154,8 @@ let run (args: ParseResults<HopfieldArgs>) =
                   Seed = seed
                   Accuracy = r.TestAccuracy
                   Forgotten = r.ForgottenMass
-                  Seconds = sw.Elapsed.TotalSeconds }))
+                  Seconds = sw.Elapsed.TotalSeconds
+                  Result = r }))
 
     // Per layer and unit: mean ± sd over seeds, and the paired difference from the same layer without
     // a unit on the same seeds.
@@ -252,5 +255,16 @@ let run (args: ParseResults<HopfieldArgs>) =
                         Results.num mass
                         (diff |> Option.map (fst >> Results.num) |> Option.defaultValue "")
                         (diff |> Option.map (snd >> Results.num) |> Option.defaultValue "") ] ])
+
+        let variants =
+            [ for layer in layers do
+                  for unit in units ->
+                      $"{layer.Name} + {unit.Name}",
+                      rows
+                      |> List.filter (fun r -> r.Layer = layer.Name && r.Unit = unit.Name)
+                      |> List.map (fun r -> r.Result) ]
+
+        for name, panel in List.zip [ "accuracy"; "forgotten-mass" ] (BitPatternTask.panels variants) do
+            Forgetting.Reporting.Save.panel Forgetting.Reporting.Style.panelSize (Path.Combine(dir, name)) panel
 
         printfn "results in %s" dir

@@ -74,6 +74,8 @@ type BitPatternResult =
         /// The mean over the test bags' association rows of the attention mass the unit forgot,
         /// 1 − Σ_k A (0 without a unit), in evaluation.
         ForgottenMass: float
+        /// That mass per association row (test bag, head, query; every layer's rows), for its distribution.
+        ForgottenPerRow: float[]
     }
 
 /// The bit-pattern task trained with a Hopfield layer, with or without partial forgetting.
@@ -161,11 +163,35 @@ module BitPatternTask =
 
         let _, trace = net.Forward Mode.Eval p test.Inputs
 
-        let forgotten =
+        let perRow =
             Trace.tagged PartialForgetting.AssociationTag trace
-            |> List.map (fun e -> (PartialForgetting.forgottenMass e.Value |> Tensor.mean).Item)
-            |> List.average
+            |> List.map (fun e -> (PartialForgetting.forgottenMass e.Value).ToFloat64Array())
+            |> Array.concat
 
         { History = history
           TestAccuracy = last.Accuracy
-          ForgottenMass = forgotten }
+          ForgottenMass = Array.average perRow
+          ForgottenPerRow = perRow }
+
+    /// The comparison's figures from (variant label, its runs over seeds): test accuracy per variant
+    /// (mean ± sample sd over seeds), and the distribution of the forgotten attention mass per
+    /// association row over every run of a variant.
+    let panels (variants: (string * BitPatternResult list) list) =
+        [ Columns
+              { Title = "Bit-pattern bags: test accuracy (mean ± sd over seeds)"
+                YLabel = "test accuracy"
+                Bars =
+                  [ for label, runs in variants ->
+                        let m, sd =
+                            Forgetting.Analysis.Statistics.meanSd (runs |> List.map (fun r -> r.TestAccuracy))
+
+                        label, m, Some sd ] }
+          Histograms
+              { Title = "Forgotten attention mass per association row (test bags)"
+                XLabel = "1 − Σ_k A"
+                Groups =
+                  [ for label, runs in variants ->
+                        label, runs |> Array.ofList |> Array.collect (fun r -> r.ForgottenPerRow) ]
+                Bins = 20
+                Range = Some(0.0, 1.0)
+                Layout = Overlaid } ]

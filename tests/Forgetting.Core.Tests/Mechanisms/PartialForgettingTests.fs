@@ -645,3 +645,31 @@ let bitPatternTests =
 
               Expect.isTrue (a.History.Length = 3) "one entry per epoch"
           } ]
+
+[<Tests>]
+let bitPatternFigureTests =
+    testList
+        "Hopfield bit-pattern figures"
+        [ test "accuracy bars with the seeds' sd and the forgotten mass per row, as valid panels" {
+              let run acc rows : Forgetting.Experiments.BitPatternResult =
+                  { History = []
+                    TestAccuracy = acc
+                    ForgottenMass = Array.average rows
+                    ForgottenPerRow = rows }
+
+              let panels =
+                  Forgetting.Experiments.BitPatternTask.panels
+                      [ "pooling + none", [ run 0.6 [| 0.0; 0.0 |]; run 0.8 [| 0.0; 0.0 |] ]
+                        "pooling + pfu", [ run 0.7 [| 0.5; 0.4 |]; run 0.7 [| 0.6; 0.5 |] ] ]
+
+              match panels with
+              | [ Forgetting.Experiments.Columns bars; Forgetting.Experiments.Histograms h ] ->
+                  let _, m, sd = bars.Bars.Head
+                  Expect.floatClose Accuracy.veryHigh m 0.7 "mean over seeds"
+                  Expect.floatClose Accuracy.veryHigh sd.Value (sqrt 0.02) "sample sd over seeds"
+                  Expect.equal (h.Groups |> List.map (snd >> Array.length)) [ 4; 4 ] "every row of every run"
+
+                  for p in panels do
+                      Forgetting.Experiments.Charts.validate p
+              | _ -> failtest "two panels: bars and a histogram"
+          } ]
