@@ -48,13 +48,41 @@ let tests =
               Expect.stringContains summary[2] "pooling,pfu," "the PFU's row"
           }
 
+          test "the repertoire task runs DeepRC's model with each unit" {
+              let dir = Path.Combine(Cli.tempDir (), "repertoire")
+
+              let r =
+                  Cli.run
+                      [ "hopfield"
+                        "--task"
+                        "repertoire"
+                        "--units"
+                        "none"
+                        "pfu"
+                        "--epochs"
+                        "1"
+                        "--seeds"
+                        "1"
+                        "--bags"
+                        "16"
+                        "--out"
+                        dir ]
+
+              Expect.equal r.ExitCode 0 $"exit code; stderr: {r.Stderr}"
+              Expect.stringContains r.Stdout "repertoires, witness rate 0.05" "the summary's setting"
+              Expect.stringContains r.Stdout "deeprc     pfu" "the PFU's row"
+              let settings = File.ReadAllText(Path.Combine(dir, "settings.json"))
+              Expect.stringContains settings "\"median_scope\": \"sample\"" "the PFU's median per bag, DeepRC's scope"
+          }
+
           test "unknown units, layers, scopes and tasks are one line and exit 2" {
               for args, says in
                   [ [ "--units"; "gelu" ], "unknown partial-forgetting unit 'gelu'"
                     [ "--layers"; "conv" ], "unknown Hopfield layer 'conv'"
                     [ "--median-scope"; "batch" ], "unknown median scope 'batch'"
                     [ "--task"; "vit" ], "unknown task 'vit'"
-                    [ "--epochs"; "0" ], "--epochs ≥ 1" ] do
+                    [ "--epochs"; "0" ], "--epochs ≥ 1"
+                    [ "--task"; "repertoire"; "--witness-rate"; "0" ], "--witness-rate in (0, 1]" ] do
                   let r = Cli.run ("hopfield" :: args)
                   Expect.equal r.ExitCode 2 $"exit code of {args}"
                   Expect.stringContains r.Stderr says "the message"

@@ -1,6 +1,7 @@
-/// `forgetting hopfield`: the bit-pattern multiple-instance task with Hopfield layers, with and without
-/// partial forgetting (source 003), layers × units × seeds: test accuracy and forgotten attention mass
-/// per run, mean ± sd and the paired difference from no unit per layer.
+/// `forgetting hopfield`: the bit-pattern multiple-instance task with Hopfield layers, or DeepRC's model
+/// on generated immune repertoires, with and without partial forgetting (source 003), models × units ×
+/// seeds: test accuracy and forgotten attention mass per run, mean ± sd and the paired difference from
+/// no unit per model.
 module Forgetting.Cli.Commands.HopfieldCommand
 
 open System
@@ -24,23 +25,30 @@ type HopfieldArgs =
     | Seeds of int
     | Seed of int
     | Bags of int
+    | Witness_Rate of float
+    | Lr of float
     | Out of string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Task _ -> "the task: bit-pattern (the only one built so far, and the default)."
-            | Layers _ -> "layers to compare: hopfield, pooling, lookup (default: pooling)."
+            | Task _ ->
+                "the task: bit-pattern (the default) or repertoire (DeepRC's model on generated immune repertoires)."
+            | Layers _ -> "bit-pattern: layers to compare: hopfield, pooling, lookup (default: pooling)."
             | Units _ -> "partial-forgetting units to compare: none, relu, pfu (default: none relu pfu)."
             | Adapted _ ->
-                "the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5) when true (default), hflayers' defaults when false."
-            | Median_Scope _ -> "the PFU's median over: call (default), sample, head or query."
+                "bit-pattern: the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5) when true (default), hflayers' defaults when false."
+            | Median_Scope _ ->
+                "the PFU's median over: call (bit-pattern's default), sample (repertoire's default: one bag), head or query."
             | Pfu_Sigma _ -> "σ of the PFU's threshold noise ε = N(0, 1)·σ² in training (default 0.01)."
             | Detach_Threshold -> "cut the PFU's threshold from the gradient (default: as the reference, not cut)."
-            | Epochs _ -> "epochs per run (default 250, the demo's)."
+            | Epochs _ -> "epochs per run (default: bit-pattern 250, the demo's; repertoire 20)."
             | Seeds _ -> "seeds per layer and unit, 1 … n (default 3)."
             | Seed _ -> "the first seed (default 1)."
-            | Bags _ -> "bags generated (default 2048, the demo's; three quarters train, the rest test)."
+            | Bags _ ->
+                "bags generated, three quarters train, the rest test (default: bit-pattern 2048, the demo's; repertoire 400)."
+            | Witness_Rate _ -> "repertoire: the share of a positive bag's sequences that carry a motif (default 0.05)."
+            | Lr _ -> "repertoire: Adam's learning rate (default 1e-4, DeepRC's)."
             | Out _ ->
                 "results folder: settings.json, runs.csv, summary.csv, figures accuracy and forgotten-mass (SVG, PNG) (default: none, print only)."
 
@@ -57,13 +65,17 @@ type private Row =
 let run (args: ParseResults<HopfieldArgs>) =
     let task = args.GetResult(Task, "bit-pattern")
 
-    if task <> "bit-pattern" then
-        raise (
-            UserError(
-                $"unknown task '{task}': bit-pattern is the only Hopfield task built so far (immune repertoires and the vision transformer are not)",
-                Exit.usage
+    let repertoire =
+        match task with
+        | "bit-pattern" -> false
+        | "repertoire" -> true
+        | _ ->
+            raise (
+                UserError(
+                    $"unknown task '{task}': bit-pattern or repertoire (the vision transformer is not built yet)",
+                    Exit.usage
+                )
             )
-        )
 
     let parseOr (what: string) parse name =
         try
@@ -78,7 +90,7 @@ let run (args: ParseResults<HopfieldArgs>) =
     let scope =
         args.TryGetResult Median_Scope
         |> Option.map (parseOr "median-scope" MedianScope.Parse)
-        |> Option.defaultValue WholeCall
+        |> Option.defaultValue (if repertoire then PerSample else WholeCall)
 
     let sigma = args.GetResult(Pfu_Sigma, PfuSettings.Default.Sigma)
 
@@ -98,17 +110,41 @@ let run (args: ParseResults<HopfieldArgs>) =
             | Pfu _ -> Pfu pfu
             | u -> u)
 
-    let epochs = args.GetResult(Epochs, BitPatternSettings.Default.Epochs)
+    let epochs =
+        args.GetResult(
+            Epochs,
+            if repertoire then
+                RepertoireSettings.Default.Epochs
+            else
+                BitPatternSettings.Default.Epochs
+        )
+
     let seeds = args.GetResult(Seeds, 3)
     let first = args.GetResult(Seed, 1)
-    let bags = args.GetResult(Bags, BitPatternSettings.Default.Data.BagCount)
+
+    let bags =
+        args.GetResult(
+            Bags,
+            if repertoire then
+                RepertoireSettings.Default.Data.BagCount
+            else
+                BitPatternSettings.Default.Data.BagCount
+        )
+
+    let witnessRate =
+        args.GetResult(Witness_Rate, RepertoireSettings.Default.Data.WitnessRate)
+
+    let lr = args.GetResult(Lr, RepertoireSettings.Default.LearningRate)
+
+    if not (witnessRate > 0.0 && witnessRate <= 1.0) || not (lr > 0.0) then
+        raise (UserError($"need --witness-rate in (0, 1] and --lr > 0, got {witnessRate}, {lr}", Exit.usage))
 
     if epochs < 1 || seeds < 1 || bags < 8 then
         raise (UserError($"need --epochs ≥ 1, --seeds ≥ 1 and --bags ≥ 8, got {epochs}, {seeds}, {bags}", Exit.usage))
 
     let adapted = args.GetResult(Adapted, true)
 
-    let settingsOf layer unit seed =
+    let bitPattern layer unit seed =
         { BitPatternSettings.Default with
             Layer = layer
             Unit = unit
@@ -119,19 +155,40 @@ let run (args: ParseResults<HopfieldArgs>) =
                 { BitPatternSettings.Default.Data with
                     BagCount = bags
                     TrainCount = bags * 3 / 4 } }
+        |> BitPatternTask.run
+
+    let deepRc unit seed =
+        { RepertoireSettings.Default with
+            Unit = unit
+            Epochs = epochs
+            LearningRate = lr
+            Seed = int64 seed
+            Data =
+                { RepertoireSettings.Default.Data with
+                    BagCount = bags
+                    TrainCount = bags * 3 / 4
+                    WitnessRate = witnessRate } }
+        |> RepertoireTask.run
+
+    // Each compared model by name, with how to run it for a unit and a seed.
+    let models =
+        if repertoire then
+            [ "deeprc", deepRc ]
+        else
+            layers |> List.map (fun l -> l.Name, bitPattern l)
 
     let out = args.TryGetResult Out |> Option.map Results.prepare
 
     let runs =
-        [ for layer in layers do
+        [ for name, runner in models do
               for unit in units do
-                  for seed in first .. first + seeds - 1 -> layer, unit, seed ]
+                  for seed in first .. first + seeds - 1 -> name, runner, unit, seed ]
 
     let rows =
         Progress.run "hopfield" (fun reporter ->
             runs
-            |> List.mapi (fun i (layer, unit, seed) ->
-                let label = $"{layer.Name} + {unit.Name}, seed {seed}"
+            |> List.mapi (fun i (name, runner, unit, seed) ->
+                let label = $"{name} + {unit.Name}, seed {seed}"
                 let sw = Diagnostics.Stopwatch.StartNew()
 
                 let progress p =
@@ -144,12 +201,12 @@ let run (args: ParseResults<HopfieldArgs>) =
                             $"{label}: epoch {m.Epoch}/{epochs}, train loss {m.TrainLoss:F4}, test accuracy {m.TestAccuracy:F4}"
                     | EpochDone _ -> ()
 
-                let r = BitPatternTask.run (settingsOf layer unit seed) progress
+                let r = runner unit seed progress
 
                 reporter.Line
                     $"{label}: test accuracy {r.TestAccuracy:F4}, forgotten attention mass {r.ForgottenMass:F4} ({sw.Elapsed.TotalSeconds:F0} s)"
 
-                { Layer = layer.Name
+                { Layer = name
                   Unit = unit.Name
                   Seed = seed
                   Accuracy = r.TestAccuracy
@@ -160,15 +217,14 @@ let run (args: ParseResults<HopfieldArgs>) =
     // Per layer and unit: mean ± sd over seeds, and the paired difference from the same layer without
     // a unit on the same seeds.
     let summary =
-        [ for layer in layers do
+        [ for layer, _ in models do
               for unit in units do
-                  let mine = rows |> List.filter (fun r -> r.Layer = layer.Name && r.Unit = unit.Name)
+                  let mine = rows |> List.filter (fun r -> r.Layer = layer && r.Unit = unit.Name)
 
                   let acc, accSd = Statistics.meanSd (mine |> List.map (fun r -> r.Accuracy))
                   let mass, _ = Statistics.meanSd (mine |> List.map (fun r -> r.Forgotten))
 
-                  let baseline =
-                      rows |> List.filter (fun r -> r.Layer = layer.Name && r.Unit = "none")
+                  let baseline = rows |> List.filter (fun r -> r.Layer = layer && r.Unit = "none")
 
                   let diff =
                       if unit = NoUnit || baseline.IsEmpty then
@@ -180,15 +236,20 @@ let run (args: ParseResults<HopfieldArgs>) =
                           |> Statistics.meanSd
                           |> Some
 
-                  layer.Name, unit.Name, acc, accSd, mass, diff ]
+                  layer, unit.Name, acc, accSd, mass, diff ]
 
     printfn ""
 
     printfn
-        "test accuracy over %d seed(s), %d epochs, %s settings"
+        "test accuracy over %d seed(s), %d epochs, %s"
         seeds
         epochs
-        (if adapted then "adapted" else "default")
+        (if repertoire then
+             $"repertoires, witness rate {witnessRate}"
+         elif adapted then
+             "adapted settings"
+         else
+             "default settings")
 
     printfn "%-10s %-6s %-18s %-12s %s" "layer" "unit" "accuracy" "forgotten" "vs none (paired)"
 
@@ -206,20 +267,37 @@ let run (args: ParseResults<HopfieldArgs>) =
         let settings =
             Json.Obj
                 [ "task", Json.Str task
-                  "layers", Json.Arr(layers |> List.map (fun l -> Json.Str l.Name))
+                  "models", Json.Arr(models |> List.map (fst >> Json.Str))
                   "units", Json.Arr(units |> List.map (fun u -> Json.Str u.Name))
-                  "adapted", Json.Bool adapted
                   "median_scope", Json.Str scope.Name
                   "pfu_sigma", Json.Num sigma
                   "detach_threshold", Json.Bool pfu.Detach
                   "epochs", Json.Int epochs
-                  "batch", Json.Int BitPatternSettings.Default.BatchSize
-                  "lr", Json.Num BitPatternSettings.Default.LearningRate
-                  "weight_decay", Json.Num BitPatternSettings.Default.WeightDecay
-                  "clip_norm", Json.Num BitPatternSettings.Default.ClipNorm
                   "bags", Json.Int bags
                   "train_bags", Json.Int(bags * 3 / 4)
-                  "data_seed", Json.Int BitPatternSettings.Default.Data.Seed
+                  yield!
+                      if repertoire then
+                          let d = RepertoireSettings.Default
+
+                          [ "optimizer", Json.Str "adam"
+                            "lr", Json.Num lr
+                            "batch", Json.Int d.BatchSize
+                            "kernels", Json.Int d.Kernels
+                            "kernel_size", Json.Int d.KernelSize
+                            "attention_hidden", Json.Int d.AttentionHidden
+                            "sequences_per_bag", Json.Int d.Data.SequencesPerBag
+                            "witness_rate", Json.Num witnessRate
+                            "data_seed", Json.Int d.Data.Seed ]
+                      else
+                          let d = BitPatternSettings.Default
+
+                          [ "adapted", Json.Bool adapted
+                            "optimizer", Json.Str "adamw"
+                            "lr", Json.Num d.LearningRate
+                            "weight_decay", Json.Num d.WeightDecay
+                            "clip_norm", Json.Num d.ClipNorm
+                            "batch", Json.Int d.BatchSize
+                            "data_seed", Json.Int d.Data.Seed ]
                   "seeds", Json.Arr [ for s in first .. first + seeds - 1 -> Json.Int s ]
                   "versions", Results.versions () ]
 
@@ -257,11 +335,11 @@ let run (args: ParseResults<HopfieldArgs>) =
                         (diff |> Option.map (snd >> Results.num) |> Option.defaultValue "") ] ])
 
         let variants =
-            [ for layer in layers do
+            [ for layer, _ in models do
                   for unit in units ->
-                      $"{layer.Name} + {unit.Name}",
+                      $"{layer} + {unit.Name}",
                       rows
-                      |> List.filter (fun r -> r.Layer = layer.Name && r.Unit = unit.Name)
+                      |> List.filter (fun r -> r.Layer = layer && r.Unit = unit.Name)
                       |> List.map (fun r -> r.Result) ]
 
         for name, panel in List.zip [ "accuracy"; "forgotten-mass" ] (BitPatternTask.panels variants) do

@@ -195,3 +195,183 @@ module BitPatternTask =
                 Bins = 20
                 Range = Some(0.0, 1.0)
                 Layout = Overlaid } ]
+
+/// One run of the immune-repertoire task in DeepRC's style (Widrich et al., NeurIPS 2020; mechanisms.md
+/// §4.6) on the library's generated repertoires.
+type RepertoireSettings =
+    {
+        Unit: ForgettingUnit
+        /// DeepRC's sequence embedding: 1-D convolution kernels and their width (32 of 9).
+        Kernels: int
+        KernelSize: int
+        /// The attention network's hidden width (two SELU layers of 32).
+        AttentionHidden: int
+        Epochs: int
+        BatchSize: int
+        /// Adam's learning rate (DeepRC: 1e-4).
+        LearningRate: float
+        Data: SequenceBagOptions
+        Seed: int64
+    }
+
+    static member Default =
+        { Unit = NoUnit
+          Kernels = 32
+          KernelSize = 9
+          AttentionHidden = 32
+          Epochs = 20
+          BatchSize = 4
+          LearningRate = 1e-4
+          Data = SequenceBags.defaults
+          Seed = 1L }
+
+/// DeepRC's model with partial forgetting on its attention: each sequence one-hot encoded with three
+/// position features, embedded by a 1-D convolution, SELU and a maximum over positions; scored by an
+/// attention network; the scores s of one bag's sequences pass through the unit, A = D'(s) ⊙
+/// softmax(D(s)) over the bag (the PFU's median per bag, DeepRC's scope); the embeddings pooled by A and
+/// classified by a linear read-out z, logits (0, z) as in the bit-pattern task.
+[<RequireQualifiedAccess>]
+module RepertoireTask =
+
+    /// 20 amino acids and 3 position features per position.
+    [<Literal>]
+    let Features = 23
+
+    /// One sequence as [Features, length] (channels first), zero past its end: one-hot letters, then
+    /// position features after DeepRC's: ramps 1 → 0 over the first half, 0 → 1 → 0 peaking at the
+    /// centre, 0 → 1 over the second half (f0 + f1 + f2 = 1 at every position).
+    let encode (length: int) (sequence: byte[]) =
+        let x = Array.zeroCreate<float32>(Features * length)
+        let n = sequence.Length
+        let centre = float (n - 1) / 2.0
+
+        for i in 0 .. (min n length) - 1 do
+            x[int sequence[i] * length + i] <- 1.0f
+
+            let f0, f2 =
+                if centre = 0.0 then
+                    0.0, 0.0
+                else
+                    max 0.0 (1.0 - float i / centre), max 0.0 ((float i - centre) / centre)
+
+            x[20 * length + i] <- float32 f0
+            x[21 * length + i] <- float32 (1.0 - f0 - f2)
+            x[22 * length + i] <- float32 f2
+
+        x
+
+    /// Bags as examples: inputs [N, sequences · Features · maxLength], labels 0/1.
+    let examples (o: SequenceBagOptions) (bags: SequenceBag[]) =
+        { Inputs =
+            Tensor.ofArray
+                [| bags.Length; o.SequencesPerBag * Features * o.MaxLength |]
+                (bags
+                 |> Array.collect (fun b -> b.Sequences |> Array.collect (encode o.MaxLength)))
+          Labels = bags |> Array.map (fun b -> b.Label)
+          Classes = 2 }
+
+    /// The tag of the attention weights A [B, 1, 1, S] in the trace (as the Hopfield layers').
+    let AttentionTag = PartialForgetting.AssociationTag
+
+    let model (s: RepertoireSettings) : Layer =
+        let o = s.Data
+        let sequences, length = o.SequencesPerBag, o.MaxLength
+
+        if s.KernelSize > length then
+            invalidArg (nameof s) $"a kernel of {s.KernelSize} is wider than the sequences' {length} positions"
+
+        let h = s.AttentionHidden
+
+        { Name = $"DeepRC {s.Kernels}×{s.KernelSize}, attention {h}, {s.Unit.Name}"
+          Init =
+            fun rng dtype ->
+                let k = Rng.splitN 6 rng
+                let fanIn = Features * s.KernelSize
+
+                Params.ofList
+                    [ "conv",
+                      Params.ofTensors
+                          [ "weight", Init.fanInUniform k[0] dtype [| s.Kernels; Features; 1; s.KernelSize |] fanIn
+                            "bias", Init.fanInUniform k[1] dtype [| s.Kernels |] fanIn ]
+                      "attention1", Init.dense k[2] dtype s.Kernels h
+                      "attention2", Init.dense k[3] dtype h h
+                      "attention3", Init.dense k[4] dtype h 1
+                      "out", Init.dense k[5] dtype s.Kernels 1 ]
+          Forward =
+            fun mode p x ->
+                let b = x.Shape[0]
+
+                let dense name (t: Tensor) =
+                    Tensor.linear t (Params.tensor $"{name}/weight" p) (Params.tensor $"{name}/bias" p)
+
+                // [B·S, 23, 1, L] → conv → [B·S, K, 1, L − k + 1] → max over positions → [B·S, K].
+                let emb =
+                    Functional.conv2d
+                        1
+                        0
+                        (Tensor.reshape [| b * sequences; Features; 1; length |] x)
+                        (Params.tensor "conv/weight" p)
+                        (Some(Params.tensor "conv/bias" p))
+                    |> Functional.selu
+                    |> Tensor.reshape [| b * sequences; s.Kernels; -1 |]
+                    |> Tensor.maxAxis 2 false
+
+                let scores =
+                    emb
+                    |> dense "attention1"
+                    |> Functional.selu
+                    |> dense "attention2"
+                    |> Functional.selu
+                    |> dense "attention3"
+                    |> Tensor.reshape [| b; 1; 1; sequences |]
+
+                let d, indicator =
+                    PartialForgetting.forget s.Unit mode.Training mode.Rng None scores
+
+                let a = Tensor.softmax -1 d
+
+                let a =
+                    match indicator with
+                    | Some m -> a * m
+                    | None -> a
+
+                let pooled =
+                    Tensor.matmul
+                        (Tensor.reshape [| b; 1; sequences |] a)
+                        (Tensor.reshape [| b; sequences; s.Kernels |] emb)
+                    |> Tensor.reshape [| b; s.Kernels |]
+
+                let z = dense "out" pooled
+
+                Tensor.concat 1 [ Tensor.zerosLike z; z ],
+                [ { Path = ""
+                    Kind = Tagged AttentionTag
+                    Value = a } ] }
+
+    /// Train with Adam and test one run.
+    let run (s: RepertoireSettings) (progress: Progress -> unit) : BitPatternResult =
+        let data = SequenceBags.generate s.Data
+        let train, test = examples s.Data data.TrainBags, examples s.Data data.TestBags
+        let net = model s
+        let initKey, trainKey = Rng.split (Rng.create s.Seed)
+
+        let config =
+            { Epochs = s.Epochs
+              BatchSize = s.BatchSize
+              Optimizer = Optim.adam s.LearningRate
+              Seed = int64 (Rng.bits trainKey 0L) }
+
+        let p, history, last =
+            Trainer.train net Objective.taskOnly config progress (net.Init initKey Float32) train test
+
+        let _, trace = net.Forward Mode.Eval p test.Inputs
+
+        let perRow =
+            Trace.tagged AttentionTag trace
+            |> List.map (fun e -> (PartialForgetting.forgottenMass e.Value).ToFloat64Array())
+            |> Array.concat
+
+        { History = history
+          TestAccuracy = last.Accuracy
+          ForgottenMass = Array.average perRow
+          ForgottenPerRow = perRow }

@@ -673,3 +673,82 @@ let bitPatternFigureTests =
                       Forgetting.Experiments.Charts.validate p
               | _ -> failtest "two panels: bars and a histogram"
           } ]
+
+[<Tests>]
+let repertoireTests =
+    let small =
+        { SequenceBags.defaults with
+            BagCount = 24
+            SequencesPerBag = 10
+            TrainCount = 16
+            WitnessRate = 0.2 }
+
+    testList
+        "Hopfield repertoire task (DeepRC)"
+        [ test "encoding: one-hot letters and position ramps that sum to 1, zero past the end" {
+              let x =
+                  Forgetting.Experiments.RepertoireTask.encode 6 [| 0uy; 3uy; 19uy; 2uy; 5uy |]
+
+              let at f i = x[f * 6 + i]
+              Expect.equal (at 0 0, at 3 1, at 19 2) (1.0f, 1.0f, 1.0f) "the letters"
+
+              for i in 0..4 do
+                  Expect.floatClose Accuracy.high (float (at 20 i + at 21 i + at 22 i)) 1.0 $"position {i}"
+
+              Expect.equal (at 20 0, at 21 2, at 22 4) (1.0f, 1.0f, 1.0f) "begin, centre, end"
+              Expect.isTrue (Array.init 23 (fun f -> at f 5) |> Array.forall ((=) 0.0f)) "nothing past the end"
+          }
+
+          test "the model pools a bag invariantly to the order of its sequences; the PFU forgets half a bag" {
+              let data = SequenceBags.generate small
+              let train = Forgetting.Experiments.RepertoireTask.examples small data.TrainBags
+
+              let s =
+                  { Forgetting.Experiments.RepertoireSettings.Default with
+                      Data = small
+                      Unit =
+                          Pfu
+                              { PfuSettings.Default with
+                                  Threshold = Median PerSample } }
+
+              let net = Forgetting.Experiments.RepertoireTask.model s
+              let p = net.Init (Rng.create 1L) Float64
+              let x = Tensor.cast Float64 (Tensor.slice 0 3 train.Inputs)
+              let y, trace = net.Forward eval p x
+              Expect.equal y.Shape [| 3; 2 |] "two logits per bag"
+
+              let a =
+                  (Trace.tagged Forgetting.Experiments.RepertoireTask.AttentionTag trace).Head.Value
+
+              Expect.equal a.Shape [| 3; 1; 1; 10 |] "attention over each bag's 10 sequences"
+
+              for row in Array.chunkBySize 10 (a.ToFloat64Array()) do
+                  Expect.equal (row |> Array.filter ((=) 0.0) |> Array.length) 5 "the lower median and below: 5 of 10"
+
+              // Reverse the order of each bag's sequences.
+              let perSequence = 23 * small.MaxLength
+
+              let reversed =
+                  x
+                  |> Tensor.reshape [| 3; 10; perSequence |]
+                  |> Tensor.permute [| 1; 0; 2 |]
+                  |> Tensor.gather (Array.init 10 (fun i -> 9 - i))
+                  |> Tensor.permute [| 1; 0; 2 |]
+                  |> Tensor.reshape [| 3; -1 |]
+
+              Expect.isLessThan (maxAbsDiff y (Layer.apply net eval p reversed)) 1e-12 "order of sequences"
+          }
+
+          test "a short run is deterministic" {
+              let s =
+                  { Forgetting.Experiments.RepertoireSettings.Default with
+                      Data = small
+                      Epochs = 2
+                      LearningRate = 1e-3
+                      Unit = ReluUnit }
+
+              let a = Forgetting.Experiments.RepertoireTask.run s ignore
+              let b = Forgetting.Experiments.RepertoireTask.run s ignore
+              Expect.equal a.TestAccuracy b.TestAccuracy "the same seed, the same accuracy"
+              Expect.equal a.History.Length 2 "one entry per epoch"
+          } ]

@@ -115,6 +115,7 @@ let tests =
           unaryCheck "square" -2.0 2.0 0.0 Tensor.square
           unaryCheck "erf, on both sides of the series' range" -4.0 4.0 0.0 Tensor.erf
           unaryCheck "GELU" -4.0 4.0 0.0 Functional.gelu
+          unaryCheck "SELU" -3.0 3.0 0.1 Functional.selu
 
           // 0.05 is never within the step of any value (values are at least 0.1 from 0 ... the gap below).
           unaryCheck "max and min with a constant" -2.0 2.0 0.1 (fun x ->
