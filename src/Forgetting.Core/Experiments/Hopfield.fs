@@ -375,3 +375,126 @@ module RepertoireTask =
           TestAccuracy = last.Accuracy
           ForgottenMass = Array.average perRow
           ForgottenPerRow = perRow }
+
+/// A small vision transformer (Dosovitskiy et al., ICLR 2021; timm's `VisionTransformer` in the
+/// layout the LwPF code patches) with partial forgetting in every attention block (mechanisms.md §4.6).
+type VisionTransformerSettings =
+    {
+        /// Square images of this side, one channel (Fashion-MNIST: 28).
+        ImageSize: int
+        /// Square patches of this side (7: 16 patches of 28×28).
+        PatchSize: int
+        Width: int
+        Blocks: int
+        Heads: int
+        /// The MLP's hidden width as a multiple of the width (timm: 4).
+        MlpRatio: int
+        Classes: int
+        Unit: ForgettingUnit
+    }
+
+    static member Default =
+        { ImageSize = 28
+          PatchSize = 7
+          Width = 64
+          Blocks = 4
+          Heads = 4
+          MlpRatio = 4
+          Classes = 10
+          Unit = NoUnit }
+
+/// The vision transformer: patches embedded linearly, a learned class token and position embeddings
+/// (N(0, 0.02)), pre-norm blocks x + attention(LN(x)), x + MLP(LN(x)) with GELU, a final LayerNorm and a
+/// linear head on the class token. Linear layers take PyTorch's default initialisation (timm uses a
+/// truncated N(0, 0.02)); no dropout.
+[<RequireQualifiedAccess>]
+module VisionTransformer =
+
+    /// A linear map of every token: [B, T, in] → [B, T, out].
+    let private tokenDense (inputs: int) (outputs: int) : Layer =
+        { Name = $"token dense {inputs}→{outputs}"
+          Init = fun rng dtype -> Init.dense rng dtype inputs outputs
+          Forward = fun _ p x -> Tensor.matmul x (Params.tensor "weight" p) + Params.tensor "bias" p, [] }
+
+    /// LayerNorm over the last axis with affine γ = 1, β = 0 at the start.
+    let private norm (width: int) : Layer =
+        { Name = $"layer norm {width}"
+          Init =
+            fun _ dtype ->
+                Params.ofTensors
+                    [ "gamma", Tensor.ones dtype [| width |]
+                      "beta", Tensor.zeros dtype [| width |] ]
+          Forward = fun _ p x -> Functional.layerNorm 1e-6 (Params.tensor "gamma" p) (Params.tensor "beta" p) x, [] }
+
+    /// x + inner(x).
+    let private residual (inner: Layer) : Layer =
+        { inner with
+            Name = $"residual {inner.Name}"
+            Forward =
+                fun mode p x ->
+                    let y, trace = inner.Forward mode p x
+                    x + y, trace }
+
+    let model (s: VisionTransformerSettings) : Layer =
+        if s.PatchSize < 1 || s.ImageSize % s.PatchSize <> 0 then
+            invalidArg (nameof s) $"patches of {s.PatchSize} do not tile images of {s.ImageSize}"
+
+        if s.Blocks < 1 || s.MlpRatio < 1 || s.Classes < 2 then
+            invalidArg (nameof s) $"need at least one block, an MLP ratio ≥ 1 and two classes"
+
+        let patches = (s.ImageSize / s.PatchSize) * (s.ImageSize / s.PatchSize)
+        let patchDim = s.PatchSize * s.PatchSize
+        let w = s.Width
+
+        let embed: Layer =
+            { Name = "patch embedding"
+              Init =
+                fun rng dtype ->
+                    let k = Rng.splitN 3 rng
+
+                    Params.ofList
+                        [ "proj", Init.dense k[0] dtype patchDim w
+                          "cls", Leaf(Tensor.normal k[1] dtype [| 1; 1; w |] 0.0 0.02)
+                          "pos", Leaf(Tensor.normal k[2] dtype [| 1; patches + 1; w |] 0.0 0.02) ]
+              Forward =
+                fun _ p x ->
+                    let b = x.Shape[0]
+                    let images = Tensor.reshape [| b; 1; s.ImageSize; s.ImageSize |] x
+                    // [B, 49, 16] → [B, 16, 49]: one row per patch.
+                    let cols =
+                        Functional.im2col s.PatchSize s.PatchSize s.PatchSize 0 images
+                        |> Tensor.transpose
+
+                    let tokens =
+                        Tensor.matmul cols (Params.tensor "proj/weight" p) + Params.tensor "proj/bias" p
+
+                    let cls = Params.tensor "cls" p |> Tensor.broadcastTo [| b; 1; w |]
+                    Tensor.concat 1 [ cls; tokens ] + Params.tensor "pos" p, [] }
+
+        let block =
+            Layer.sequential
+                [ "attention",
+                  residual (
+                      Layer.sequential
+                          [ "norm", norm w
+                            "attention", PartialForgetting.attention s.Heads w s.Unit 0.0 None |> Layer2.self ]
+                  )
+                  "mlp",
+                  residual (
+                      Layer.sequential
+                          [ "norm", norm w
+                            "fc1", tokenDense w (w * s.MlpRatio)
+                            "gelu", Layer.stateless "gelu" Functional.gelu
+                            "fc2", tokenDense (w * s.MlpRatio) w ]
+                  ) ]
+
+        let head =
+            Layer.sequential
+                [ "cls", Layer.stateless "class token" (fun x -> Tensor.permute [| 1; 0; 2 |] x |> Tensor.index 0)
+                  "out", Layer.dense w s.Classes ]
+
+        Layer.sequential (
+            [ "embed", embed ]
+            @ [ for i in 1 .. s.Blocks -> $"block{i}", block ]
+            @ [ "norm", norm w; "head", head ]
+        )

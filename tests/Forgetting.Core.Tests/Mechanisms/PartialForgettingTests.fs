@@ -752,3 +752,64 @@ let repertoireTests =
               Expect.equal a.TestAccuracy b.TestAccuracy "the same seed, the same accuracy"
               Expect.equal a.History.Length 2 "one entry per epoch"
           } ]
+
+[<Tests>]
+let visionTransformerTests =
+    testList
+        "Hopfield vision transformer"
+        [ test "Fashion-MNIST-sized: logits per image, an association per block, the PFU in every block" {
+              let s =
+                  { Forgetting.Experiments.VisionTransformerSettings.Default with
+                      Unit = Pfu { PfuSettings.Default with Sigma = 0.0 } }
+
+              let vit = Forgetting.Experiments.VisionTransformer.model s
+              let p = vit.Init (Rng.create 1L) Float32
+              let x = Tensor.uniform (Rng.create 2L) Float32 [| 3; 784 |] 0.0 1.0
+              let y, trace = vit.Forward eval p x
+              Expect.equal y.Shape [| 3; 10 |] "ten logits per image"
+              let a = Trace.tagged PartialForgetting.AssociationTag trace
+
+              Expect.equal
+                  (a |> List.map (fun e -> e.Path))
+                  [ for i in 1..4 -> $"block{i}/attention/attention" ]
+                  "one association per block"
+
+              for e in a do
+                  Expect.equal e.Value.Shape [| 3; 4; 17; 17 |] "4 heads over the class token and 16 patches"
+                  let w = e.Value.ToFloat64Array()
+                  let forgotten = w |> Array.filter ((=) 0.0) |> Array.length
+                  // The lower median of the call's 3·4·17·17 = 3468 scores and all below: 1734.
+                  Expect.equal forgotten 1734 $"{e.Path}: half the scores forgotten"
+          }
+
+          test "gradients of a tiny transformer against finite differences, in float64" {
+              let s =
+                  { Forgetting.Experiments.VisionTransformerSettings.Default with
+                      ImageSize = 4
+                      PatchSize = 2
+                      Width = 4
+                      Blocks = 1
+                      Heads = 2
+                      MlpRatio = 1
+                      Classes = 2 }
+
+              let vit = Forgetting.Experiments.VisionTransformer.model s
+              let p = vit.Init (Rng.create 3L) Float64
+              let x = tensor 4 [| 2; 16 |] 0.0 1.0 0.0
+              // Spread the small initial embeddings so that the attention is not uniform.
+              let ts = Params.tensors p |> Array.map (fun t -> t * 3.0)
+
+              let f (ts: Tensor[]) =
+                  Functional.crossEntropy (Layer.apply vit eval (Params.withTensors p ts) x) [| 0; 1 |]
+
+              Expect.isNone (compare f ts) "reverse mode against finite differences"
+          }
+
+          test "patches that do not tile the image are refused" {
+              oneLine (fun () ->
+                  Forgetting.Experiments.VisionTransformer.model
+                      { Forgetting.Experiments.VisionTransformerSettings.Default with
+                          PatchSize = 5 }
+                  |> ignore)
+              |> ignore
+          } ]
