@@ -27,13 +27,16 @@ type HopfieldArgs =
     | Bags of int
     | Witness_Rate of float
     | Lr of float
+    | Train_Limit of int
+    | Test_Limit of int
+    | Cache_Dir of string
     | Out of string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Task _ ->
-                "the task: bit-pattern (the default) or repertoire (DeepRC's model on generated immune repertoires)."
+                "the task: bit-pattern (the default), repertoire (DeepRC's model on generated immune repertoires) or vit (a small vision transformer on Fashion-MNIST from the cache)."
             | Layers _ -> "bit-pattern: layers to compare: hopfield, pooling, lookup (default: pooling)."
             | Units _ -> "partial-forgetting units to compare: none, relu, pfu (default: none relu pfu)."
             | Adapted _ ->
@@ -48,7 +51,10 @@ type HopfieldArgs =
             | Bags _ ->
                 "bags generated, three quarters train, the rest test (default: bit-pattern 2048, the demo's; repertoire 400)."
             | Witness_Rate _ -> "repertoire: the share of a positive bag's sequences that carry a motif (default 0.05)."
-            | Lr _ -> "repertoire: Adam's learning rate (default 1e-4, DeepRC's)."
+            | Lr _ -> "repertoire: Adam's learning rate (default 1e-4, DeepRC's); vit: AdamW's (default 1e-3)."
+            | Train_Limit _ -> "vit: the first n training images only (default: all 60,000)."
+            | Test_Limit _ -> "vit: the first n test images only (default: all 10,000)."
+            | Cache_Dir _ -> "vit: the data cache holding fashion-mnist (default: $FORGETTING_DATA or the user cache)."
             | Out _ ->
                 "results folder: settings.json, runs.csv, summary.csv, figures accuracy and forgotten-mass (SVG, PNG) (default: none, print only)."
 
@@ -65,17 +71,11 @@ type private Row =
 let run (args: ParseResults<HopfieldArgs>) =
     let task = args.GetResult(Task, "bit-pattern")
 
-    let repertoire =
-        match task with
-        | "bit-pattern" -> false
-        | "repertoire" -> true
-        | _ ->
-            raise (
-                UserError(
-                    $"unknown task '{task}': bit-pattern or repertoire (the vision transformer is not built yet)",
-                    Exit.usage
-                )
-            )
+    if not (List.contains task [ "bit-pattern"; "repertoire"; "vit" ]) then
+        raise (UserError($"unknown task '{task}': bit-pattern, repertoire or vit", Exit.usage))
+
+    let repertoire = task = "repertoire"
+    let vit = task = "vit"
 
     let parseOr (what: string) parse name =
         try
@@ -113,10 +113,9 @@ let run (args: ParseResults<HopfieldArgs>) =
     let epochs =
         args.GetResult(
             Epochs,
-            if repertoire then
-                RepertoireSettings.Default.Epochs
-            else
-                BitPatternSettings.Default.Epochs
+            if repertoire then RepertoireSettings.Default.Epochs
+            elif vit then 10
+            else BitPatternSettings.Default.Epochs
         )
 
     let seeds = args.GetResult(Seeds, 3)
@@ -134,7 +133,14 @@ let run (args: ParseResults<HopfieldArgs>) =
     let witnessRate =
         args.GetResult(Witness_Rate, RepertoireSettings.Default.Data.WitnessRate)
 
-    let lr = args.GetResult(Lr, RepertoireSettings.Default.LearningRate)
+    let lr =
+        args.GetResult(
+            Lr,
+            (if vit then
+                 1e-3
+             else
+                 RepertoireSettings.Default.LearningRate)
+        )
 
     if not (witnessRate > 0.0 && witnessRate <= 1.0) || not (lr > 0.0) then
         raise (UserError($"need --witness-rate in (0, 1] and --lr > 0, got {witnessRate}, {lr}", Exit.usage))
@@ -170,12 +176,40 @@ let run (args: ParseResults<HopfieldArgs>) =
                     WitnessRate = witnessRate } }
         |> RepertoireTask.run
 
+    let vitData =
+        lazy
+            (let cache = Forgetting.Data.Cache.directory (args.TryGetResult Cache_Dir)
+             let data = Forgetting.Data.Cache.load cache Forgetting.Data.FashionMnist
+
+             let take limit (e: Examples) =
+                 match limit with
+                 | Some n -> Examples.take n e
+                 | None -> e
+
+             take (args.TryGetResult Train_Limit) (Examples.ofDataset data.Train),
+             take (args.TryGetResult Test_Limit) (Examples.ofDataset data.Test))
+
+    // The vision transformer: AdamW with timm's weight decay 0.05, batch 128.
+    let transformer unit seed progress =
+        let train, test = vitData.Force()
+
+        VisionTransformer.run
+            { VisionTransformerSettings.Default with
+                Unit = unit }
+            epochs
+            128
+            lr
+            0.05
+            (int64 seed)
+            progress
+            train
+            test
+
     // Each compared model by name, with how to run it for a unit and a seed.
     let models =
-        if repertoire then
-            [ "deeprc", deepRc ]
-        else
-            layers |> List.map (fun l -> l.Name, bitPattern l)
+        if repertoire then [ "deeprc", deepRc ]
+        elif vit then [ "vit", transformer ]
+        else layers |> List.map (fun l -> l.Name, bitPattern l)
 
     let out = args.TryGetResult Out |> Option.map Results.prepare
 
@@ -246,6 +280,8 @@ let run (args: ParseResults<HopfieldArgs>) =
         epochs
         (if repertoire then
              $"repertoires, witness rate {witnessRate}"
+         elif vit then
+             "Fashion-MNIST"
          elif adapted then
              "adapted settings"
          else

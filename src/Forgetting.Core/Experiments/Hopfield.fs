@@ -498,3 +498,40 @@ module VisionTransformer =
             @ [ for i in 1 .. s.Blocks -> $"block{i}", block ]
             @ [ "norm", norm w; "head", head ]
         )
+
+    /// Train with AdamW (decoupled weight decay `weightDecay`, gradients clipped to norm 1) and test:
+    /// the forgotten mass is read on the first 1,000 test images.
+    let run
+        (s: VisionTransformerSettings)
+        (epochs: int)
+        (batchSize: int)
+        (lr: float)
+        (weightDecay: float)
+        (seed: int64)
+        (progress: Progress -> unit)
+        (train: Examples)
+        (test: Examples)
+        : BitPatternResult =
+        let net = model s
+        let initKey, trainKey = Rng.split (Rng.create seed)
+
+        let config =
+            { Epochs = epochs
+              BatchSize = batchSize
+              Optimizer = Optim.adamW lr 0.9 0.999 1e-8 weightDecay |> Optim.clipped 1.0
+              Seed = int64 (Rng.bits trainKey 0L) }
+
+        let p, history, last =
+            Trainer.train net Objective.taskOnly config progress (net.Init initKey Float32) train test
+
+        let _, trace = net.Forward Mode.Eval p (Examples.take 1000 test).Inputs
+
+        let perRow =
+            Trace.tagged PartialForgetting.AssociationTag trace
+            |> List.map (fun e -> (PartialForgetting.forgottenMass e.Value).ToFloat64Array())
+            |> Array.concat
+
+        { History = history
+          TestAccuracy = last.Accuracy
+          ForgottenMass = Array.average perRow
+          ForgottenPerRow = perRow }
