@@ -29,6 +29,6 @@ type Command =
             | Continual _ -> "learn a task sequence with continual-learning methods over seeds: R and its metrics."
             | Run _ -> "run a recipe.json from a results folder again."
             | Hopfield _ ->
-                "Hopfield layers with and without partial forgetting (LwPF) on the bit-pattern bags, over seeds."
+                "Hopfield layers with and without partial forgetting (LwPF): bit-pattern bags, immune repertoires (DeepRC), a vision transformer; over seeds."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -80,7 +80,7 @@ let tests =
                   [ [ "--units"; "gelu" ], "unknown partial-forgetting unit 'gelu'"
                     [ "--layers"; "conv" ], "unknown Hopfield layer 'conv'"
                     [ "--median-scope"; "batch" ], "unknown median scope 'batch'"
-                    [ "--task"; "vit" ], "unknown task 'vit'"
+                    [ "--task"; "mnist" ], "unknown task 'mnist': bit-pattern, repertoire or vit"
                     [ "--epochs"; "0" ], "--epochs ≥ 1"
                     [ "--task"; "repertoire"; "--witness-rate"; "0" ], "--witness-rate in (0, 1]" ] do
                   let r = Cli.run ("hopfield" :: args)
