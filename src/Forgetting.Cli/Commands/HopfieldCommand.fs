@@ -190,6 +190,8 @@ let run (args: ParseResults<HopfieldArgs>) =
              take (args.TryGetResult Test_Limit) (Examples.ofDataset data.Test))
 
     // The vision transformer: AdamW with timm's weight decay 0.05, batch 128.
+    let vitBatch, vitWeightDecay = 128, 0.05
+
     let transformer unit seed progress =
         let train, test = vitData.Force()
 
@@ -197,9 +199,9 @@ let run (args: ParseResults<HopfieldArgs>) =
             { VisionTransformerSettings.Default with
                 Unit = unit }
             epochs
-            128
+            vitBatch
             lr
-            0.05
+            vitWeightDecay
             (int64 seed)
             progress
             train
@@ -309,8 +311,11 @@ let run (args: ParseResults<HopfieldArgs>) =
                   "pfu_sigma", Json.Num sigma
                   "detach_threshold", Json.Bool pfu.Detach
                   "epochs", Json.Int epochs
-                  "bags", Json.Int bags
-                  "train_bags", Json.Int(bags * 3 / 4)
+                  yield!
+                      if vit then
+                          []
+                      else
+                          [ "bags", Json.Int bags; "train_bags", Json.Int(bags * 3 / 4) ]
                   yield!
                       if repertoire then
                           let d = RepertoireSettings.Default
@@ -324,6 +329,23 @@ let run (args: ParseResults<HopfieldArgs>) =
                             "sequences_per_bag", Json.Int d.Data.SequencesPerBag
                             "witness_rate", Json.Num witnessRate
                             "data_seed", Json.Int d.Data.Seed ]
+                      elif vit then
+                          let d = VisionTransformerSettings.Default
+                          let train, test = vitData.Force()
+
+                          [ "dataset", Json.Str "fashion-mnist"
+                            "train_images", Json.Int train.Count
+                            "test_images", Json.Int test.Count
+                            "optimizer", Json.Str "adamw"
+                            "lr", Json.Num lr
+                            "weight_decay", Json.Num vitWeightDecay
+                            "clip_norm", Json.Num 1.0
+                            "batch", Json.Int vitBatch
+                            "patch", Json.Int d.PatchSize
+                            "width", Json.Int d.Width
+                            "blocks", Json.Int d.Blocks
+                            "heads", Json.Int d.Heads
+                            "mlp_ratio", Json.Int d.MlpRatio ]
                       else
                           let d = BitPatternSettings.Default
 
