@@ -16,6 +16,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<ContinualCommand.RunRecipeArgs>
     | [<CliPrefix(CliPrefix.None)>] Sweep of ParseResults<SweepCommand.SweepArgs>
     | [<CliPrefix(CliPrefix.None)>] Importance of ParseResults<ImportanceCommand.ImportanceArgs>
+    | [<CliPrefix(CliPrefix.None)>] Hopfield of ParseResults<HopfieldCommand.HopfieldArgs>
     | [<AltCommandLine("-V"); Unique>] Version
 
     interface IArgParserTemplate with
@@ -33,5 +34,7 @@ type Command =
                 "a grid of runs over seeds and settings, locally or as a SLURM job array; collected into one table."
             | Importance _ ->
                 "parameter importance (MAS, local MAS, EWC's Fisher) of a continual run's model on a task: summary, values, agreement, histogram."
+            | Hopfield _ ->
+                "Hopfield layers with and without partial forgetting (LwPF): bit-pattern bags, immune repertoires (DeepRC), a vision transformer; over seeds."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."
             | Version -> "print the version and exit."

@@ -68,6 +68,9 @@ let main argv =
             | Some(Data args) ->
                 Commands.DataCommand.run args
                 0
+            | Some(Hopfield args) ->
+                Commands.HopfieldCommand.run args
+                0
             | _ ->
                 eprintfn "forgetting: name a command.\n%s" (parser.PrintUsage())
                 Exit.usage

@@ -24,6 +24,10 @@ type TraceKind =
     /// The output of a layer, recorded with how the per-sample gradient of its parameter `param` (a path
     /// inside the layer) follows from the gradient at that output.
     | Gradient of param: string * rule: SampleGradient
+    /// An intermediate a mechanism names itself (e.g. "hopfield/association" for a Hopfield layer's
+    /// association matrix): the vocabulary stays open without a new case here per mechanism. By
+    /// convention the tag starts with the mechanism's name and a slash.
+    | Tagged of tag: string
 
 /// One recorded intermediate of a forward pass. `Path` names the layer ("block2/forget").
 type TraceEntry =
@@ -48,6 +52,14 @@ type Mode =
 
     /// The same mode for the input of another task.
     member m.OnTask(task: int) = { m with Task = task }
+
+/// A layer of two inputs, as a Hopfield layer takes them: the state patterns (the queries, [B, Q, d])
+/// and the stored patterns (keys and values, [B, K, d']). `Layer2.self` and `Layer2.withStored` make a
+/// one-input layer of it, to compose with `Layer.sequential`.
+type Layer2 =
+    { Name: string
+      Init: Rng -> DType -> Params
+      Forward: Mode -> Params -> Tensor -> Tensor -> Tensor * TraceEntry list }
 
 /// A layer is a value: how to initialise its parameters from a key, and a pure forward function that
 /// returns the output and the intermediates it recorded. Models are layers composed in sequence.
@@ -181,8 +193,31 @@ module Layer =
     /// Output only.
     let apply (layer: Layer) (mode: Mode) (p: Params) (x: Tensor) = layer.Forward mode p x |> fst
 
+/// Two-input layers made into one-input ones.
+[<RequireQualifiedAccess>]
+module Layer2 =
+
+    /// The input serves as both state and stored patterns (self-association, self-attention).
+    let self (layer: Layer2) : Layer =
+        { Layer.Name = layer.Name
+          Init = layer.Init
+          Forward = fun mode p x -> layer.Forward mode p x x }
+
+    /// The input is the state; the stored patterns are the given constant (a fixed memory).
+    let withStored (stored: Tensor) (layer: Layer2) : Layer =
+        { Layer.Name = layer.Name
+          Init = layer.Init
+          Forward = fun mode p x -> layer.Forward mode p x stored }
+
+    /// Output only.
+    let apply (layer: Layer2) (mode: Mode) (p: Params) (state: Tensor) (stored: Tensor) =
+        layer.Forward mode p state stored |> fst
+
 /// Reading traces.
 [<RequireQualifiedAccess>]
 module Trace =
     let ofKind (kind: TraceKind) (trace: TraceEntry list) =
         trace |> List.filter (fun e -> e.Kind = kind)
+
+    /// The entries a mechanism recorded under its own tag.
+    let tagged (tag: string) (trace: TraceEntry list) = ofKind (Tagged tag) trace

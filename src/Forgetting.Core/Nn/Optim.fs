@@ -57,8 +57,17 @@ module Optim =
     /// Plain SGD.
     let sgd (lr: float) = sgdWith lr 0.0 false 0.0
 
-    /// Adam (Kingma & Ba) with bias correction and optional L2 weight decay added to the gradient.
-    let adamWith (lr: float) (beta1: float) (beta2: float) (eps: float) (weightDecay: float) : Optimizer =
+    /// Adam with bias correction; `l2` is weight decay added to the gradient (Adam's own), `decoupled`
+    /// weight decay shrinks the parameters before the step (AdamW).
+    let private adamCore
+        (name: string)
+        (lr: float)
+        (beta1: float)
+        (beta2: float)
+        (eps: float)
+        (l2: float)
+        (decoupled: float)
+        =
         if
             lr <= 0.0
             || beta1 < 0.0
@@ -66,10 +75,14 @@ module Optim =
             || beta2 < 0.0
             || beta2 >= 1.0
             || eps <= 0.0
+            || l2 < 0.0
+            || decoupled < 0.0
         then
-            invalidArg (nameof lr) $"adam: needs lr > 0, betas in [0, 1), eps > 0; got {lr}, {beta1}, {beta2}, {eps}"
+            invalidArg
+                (nameof lr)
+                $"{name}: needs lr > 0, betas in [0, 1), eps > 0, weight decay ≥ 0; got {lr}, {beta1}, {beta2}, {eps}, {max l2 decoupled}"
 
-        { Name = "adam"
+        { Name = name
           Init =
             fun p ->
                 { Step = 0
@@ -77,10 +90,10 @@ module Optim =
           Update =
             fun state p g ->
                 let g =
-                    if weightDecay = 0.0 then
+                    if l2 = 0.0 then
                         g
                     else
-                        Params.map2 (fun g w -> Tensor.addScaled g weightDecay w) g p
+                        Params.map2 (fun g w -> Tensor.addScaled g l2 w) g p
 
                 match state.Buffers with
                 | [ m; v ] ->
@@ -91,7 +104,47 @@ module Optim =
 
                     let step = Params.map2 (fun m v -> m / c1 / (Tensor.sqrt (v / c2) + eps) * lr) m' v'
 
+                    let p =
+                        if decoupled = 0.0 then
+                            p
+                        else
+                            Params.map (fun w -> w * (1.0 - lr * decoupled)) p
+
                     Params.map2 (-) p step, { Step = t; Buffers = [ m'; v' ] }
-                | _ -> invalidArg "state" "adam: the state was not made by adam's Init" }
+                | _ -> invalidArg "state" $"{name}: the state was not made by {name}'s Init" }
+
+    /// Adam (Kingma & Ba) with bias correction and optional L2 weight decay added to the gradient.
+    let adamWith (lr: float) (beta1: float) (beta2: float) (eps: float) (weightDecay: float) : Optimizer =
+        adamCore "adam" lr beta1 beta2 eps weightDecay 0.0
+
+    /// AdamW (Loshchilov & Hutter, ICLR 2019, Algorithm 2; torch.optim.AdamW): Adam on the raw gradient,
+    /// the parameters shrunk by (1 − lr · weightDecay) before each step.
+    let adamW (lr: float) (beta1: float) (beta2: float) (eps: float) (weightDecay: float) : Optimizer =
+        adamCore "adamw" lr beta1 beta2 eps 0.0 weightDecay
+
+    /// The optimizer on gradients rescaled to a global L2 norm of at most `maxNorm` (as PyTorch's
+    /// clip_grad_norm_: the factor maxNorm / (‖g‖ + 1e-6) where it is below 1).
+    let clipped (maxNorm: float) (optimizer: Optimizer) : Optimizer =
+        if not (maxNorm > 0.0) then
+            invalidArg (nameof maxNorm) $"the gradient-norm bound must be > 0, got {maxNorm}"
+
+        { optimizer with
+            Name = $"{optimizer.Name}, gradient norm ≤ {maxNorm}"
+            Update =
+                fun state p g ->
+                    let norm =
+                        Params.tensors g
+                        |> Array.sumBy (fun t -> (Tensor.sum (Tensor.square t)).Item)
+                        |> sqrt
+
+                    let factor = maxNorm / (norm + 1e-6)
+
+                    let g =
+                        if factor < 1.0 then
+                            Params.map (fun t -> t * factor) g
+                        else
+                            g
+
+                    optimizer.Update state p g }
 
     let adam (lr: float) = adamWith lr 0.9 0.999 1e-8 0.0

@@ -159,6 +159,19 @@ module Functional =
         let r t = Tensor.reshape shape t
         (x - r mean) / Tensor.sqrt (r variance + eps) * r gamma + r beta
 
+    /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
+    /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
+    let gelu (x: Tensor) =
+        x * (Tensor.erf (x / sqrt 2.0) + 1.0) * 0.5
+
+    /// SELU (Klambauer et al. 2017, eq. 2): λ x for x > 0, λ α (eˣ − 1) otherwise, with their λ and α.
+    let selu (x: Tensor) =
+        let lambda, alpha = 1.0507009873554805, 1.6732632423543772
+        let positive = Tensor.greater x (Tensor.scalar x.DType 0.0)
+
+        Tensor.where positive x ((Tensor.exp (Tensor.minScalar 0.0 x) - 1.0) * alpha)
+        * lambda
+
     /// Layer normalisation over the last axis: γ (x − μ) / √(σ² + ε) + β.
     let layerNorm (eps: float) (gamma: Tensor) (beta: Tensor) (x: Tensor) =
         let mu = Tensor.meanAxis -1 true x

@@ -20,6 +20,8 @@ type UnaryOp =
     | Step
     | Square
     | Reciprocal
+    /// The error function erf(x) = 2/√π ∫₀ˣ exp(−t²) dt.
+    | Erf
 
 /// Elementwise functions of two tensors, with NumPy broadcasting.
 type BinaryOp =

@@ -242,6 +242,14 @@ module Tensor =
     let square t =
         unary Square (fun g x _ -> g.Binary(Mul, x.BinaryScalar(Mul, 2.0, false))) t
 
+    /// The error function; d erf(x)/dx = 2/√π exp(−x²).
+    let erf t =
+        unary
+            Erf
+            (fun g x _ ->
+                g.Binary(Mul, x.Unary(Square).Unary(Neg).Unary(Exp).BinaryScalar(Mul, 2.0 / Math.Sqrt Math.PI, false)))
+            t
+
     let pow (p: float) (t: Tensor) = Tensor.Pow(t, p)
 
     /// Elementwise maximum with a constant; the gradient flows where t > c.
@@ -390,10 +398,79 @@ module Tensor =
     let median (t: Tensor) =
         Tensor.OfRaw(t.Raw.Backend.Full([||], t.DType, t.Raw.Median()))
 
+    /// The lower median (torch.median's convention: the ⌊(n−1)/2⌋-th smallest of n) of each group of
+    /// the trailing axes `fromAxis` … rank−1, over the elements where `among` (a constant of t's
+    /// shape, or None for all) is non-zero. The result has shape t.Shape[.. fromAxis−1] (with the
+    /// trailing axes kept as 1 when `keepDim`), and its gradient flows to the picked element of each
+    /// group, as torch.median's does; at a tie the picked element is the first in row-major order.
+    /// fromAxis = 0 is one median of the whole tensor. Computed on the host: the groups are sorted.
+    let medianFrom (fromAxis: int) (keepDim: bool) (among: Tensor option) (t: Tensor) =
+        let shape = t.Raw.Shape
+
+        if fromAxis < 0 || fromAxis >= Operators.max 1 shape.Length then
+            Shape.fail "medianFrom" $"axis {fromAxis} is outside shape {Shape.show shape}"
+
+        among
+        |> Option.iter (fun m ->
+            if m.Raw.Shape <> shape then
+                Shape.fail
+                    "medianFrom"
+                    $"the among mask has shape {Shape.show m.Raw.Shape}, the tensor {Shape.show shape}")
+
+        let groups = Shape.numel shape[.. fromAxis - 1]
+        let size = Shape.numel shape[fromAxis..]
+
+        if size = 0 then
+            Shape.fail "medianFrom" $"the median of an empty group (shape {Shape.show shape}) is undefined"
+
+        let v = t.Raw.ToFloat64()
+        let keep = among |> Option.map (fun m -> m.Raw.ToFloat64())
+
+        let picked =
+            Array.init groups (fun g ->
+                let offset = g * size
+
+                let members =
+                    match keep with
+                    | None -> Array.init size (fun i -> offset + i)
+                    | Some k ->
+                        [| for i in offset .. offset + size - 1 do
+                               if k[i] <> 0.0 then
+                                   yield i |]
+
+                if members.Length = 0 then
+                    Shape.fail "medianFrom" $"group {g} of shape {Shape.show shape} has no included element"
+
+                if members |> Array.exists (fun i -> Double.IsNaN v[i]) then
+                    Shape.fail "medianFrom" $"group {g} holds NaN"
+
+                // Ordered by value, then position: the pick at a tie is deterministic.
+                Array.sortInPlaceWith
+                    (fun (i: int) (j: int) ->
+                        let c = v[i].CompareTo v[j]
+                        if c <> 0 then c else i.CompareTo j)
+                    members
+
+                members[(members.Length - 1) / 2])
+
+        let outShape =
+            if keepDim then
+                Array.append shape[.. fromAxis - 1] (Array.create (shape.Length - fromAxis) 1)
+            else
+                shape[.. fromAxis - 1]
+
+        let numel = t.Numel
+        let flat = t.Raw.Reshape [| numel; 1 |]
+
+        Tensor.Op(
+            flat.Gather(picked).Reshape outShape,
+            [| t |],
+            fun g _ -> [| g.Reshape([| groups; 1 |]).ScatterAdd(picked, numel).Reshape shape |]
+        )
+
     // ---------------------------------------------------------------- linear algebra
 
-    /// Matrix product: [m,k]×[k,n], [b,m,k]×[b,k,n], or [b,m,k]×[k,n] (the matrix shared by the batch).
-    let matmul (a: Tensor) (b: Tensor) =
+    let private matmul3 (a: Tensor) (b: Tensor) =
         Tensor.CheckDType("matmul", a, b)
         let ra, rb = a.Rank, b.Rank
 
@@ -429,6 +506,31 @@ module Tensor =
                 | 2, 2, 1 -> a.Raw.MatMulAdd(true, g, false, pending)
                 | _ -> null
         )
+
+
+    /// Matrix product: [m,k]×[k,n], [b,m,k]×[b,k,n], or [b,m,k]×[k,n] (the matrix shared by the batch);
+    /// more batch axes [b1, …, bj, m, k] × [b1, …, bj, k, n] or × [k, n] are flattened into one.
+    let matmul (a: Tensor) (b: Tensor) =
+        if a.Rank > 3 then
+            // Several batch axes [b1, …, bj, m, k] × [b1, …, bj, k, n] (or × a shared [k, n]): one batch axis.
+            let sa, sb = a.Raw.Shape, b.Raw.Shape
+            let lead = sa[.. sa.Length - 3]
+
+            if not (b.Rank = 2 || (b.Rank = a.Rank && sb[.. sb.Length - 3] = lead)) then
+                Shape.fail "matmul" $"cannot multiply shapes {Shape.show sa} and {Shape.show sb}"
+
+            let flatA = reshape [| -1; sa[sa.Length - 2]; sa[sa.Length - 1] |] a
+
+            let flatB =
+                if b.Rank = 2 then
+                    b
+                else
+                    reshape [| -1; sb[sb.Length - 2]; sb[sb.Length - 1] |] b
+
+            let r = matmul3 flatA flatB
+            reshape (Array.append lead r.Raw.Shape[1..]) r
+        else
+            matmul3 a b
 
     /// A dense layer: x [B, in] × w [in, out] + b [out].
     let linear (x: Tensor) (w: Tensor) (b: Tensor) = matmul x w + b

@@ -45,7 +45,22 @@ let private matmulShapes =
             Gen.elements
                 [ [| m; k |], [| k; n |]
                   [| b; m; k |], [| b; k; n |]
-                  [| b; m; k |], [| k; n |] ]
+                  [| b; m; k |], [| k; n |]
+                  [| b; 2; m; k |], [| b; 2; k; n |]
+                  [| 2; b; m; k |], [| k; n |] ]
+    }
+
+/// medianFrom cases: a shape of rank 1 to 4, the first axis of the groups, keepDim, whether some
+/// elements are left out, and a seed.
+let private medianCases =
+    gen {
+        let! rank = Gen.choose (1, 4)
+        let! shape = Gen.arrayOfLength rank (Gen.choose (1, 4))
+        let! from = Gen.choose (0, rank - 1)
+        let! keep = Gen.elements [ false; true ]
+        let! masked = Gen.elements [ false; true ]
+        let! seed = seeds
+        return shape, from, keep, masked, seed
     }
 
 /// conv2d cases: input [n, c, h, w], weight [o, c, k, k], stride, padding and a seed.
@@ -98,6 +113,9 @@ let tests =
           unaryCheck "sigmoid" -4.0 4.0 0.0 Tensor.sigmoid
           unaryCheck "relu" -2.0 2.0 0.1 Tensor.relu
           unaryCheck "square" -2.0 2.0 0.0 Tensor.square
+          unaryCheck "erf, on both sides of the series' range" -4.0 4.0 0.0 Tensor.erf
+          unaryCheck "GELU" -4.0 4.0 0.0 Functional.gelu
+          unaryCheck "SELU" -3.0 3.0 0.1 Functional.selu
 
           // 0.05 is never within the step of any value (values are at least 0.1 from 0 ... the gap below).
           unaryCheck "max and min with a constant" -2.0 2.0 0.1 (fun x ->
@@ -251,6 +269,33 @@ let tests =
                          tensor (seed + 2) [| ch |] -1.0 1.0 0.0
                          tensor (seed + 3) [| shape[shape.Length - 1] |] 0.5 1.5 0.0
                          tensor (seed + 4) [| shape[shape.Length - 1] |] -1.0 1.0 0.0 |])
+
+          Checks.forAll "median over trailing axes" 100 medianCases (fun (shape, from, keep, masked, seed) ->
+              // Distinct values 0.1 apart, so that the finite difference never changes which one is picked.
+              let n = Shape.numel shape
+
+              let x =
+                  Rng.permutation n (Rng.create (int64 seed))
+                  |> Array.map (fun i -> float i / 10.0 - float n / 20.0)
+                  |> Tensor.ofFloat64 shape
+
+              // Leave out every third element of a group but never a whole group (its first one stays).
+              let size = Shape.numel shape[from..]
+
+              let among =
+                  if masked then
+                      Some(
+                          Array.init n (fun i -> if i % size = 0 || i % 3 <> 1 then 1.0 else 0.0)
+                          |> Tensor.ofFloat64 shape
+                      )
+                  else
+                      None
+
+              agrees
+                  (fun xs ->
+                      let m = Tensor.medianFrom from keep among xs[0]
+                      m * tensor 12 m.Shape 0.5 1.5 0.0 |> Tensor.sum)
+                  [| x |])
 
           test "stopGradient and median pass no gradient; cast passes it unchanged" {
               let x = tensor 1 [| 5 |] 0.0 1.0 0.0

@@ -282,4 +282,77 @@ let tests =
               let one = Parallelism.withDegree 1 step
               let two = Parallelism.withDegree 2 step
               Expect.equal two one "the parameters after a step on 2 threads"
+          }
+          test "medianFrom takes the lower median of each group of trailing axes, over the included elements" {
+              // Two groups of four: the lower median of an even count is the smaller middle element.
+              let x = Tensor.ofFloat64 [| 2; 2; 2 |] [| 4.0; 1.0; 3.0; 2.0; -1.0; 5.0; 0.0; 7.0 |]
+              let m = Tensor.medianFrom 1 false None x
+              Expect.equal m.Shape [| 2 |] "one median per leading index"
+              Expect.equal (m.ToFloat64Array()) [| 2.0; 0.0 |] "lower medians of {1, 2, 3, 4} and {-1, 0, 5, 7}"
+              Expect.equal (Tensor.medianFrom 1 true None x).Shape [| 2; 1; 1 |] "keepDim keeps the axes as 1"
+              Expect.equal (Tensor.medianFrom 0 false None x).Item 2.0 "the median of all eight"
+              Expect.equal (Tensor.medianFrom 0 false None x).Item ((Tensor.median x).Item) "as Tensor.median"
+              Expect.equal (Tensor.medianFrom 2 false None x).Shape [| 2; 2 |] "groups of the last axis"
+
+              let among =
+                  Tensor.ofFloat64 [| 2; 2; 2 |] [| 1.0; 1.0; 1.0; 0.0; 1.0; 1.0; 1.0; 1.0 |]
+
+              Expect.equal
+                  ((Tensor.medianFrom 1 false (Some among) x).ToFloat64Array())
+                  [| 3.0; 0.0 |]
+                  "the left-out 2.0 does not count: the median of {1, 3, 4}"
+
+              let g = Tensor.grad (fun x -> Tensor.medianFrom 1 false None x |> Tensor.sum) x
+
+              Expect.equal
+                  (g.ToFloat64Array())
+                  [| 0.0; 0.0; 0.0; 1.0; 0.0; 0.0; 1.0; 0.0 |]
+                  "the gradient reaches the picked element of each group"
+
+              let tie = Tensor.ofFloat64 [| 4 |] [| 1.0; 1.0; 1.0; 1.0 |]
+              let gt = Tensor.grad (Tensor.medianFrom 0 false None) tie
+              Expect.equal (gt.ToFloat64Array()) [| 0.0; 1.0; 0.0; 0.0 |] "at a tie, the first of the sorted middle"
+
+              let none = Tensor.zeros Float64 [| 2; 2 |]
+
+              Expect.throws
+                  (fun () ->
+                      Tensor.medianFrom 1 false (Some none) (Tensor.zeros Float64 [| 2; 2 |])
+                      |> ignore)
+                  "a group with nothing included is refused"
+
+              Expect.throws (fun () -> Tensor.medianFrom 3 false None x |> ignore) "an axis outside the shape"
+          }
+          test "erf and GELU against reference values" {
+              // Python's math.erf (the C library's erf) at these points, and GELU(1.3) = 0.65 (1 + erf(1.3/√2)).
+              let points =
+                  [| 0.0; 0.1; 0.5; 1.0; 2.0; 2.5; 2.50001; 2.6; 3.0; 4.0; 6.0; -1.5; -3.2 |]
+
+              let expected =
+                  [| 0.0
+                     0.1124629160182849
+                     0.5204998778130465
+                     0.8427007929497149
+                     0.9953222650189527
+                     0.999593047982555
+                     0.9995930697648527
+                     0.9997639655834707
+                     0.9999779095030014
+                     0.9999999845827421
+                     1.0
+                     -0.9661051464753108
+                     -0.9999939742388483 |]
+
+              let got =
+                  (Tensor.erf (Tensor.ofFloat64 [| points.Length |] points)).ToFloat64Array()
+
+              for i in 0 .. points.Length - 1 do
+                  Expect.isTrue
+                      (abs (got[i] - expected[i]) <= 2e-15)
+                      $"erf({points[i]}) = {got[i]:R}, expected {expected[i]:R}"
+
+              let g = (Functional.gelu (Tensor.ofFloat64 [| 1 |] [| 1.3 |])).Item
+              Expect.floatClose Accuracy.veryHigh g 1.1741593700387067 "GELU(1.3)"
+              let g32 = (Functional.gelu (Tensor.ofArray [| 1 |] [| 1.3f |])).Item
+              Expect.floatClose Accuracy.medium g32 1.1741593700387067 "GELU(1.3) in float32"
           } ]
