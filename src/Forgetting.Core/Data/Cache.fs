@@ -310,10 +310,33 @@ module Cache =
 
     /// Load a data set from the cache, verified (see `loadDirectory`), with its manifest if it has one.
     let loadWithManifest (cache: string) (dataset: KnownDataset) : TrainTest * Manifest option =
-        match entry cache dataset with
-        | Absent -> raise (notInCache cache dataset (DataFileRole.all |> List.map DataFileRole.publishedName))
-        | Unrecorded(_, missing) when not missing.IsEmpty -> raise (notInCache cache dataset missing)
-        | _ -> loadDirectory (datasetDirectory cache dataset) dataset
+        // A forced fetch commits by two renames (the old folder aside, then the new one in), so a reader
+        // can find the folder absent for an instant, or see it move while it reads. The folder moved
+        // aside is still whole: read it then, and read again from whichever folder is whole when the
+        // one being read has moved.
+        let aside () =
+            if Directory.Exists cache then
+                Directory.GetDirectories(cache, $".{KnownDataset.name dataset}.*.old")
+                |> Array.tryHead
+            else
+                None
+
+        let rec attempt (tries: int) =
+            let dir =
+                match entry cache dataset, aside () with
+                | Absent, Some old -> old
+                | Absent, None ->
+                    raise (notInCache cache dataset (DataFileRole.all |> List.map DataFileRole.publishedName))
+                | Unrecorded(_, missing), _ when not missing.IsEmpty -> raise (notInCache cache dataset missing)
+                | _ -> datasetDirectory cache dataset
+
+            try
+                loadDirectory dir dataset
+            with :? DataError when tries < 5 && not (Directory.Exists dir) ->
+                Threading.Thread.Sleep 20
+                attempt (tries + 1)
+
+        attempt 0
 
     /// Load a data set from the cache, verified (see `loadDirectory`).
     let load (cache: string) (dataset: KnownDataset) : TrainTest = fst (loadWithManifest cache dataset)

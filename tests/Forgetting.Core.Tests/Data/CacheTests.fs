@@ -189,6 +189,19 @@ let tests =
               assertClean cache
           }
 
+          test "a reader between a forced fetch's two renames reads the old data, moved aside whole" {
+              let files = publishedFiles 9 20 8
+              use server = new LoopbackServer(files)
+              let cache = tempDir ()
+              Fetch.run (fromServer cache server files) |> ignore
+              let before = Cache.load cache Mnist
+              // The commit's first rename done, its second not yet.
+              Directory.Move(Path.Combine(cache, "mnist"), Path.Combine(cache, $".mnist.{Guid.NewGuid():N}.old"))
+              let during = Cache.load cache Mnist
+              Expect.equal during.Train.Images before.Train.Images "the old training images"
+              Expect.equal during.Test.Labels before.Test.Labels "the old test labels"
+          }
+
           test "a changed cached file is caught by its checksum on load" {
               let files = publishedFiles 10 6 4
               use server = new LoopbackServer(files)
