@@ -37,6 +37,14 @@ let throwsAny<'T when 'T :> exn> (message: string) (f: unit -> unit) : 'T =
             e.Message
     | None -> failtestf "%s. Expected %s, but nothing was thrown." message typeof<'T>.FullName
 
+/// `f` is refused with an ArgumentException (or a subtype) whose message contains `words`: how Core
+/// refuses a bad value, in one line that says what to give instead.
+let refused (f: unit -> 'a) (words: string) =
+    let e =
+        throwsAny<System.ArgumentException> $"refused ({words})" (fun () -> f () |> ignore)
+
+    Expect.stringContains e.Message words "the message"
+
 /// `subject` does not contain `substring` (xunit's Assert.DoesNotContain on strings).
 let stringDoesNotContain (subject: string) (substring: string) (message: string) =
     if subject.Contains substring then

@@ -11,11 +11,6 @@ open Forgetting.Experiments
 let private roundTrip (r: Recipe) =
     Recipe.ofJson Catalog.terms (JsonNode.Parse(Recipe.toText r))
 
-let private refused (f: unit -> Recipe) (words: string) =
-    Expect.throwsC (f >> ignore) (fun (e: exn) ->
-        Expect.isTrue (e :? ArgumentException) $"an ArgumentException, got {e.GetType().Name}"
-        Expect.stringContains e.Message words "the message")
-
 [<Tests>]
 let tests =
     testList
@@ -64,14 +59,14 @@ let tests =
           test "each runner refuses the recipes of the others, in one line" {
               let single = Recipe.single
               let sequence = Methods.apply "ewc" [] Recipe.defaults
-              refused (fun () -> Classification.validate Catalog.terms sequence) "is a continual run"
-              refused (fun () -> ContinualRun.validate Catalog.terms single) "not a task sequence"
+              Expectations.refused (fun () -> Classification.validate Catalog.terms sequence) "is a continual run"
+              Expectations.refused (fun () -> ContinualRun.validate Catalog.terms single) "not a task sequence"
 
-              refused
+              Expectations.refused
                   (fun () -> ContinualRun.validate Catalog.terms (Figures.recipe "fig3c" [] sequence))
                   "a continual run has no study"
 
-              refused
+              Expectations.refused
                   (fun () ->
                       Classification.validate
                           Catalog.terms
@@ -79,9 +74,11 @@ let tests =
                               Terms = [ TermKind.spec Catalog.terms "ewc" [] ] })
                   "a single-task run has no earlier task"
 
-              refused (fun () -> Classification.validate Catalog.terms { single with Training = "joint" }) "sequential"
+              Expectations.refused
+                  (fun () -> Classification.validate Catalog.terms { single with Training = "joint" })
+                  "sequential"
 
-              refused
+              Expectations.refused
                   (fun () ->
                       Classification.validate
                           Catalog.terms
@@ -91,40 +88,49 @@ let tests =
           }
 
           test "a figure's settings are checked when its recipe is made" {
-              refused (fun () -> Figures.recipe "fig9" [] Recipe.single) "unknown figure 'fig9'"
-              refused (fun () -> Figures.recipe "fig2" [ "draws", Count 0 ] Recipe.single) "draws must be at least 1"
-              refused (fun () -> Figures.recipe "fig2" [ "noise", Number 1.0 ] Recipe.single) "no setting 'noise'"
-              refused (fun () -> Figures.recipe "fig4b" [ "perturb_layer", Count 4 ] Recipe.single) "1 to 3, got 4"
+              Expectations.refused (fun () -> Figures.recipe "fig9" [] Recipe.single) "unknown figure 'fig9'"
+
+              Expectations.refused
+                  (fun () -> Figures.recipe "fig2" [ "draws", Count 0 ] Recipe.single)
+                  "draws must be at least 1"
+
+              Expectations.refused
+                  (fun () -> Figures.recipe "fig2" [ "noise", Number 1.0 ] Recipe.single)
+                  "no setting 'noise'"
+
+              Expectations.refused
+                  (fun () -> Figures.recipe "fig4b" [ "perturb_layer", Count 4 ] Recipe.single)
+                  "1 to 3, got 4"
           }
 
           test "a bad value anywhere in a recipe is named in one line" {
               let o = Recipe.single.Optimizer
               let check r = Classification.validate Catalog.terms r
 
-              refused
+              Expectations.refused
                   (fun () ->
                       check
                           { Recipe.single with
                               Optimizer = { o with Lr = nan } })
                   "--lr must be positive"
 
-              refused
+              Expectations.refused
                   (fun () ->
                       check
                           { Recipe.single with
                               Optimizer = { o with Lr = infinity } })
                   "--lr must be positive"
 
-              refused
+              Expectations.refused
                   (fun () ->
                       check
                           { Recipe.single with
                               Optimizer = { o with Momentum = 1.0 } })
                   "[0, 1)"
 
-              refused (fun () -> check { Recipe.single with EpochsPerTask = 0 }) "--epochs"
+              Expectations.refused (fun () -> check { Recipe.single with EpochsPerTask = 0 }) "--epochs"
 
-              refused
+              Expectations.refused
                   (fun () ->
                       check
                           { Recipe.single with

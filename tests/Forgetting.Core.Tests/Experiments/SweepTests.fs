@@ -13,11 +13,6 @@ let private sweepOf (baseRecipe: Recipe) (axes: string) =
 
     Sweep.ofJson "/tmp" node
 
-let private refused (f: unit -> 'a) (words: string) =
-    Expect.throwsC (f >> ignore) (fun (e: exn) ->
-        Expect.isTrue (e :? ArgumentException) $"an ArgumentException, got {e.GetType().Name}"
-        Expect.stringContains e.Message words "the message")
-
 [<Tests>]
 let tests =
     testList
@@ -64,28 +59,40 @@ let tests =
           }
 
           test "what a grid cannot be is refused, naming the axis" {
-              refused
+              Expectations.refused
                   (fun () -> Sweep.expand (sweepOf Recipe.single """{ "optimizer.lrr": [1] }"""))
                   "optimizer has no field 'lrr'"
 
-              refused
+              Expectations.refused
                   (fun () -> Sweep.expand (sweepOf Recipe.single """{ "terms.ewc.settings.lambda": [1] }"""))
                   "no entry of kind 'ewc'"
 
-              refused
+              Expectations.refused
                   (fun () -> Sweep.expand (sweepOf Recipe.single """{ "optimizer.lr": ["fast"] }"""))
                   "'lr' must be a number"
 
-              refused
+              Expectations.refused
                   (fun () -> Sweep.expand (sweepOf Recipe.single """{ "optimizer.lr": [-1] }"""))
                   "--lr must be positive"
 
-              refused (fun () -> Sweep.expand (sweepOf Recipe.single """{ "method": ["ewc"] }""")) "vary 'variant'"
-              refused (fun () -> Sweep.expand (sweepOf Recipe.defaults """{ "variant": ["sgd"] }""")) "vary 'method'"
-              refused (fun () -> Sweep.expand (sweepOf Recipe.single """{ "seed": [3, 3] }""")) "are the same run"
-              refused (fun () -> sweepOf Recipe.single """{ "seed": [] }""") "an empty axis makes an empty grid"
-              refused (fun () -> sweepOf Recipe.single """{ }""") "the sweep has no axes"
-              refused (fun () -> sweepOf Recipe.single """{ "seeds": 0 }""") "at least 1"
+              Expectations.refused
+                  (fun () -> Sweep.expand (sweepOf Recipe.single """{ "method": ["ewc"] }"""))
+                  "vary 'variant'"
+
+              Expectations.refused
+                  (fun () -> Sweep.expand (sweepOf Recipe.defaults """{ "variant": ["sgd"] }"""))
+                  "vary 'method'"
+
+              Expectations.refused
+                  (fun () -> Sweep.expand (sweepOf Recipe.single """{ "seed": [3, 3] }"""))
+                  "are the same run"
+
+              Expectations.refused
+                  (fun () -> sweepOf Recipe.single """{ "seed": [] }""")
+                  "an empty axis makes an empty grid"
+
+              Expectations.refused (fun () -> sweepOf Recipe.single """{ }""") "the sweep has no axes"
+              Expectations.refused (fun () -> sweepOf Recipe.single """{ "seeds": 0 }""") "at least 1"
           }
 
           test "collection: mean ± sample sd over the seeds per configuration, and a chart per metric" {
