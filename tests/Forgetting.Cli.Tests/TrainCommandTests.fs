@@ -64,6 +64,27 @@ let tests =
               Expect.equal (File.ReadAllLines(Path.Combine(out, "epochs.csv")).Length) 3 "lines of epochs.csv"
               // A header and one row per hidden unit: 16 + 8.
               Expect.equal (File.ReadAllLines(Path.Combine(out, "units.csv")).Length) 25 "lines of units.csv"
+
+              // The trained model as safetensors: an 8-byte little-endian header length, the JSON header
+              // (each tensor's dtype, shape and byte range; the recipe in the metadata), then the data.
+              let model = File.ReadAllBytes(Path.Combine(out, "model.safetensors"))
+              let headerLength = int (System.BitConverter.ToInt64(model, 0))
+
+              use header =
+                  JsonDocument.Parse(System.Text.Encoding.UTF8.GetString(model, 8, headerLength))
+
+              let fc1 = header.RootElement.GetProperty "fc1/weight"
+              Expect.equal (fc1.GetProperty("dtype").GetString()) "F32" "float32"
+
+              Expect.equal
+                  [ for d in fc1.GetProperty("shape").EnumerateArray() -> d.GetInt32() ]
+                  [ 784; 16 ]
+                  "its shape"
+
+              let metadata =
+                  header.RootElement.GetProperty("__metadata__").GetProperty("recipe").GetString()
+
+              Expect.equal metadata (File.ReadAllText(Path.Combine(out, "recipe.json")).TrimEnd()) "the recipe with it"
           }
 
           test "the same seed gives the same numbers" {

@@ -104,6 +104,13 @@ let private trainInto (title: string) (d: SingleData) (dir: string) (command: st
 
     Results.writeAtomically (Path.Combine(dir, "recipe.json")) (Recipe.toText r.Config + "\n")
 
+    // The trained parameters, in the safetensors format of the continual runner's checkpoints, with
+    // the recipe that made them in its metadata; before the summary, which marks the folder complete.
+    Forgetting.Training.Checkpoint.write
+        (Path.Combine(dir, "model.safetensors"))
+        (Forgetting.Training.Checkpoint.ofParams r.Params)
+        (Map [ "recipe", Recipe.toText r.Config ])
+
     Results.writeAtomically (Path.Combine(dir, "summary.json")) (render true (summaryJson command (dataJson d) r))
 
     Results.writeAtomically (Path.Combine(dir, "epochs.csv")) (epochsCsv r)
