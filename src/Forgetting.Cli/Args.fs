@@ -33,7 +33,7 @@ type Command =
             | Sweep _ ->
                 "a grid of runs over seeds and settings, locally or as a SLURM job array; collected into one table."
             | Importance _ ->
-                "parameter importance (MAS, local MAS, EWC's Fisher) of a continual run's model on a task: summary, values, agreement, histogram."
+                "parameter importance (MAS, local MAS, EWC's Fisher) of a trained model (continual or train) on a task: summary, values, agreement, histogram."
             | Hopfield _ ->
                 "Hopfield layers with and without partial forgetting (LwPF): bit-pattern bags, immune repertoires (DeepRC), a vision transformer; over seeds."
             | Data _ -> "the data-set cache: fetch MNIST or Fashion-MNIST, list or show what it holds."

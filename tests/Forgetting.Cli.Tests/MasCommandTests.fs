@@ -103,6 +103,49 @@ let tests =
               Expect.isTrue (summary |> Array.exists (fun l -> l.StartsWith "mas-local,fc1/weight,")) "a row per tensor"
           }
 
+          test "importance reads a train folder's saved model, checked against its recipe" {
+              let cache = cachedMnist 64 32
+              let run = Path.Combine(Cli.tempDir (), "train")
+
+              let trained =
+                  Cli.run
+                      [ "train"
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        run
+                        "--dataset"
+                        "mnist"
+                        "--hidden"
+                        "8"
+                        "--epochs"
+                        "1"
+                        "--variant"
+                        "sgd" ]
+
+              Expect.equal trained.ExitCode 0 $"train: {trained.Stderr}"
+              let i = Cli.run [ "importance"; run; "--cache-dir"; cache ]
+              Expect.equal i.Stderr "" "importance stderr"
+              Expect.equal i.ExitCode 0 "importance exit code"
+
+              let summary =
+                  File.ReadAllLines(Path.Combine(run, "importance-task1-after1", "summary.csv"))
+
+              Expect.isTrue (summary |> Array.exists (fun l -> l.StartsWith "mas,fc2/weight,")) "the output layer's Ω"
+              assertOneLineError 2 (Cli.run [ "importance"; run; "--cache-dir"; cache; "--task"; "2" ])
+              // A model of another net than its recipe describes.
+              let recipe = Path.Combine(run, "recipe.json")
+
+              File.WriteAllText(
+                  recipe,
+                  File.ReadAllText(recipe).Replace("\"hidden\": [\n      8\n    ]", "\"hidden\": [\n      9\n    ]")
+              )
+
+              let other = Cli.run [ "importance"; run; "--cache-dir"; cache ]
+              assertOneLineError 2 other
+              Expect.stringContains other.Stderr "does not hold the model its recipe describes" "the mismatch"
+          }
+
           test "bad MAS and importance arguments get one line and a non-zero exit" {
               let cache = cachedMnist 64 32
               let out = Path.Combine(Cli.tempDir (), "never")

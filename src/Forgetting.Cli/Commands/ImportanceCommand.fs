@@ -1,4 +1,5 @@
-/// `forgetting importance`: the parameter importance of a trained model (a continual run's checkpoint) on
+/// `forgetting importance`: the parameter importance of a trained model (a continual run's checkpoint,
+/// or a single-task run's model.safetensors) on
 /// a task's training data, by MAS, local MAS or EWC's Fisher: a per-tensor summary, the raw values, the
 /// rank agreement of the methods per tensor, and a histogram of log10 importance (the forgetting
 /// paper's Fig. 5c).
@@ -27,7 +28,8 @@ type ImportanceArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Run _ -> "the folder of one continual run (its recipe.json and checkpoints), e.g. results/x/mas-seed1."
+            | Run _ ->
+                "the folder of one continual run (its recipe.json and checkpoints), e.g. results/x/mas-seed1, or of a train run (its recipe.json and model.safetensors)."
             | After _ -> "the model after this task, 1-based (default: the latest checkpoint)."
             | Task _ -> "the task whose inputs the importance is taken on, 1-based (default 1)."
             | On _ -> "the task's train (default) or test inputs."

@@ -113,6 +113,62 @@ module Importance =
               Range = None
               Layout = Overlaid }
 
+    /// A trained model of a single-task run's folder (`train`, a run of `compare`): its recipe, the MLP
+    /// with the parameters of its model.safetensors (names and shapes checked against the MLP the recipe
+    /// describes), on the training or test inputs chosen by `pick`.
+    let private singleRun
+        (load: KnownDataset -> TrainTest)
+        (folder: string)
+        (recipe: Recipe)
+        (after: int option)
+        (task: int)
+        (onTest: bool)
+        (pick: int -> int[])
+        (seed: int64)
+        : Recipe * int * Consolidation =
+        let recipe = Classification.validate Catalog.terms recipe
+
+        if task <> 0 then
+            invalidArg (nameof task) $"task {task + 1} is not in the run: a single-task run has task 1 only"
+
+        match after with
+        | Some a when a <> 1 -> invalidArg (nameof after) $"a single-task run has one model, after task 1; got {a}"
+        | _ -> ()
+
+        let modelPath = Path.Combine(folder, "model.safetensors")
+
+        if not (File.Exists modelPath) then
+            invalidArg
+                (nameof folder)
+                $"{folder} holds no model.safetensors (a run from before models were saved): run it again with 'forgetting run'"
+
+        let train, test = Classification.data load recipe
+        let data = if onTest then test else train
+        let net = Classification.model recipe data.Inputs.Shape[1] data.Classes
+        let p = Checkpoint.toParams (Checkpoint.read modelPath).Tensors
+
+        let shapes (q: Params) =
+            Params.flatten q |> List.map (fun (path, t) -> path, t.Shape, t.DType)
+
+        let expected = shapes (net.Init (Rng.create 0L) Float32)
+
+        if shapes p <> expected then
+            invalidArg
+                (nameof folder)
+                $"{modelPath} does not hold the model its recipe describes (tensors, shapes or dtypes differ)"
+
+        let chosen = pick data.Count
+
+        recipe,
+        1,
+        { Model = net
+          Params = p
+          Task = 0
+          Inputs = Tensor.gather chosen data.Inputs
+          Labels = chosen |> Array.map (fun i -> data.Labels[i])
+          Outputs = data.Classes
+          Rng = Rng.create seed }
+
     /// A trained model of a continual run's folder: its recipe, the model, and the consolidation view
     /// of `task` (0-based) at the parameters of the checkpoint after task `after` (1-based; None: the
     /// latest), on that task's training inputs, or its test inputs with `onTest` (at most `samples`, a
@@ -132,44 +188,51 @@ module Importance =
             invalidArg (nameof folder) $"{folder} holds no recipe.json: give the folder of one continual run"
 
         let recipe = Recipe.load Catalog.terms recipePath
-        let _, s, net, _, s0 = ContinualRun.prepare Catalog.terms load recipe
-        let tasks = s.Tasks.Length
 
-        if task < 0 || task >= tasks then
-            invalidArg (nameof task) $"task {task + 1} is not in the run: it has tasks 1 … {tasks}"
-
-        let done', path =
-            match after with
-            | Some a when a < 1 || a > tasks -> invalidArg (nameof after) $"the run has tasks 1 … {tasks}, got {a}"
-            | Some a -> a, Continual.checkpointPath folder a
-            | None ->
-                match Continual.latestCheckpoint folder tasks with
-                | Some(a, p) -> a, p
-                | None -> invalidArg (nameof folder) $"{folder} holds no checkpoint: run it first"
-
-        if not (File.Exists path) then
-            invalidArg (nameof after) $"{folder} holds no checkpoint after task {done'}"
-
-        let state = Continual.load path s0
-        let t = s.Tasks[task]
-        let data = if onTest then t.Test else t.Train
-        let n = data.Inputs.Shape[0]
-
-        let chosen =
+        let pick (n: int) =
             match samples with
             | Some cap when cap < 1 -> invalidArg (nameof samples) $"the sample cap must be at least 1, got {cap}"
             | Some cap when cap < n -> Rng.permutation n (Rng.create seed) |> Array.truncate cap |> Array.sort
             | _ -> Array.init n id
 
-        recipe,
-        done',
-        { Model = net
-          Params = state.State.Params
-          Task = t.Head.Task
-          Inputs = Tensor.gather chosen data.Inputs
-          Labels = chosen |> Array.map (fun i -> data.Labels[i])
-          Outputs = t.Head.Outputs
-          Rng = Rng.create seed }
+        if recipe.Scenario.Kind = "single" then
+            singleRun load folder recipe after task onTest pick seed
+        else
+
+            let _, s, net, _, s0 = ContinualRun.prepare Catalog.terms load recipe
+            let tasks = s.Tasks.Length
+
+            if task < 0 || task >= tasks then
+                invalidArg (nameof task) $"task {task + 1} is not in the run: it has tasks 1 … {tasks}"
+
+            let done', path =
+                match after with
+                | Some a when a < 1 || a > tasks -> invalidArg (nameof after) $"the run has tasks 1 … {tasks}, got {a}"
+                | Some a -> a, Continual.checkpointPath folder a
+                | None ->
+                    match Continual.latestCheckpoint folder tasks with
+                    | Some(a, p) -> a, p
+                    | None -> invalidArg (nameof folder) $"{folder} holds no checkpoint: run it first"
+
+            if not (File.Exists path) then
+                invalidArg (nameof after) $"{folder} holds no checkpoint after task {done'}"
+
+            let state = Continual.load path s0
+            let t = s.Tasks[task]
+            let data = if onTest then t.Test else t.Train
+            let n = data.Inputs.Shape[0]
+
+            let chosen = pick n
+
+            recipe,
+            done',
+            { Model = net
+              Params = state.State.Params
+              Task = t.Head.Task
+              Inputs = Tensor.gather chosen data.Inputs
+              Labels = chosen |> Array.map (fun i -> data.Labels[i])
+              Outputs = t.Head.Outputs
+              Rng = Rng.create seed }
 
     /// The MLP of a continual run's model description whose parameters are `p`: the input width read off
     /// fc1's weight, the heads off the output layer's ("out/weight" for one head, "out/head1/weight" …
