@@ -187,7 +187,7 @@ module Trainer =
     /// the sum of the batches' losses weighted by their sizes, and the loss beyond which it counts as
     /// exploded (`limit`, or explosionFactor times this call's first loss when None) for the next epoch.
     /// Training stops with DivergedError, naming the epoch and step, when a loss is not finite, when it
-    /// passes that limit, or when a parameter is no longer finite.
+    /// passes that limit, or when a parameter is no longer finite at the end of the epoch.
     let steps
         (model: Layer)
         (optimizer: Optimizer)
@@ -223,9 +223,13 @@ module Trainer =
             if b = 0 && limit.IsNone then
                 ceiling <- explosionFactor * max 1.0 loss
 
-            match nonFinite state'.Params with
-            | Some(path, x) -> diverged b $"parameter {path} became {x}"
-            | None -> ()
+            // A parameter that stops being finite makes the next step's loss non-finite wherever it
+            // enters the forward pass; the scan (a copy of every parameter) is done once, after the
+            // epoch's last step, to catch the rest before anything is evaluated or saved.
+            if b = count - 1 then
+                match nonFinite state'.Params with
+                | Some(path, x) -> diverged b $"parameter {path} became {x}"
+                | None -> ()
 
             state <- state'
             lossSum <- lossSum + loss * float data.Labels.Length
