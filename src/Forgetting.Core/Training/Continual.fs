@@ -51,23 +51,51 @@ type ContinualState =
 module Continual =
 
     /// Accuracy on every task of the scenario, tested as the model stands after task `after` (−1 at
-    /// initialisation; see Scenario.testHead).
-    let row (model: Layer) (batchSize: int) (s: Scenario) (after: int) (p: Params) =
-        Array.init s.Tasks.Length (Scenario.accuracy s model p batchSize after)
-
-    /// The same, each learned task j tested with its own snapshot of the parameters kept per task
+    /// initialisation; see Scenario.testHead), each learned task j tested with its own snapshot of the parameters kept per task
     /// (snapshots[j]) in place of the current ones.
+    /// A task tested on the same samples with the same head and parameters as an earlier one (the
+    /// parts of a stream, all tested on the whole test set) is not tested again.
     let rowWith (model: Layer) (batchSize: int) (s: Scenario) (after: int) (snapshots: (string * Tensor) list list) p =
         let byTask = Array.ofList snapshots
 
-        Array.init s.Tasks.Length (fun j ->
-            let pj =
-                if j < byTask.Length then
-                    byTask[j] |> List.fold (fun acc (path, t) -> Params.replace path t acc) p
-                else
-                    p
+        let own j =
+            j < byTask.Length && not byTask[j].IsEmpty
 
-            Scenario.accuracy s model pj batchSize after j)
+        // The scenario shares the inputs of equal test views (Scenario.create).
+        let sameTest (a: Examples) (b: Examples) =
+            obj.ReferenceEquals(a.Inputs, b.Inputs) && a.Labels = b.Labels
+
+        let row = Array.zeroCreate s.Tasks.Length
+
+        for j in 0 .. s.Tasks.Length - 1 do
+            let earlier =
+                if own j then
+                    None
+                else
+                    [ 0 .. j - 1 ]
+                    |> List.tryFind (fun k ->
+                        not (own k)
+                        && Scenario.testHead s after k = Scenario.testHead s after j
+                        && sameTest s.Tasks[k].Test s.Tasks[j].Test)
+
+            row[j] <-
+                match earlier with
+                | Some k -> row[k]
+                | None ->
+                    let pj =
+                        if own j then
+                            byTask[j] |> List.fold (fun acc (path, t) -> Params.replace path t acc) p
+                        else
+                            p
+
+                    Scenario.accuracy s model pj batchSize after j
+
+        row
+
+    /// Accuracy on every task of the scenario, tested as the model stands after task `after` (−1 at
+    /// initialisation; see Scenario.testHead).
+    let row (model: Layer) (batchSize: int) (s: Scenario) (after: int) (p: Params) =
+        rowWith model batchSize s after [] p
 
     let private snapshot (config: ContinualConfig) (p: Params) =
         Params.flatten p |> List.filter (fst >> config.PerTask)
