@@ -813,3 +813,61 @@ let visionTransformerTests =
                   |> ignore)
               |> ignore
           } ]
+
+[<Tests>]
+let studyTests =
+    testList
+        "Hopfield study recipes"
+        [ test "each task's defaults are filled in, the given values kept, and the recipe survives JSON" {
+              let settings (given: (string * SettingValue) list) =
+                  (Forgetting.Experiments.HopfieldStudy.recipe given).Study.Value.Settings
+
+              let bits = settings []
+              Expect.equal bits["task"] (Choice "bit-pattern") "the default task"
+              Expect.equal bits["epochs"] (Count 250) "the demo's 250 epochs"
+              Expect.equal bits["median_scope"] (Choice "call") "the median over the call"
+              Expect.equal bits["units"] (Choice "none,relu,pfu") "every unit"
+              let rep = settings [ "task", Choice "repertoire"; "witness_rate", Number 0.01 ]
+              Expect.equal rep["median_scope"] (Choice "sample") "DeepRC's median per bag"
+              Expect.equal rep["lr"] (Number 1e-4) "DeepRC's learning rate"
+              Expect.equal rep["witness_rate"] (Number 0.01) "as given"
+              let vit = settings [ "task", Choice "vit" ]
+              Expect.equal (vit["weight_decay"], vit["batch"]) (Number 0.05, Count 128) "timm's decay, batch 128"
+              Expect.isFalse (vit.ContainsKey "bags") "no bags for the ViT"
+
+              let r =
+                  Forgetting.Experiments.HopfieldStudy.recipe [ "units", Choice "relu"; "seeds", Count 5 ]
+
+              let back =
+                  Forgetting.Experiments.Recipe.ofJson
+                      Forgetting.Experiments.Catalog.terms
+                      (System.Text.Json.Nodes.JsonNode.Parse(Forgetting.Experiments.Recipe.toText r))
+
+              Expect.equal
+                  (Forgetting.Experiments.HopfieldStudy.resolve (Map.toList back.Study.Value.Settings))
+                  r.Study.Value.Settings
+                  "resolved again from JSON"
+
+              Expect.equal (Forgetting.Experiments.HopfieldStudy.seeds r.Study.Value.Settings) [ 1..5 ] "seeds 1 … 5"
+          }
+
+          test "unknown tasks, units, layers and scopes and values out of range are refused in one line" {
+              for given, says in
+                  [ [ "task", Choice "mnist" ], "unknown task 'mnist'"
+                    [ "units", Choice "none,gelu" ], "unknown partial-forgetting unit 'gelu'"
+                    [ "layers", Choice "conv" ], "unknown Hopfield layer 'conv'"
+                    [ "median_scope", Choice "batch" ], "unknown median scope 'batch'"
+                    [ "pfu_sigma", Number -1.0 ], "pfu_sigma must be ≥ 0"
+                    [ "bags", Count 4 ], "bags must be at least 8"
+                    [ "task", Choice "vit"; "layers", Choice "pooling" ], "hopfield has no setting 'layers'"
+                    [ "epochs", Number 2.5 ], "epochs takes a value like" ] do
+                  let message =
+                      try
+                          Forgetting.Experiments.HopfieldStudy.recipe given |> ignore
+                          failtest $"{given} accepted"
+                      with :? ArgumentException as e ->
+                          e.Message
+
+                  Expect.stringContains message says $"the message for {given}"
+                  Expect.isFalse (message.Contains '\n') "one line"
+          } ]
