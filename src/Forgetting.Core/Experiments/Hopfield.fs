@@ -414,7 +414,11 @@ module VisionTransformer =
     let private tokenDense (inputs: int) (outputs: int) : Layer =
         { Name = $"token dense {inputs}→{outputs}"
           Init = fun rng dtype -> Init.dense rng dtype inputs outputs
-          Forward = fun _ p x -> Tensor.matmul x (Params.tensor "weight" p) + Params.tensor "bias" p, [] }
+          Forward =
+            fun _ p x ->
+                PartialForgetting.tokenwise x (Params.tensor "weight" p)
+                + Params.tensor "bias" p,
+                [] }
 
     /// LayerNorm over the last axis with affine γ = 1, β = 0 at the start.
     let private norm (width: int) : Layer =
@@ -466,7 +470,8 @@ module VisionTransformer =
                         |> Tensor.transpose
 
                     let tokens =
-                        Tensor.matmul cols (Params.tensor "proj/weight" p) + Params.tensor "proj/bias" p
+                        PartialForgetting.tokenwise cols (Params.tensor "proj/weight" p)
+                        + Params.tensor "proj/bias" p
 
                     let cls = Params.tensor "cls" p |> Tensor.broadcastTo [| b; 1; w |]
                     Tensor.concat 1 [ cls; tokens ] + Params.tensor "pos" p, [] }

@@ -206,55 +206,84 @@ module Functional =
 
             if x > 0.0 then 1.0 - erfc else erfc - 1.0
 
-    /// One pass over the elements: the values in float64 (float32 tensors converted), the result made
-    /// in the input's dtype on its backend. The fused GELU and layer norm below run on it: one kernel each
-    /// way instead of a chain of elementwise ops, broadcasts and tape nodes (issue #12's ViT workload).
-    let private ofValues (like: RawTensor) (shape: int[]) (values: float[]) =
-        match like.DType with
-        | Float64 -> like.Backend.OfFloat64(shape, values)
-        | _ -> like.Backend.OfFloat32(shape, Array.map float32 values)
+    // The fused GELU and layer norm below: one kernel each way on the CPU backend's own arrays, instead of
+    // a chain of elementwise ops, broadcasts and tape nodes (issue #12's ViT workload); on another backend,
+    // the plain compositions of tensor ops.
 
-    /// body r for every row r < rows, in tiles of 64 rows over the parallel workers (each row its own tile's).
-    let private overRows (rows: int) (body: int -> unit) =
-        let tile = 64
+    /// The elements of a CPU tensor as float32, its own array where it is float32 (only read), else a copy.
+    let private read32 (r: RawTensor) =
+        match r with
+        | :? Cpu.CpuTensor as c ->
+            match c.Storage with
+            | Cpu.F32 a -> a
+            | _ -> r.ToFloat32()
+        | _ -> r.ToFloat32()
 
-        Parallelism.forTiles ((rows + tile - 1) / tile) (fun t ->
-            for r in t * tile .. min rows ((t + 1) * tile) - 1 do
-                body r)
+    let private read64 (r: RawTensor) =
+        match r with
+        | :? Cpu.CpuTensor as c ->
+            match c.Storage with
+            | Cpu.F64 a -> a
+            | _ -> r.ToFloat64()
+        | _ -> r.ToFloat64()
 
-    let gelu (x: Tensor) =
-        // y = x Φ(x), dy/dx = Φ(x) + x φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = exp(−x²/2)/√(2π); erf is
-        // the engine's (to 1e-15 in float64, 1e-7 in float32).
-        let erf =
-            match x.DType with
-            | Float64 -> Cpu.Elementwise.erf
-            | _ -> erf32
+    /// body lo hi for consecutive chunks [lo, hi) of 0 … n − 1, over the parallel workers.
+    let private chunks (n: int) (size: int) (body: int -> int -> unit) =
+        Parallelism.forTiles ((n + size - 1) / size) (fun t -> body (t * size) (min n ((t + 1) * size)))
 
-        let v = x.Raw.ToFloat64()
+    /// GELU on the elements v (float32 or float64, read through `toFloat`, written through `ofFloat`).
+    let inline private geluOn
+        (x: Tensor)
+        (erf: float -> float)
+        (v: ^T[])
+        ([<InlineIfLambda>] toFloat: ^T -> float)
+        ([<InlineIfLambda>] ofFloat: float -> ^T)
+        (read: RawTensor -> ^T[])
+        (make: int[] * ^T[] -> RawTensor)
+        =
+        // y = x Φ(x), dy/dx = Φ(x) + x φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = exp(−x²/2)/√(2π).
         let n = v.Length
-        let cdf = Array.zeroCreate n
-        let y = Array.zeroCreate n
+        let cdf: ^T[] = Array.zeroCreate n
+        let y: ^T[] = Array.zeroCreate n
+        let shape = x.Raw.Shape
 
-        overRows ((n + 255) / 256) (fun r ->
-            for i in r * 256 .. min n ((r + 1) * 256) - 1 do
-                let c = 0.5 * (1.0 + erf (v[i] / sqrt 2.0))
-                cdf[i] <- c
-                y[i] <- v[i] * c)
+        chunks n 4096 (fun lo hi ->
+            for i in lo .. hi - 1 do
+                let xv = toFloat v[i]
+                let c = 0.5 * (1.0 + erf (xv * 0.7071067811865476))
+                cdf[i] <- ofFloat c
+                y[i] <- ofFloat (xv * c))
 
         Tensor.Op(
-            ofValues x.Raw x.Raw.Shape y,
+            make (shape, y),
             [| x |],
             fun g _ ->
-                let gv = g.ToFloat64()
-                let dx = Array.zeroCreate n
-                let k = 1.0 / sqrt (2.0 * System.Math.PI)
+                let gv = read g
+                let dx: ^T[] = Array.zeroCreate n
 
-                overRows ((n + 255) / 256) (fun r ->
-                    for i in r * 256 .. min n ((r + 1) * 256) - 1 do
-                        dx[i] <- gv[i] * (cdf[i] + v[i] * k * exp (-0.5 * v[i] * v[i])))
+                chunks n 4096 (fun lo hi ->
+                    for i in lo .. hi - 1 do
+                        let xv = toFloat v[i]
 
-                [| ofValues x.Raw x.Raw.Shape dx |]
+                        dx[i] <-
+                            ofFloat (
+                                toFloat gv[i]
+                                * (toFloat cdf[i] + xv * 0.3989422804014327 * exp (-0.5 * xv * xv))
+                            ))
+
+                [| make (shape, dx) |]
         )
+
+    let gelu (x: Tensor) =
+        match x.Raw with
+        | :? Cpu.CpuTensor as c ->
+            let b = x.Raw.Backend
+
+            match c.Storage with
+            // float32: erf to float32 precision (erf32); float64: the engine's, to about 1e-15.
+            | Cpu.F32 v -> geluOn x erf32 v float float32 read32 b.OfFloat32
+            | Cpu.F64 v -> geluOn x Cpu.Elementwise.erf v id id read64 b.OfFloat64
+        | _ -> x * (Tensor.erf (x / sqrt 2.0) + 1.0) * 0.5
 
     /// SELU (Klambauer et al. 2017, eq. 2): λ x for x > 0, λ α (eˣ − 1) otherwise, with their λ and α.
     let selu (x: Tensor) =
@@ -264,96 +293,134 @@ module Functional =
         Tensor.where positive x ((Tensor.exp (Tensor.minScalar 0.0 x) - 1.0) * alpha)
         * lambda
 
-    /// Layer normalisation over the last axis: γ (x − μ) / √(σ² + ε) + β (Ba et al. 2016, eq. 4, with
-    /// the biased variance, as torch.nn.LayerNorm). With γ, β of the last axis's size it is one fused op,
-    /// x̂ = (x − μ) r, r = 1/√(σ² + ε), whose derivative rule is dx = r (ĝ − mean ĝ − x̂ mean(ĝ x̂)), ĝ = g γ,
-    /// dγ = Σ g x̂, dβ = Σ g over the rows; other shapes of γ, β are broadcast by the plain composition.
-    let layerNorm (eps: float) (gamma: Tensor) (beta: Tensor) (x: Tensor) =
-        let w = if x.Rank = 0 then 0 else x.Raw.Shape[x.Rank - 1]
+    /// Layer norm over rows of w on the elements v, γ and β (float32 or float64, as in geluOn).
+    let inline private layerNormOn
+        (eps: float)
+        (x: Tensor)
+        (gamma: Tensor)
+        (beta: Tensor)
+        (v: ^T[])
+        ([<InlineIfLambda>] toFloat: ^T -> float)
+        ([<InlineIfLambda>] ofFloat: float -> ^T)
+        (read: RawTensor -> ^T[])
+        (make: int[] * ^T[] -> RawTensor)
+        =
+        let w = x.Raw.Shape[x.Rank - 1]
+        let gm, bt = read gamma.Raw, read beta.Raw
+        let rows = if w = 0 then 0 else v.Length / w
+        let xhat: ^T[] = Array.zeroCreate v.Length
+        let rstd: float[] = Array.zeroCreate rows
+        let y: ^T[] = Array.zeroCreate v.Length
+        let rowsPerChunk = max 1 (4096 / max 1 w)
 
-        if x.Rank = 0 || gamma.Raw.Shape <> [| w |] || beta.Raw.Shape <> [| w |] then
-            let mu = Tensor.meanAxis -1 true x
-            let centred = x - mu
-            let var = Tensor.meanAxis -1 true (Tensor.square centred)
-            centred / Tensor.sqrt (var + eps) * gamma + beta
-        else
-            Tensor.CheckDType("layerNorm", x, gamma)
-            Tensor.CheckDType("layerNorm", x, beta)
-            let v = x.Raw.ToFloat64()
-            let gm, bt = gamma.Raw.ToFloat64(), beta.Raw.ToFloat64()
-            let rows = if w = 0 then 0 else v.Length / w
-            let xhat = Array.zeroCreate v.Length
-            let rstd = Array.zeroCreate rows
-            let y = Array.zeroCreate v.Length
-
-            overRows rows (fun r ->
+        chunks rows rowsPerChunk (fun lo hi ->
+            for r in lo .. hi - 1 do
                 let o = r * w
                 let mutable sum = 0.0
 
                 for j in 0 .. w - 1 do
-                    sum <- sum + v[o + j]
+                    sum <- sum + toFloat v[o + j]
 
                 let mu = sum / float w
                 let mutable sq = 0.0
 
                 for j in 0 .. w - 1 do
-                    let c = v[o + j] - mu
+                    let c = toFloat v[o + j] - mu
                     sq <- sq + c * c
 
                 let rs = 1.0 / sqrt (sq / float w + eps)
                 rstd[r] <- rs
 
                 for j in 0 .. w - 1 do
-                    let h = (v[o + j] - mu) * rs
-                    xhat[o + j] <- h
-                    y[o + j] <- h * gm[j] + bt[j])
+                    let h = (toFloat v[o + j] - mu) * rs
+                    xhat[o + j] <- ofFloat h
+                    y[o + j] <- ofFloat (h * toFloat gm[j] + toFloat bt[j]))
 
-            Tensor.Op(
-                ofValues x.Raw x.Raw.Shape y,
-                [| x; gamma; beta |],
-                fun g needs ->
-                    let gv = g.ToFloat64()
+        Tensor.Op(
+            make (x.Raw.Shape, y),
+            [| x; gamma; beta |],
+            fun g needs ->
+                let gv = read g
 
-                    let dx =
-                        if needs[0] then
-                            let dx = Array.zeroCreate v.Length
+                let dx =
+                    if needs[0] then
+                        let dx: ^T[] = Array.zeroCreate v.Length
 
-                            overRows rows (fun r ->
+                        chunks rows rowsPerChunk (fun lo hi ->
+                            for r in lo .. hi - 1 do
                                 let o = r * w
                                 let mutable mg = 0.0
                                 let mutable mgx = 0.0
 
                                 for j in 0 .. w - 1 do
-                                    let gh = gv[o + j] * gm[j]
+                                    let gh = toFloat gv[o + j] * toFloat gm[j]
                                     mg <- mg + gh
-                                    mgx <- mgx + gh * xhat[o + j]
+                                    mgx <- mgx + gh * toFloat xhat[o + j]
 
                                 mg <- mg / float w
                                 mgx <- mgx / float w
 
                                 for j in 0 .. w - 1 do
-                                    dx[o + j] <- rstd[r] * (gv[o + j] * gm[j] - mg - xhat[o + j] * mgx))
+                                    dx[o + j] <-
+                                        ofFloat (
+                                            rstd[r]
+                                            * (toFloat gv[o + j] * toFloat gm[j] - mg - toFloat xhat[o + j] * mgx)
+                                        ))
 
-                            ofValues x.Raw x.Raw.Shape dx
-                        else
-                            null
+                        make (x.Raw.Shape, dx)
+                    else
+                        null
 
-                    let dg, db =
-                        if needs[1] || needs[2] then
-                            // Summed over the rows in order: the same numbers on any thread count.
-                            let dg, db = Array.zeroCreate w, Array.zeroCreate w
+                let dg, db =
+                    if needs[1] || needs[2] then
+                        // Summed over the rows in order: the same numbers on any thread count.
+                        let dg, db = Array.zeroCreate w, Array.zeroCreate w
 
-                            for r in 0 .. rows - 1 do
-                                let o = r * w
+                        for r in 0 .. rows - 1 do
+                            let o = r * w
 
-                                for j in 0 .. w - 1 do
-                                    dg[j] <- dg[j] + gv[o + j] * xhat[o + j]
-                                    db[j] <- db[j] + gv[o + j]
+                            for j in 0 .. w - 1 do
+                                dg[j] <- dg[j] + toFloat gv[o + j] * toFloat xhat[o + j]
+                                db[j] <- db[j] + toFloat gv[o + j]
 
-                            (if needs[1] then ofValues gamma.Raw [| w |] dg else null),
-                            (if needs[2] then ofValues beta.Raw [| w |] db else null)
-                        else
-                            null, null
+                        (if needs[1] then
+                             make ([| w |], Array.map ofFloat dg)
+                         else
+                             null),
+                        (if needs[2] then
+                             make ([| w |], Array.map ofFloat db)
+                         else
+                             null)
+                    else
+                        null, null
 
-                    [| dx; dg; db |]
-            )
+                [| dx; dg; db |]
+        )
+
+    /// Layer normalisation over the last axis: γ (x − μ) / √(σ² + ε) + β (Ba et al. 2016, eq. 4, with
+    /// the biased variance, as torch.nn.LayerNorm). With γ, β of the last axis's size, on the CPU backend,
+    /// it is one fused op, x̂ = (x − μ) r, r = 1/√(σ² + ε), whose derivative rule is
+    /// dx = r (ĝ − mean ĝ − x̂ mean(ĝ x̂)), ĝ = g γ, dγ = Σ g x̂, dβ = Σ g over the rows; otherwise the plain
+    /// composition of tensor ops (γ, β broadcast).
+    let layerNorm (eps: float) (gamma: Tensor) (beta: Tensor) (x: Tensor) =
+        let w = if x.Rank = 0 then 0 else x.Raw.Shape[x.Rank - 1]
+
+        let fused =
+            x.Rank > 0
+            && gamma.Raw.Shape = [| w |]
+            && beta.Raw.Shape = [| w |]
+            && gamma.DType = x.DType
+            && beta.DType = x.DType
+
+        match x.Raw with
+        | :? Cpu.CpuTensor as c when fused ->
+            let b = x.Raw.Backend
+
+            match c.Storage with
+            | Cpu.F32 v -> layerNormOn eps x gamma beta v float float32 read32 b.OfFloat32
+            | Cpu.F64 v -> layerNormOn eps x gamma beta v id id read64 b.OfFloat64
+        | _ ->
+            let mu = Tensor.meanAxis -1 true x
+            let centred = x - mu
+            let var = Tensor.meanAxis -1 true (Tensor.square centred)
+            centred / Tensor.sqrt (var + eps) * gamma + beta
