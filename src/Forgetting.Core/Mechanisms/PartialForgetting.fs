@@ -128,9 +128,12 @@ type HopfieldSettings =
         OutputSize: int option
         /// β; None: 1/√hidden (1 when every projection is off, as hflayers' static execution).
         Scaling: float option
-        /// Association steps ≥ 1 (hflayers' `update_steps_max` = k runs k + 1 steps; its early stop on a
-        /// change below `update_steps_eps` is not implemented: the count is fixed).
+        /// Association steps ≥ 1 (hflayers' `update_steps_max` = k runs k + 1 steps).
         UpdateSteps: int
+        /// hflayers' early stop `update_steps_eps`: a head stops updating once its association changes by
+        /// at most ε (PartialForgetting.associateUntil). None: every step runs. hflayers' default is 1e-4;
+        /// here None is the default, so that the recorded runs (fixed step counts) stay as they were.
+        UpdateStepsEps: float option
         /// Layer normalisation of the stored patterns, the state patterns and the pattern projection
         /// (values' input), each over its last axis, with affine γ, β when `NormalizeAffine`.
         NormalizeStored: bool
@@ -161,6 +164,7 @@ type HopfieldSettings =
           OutputSize = None
           Scaling = None
           UpdateSteps = 1
+          UpdateStepsEps = None
           NormalizeStored = true
           NormalizeState = true
           NormalizeProjection = true
@@ -271,7 +275,14 @@ module PartialForgetting =
     /// last step, the next state ξ = p k (hflayers' update). As the reference, every step applies D but
     /// the next step gets the unmasked p: only the last step's D' reaches the output,
     /// A = D'(s) ⊙ dropout(p), out = A v; no renormalisation (mechanisms.md §5).
-    let associate
+    ///
+    /// With `eps` = Some ε, hflayers' early stop (`update_steps_eps`, functional.py's stopping criterion):
+    /// after each step t ≥ 1 a head stays active only while max over the batch of ‖p_t − p_(t−1)‖_F (over
+    /// queries × keys) exceeds ε; a head that stops keeps its state, scores, p and D' from then on (the
+    /// reference no longer updates them), and the loop ends when no head is active or after `steps`
+    /// steps. None: every head runs all `steps` steps.
+    let associateUntil
+        (eps: float option)
         (beta: float)
         (steps: int)
         (unit: ForgettingUnit)
@@ -287,6 +298,11 @@ module PartialForgetting =
 
         if steps < 1 then
             fail $"a Hopfield association needs at least one update step, got {steps}"
+
+        match eps with
+        | Some e when not (e > 0.0) || Double.IsInfinity e ->
+            fail $"the update-step threshold ε must be a finite number > 0, got {e}"
+        | _ -> ()
 
         if not (dropout >= 0.0 && dropout < 1.0) then
             fail $"the association dropout must lie in [0, 1), got {dropout}"
@@ -319,7 +335,17 @@ module PartialForgetting =
         let kT = Tensor.transpose k
         let minusInf = Tensor.scalar q.DType Double.NegativeInfinity
 
-        let rec step (t: int) (xi: Tensor) =
+        let heads = sq[1]
+
+        // Per head, 1 while it updates, 0 once it has stopped, as [1, H, 1, 1] (broadcast by where).
+        let headMask (active: bool[]) =
+            Tensor.ofFloat64 [| 1; heads; 1; 1 |] (active |> Array.map (fun a -> if a then 1.0 else 0.0))
+            |> Tensor.cast q.DType
+
+        // The stopped heads' values kept from before: where(active, now, before).
+        let merge (keep: Tensor) (now: Tensor) (before: Tensor) = Tensor.where keep now before
+
+        let rec step (t: int) (xi: Tensor) (previous: (Tensor * Tensor * Tensor option * bool[]) option) =
             let s = Tensor.matmul xi kT * beta
             let d, indicator = forget unit mode.Training keys[t] among s
 
@@ -330,12 +356,40 @@ module PartialForgetting =
 
             let p = Tensor.softmax -1 d
 
-            if t < steps - 1 then
-                step (t + 1) (Tensor.matmul p k)
+            let s, p, indicator, active =
+                match previous, eps with
+                | Some(s0, p0, ind0, active0), Some e ->
+                    let keep = headMask active0
+                    let p = merge keep p p0
+
+                    // max over the batch of ‖p_t − p_(t−1)‖_F per head, on the values (no gradient).
+                    let change =
+                        Tensor.sumAxis -1 false (Tensor.sumAxis -1 false (Tensor.square (Tensor.stopGradient (p - p0))))
+                        |> Tensor.sqrt
+                        |> Tensor.maxAxis 0 false
+
+                    let change = change.ToFloat64Array()
+
+                    merge keep s s0,
+                    p,
+                    Option.map2 (merge keep) indicator ind0,
+                    Array.init heads (fun h -> active0[h] && change[h] > e)
+                | _ -> s, p, indicator, Array.create heads true
+
+            if t < steps - 1 && Array.exists id active then
+                let next = Tensor.matmul p k
+
+                let next =
+                    if Array.forall id active then
+                        next
+                    else
+                        merge (headMask active) next xi
+
+                step (t + 1) next (Some(s, p, indicator, active))
             else
                 s, p, indicator
 
-        let s, p, indicator = step 0 q
+        let s, p, indicator = step 0 q None
 
         let forgetting (x: Tensor) =
             match indicator with
@@ -351,6 +405,20 @@ module PartialForgetting =
         { Output = Tensor.matmul (forgetting dropped) v
           Weights = forgetting p
           Scores = s }
+
+    /// associateUntil without the early stop: every step runs.
+    let associate
+        (beta: float)
+        (steps: int)
+        (unit: ForgettingUnit)
+        (dropout: float)
+        (mask: Tensor option)
+        (mode: Mode)
+        (q: Tensor)
+        (k: Tensor)
+        (v: Tensor)
+        =
+        associateUntil None beta steps unit dropout mask mode q k v
 
     /// The attention mass a unit forgot per query: 1 − Σ_k A, [B, H, Q] (0 without a unit).
     let forgottenMass (weights: Tensor) = 1.0 - Tensor.sumAxis -1 false weights
@@ -548,7 +616,10 @@ module PartialForgetting =
             let q = project s.StateAsStatic "q" d.Hidden r
             let k = project s.StoredAsStatic "k" d.Hidden y
             let v = project s.ProjectionAsStatic "v" d.Pattern pp
-            let a = associate d.Beta s.UpdateSteps s.Unit s.Dropout mask mode q k v
+
+            let a =
+                associateUntil s.UpdateStepsEps d.Beta s.UpdateSteps s.Unit s.Dropout mask mode q k v
+
             let b, nq = state.Shape[0], state.Shape[1]
 
             let z =

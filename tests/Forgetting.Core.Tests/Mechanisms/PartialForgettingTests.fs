@@ -871,3 +871,130 @@ let studyTests =
                   Expect.stringContains message says $"the message for {given}"
                   Expect.isFalse (message.Contains '\n') "one line"
           } ]
+
+[<Tests>]
+let earlyStopTests =
+    let eval = Mode.Eval
+
+    testList
+        "Hopfield update steps with hflayers' early stop (update_steps_eps)"
+        [ test "ε above every change stops after the second step; ε below every change runs every step" {
+              let q = tensor 1 [| 2; 3; 4; 5 |] -1.0 1.0 0.0
+              let k = tensor 2 [| 2; 3; 6; 5 |] -1.0 1.0 0.0
+              let v = tensor 3 [| 2; 3; 6; 2 |] -1.0 1.0 0.0
+              let out (a: Association) = a.Output.ToFloat64Array()
+
+              let fixedSteps n =
+                  out (PartialForgetting.associate 0.5 n ReluUnit 0.0 None eval q k v)
+
+              let until eps =
+                  out (PartialForgetting.associateUntil (Some eps) 0.5 5 ReluUnit 0.0 None eval q k v)
+
+              Expect.equal (until 1e6) (fixedSteps 2) "the first comparison (after step 2) stops every head"
+              Expect.equal (until 1e-300) (fixedSteps 5) "no head converges exactly: all 5 steps"
+          }
+
+          test "a head that has converged keeps its association while the others go on (a direct loop)" {
+              // Head 0: the query is a stored pattern at large β, so p is one-hot from the first step and
+              // p_2 − p_1 = 0: it stops after step 2. Head 1: a spread, slowly moving association.
+              let d = 3
+
+              let k =
+                  Tensor.ofFloat64
+                      [| 1; 2; 3; d |]
+                      [| 10.0
+                         0.0
+                         0.0
+                         0.0
+                         10.0
+                         0.0
+                         0.0
+                         0.0
+                         10.0
+                         0.3
+                         0.1
+                         -0.2
+                         -0.1
+                         0.2
+                         0.4
+                         0.2
+                         -0.3
+                         0.1 |]
+
+              let q = Tensor.ofFloat64 [| 1; 2; 1; d |] [| 10.0; 0.0; 0.0; 0.5; -0.4; 0.3 |]
+
+              let v = k
+              let steps, beta, eps = 6, 1.0, 1e-9
+
+              let a =
+                  PartialForgetting.associateUntil (Some eps) beta steps NoUnit 0.0 None eval q k v
+
+              // The direct loop, head by head: p = softmax(β ξ kᵀ), ξ ← p k, stopping once ‖Δp‖ ≤ ε.
+              let head h =
+                  let kh = (Tensor.index h (Tensor.index 0 k)).ToFloat64Array() |> Array.chunkBySize d
+                  let mutable xi = (Tensor.index h (Tensor.index 0 q)).ToFloat64Array()
+                  let mutable p: float[] = [||]
+                  let mutable go = true
+                  let mutable t = 0
+
+                  while go do
+                      let s =
+                          kh
+                          |> Array.map (fun row -> beta * Array.fold2 (fun acc x y -> acc + x * y) 0.0 row xi)
+
+                      let m = Array.max s
+                      let e = s |> Array.map (fun x -> exp (x - m))
+                      let pNew = e |> Array.map (fun x -> x / Array.sum e)
+
+                      let change =
+                          if t = 0 then
+                              infinity
+                          else
+                              sqrt (Array.fold2 (fun acc a b -> acc + (a - b) * (a - b)) 0.0 pNew p)
+
+                      p <- pNew
+                      t <- t + 1
+
+                      if t = steps || change <= eps then
+                          go <- false
+                      else
+                          xi <-
+                              Array.init d (fun j ->
+                                  Array.fold2 (fun acc pk (row: float[]) -> acc + pk * row[j]) 0.0 p kh)
+
+                  Array.init d (fun j -> Array.fold2 (fun acc pk (row: float[]) -> acc + pk * row[j]) 0.0 p kh), t
+
+              let out = a.Output.ToFloat64Array()
+              let o0, t0 = head 0
+              let o1, t1 = head 1
+              Expect.equal t0 2 "head 0 stops after its second step"
+              Expect.isGreaterThan t1 2 "head 1 goes on"
+
+              for j in 0 .. d - 1 do
+                  Expect.floatClose Accuracy.veryHigh out[j] o0[j] $"head 0, component {j}"
+                  Expect.floatClose Accuracy.veryHigh out[d + j] o1[j] $"head 1, component {j}"
+          }
+
+          test "gradients through the early stop, away from its switching points, in float64" {
+              let q = tensor 7 [| 2; 2; 3; 4 |] -1.0 1.0 0.0
+              let k = tensor 8 [| 2; 2; 5; 4 |] -1.0 1.0 0.0
+              let v = tensor 9 [| 2; 2; 5; 3 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let a =
+                      PartialForgetting.associateUntil (Some 1e-3) 0.7 4 ReluUnit 0.0 None eval ts[0] ts[1] ts[2]
+
+                  a.Output * tensor 10 a.Output.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              Expect.isNone (compare f [| q; k; v |]) "reverse mode against finite differences"
+          }
+
+          test "a non-positive ε is refused" {
+              let q = tensor 1 [| 1; 1; 2; 3 |] -1.0 1.0 0.0
+
+              Expect.throwsT<ArgumentException>
+                  (fun () ->
+                      PartialForgetting.associateUntil (Some 0.0) 1.0 2 NoUnit 0.0 None eval q q q
+                      |> ignore)
+                  "ε = 0"
+          } ]
