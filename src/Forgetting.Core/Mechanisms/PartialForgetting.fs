@@ -128,6 +128,9 @@ type HopfieldSettings =
         OutputSize: int option
         /// β; None: 1/√hidden (1 when every projection is off, as hflayers' static execution).
         Scaling: float option
+        /// One β per head (hflayers' `scaling` given per head), overriding `Scaling`; empty: `Scaling` for
+        /// every head.
+        HeadScaling: float list
         /// Association steps ≥ 1 (hflayers' `update_steps_max` = k runs k + 1 steps).
         UpdateSteps: int
         /// hflayers' early stop `update_steps_eps`: a head stops updating once its association changes by
@@ -165,6 +168,7 @@ type HopfieldSettings =
           Scaling = None
           UpdateSteps = 1
           UpdateStepsEps = None
+          HeadScaling = []
           NormalizeStored = true
           NormalizeState = true
           NormalizeProjection = true
@@ -281,9 +285,12 @@ module PartialForgetting =
     /// queries × keys) exceeds ε; a head that stops keeps its state, scores, p and D' from then on (the
     /// reference no longer updates them), and the loop ends when no head is active or after `steps`
     /// steps. None: every head runs all `steps` steps.
-    let associateUntil
+    ///
+    /// `betas`: one β for every head, or one per head (hflayers' `scaling` as a tensor of one entry per
+    /// head), s = β_h ξ kᵀ in head h.
+    let associateWith
         (eps: float option)
-        (beta: float)
+        (betas: float[])
         (steps: int)
         (unit: ForgettingUnit)
         (dropout: float)
@@ -293,8 +300,9 @@ module PartialForgetting =
         (k: Tensor)
         (v: Tensor)
         =
-        if not (beta > 0.0) || Double.IsInfinity beta then
-            fail $"β must be a finite number > 0, got {beta}"
+        for beta in betas do
+            if not (beta > 0.0) || Double.IsInfinity beta then
+                fail $"β must be a finite number > 0, got {beta}"
 
         if steps < 1 then
             fail $"a Hopfield association needs at least one update step, got {steps}"
@@ -312,6 +320,9 @@ module PartialForgetting =
                 $"association needs q [B, H, Q, D], k [B, H, K, D], v [B, H, K, Dv], got {Shape.show q.Shape}, {Shape.show k.Shape}, {Shape.show v.Shape}"
 
         let sq, sk, sv = q.Shape, k.Shape, v.Shape
+
+        if betas.Length <> 1 && betas.Length <> sq[1] then
+            fail $"{betas.Length} values of β for {sq[1]} heads: give one, or one per head"
 
         if sq[0] <> sk[0] || sq[1] <> sk[1] || sq[3] <> sk[3] then
             fail
@@ -337,6 +348,13 @@ module PartialForgetting =
 
         let heads = sq[1]
 
+        // One β: the product with a number; one per head: with a [1, H, 1, 1] constant.
+        let scale =
+            if betas.Length = 1 then
+                None
+            else
+                Some(Tensor.ofFloat64 [| 1; heads; 1; 1 |] betas |> Tensor.cast q.DType)
+
         // Per head, 1 while it updates, 0 once it has stopped, as [1, H, 1, 1] (broadcast by where).
         let headMask (active: bool[]) =
             Tensor.ofFloat64 [| 1; heads; 1; 1 |] (active |> Array.map (fun a -> if a then 1.0 else 0.0))
@@ -346,7 +364,11 @@ module PartialForgetting =
         let merge (keep: Tensor) (now: Tensor) (before: Tensor) = Tensor.where keep now before
 
         let rec step (t: int) (xi: Tensor) (previous: (Tensor * Tensor * Tensor option * bool[]) option) =
-            let s = Tensor.matmul xi kT * beta
+            let s =
+                match scale with
+                | None -> Tensor.matmul xi kT * betas[0]
+                | Some b -> Tensor.matmul xi kT * b
+
             let d, indicator = forget unit mode.Training keys[t] among s
 
             let d =
@@ -405,6 +427,21 @@ module PartialForgetting =
         { Output = Tensor.matmul (forgetting dropped) v
           Weights = forgetting p
           Scores = s }
+
+    /// associateWith one β for every head.
+    let associateUntil
+        (eps: float option)
+        (beta: float)
+        (steps: int)
+        (unit: ForgettingUnit)
+        (dropout: float)
+        (mask: Tensor option)
+        (mode: Mode)
+        (q: Tensor)
+        (k: Tensor)
+        (v: Tensor)
+        =
+        associateWith eps [| beta |] steps unit dropout mask mode q k v
 
     /// associateUntil without the early stop: every step runs.
     let associate
@@ -503,6 +540,13 @@ module PartialForgetting =
             | Some b when not (b > 0.0) || Double.IsInfinity b -> fail $"β must be a finite number > 0, got {b}"
             | Some b -> b
             | None -> if allStatic then 1.0 else 1.0 / sqrt (float hidden)
+
+        if not s.HeadScaling.IsEmpty && s.HeadScaling.Length <> s.Heads then
+            fail $"{s.HeadScaling.Length} values of β for {s.Heads} heads: give one per head"
+
+        for b in s.HeadScaling do
+            if not (b > 0.0) || Double.IsInfinity b then
+                fail $"β must be a finite number > 0, got {b}"
 
         if s.UpdateSteps < 1 then
             fail $"a Hopfield layer needs at least one update step, got {s.UpdateSteps}"
@@ -618,7 +662,20 @@ module PartialForgetting =
             let v = project s.ProjectionAsStatic "v" d.Pattern pp
 
             let a =
-                associateUntil s.UpdateStepsEps d.Beta s.UpdateSteps s.Unit s.Dropout mask mode q k v
+                associateWith
+                    s.UpdateStepsEps
+                    (if s.HeadScaling.IsEmpty then
+                         [| d.Beta |]
+                     else
+                         Array.ofList s.HeadScaling)
+                    s.UpdateSteps
+                    s.Unit
+                    s.Dropout
+                    mask
+                    mode
+                    q
+                    k
+                    v
 
             let b, nq = state.Shape[0], state.Shape[1]
 

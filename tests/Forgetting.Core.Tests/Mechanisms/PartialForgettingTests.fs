@@ -998,3 +998,87 @@ let earlyStopTests =
                       |> ignore)
                   "ε = 0"
           } ]
+
+[<Tests>]
+let headScalingTests =
+    let eval = Mode.Eval
+
+    /// Head h of [B, H, N, D] as [B, 1, N, D].
+    let headOf (h: int) (t: Tensor) =
+        let s = t.Shape
+
+        Tensor.permute [| 1; 0; 2; 3 |] t
+        |> Tensor.index h
+        |> Tensor.reshape [| s[0]; 1; s[2]; s[3] |]
+
+    testList
+        "Hopfield β per head"
+        [ test "each head with its own β equals that head run alone with it (2 steps, ReLU)" {
+              let q = tensor 1 [| 2; 3; 4; 5 |] -1.0 1.0 0.0
+              let k = tensor 2 [| 2; 3; 6; 5 |] -1.0 1.0 0.0
+              let v = tensor 3 [| 2; 3; 6; 2 |] -1.0 1.0 0.0
+              let betas = [| 0.3; 1.0; 2.5 |]
+
+              let all = PartialForgetting.associateWith None betas 2 ReluUnit 0.0 None eval q k v
+
+              for h in 0..2 do
+                  let alone =
+                      PartialForgetting.associate
+                          betas[h]
+                          2
+                          ReluUnit
+                          0.0
+                          None
+                          eval
+                          (headOf h q)
+                          (headOf h k)
+                          (headOf h v)
+
+                  let a, b = (headOf h all.Output).ToFloat64Array(), alone.Output.ToFloat64Array()
+
+                  for i in 0 .. a.Length - 1 do
+                      Expect.floatClose Accuracy.veryHigh a[i] b[i] $"head {h}, element {i}"
+          }
+
+          test "gradients with a β per head, in float64" {
+              let q = tensor 4 [| 2; 2; 3; 4 |] -1.0 1.0 0.0
+              let k = tensor 5 [| 2; 2; 5; 4 |] -1.0 1.0 0.0
+              let v = tensor 6 [| 2; 2; 5; 3 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let a =
+                      PartialForgetting.associateWith None [| 0.5; 1.7 |] 2 NoUnit 0.0 None eval ts[0] ts[1] ts[2]
+
+                  a.Output * tensor 7 a.Output.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              Expect.isNone (compare f [| q; k; v |]) "reverse mode against finite differences"
+          }
+
+          test "a layer with a β per head uses them; a wrong count or a non-positive β is refused" {
+              let s =
+                  { HopfieldSettings.Default with
+                      Heads = 2
+                      HeadScaling = [ 0.5; 2.0 ] }
+
+              let layer = PartialForgetting.pooling s 4 1
+              let p = layer.Init (Rng.create 3L) Float64
+              let bag = tensor 4 [| 2; 5; 4 |] -1.0 1.0 0.0
+              let y = Layer.apply layer eval p bag
+
+              let same =
+                  Layer.apply (PartialForgetting.pooling { s with HeadScaling = [] } 4 1) eval p bag
+
+              Expect.notEqual (y.ToFloat64Array()) (same.ToFloat64Array()) "β per head changes the output"
+
+              Expect.throwsT<ArgumentException>
+                  (fun () ->
+                      Layer.apply (PartialForgetting.pooling { s with HeadScaling = [ 1.0 ] } 4 1) eval p bag
+                      |> ignore)
+                  "one β for two heads"
+
+              Expect.throwsT<ArgumentException>
+                  (fun () ->
+                      Layer.apply (PartialForgetting.pooling { s with HeadScaling = [ 1.0; 0.0 ] } 4 1) eval p bag
+                      |> ignore)
+                  "β = 0"
+          } ]
