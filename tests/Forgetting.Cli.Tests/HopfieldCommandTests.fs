@@ -146,4 +146,22 @@ let tests =
               Expect.equal r.ExitCode 2 "exit code of a bad recipe"
               Expect.stringContains r.Stderr "epochs must be at least 1, got 0" "the message"
               Expect.equal (r.Stderr.Trim().Split('\n').Length) 1 "one line"
+          }
+          test "forgetting bench --workload hopfield and vit-epoch print one JSON line each; --images 0 is refused" {
+              for args, workload in
+                  [ [ "--workload"; "hopfield"; "--reps"; "3" ], "hopfield"
+                    [ "--workload"; "vit-epoch"; "--images"; "40"; "--batch"; "16"; "--reps"; "1" ], "vit-epoch" ] do
+                  let r = Cli.run ("bench" :: args)
+                  Expect.equal r.ExitCode 0 $"exit code of {args}; stderr: {r.Stderr}"
+                  let lines = r.Stdout.Trim().Split('\n')
+                  Expect.equal lines.Length 1 "one line"
+
+                  let d = System.Text.Json.JsonDocument.Parse(lines[0]).RootElement
+                  Expect.equal (d.GetProperty("workload").GetString()) workload "the workload"
+                  Expect.isGreaterThan (d.GetProperty("ms_per_step_median").GetDouble()) 0.0 "a timing"
+
+              let bad = Cli.run [ "bench"; "--workload"; "vit-epoch"; "--images"; "0" ]
+              Expect.equal bad.ExitCode 2 "exit code"
+              Expect.stringContains bad.Stderr "--images must be at least 1, got 0" "the message"
+              Expect.equal (bad.Stderr.Trim().Split('\n').Length) 1 "one line"
           } ]
