@@ -149,6 +149,10 @@ type HopfieldSettings =
         ProjectionAsStatic: bool
         /// Biases on the Q, K, V projections and the output projection.
         Bias: bool
+        /// hflayers' `add_bias_kv` (as torch's MultiheadAttention): a learned key and a learned value
+        /// appended to every head's stored patterns after their projections (initialised xavier-normal,
+        /// N(0, 1/size), as torch); a mask gains a kept column for them.
+        AddBiasKv: bool
         /// The output projection W_O.
         OutProjection: bool
         /// Dropout on the association matrix, in training.
@@ -177,6 +181,7 @@ type HopfieldSettings =
           StateAsStatic = false
           ProjectionAsStatic = false
           Bias = true
+          AddBiasKv = false
           OutProjection = true
           Dropout = 0.0
           Unit = NoUnit }
@@ -588,7 +593,13 @@ module PartialForgetting =
               if not s.ProjectionAsStatic then
                   yield "v", projection keys[2] sizes.Projection (h * d.Pattern)
               if s.OutProjection then
-                  yield "out", projection keys[3] (h * d.Pattern) d.Output ]
+                  yield "out", projection keys[3] (h * d.Pattern) d.Output
+              if s.AddBiasKv then
+                  // Keys derived from the output projection's, which stays as it was.
+                  let kk, kv = Rng.split (snd (Rng.split keys[3]))
+                  let sizeK, sizeV = h * d.Hidden, h * d.Pattern
+                  yield "bias_k", Leaf(Tensor.normal kk dtype [| sizeK |] 0.0 (1.0 / sqrt (float sizeK)))
+                  yield "bias_v", Leaf(Tensor.normal kv dtype [| sizeV |] 0.0 (1.0 / sqrt (float sizeV))) ]
 
     /// x [B, N, in] × w [in, out] as one [B·N, in] × [in, out] product (the engine's 2-D GEMM, faster
     /// than its batch-of-matrices path against a shared matrix), reshaped back to [B, N, out].
@@ -660,6 +671,32 @@ module PartialForgetting =
             let q = project s.StateAsStatic "q" d.Hidden r
             let k = project s.StoredAsStatic "k" d.Hidden y
             let v = project s.ProjectionAsStatic "v" d.Pattern pp
+
+            // add_bias_kv: one more key and value per head, never masked.
+            let k, v, mask =
+                if s.AddBiasKv then
+                    let b = k.Shape[0]
+
+                    let bias (name: string) (width: int) =
+                        Params.tensor name p
+                        |> Tensor.reshape [| 1; h; 1; width |]
+                        |> Tensor.broadcastTo [| b; h; 1; width |]
+
+                    let mask =
+                        mask
+                        |> Option.map (fun m ->
+                            let ms = m.Shape
+
+                            if ms.Length = 0 || ms[ms.Length - 1] = 1 then
+                                m
+                            else
+                                let column = Array.copy ms
+                                column[ms.Length - 1] <- 1
+                                Tensor.concat (ms.Length - 1) [ m; Tensor.ones m.DType column ])
+
+                    Tensor.concat 2 [ k; bias "bias_k" d.Hidden ], Tensor.concat 2 [ v; bias "bias_v" d.Pattern ], mask
+                else
+                    k, v, mask
 
             let a =
                 associateWith

@@ -1082,3 +1082,62 @@ let headScalingTests =
                       |> ignore)
                   "β = 0"
           } ]
+
+[<Tests>]
+let biasKvTests =
+    let settings =
+        { HopfieldSettings.Default with
+            Heads = 2
+            AddBiasKv = true }
+
+    testList
+        "Hopfield add_bias_kv"
+        [ test "every real key masked: each query retrieves the bias value, through the output projection" {
+              let layer =
+                  PartialForgetting.hopfieldMasked settings 4 4 (Some(Tensor.zeros Float64 [| 1; 1; 1; 5 |]))
+
+              let p = layer.Init (Rng.create 3L) Float64
+              let state = tensor 1 [| 2; 3; 4 |] -1.0 1.0 0.0
+              let stored = tensor 2 [| 2; 5; 4 |] -1.0 1.0 0.0
+              let z, _ = layer.Forward Mode.Eval p state stored
+              let bv = Params.tensor "bias_v" p
+              Expect.equal bv.Shape [| 4 |] "one value of 2 per head"
+              Expect.equal (Params.tensor "bias_k" p).Shape [| 4 |] "one key of 2 per head"
+
+              let expected =
+                  (Tensor.matmul (Tensor.reshape [| 1; 4 |] bv) (Params.tensor "out/weight" p)
+                   + Params.tensor "out/bias" p)
+                      .ToFloat64Array()
+
+              let got = z.ToFloat64Array()
+
+              for i in 0 .. got.Length - 1 do
+                  Expect.floatClose Accuracy.veryHigh got[i] expected[i % 4] $"element {i}"
+
+              let plain =
+                  (PartialForgetting.hopfield HopfieldSettings.Default 4 4).Init (Rng.create 3L) Float64
+
+              Expect.isFalse
+                  (Params.flatten plain |> List.exists (fun (path, _) -> path.Contains "bias_k"))
+                  "off by default"
+          }
+
+          test "gradients through a layer with add_bias_kv and a PFU, in float64" {
+              let layer =
+                  PartialForgetting.hopfield
+                      { settings with
+                          Unit = Pfu { PfuSettings.Default with Sigma = 0.0 } }
+                      4
+                      4
+
+              let p = layer.Init (Rng.create 5L) Float64
+              let state = tensor 3 [| 2; 3; 4 |] -1.0 1.0 0.0
+              let stored = tensor 4 [| 2; 5; 4 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let z, _ = layer.Forward Mode.Eval (Params.withTensors p ts) state stored
+                  z * tensor 6 z.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              let ts = Params.tensors p |> Array.map (fun t -> t * 20.0)
+              Expect.isNone (compare f ts) "reverse mode against finite differences"
+          } ]
