@@ -2,8 +2,9 @@
 
 Run with Debian's Python, which sees Debian's python3-torch:
 
-    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|bnn|all \
-        [--batch 128] [--steps 200] [--threads 2] [--reps 50] [--samples 1000]
+    /usr/bin/python3 bench/torch_bench.py \
+        --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|bnn|hopfield|vit-epoch|all \
+        [--batch 128] [--steps 200] [--threads 2] [--reps 50] [--samples 1000] [--images 60000]
 
 Prints one JSON object per line and result, in the schema the F# CLI prints.
 
@@ -49,6 +50,24 @@ What is measured:
   metaplastic Adam (m = 1.35, lr 0.005, L2 decay 1e-7 on weight matrices), on
   one fixed batch of 100 inputs uniform in [0, 1) (the reference's batch
   size; --batch overrides it). Timed as mlp.
+- hopfield: modern Hopfield retrieval xi_new = softmax(beta xi X^T) X
+  (Ramsauer et al. 2021, eq. 3, patterns as rows; one update step) of
+  --batch states against 1024 stored patterns of dimension 64, both
+  N(0,1), beta = 1/sqrt(64), and the backward pass of sum(xi_new) to X
+  and xi: 10 warm-up passes, then --hopfield-reps (default 200) timed.
+- vit-epoch: one training epoch of the small vision transformer of
+  Experiments/Hopfield.fs (VisionTransformerSettings.Default): 28x28
+  images cut into 16 patches of 7x7, a linear patch embedding to width 64,
+  a class token and position embeddings N(0, 0.02), 4 pre-norm blocks
+  (LayerNorm eps 1e-6; 4-head attention with separate Q, K, V and output
+  projections with bias, scale 1/sqrt(16); MLP 64-256-64 with exact GELU),
+  a final LayerNorm and a linear head on the class token; cross-entropy,
+  AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.05) with
+  clip_grad_norm_(1.0), on --images random inputs uniform in [0, 1) with
+  labels i mod 10, a fresh permutation per epoch in batches of --batch
+  (the last one partial), loss.item() read every step. 10 warm-up steps,
+  then --vit-reps (default 1) timed epochs; ms_per_step_median is the
+  median epoch.
 
 --threads sets torch.set_num_threads and, because that does not reach
 OpenBLAS's own thread pool, openblas_set_num_threads too. --workload all runs
@@ -380,6 +399,117 @@ def bench_ewc_step(args, lam=100.0, lr=0.01):
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def bench_hopfield(args, stored=1024, dim=64):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(stored, dim, generator=g).requires_grad_()
+    xi = torch.randn(args.batch, dim, generator=g).requires_grad_()
+    beta = 1.0 / dim ** 0.5
+
+    def step():
+        x.grad = xi.grad = None
+        out = torch.softmax(beta * xi @ x.t(), dim=-1) @ x
+        loss = out.sum()
+        loss.backward()
+        return loss
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    times = []
+    for _ in range(args.hopfield_reps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    yield {"workload": "hopfield", "impl": "pytorch", "batch": args.batch, "stored": stored,
+           "dim": dim, "reps": args.hopfield_reps,
+           "ms_per_step_median": round(med * 1e3, 4),
+           "checksum": float(loss + x.grad.sum() + xi.grad.sum()),
+           "threads": args.threads, "blas": blas_name(),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+class ViTAttention(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v = (nn.Linear(width, width) for _ in range(3))
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x):
+        b, t, w = x.shape
+        q, k, v = (f(x).reshape(b, t, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        a = torch.softmax(q @ k.transpose(-1, -2) / (w // self.heads) ** 0.5, dim=-1)
+        return self.out((a @ v).transpose(1, 2).reshape(b, t, w))
+
+
+class ViTBlock(nn.Module):
+    def __init__(self, width, heads, ratio):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
+        self.attention = ViTAttention(width, heads)
+        self.fc1, self.fc2 = nn.Linear(width, width * ratio), nn.Linear(width * ratio, width)
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ViT(nn.Module):
+    """The vision transformer of Experiments/Hopfield.fs with its default settings."""
+
+    def __init__(self, image=28, patch=7, width=64, blocks=4, heads=4, ratio=4, classes=10):
+        super().__init__()
+        self.image, self.patch = image, patch
+        patches = (image // patch) ** 2
+        self.proj = nn.Linear(patch * patch, width)
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, patches + 1, width) * 0.02)
+        self.blocks = nn.Sequential(*(ViTBlock(width, heads, ratio) for _ in range(blocks)))
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        b, p = x.shape[0], self.patch
+        cols = F.unfold(x.reshape(b, 1, self.image, self.image), p, stride=p).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(b, -1, -1), self.proj(cols)], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+def bench_vit_epoch(args, lr=1e-3, weight_decay=0.05):
+    torch.manual_seed(0)
+    model = ViT()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=weight_decay)
+    x = torch.rand(args.images, 784)
+    y = torch.arange(args.images) % 10
+
+    def step(idx):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    def epoch(limit=None):
+        batches = torch.randperm(args.images).split(args.batch)[:limit]
+        total = sum(step(idx) * len(idx) for idx in batches)
+        return total / sum(len(idx) for idx in batches)
+
+    epoch(WARMUP_STEPS)
+    times = []
+    for _ in range(args.vit_reps):
+        t0 = time.perf_counter()
+        loss = epoch()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    yield {"workload": "vit-epoch", "impl": "pytorch", "batch": args.batch, "images": args.images,
+           "reps": args.vit_reps, "ms_per_step_median": round(med * 1e3, 4),
+           "samples_per_s": round(args.images / med, 1), "final_loss": loss,
+           "threads": args.threads, "blas": blas_name(),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 class SignActivation(torch.autograd.Function):
     """sign(x); the gradient passes where |x| <= 1 (Courbariaux et al. 2016)."""
 
@@ -506,6 +636,8 @@ WORKLOADS = {
     "mas": bench_mas,
     "ewc-step": bench_ewc_step,
     "bnn": bench_bnn,
+    "hopfield": bench_hopfield,
+    "vit-epoch": bench_vit_epoch,
 }
 
 
@@ -518,12 +650,17 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--samples", type=int, default=1000, help="samples of one Fisher estimate (fisher)")
     p.add_argument("--fisher-reps", type=int, default=3, help="timed estimates per method (fisher)")
+    p.add_argument("--hopfield-reps", type=int, default=200, help="timed passes (hopfield)")
+    p.add_argument("--images", type=int, default=60000, help="random images of one epoch (vit-epoch)")
+    p.add_argument("--vit-reps", type=int, default=1, help="timed epochs (vit-epoch)")
     args = p.parse_args()
     if args.workload == "all":  # one child per workload: separate peak RSS
         for w in WORKLOADS:
             argv = ["--workload", w, "--batch", str(args.batch), "--steps", str(args.steps),
                     "--reps", str(args.reps), "--threads", str(args.threads),
-                    "--samples", str(args.samples), "--fisher-reps", str(args.fisher_reps)]
+                    "--samples", str(args.samples), "--fisher-reps", str(args.fisher_reps),
+                    "--hopfield-reps", str(args.hopfield_reps), "--images", str(args.images),
+                    "--vit-reps", str(args.vit_reps)]
             subprocess.run([sys.executable, os.path.abspath(__file__), *argv], check=True)
         return
     set_threads(args.threads)

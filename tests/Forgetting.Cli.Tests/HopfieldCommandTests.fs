@@ -8,7 +8,7 @@ open Forgetting.Tests
 let tests =
     testList
         "forgetting hopfield"
-        [ test "a small run prints the summary and writes settings, runs and summary" {
+        [ test "a small run prints the summary and writes recipe, runs and summary" {
               let dir = Path.Combine(Cli.tempDir (), "hopfield")
 
               let r =
@@ -33,7 +33,8 @@ let tests =
               Expect.stringContains r.Stdout "pooling    pfu" "a row per layer and unit"
 
               for f in
-                  [ "settings.json"
+                  [ "recipe.json"
+                    "summary.json"
                     "runs.csv"
                     "summary.csv"
                     "accuracy.svg"
@@ -71,7 +72,7 @@ let tests =
               Expect.equal r.ExitCode 0 $"exit code; stderr: {r.Stderr}"
               Expect.stringContains r.Stdout "repertoires, witness rate 0.05" "the summary's setting"
               Expect.stringContains r.Stdout "deeprc     pfu" "the PFU's row"
-              let settings = File.ReadAllText(Path.Combine(dir, "settings.json"))
+              let settings = File.ReadAllText(Path.Combine(dir, "recipe.json"))
               Expect.stringContains settings "\"median_scope\": \"sample\"" "the PFU's median per bag, DeepRC's scope"
           }
 
@@ -81,10 +82,86 @@ let tests =
                     [ "--layers"; "conv" ], "unknown Hopfield layer 'conv'"
                     [ "--median-scope"; "batch" ], "unknown median scope 'batch'"
                     [ "--task"; "mnist" ], "unknown task 'mnist': bit-pattern, repertoire or vit"
-                    [ "--epochs"; "0" ], "--epochs ≥ 1"
-                    [ "--task"; "repertoire"; "--witness-rate"; "0" ], "--witness-rate in (0, 1]" ] do
+                    [ "--epochs"; "0" ], "epochs must be at least 1, got 0"
+                    [ "--task"; "repertoire"; "--witness-rate"; "0" ], "witness_rate must be in (0, 1], got 0"
+                    [ "--task"; "vit"; "--bags"; "64" ], "hopfield has no setting 'bags'" ] do
                   let r = Cli.run ("hopfield" :: args)
                   Expect.equal r.ExitCode 2 $"exit code of {args}"
                   Expect.stringContains r.Stderr says "the message"
                   Expect.equal (r.Stderr.Trim().Split('\n').Length) 1 "one line"
+          }
+          test "forgetting run <folder>/recipe.json runs a Hopfield study again to the same numbers" {
+              // The PFU draws its threshold noise and the adapted layer its association dropout from the
+              // seed: a re-run that missed a setting or a key would move the accuracies or the masses.
+              let dir = Path.Combine(Cli.tempDir (), "hopfield-rerun")
+
+              let first =
+                  Cli.run
+                      [ "hopfield"
+                        "--layers"
+                        "pooling"
+                        "lookup"
+                        "--units"
+                        "none"
+                        "pfu"
+                        "--median-scope"
+                        "query"
+                        "--epochs"
+                        "2"
+                        "--seeds"
+                        "2"
+                        "--bags"
+                        "64"
+                        "--out"
+                        dir ]
+
+              Expect.equal first.ExitCode 0 $"exit code; stderr: {first.Stderr}"
+              let recipe = Path.Combine(dir, "recipe.json")
+              let again = Path.Combine(dir, "again")
+              let second = Cli.run [ "run"; recipe; "--out"; again ]
+              Expect.equal second.ExitCode 0 $"exit code of run; stderr: {second.Stderr}"
+
+              // Everything but the seconds column.
+              let numbers (folder: string) =
+                  File.ReadAllLines(Path.Combine(folder, "runs.csv"))
+                  |> Array.map (fun l -> l.Split(',')[..4] |> String.concat ",")
+
+              Expect.equal (numbers again) (numbers dir) "the same runs, accuracies and forgotten masses"
+              Expect.equal (numbers dir).Length 9 "a header and 2 layers × 2 units × 2 seeds"
+
+              Expect.equal
+                  (File.ReadAllText(Path.Combine(again, "summary.csv")))
+                  (File.ReadAllText(Path.Combine(dir, "summary.csv")))
+                  "the same summary"
+
+              Expect.equal
+                  (File.ReadAllText(Path.Combine(again, "recipe.json")))
+                  (File.ReadAllText recipe)
+                  "the same recipe"
+
+              // An edited recipe with a value out of range is one line and exit 2.
+              let bad = Path.Combine(Cli.tempDir (), "bad-recipe.json")
+              File.WriteAllText(bad, File.ReadAllText(recipe).Replace("\"epochs\": 2", "\"epochs\": 0"))
+              let r = Cli.run [ "run"; bad; "--out"; Path.Combine(Cli.tempDir (), "bad") ]
+              Expect.equal r.ExitCode 2 "exit code of a bad recipe"
+              Expect.stringContains r.Stderr "epochs must be at least 1, got 0" "the message"
+              Expect.equal (r.Stderr.Trim().Split('\n').Length) 1 "one line"
+          }
+          test "forgetting bench --workload hopfield and vit-epoch print one JSON line each; --images 0 is refused" {
+              for args, workload in
+                  [ [ "--workload"; "hopfield"; "--reps"; "3" ], "hopfield"
+                    [ "--workload"; "vit-epoch"; "--images"; "40"; "--batch"; "16"; "--reps"; "1" ], "vit-epoch" ] do
+                  let r = Cli.run ("bench" :: args)
+                  Expect.equal r.ExitCode 0 $"exit code of {args}; stderr: {r.Stderr}"
+                  let lines = r.Stdout.Trim().Split('\n')
+                  Expect.equal lines.Length 1 "one line"
+
+                  let d = System.Text.Json.JsonDocument.Parse(lines[0]).RootElement
+                  Expect.equal (d.GetProperty("workload").GetString()) workload "the workload"
+                  Expect.isGreaterThan (d.GetProperty("ms_per_step_median").GetDouble()) 0.0 "a timing"
+
+              let bad = Cli.run [ "bench"; "--workload"; "vit-epoch"; "--images"; "0" ]
+              Expect.equal bad.ExitCode 2 "exit code"
+              Expect.stringContains bad.Stderr "--images must be at least 1, got 0" "the message"
+              Expect.equal (bad.Stderr.Trim().Split('\n').Length) 1 "one line"
           } ]

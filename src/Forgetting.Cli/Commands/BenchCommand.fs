@@ -15,6 +15,8 @@ type Workload =
     | Mas
     | [<CustomCommandLine("ewc-step")>] Ewc_Step
     | Bnn
+    | Hopfield
+    | [<CustomCommandLine("vit-epoch")>] Vit_Epoch
     | All
 
 type BenchArgs =
@@ -23,15 +25,20 @@ type BenchArgs =
     | [<Unique>] Steps of int
     | [<Unique>] Reps of int
     | [<Unique>] Samples of int
+    | [<Unique>] Images of int
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Workload _ -> "what to time (default all)."
-            | Batch _ -> "mlp, ewc-step: the batch size (default 128; bnn: 100, the reference's)."
+            | Batch _ ->
+                "mlp, ewc-step, vit-epoch: the batch size (default 128); hopfield: the queries (default 128); bnn: the batch size (default 100, the reference's)."
             | Steps _ -> "mlp, ewc-step: timed training steps (default 200)."
-            | Reps _ -> "gemm: timed products per size (default 50); fisher, mas: timed estimates (default 10)."
+            | Reps _ ->
+                "gemm: timed products per size (default 50); fisher, mas: timed estimates (default 10); hopfield: timed passes (default 200); vit-epoch: timed epochs (default 1)."
             | Samples _ -> "fisher, mas: the samples of one estimate (default 1000)."
+            | Images _ ->
+                "vit-epoch: the random 28×28 images of one epoch (default 60000, Fashion-MNIST's training set)."
 
 let private positive name (v: int) =
     if v < 1 then
@@ -171,15 +178,58 @@ let private ewcLine batch steps =
     |> render false
     |> printfn "%s"
 
+/// Modern Hopfield retrieval, forward and backward, of `queries` states against 1024 stored patterns of
+/// dimension 64: one line.
+let private hopfieldLine queries reps =
+    let stored, dim = 1024, 64
+    let t, checksum = Workloads.hopfield stored queries dim reps
+
+    Obj(
+        [ "workload", Str "hopfield"
+          "impl", Str "forgetting"
+          "batch", Int queries
+          "stored", Int stored
+          "dim", Int dim
+          "reps", Int reps
+          "ms_per_step_median", Num t.Median
+          "checksum", Num checksum ]
+        @ engine ()
+        @ memory t
+    )
+    |> render false
+    |> printfn "%s"
+
+/// One training epoch of the small vision transformer on `images` random images: one line.
+let private vitLine images batch reps =
+    let t, loss = Workloads.vitEpoch images batch reps
+
+    Obj(
+        [ "workload", Str "vit-epoch"
+          "impl", Str "forgetting"
+          "batch", Int batch
+          "images", Int images
+          "reps", Int reps
+          "ms_per_step_median", Num t.Median
+          "samples_per_s", Num(float images / (t.Median / 1000.0))
+          "final_loss", Num loss ]
+        @ engine ()
+        @ memory t
+    )
+    |> render false
+    |> printfn "%s"
+
 let run (args: ParseResults<BenchArgs>) =
     let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
     let steps = args.GetResult(Steps, defaultValue = 200) |> positive "steps"
     let reps = args.TryGetResult Reps |> Option.map (positive "reps")
     let samples = args.GetResult(Samples, defaultValue = 1000) |> positive "samples"
     let bnnBatch = args.GetResult(Batch, defaultValue = 100) |> positive "batch"
+    let images = args.GetResult(Images, defaultValue = 60000) |> positive "images"
 
     let gemmReps = reps |> Option.defaultValue 50
     let fisherReps = reps |> Option.defaultValue 10
+    let hopfieldReps = reps |> Option.defaultValue 200
+    let vitReps = reps |> Option.defaultValue 1
 
     match args.GetResult(Workload, defaultValue = All) with
     | Gemm -> gemmLines gemmReps
@@ -189,6 +239,8 @@ let run (args: ParseResults<BenchArgs>) =
     | Mas -> masLines samples fisherReps
     | Ewc_Step -> ewcLine batch steps
     | Bnn -> bnnLine bnnBatch steps
+    | Hopfield -> hopfieldLine batch hopfieldReps
+    | Vit_Epoch -> vitLine images batch vitReps
     | All ->
         gemmLines gemmReps
         mlpLine "mlp" "sgd" batch steps
@@ -197,3 +249,5 @@ let run (args: ParseResults<BenchArgs>) =
         masLines samples fisherReps
         ewcLine batch steps
         bnnLine bnnBatch steps
+        hopfieldLine batch hopfieldReps
+        vitLine images batch vitReps

@@ -496,6 +496,7 @@ let runSequence (overwrite: bool) (cacheDir: string option) (dir: string) (comma
 /// `compare`) or a task sequence (`continual`); `overwrite` replaces a results folder already there.
 let runRecipe (overwrite: bool) (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
     match recipe with
+    | { Study = Some { Kind = HopfieldStudy.Kind } } -> HopfieldCommand.rerun overwrite cacheDir dir command recipe
     | { Study = Some _ } -> FigureCommand.rerun overwrite cacheDir dir command recipe
     | { Scenario = { Kind = "single" } } -> TrainCommand.rerun overwrite cacheDir dir command recipe
     | _ -> runSequence overwrite cacheDir dir command recipe

@@ -7,11 +7,12 @@ module Forgetting.Cli.Commands.HopfieldCommand
 open System
 open System.IO
 open Argu
+open Forgetting.Nn
 open Forgetting.Mechanisms
 open Forgetting.Training
-open Forgetting.Analysis
 open Forgetting.Experiments
 open Forgetting.Cli
+open Forgetting.Cli.Json
 
 type HopfieldArgs =
     | Task of string
@@ -31,6 +32,7 @@ type HopfieldArgs =
     | Test_Limit of int
     | Cache_Dir of string
     | Out of string
+    | Overwrite
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -56,351 +58,217 @@ type HopfieldArgs =
             | Test_Limit _ -> "vit: the first n test images only (default: all 10,000)."
             | Cache_Dir _ -> "vit: the data cache holding fashion-mnist (default: $FORGETTING_DATA or the user cache)."
             | Out _ ->
-                "results folder: settings.json, runs.csv, summary.csv, figures accuracy and forgotten-mass (SVG, PNG) (default: none, print only)."
+                "results folder: recipe.json (`forgetting run` runs it again), runs.csv, summary.csv, summary.json, figures accuracy and forgotten-mass (SVG, PNG) (default: none, print only)."
+            | Overwrite -> "replace the results in --out (refused otherwise)."
 
-/// One run's row.
-type private Row =
-    { Layer: string
-      Unit: string
-      Seed: int
-      Accuracy: float
-      Forgotten: float
-      Seconds: float
-      Result: BitPatternResult }
+/// The study's settings given on the command line, by the names HopfieldStudy.settingsFor takes; the
+/// rest are the task's defaults, resolved and checked by the library.
+let private given (args: ParseResults<HopfieldArgs>) : (string * SettingValue) list =
+    [ for a in args.GetAllResults() do
+          match a with
+          | Task t -> "task", Choice t
+          | Layers l -> "layers", Choice(String.concat "," l)
+          | Units u -> "units", Choice(String.concat "," u)
+          | Adapted b -> "adapted", Switch b
+          | Median_Scope m -> "median_scope", Choice m
+          | Pfu_Sigma x -> "pfu_sigma", Number x
+          | Detach_Threshold -> "detach_threshold", Switch true
+          | Epochs n -> "epochs", Count n
+          | Seeds n -> "seeds", Count n
+          | Seed n -> "first_seed", Count n
+          | Bags n -> "bags", Count n
+          | Witness_Rate x -> "witness_rate", Number x
+          | Lr x -> "lr", Number x
+          | Train_Limit n -> "train_limit", Count n
+          | Test_Limit n -> "test_limit", Count n
+          | Cache_Dir _
+          | Out _
+          | Overwrite -> () ]
 
-let run (args: ParseResults<HopfieldArgs>) =
-    let task = args.GetResult(Task, "bit-pattern")
-
-    if not (List.contains task [ "bit-pattern"; "repertoire"; "vit" ]) then
-        raise (UserError($"unknown task '{task}': bit-pattern, repertoire or vit", Exit.usage))
-
-    let repertoire = task = "repertoire"
-    let vit = task = "vit"
-
-    let parseOr (what: string) parse name =
+/// The study recipe's settings checked again (a recipe file may have been edited): a bad value is one
+/// line and exit 2.
+let private checkedSettings (recipe: Recipe) =
+    match recipe.Study with
+    | Some st when st.Kind = HopfieldStudy.Kind ->
         try
-            parse name
+            HopfieldStudy.resolve (Map.toList st.Settings)
         with :? ArgumentException as e ->
-            raise (UserError($"--{what}: {e.Message}", Exit.usage))
+            raise (UserError(e.Message.Split(" (Parameter '")[0], Exit.usage))
+    | _ -> raise (UserError("the recipe is not a Hopfield study", Exit.usage))
 
-    let layers =
-        args.GetResult(Layers, [ "pooling" ])
-        |> List.map (parseOr "layers" BitPatternLayer.Parse)
+/// Run a Hopfield study recipe: print progress and the summary; with `out`, write the results folder as
+/// a unit (refused if it holds results, unless `overwrite`).
+let execute (overwrite: bool) (cacheDir: string option) (out: string option) (command: string) (recipe: Recipe) =
+    let s = checkedSettings recipe
+    let task = HopfieldStudy.task s
+    let units = HopfieldStudy.units s
+    let seeds = HopfieldStudy.seeds s
+    let epochs = TermSetting.toInt s "epochs"
 
-    let scope =
-        args.TryGetResult Median_Scope
-        |> Option.map (parseOr "median-scope" MedianScope.Parse)
-        |> Option.defaultValue (if repertoire then PerSample else WholeCall)
-
-    let sigma = args.GetResult(Pfu_Sigma, PfuSettings.Default.Sigma)
-
-    if not (sigma >= 0.0) then
-        raise (UserError($"--pfu-sigma must be ≥ 0, got {sigma}", Exit.usage))
-
-    let pfu =
-        { PfuSettings.Default with
-            Threshold = Median scope
-            Sigma = sigma
-            Detach = args.Contains Detach_Threshold }
-
-    let units =
-        args.GetResult(Units, [ "none"; "relu"; "pfu" ])
-        |> List.map (fun name ->
-            match parseOr "units" ForgettingUnit.Parse name with
-            | Pfu _ -> Pfu pfu
-            | u -> u)
-
-    let epochs =
-        args.GetResult(
-            Epochs,
-            if repertoire then RepertoireSettings.Default.Epochs
-            elif vit then 10
-            else BitPatternSettings.Default.Epochs
-        )
-
-    let seeds = args.GetResult(Seeds, 3)
-    let first = args.GetResult(Seed, 1)
-
-    let bags =
-        args.GetResult(
-            Bags,
-            if repertoire then
-                RepertoireSettings.Default.Data.BagCount
-            else
-                BitPatternSettings.Default.Data.BagCount
-        )
-
-    let witnessRate =
-        args.GetResult(Witness_Rate, RepertoireSettings.Default.Data.WitnessRate)
-
-    let lr =
-        args.GetResult(
-            Lr,
-            (if vit then
-                 1e-3
-             else
-                 RepertoireSettings.Default.LearningRate)
-        )
-
-    if not (witnessRate > 0.0 && witnessRate <= 1.0) || not (lr > 0.0) then
-        raise (UserError($"need --witness-rate in (0, 1] and --lr > 0, got {witnessRate}, {lr}", Exit.usage))
-
-    if epochs < 1 || seeds < 1 || bags < 8 then
-        raise (UserError($"need --epochs ≥ 1, --seeds ≥ 1 and --bags ≥ 8, got {epochs}, {seeds}, {bags}", Exit.usage))
-
-    let adapted = args.GetResult(Adapted, true)
-
-    let bitPattern layer unit seed =
-        { BitPatternSettings.Default with
-            Layer = layer
-            Unit = unit
-            Adapted = adapted
-            Epochs = epochs
-            Seed = int64 seed
-            Data =
-                { BitPatternSettings.Default.Data with
-                    BagCount = bags
-                    TrainCount = bags * 3 / 4 } }
-        |> BitPatternTask.run
-
-    let deepRc unit seed =
-        { RepertoireSettings.Default with
-            Unit = unit
-            Epochs = epochs
-            LearningRate = lr
-            Seed = int64 seed
-            Data =
-                { RepertoireSettings.Default.Data with
-                    BagCount = bags
-                    TrainCount = bags * 3 / 4
-                    WitnessRate = witnessRate } }
-        |> RepertoireTask.run
-
-    let vitData =
+    let images =
         lazy
-            (let cache = Forgetting.Data.Cache.directory (args.TryGetResult Cache_Dir)
-             let data = Forgetting.Data.Cache.load cache Forgetting.Data.FashionMnist
+            (let data =
+                Forgetting.Data.Cache.load (Forgetting.Data.Cache.directory cacheDir) Forgetting.Data.FashionMnist
 
-             let take limit (e: Examples) =
-                 match limit with
-                 | Some n -> Examples.take n e
-                 | None -> e
+             Examples.ofDataset data.Train, Examples.ofDataset data.Test)
 
-             take (args.TryGetResult Train_Limit) (Examples.ofDataset data.Train),
-             take (args.TryGetResult Test_Limit) (Examples.ofDataset data.Test))
+    let models = HopfieldStudy.models s images.Force
+    let modelNames = models |> List.map fst
 
-    // The vision transformer: AdamW with timm's weight decay 0.05, batch 128.
-    let vitBatch, vitWeightDecay = 128, 0.05
+    let work (dir: string option) =
+        let runs =
+            [ for name, runner in models do
+                  for unit in units do
+                      for seed in seeds -> name, runner, unit, seed ]
 
-    let transformer unit seed progress =
-        let train, test = vitData.Force()
+        let results =
+            Progress.run "hopfield" (fun reporter ->
+                runs
+                |> List.mapi (fun i (name, runner, unit, seed) ->
+                    let label = $"{name} + {unit.Name}, seed {seed}"
+                    let sw = Diagnostics.Stopwatch.StartNew()
 
-        VisionTransformer.run
-            { VisionTransformerSettings.Default with
-                Unit = unit }
+                    let progress p =
+                        match p with
+                        | BatchDone(epoch, b, count, _) ->
+                            let done' = (float (epoch - 1) + float b / float count) / float epochs
+                            reporter.Update ((float i + done') / float runs.Length) $"{label}, epoch {epoch}"
+                        | EpochDone m when m.Epoch % 10 = 0 || m.Epoch = epochs ->
+                            reporter.Line
+                                $"{label}: epoch {m.Epoch}/{epochs}, train loss {m.TrainLoss:F4}, test accuracy {m.TestAccuracy:F4}"
+                        | EpochDone _ -> ()
+
+                    let r = runner unit seed progress
+
+                    reporter.Line
+                        $"{label}: test accuracy {r.TestAccuracy:F4}, forgotten attention mass {r.ForgottenMass:F4} ({sw.Elapsed.TotalSeconds:F0} s)"
+
+                    { HopfieldRun.Model = name
+                      Unit = unit.Name
+                      Seed = seed
+                      Result = r
+                      Seconds = sw.Elapsed.TotalSeconds }))
+
+        let summary = HopfieldStudy.summary modelNames units results
+
+        printfn ""
+
+        printfn
+            "test accuracy over %d seed(s), %d epochs, %s"
+            seeds.Length
             epochs
-            vitBatch
-            lr
-            vitWeightDecay
-            (int64 seed)
-            progress
-            train
-            test
+            (match task with
+             | "repertoire" -> $"""repertoires, witness rate {TermSetting.toFloat s "witness_rate"}"""
+             | "vit" -> "Fashion-MNIST"
+             | _ when TermSetting.toBool s "adapted" -> "adapted settings"
+             | _ -> "default settings")
 
-    // Each compared model by name, with how to run it for a unit and a seed.
-    let models =
-        if repertoire then [ "deeprc", deepRc ]
-        elif vit then [ "vit", transformer ]
-        else layers |> List.map (fun l -> l.Name, bitPattern l)
+        printfn "%-10s %-6s %-18s %-12s %s" "layer" "unit" "accuracy" "forgotten" "vs none (paired)"
 
-    let out = args.TryGetResult Out |> Option.map Results.prepare
+        for row in summary do
+            let d =
+                match row.PairedDifference with
+                | Some(m, sd) -> $"""{(if m >= 0.0 then "+" else "")}{m:F4} ± {sd:F4}"""
+                | None -> "-"
 
-    let runs =
-        [ for name, runner in models do
-              for unit in units do
-                  for seed in first .. first + seeds - 1 -> name, runner, unit, seed ]
+            printfn
+                "%-10s %-6s %-18s %-12s %s"
+                row.Model
+                row.Unit
+                $"{row.Accuracy:F4} ± {row.AccuracySd:F4}"
+                $"{row.Forgotten:F4}"
+                d
 
-    let rows =
-        Progress.run "hopfield" (fun reporter ->
-            runs
-            |> List.mapi (fun i (name, runner, unit, seed) ->
-                let label = $"{name} + {unit.Name}, seed {seed}"
-                let sw = Diagnostics.Stopwatch.StartNew()
+        match dir with
+        | None -> ()
+        | Some dir ->
+            Results.writeAtomically (Path.Combine(dir, "recipe.json")) (Recipe.toText recipe + "\n")
 
-                let progress p =
-                    match p with
-                    | BatchDone(epoch, b, count, _) ->
-                        let done' = (float (epoch - 1) + float b / float count) / float epochs
-                        reporter.Update ((float i + done') / float runs.Length) $"{label}, epoch {epoch}"
-                    | EpochDone m when m.Epoch % 10 = 0 || m.Epoch = epochs ->
-                        reporter.Line
-                            $"{label}: epoch {m.Epoch}/{epochs}, train loss {m.TrainLoss:F4}, test accuracy {m.TestAccuracy:F4}"
-                    | EpochDone _ -> ()
+            Results.writeAtomically
+                (Path.Combine(dir, "runs.csv"))
+                (Results.csv
+                    [ "layer"; "unit"; "seed"; "test_accuracy"; "forgotten_mass"; "seconds" ]
+                    [ for r in results ->
+                          [ r.Model
+                            r.Unit
+                            string r.Seed
+                            Results.num r.Result.TestAccuracy
+                            Results.num r.Result.ForgottenMass
+                            Results.num r.Seconds ] ])
 
-                let r = runner unit seed progress
+            let paired f (row: HopfieldSummaryRow) =
+                row.PairedDifference |> Option.map (f >> Results.num) |> Option.defaultValue ""
 
-                reporter.Line
-                    $"{label}: test accuracy {r.TestAccuracy:F4}, forgotten attention mass {r.ForgottenMass:F4} ({sw.Elapsed.TotalSeconds:F0} s)"
+            Results.writeAtomically
+                (Path.Combine(dir, "summary.csv"))
+                (Results.csv
+                    [ "layer"
+                      "unit"
+                      "accuracy_mean"
+                      "accuracy_sd"
+                      "forgotten_mass_mean"
+                      "paired_diff_mean"
+                      "paired_diff_sd" ]
+                    [ for row in summary ->
+                          [ row.Model
+                            row.Unit
+                            Results.num row.Accuracy
+                            Results.num row.AccuracySd
+                            Results.num row.Forgotten
+                            paired fst row
+                            paired snd row ] ])
 
-                { Layer = name
-                  Unit = unit.Name
-                  Seed = seed
-                  Accuracy = r.TestAccuracy
-                  Forgotten = r.ForgottenMass
-                  Seconds = sw.Elapsed.TotalSeconds
-                  Result = r }))
+            let data =
+                if task = "vit" then
+                    let train, test = HopfieldStudy.vitData s (images.Force())
 
-    // Per layer and unit: mean ± sd over seeds, and the paired difference from the same layer without
-    // a unit on the same seeds.
-    let summary =
-        [ for layer, _ in models do
-              for unit in units do
-                  let mine = rows |> List.filter (fun r -> r.Layer = layer && r.Unit = unit.Name)
+                    [ "data",
+                      Obj
+                          [ "dataset", Str "fashion-mnist"
+                            "train_images", Int train.Count
+                            "test_images", Int test.Count ] ]
+                else
+                    []
 
-                  let acc, accSd = Statistics.meanSd (mine |> List.map (fun r -> r.Accuracy))
-                  let mass, _ = Statistics.meanSd (mine |> List.map (fun r -> r.Forgotten))
+            Results.writeAtomically
+                (Path.Combine(dir, "summary.json"))
+                (Obj(
+                    [ "command", Str command; "recipe", Raw(Recipe.toJson recipe) ]
+                    @ data
+                    @ [ "versions", Results.versions () ]
+                 )
+                 |> render true)
 
-                  let baseline = rows |> List.filter (fun r -> r.Layer = layer && r.Unit = "none")
+            let variants =
+                [ for model in modelNames do
+                      for unit in units ->
+                          $"{model} + {unit.Name}",
+                          results
+                          |> List.filter (fun r -> r.Model = model && r.Unit = unit.Name)
+                          |> List.map (fun r -> r.Result) ]
 
-                  let diff =
-                      if unit = NoUnit || baseline.IsEmpty then
-                          None
-                      else
-                          mine
-                          |> List.map (fun r ->
-                              r.Accuracy - (baseline |> List.find (fun b -> b.Seed = r.Seed)).Accuracy)
-                          |> Statistics.meanSd
-                          |> Some
-
-                  layer, unit.Name, acc, accSd, mass, diff ]
-
-    printfn ""
-
-    printfn
-        "test accuracy over %d seed(s), %d epochs, %s"
-        seeds
-        epochs
-        (if repertoire then
-             $"repertoires, witness rate {witnessRate}"
-         elif vit then
-             "Fashion-MNIST"
-         elif adapted then
-             "adapted settings"
-         else
-             "default settings")
-
-    printfn "%-10s %-6s %-18s %-12s %s" "layer" "unit" "accuracy" "forgotten" "vs none (paired)"
-
-    for layer, unit, acc, sd, mass, diff in summary do
-        let d =
-            match diff with
-            | Some(m, s) -> $"""{(if m >= 0.0 then "+" else "")}{m:F4} ± {s:F4}"""
-            | None -> "-"
-
-        printfn "%-10s %-6s %-18s %-12s %s" layer unit $"{acc:F4} ± {sd:F4}" $"{mass:F4}" d
+            for name, panel in List.zip [ "accuracy"; "forgotten-mass" ] (BitPatternTask.panels variants) do
+                Forgetting.Reporting.Save.panel Forgetting.Reporting.Style.panelSize (Path.Combine(dir, name)) panel
 
     match out with
-    | None -> ()
-    | Some dir ->
-        let settings =
-            Json.Obj
-                [ "task", Json.Str task
-                  "models", Json.Arr(models |> List.map (fst >> Json.Str))
-                  "units", Json.Arr(units |> List.map (fun u -> Json.Str u.Name))
-                  "median_scope", Json.Str scope.Name
-                  "pfu_sigma", Json.Num sigma
-                  "detach_threshold", Json.Bool pfu.Detach
-                  "epochs", Json.Int epochs
-                  yield!
-                      if vit then
-                          []
-                      else
-                          [ "bags", Json.Int bags; "train_bags", Json.Int(bags * 3 / 4) ]
-                  yield!
-                      if repertoire then
-                          let d = RepertoireSettings.Default
+    | None -> work None
+    | Some final ->
+        Results.staged overwrite false final (fun staging -> work (Some staging))
+        printfn "results in %s" final
 
-                          [ "optimizer", Json.Str "adam"
-                            "lr", Json.Num lr
-                            "batch", Json.Int d.BatchSize
-                            "kernels", Json.Int d.Kernels
-                            "kernel_size", Json.Int d.KernelSize
-                            "attention_hidden", Json.Int d.AttentionHidden
-                            "sequences_per_bag", Json.Int d.Data.SequencesPerBag
-                            "witness_rate", Json.Num witnessRate
-                            "data_seed", Json.Int d.Data.Seed ]
-                      elif vit then
-                          let d = VisionTransformerSettings.Default
-                          let train, test = vitData.Force()
+/// `forgetting run` of a Hopfield study recipe: run it again into `dir` (refused if it holds results,
+/// unless `overwrite`).
+let rerun (overwrite: bool) (cacheDir: string option) (dir: string) (command: string) (recipe: Recipe) =
+    execute overwrite cacheDir (Some dir) command recipe
 
-                          [ "dataset", Json.Str "fashion-mnist"
-                            "train_images", Json.Int train.Count
-                            "test_images", Json.Int test.Count
-                            "optimizer", Json.Str "adamw"
-                            "lr", Json.Num lr
-                            "weight_decay", Json.Num vitWeightDecay
-                            "clip_norm", Json.Num 1.0
-                            "batch", Json.Int vitBatch
-                            "patch", Json.Int d.PatchSize
-                            "width", Json.Int d.Width
-                            "blocks", Json.Int d.Blocks
-                            "heads", Json.Int d.Heads
-                            "mlp_ratio", Json.Int d.MlpRatio ]
-                      else
-                          let d = BitPatternSettings.Default
+let run (args: ParseResults<HopfieldArgs>) =
+    let recipe =
+        try
+            HopfieldStudy.recipe (given args)
+        with :? ArgumentException as e ->
+            raise (UserError(e.Message.Split(" (Parameter '")[0], Exit.usage))
 
-                          [ "adapted", Json.Bool adapted
-                            "optimizer", Json.Str "adamw"
-                            "lr", Json.Num d.LearningRate
-                            "weight_decay", Json.Num d.WeightDecay
-                            "clip_norm", Json.Num d.ClipNorm
-                            "batch", Json.Int d.BatchSize
-                            "data_seed", Json.Int d.Data.Seed ]
-                  "seeds", Json.Arr [ for s in first .. first + seeds - 1 -> Json.Int s ]
-                  "versions", Results.versions () ]
+    let command =
+        "forgetting hopfield " + String.Join(" ", Environment.GetCommandLineArgs()[2..])
 
-        Results.writeAtomically (Path.Combine(dir, "settings.json")) (Json.render true settings)
-
-        Results.writeAtomically
-            (Path.Combine(dir, "runs.csv"))
-            (Results.csv
-                [ "layer"; "unit"; "seed"; "test_accuracy"; "forgotten_mass"; "seconds" ]
-                [ for r in rows ->
-                      [ r.Layer
-                        r.Unit
-                        string r.Seed
-                        Results.num r.Accuracy
-                        Results.num r.Forgotten
-                        Results.num r.Seconds ] ])
-
-        Results.writeAtomically
-            (Path.Combine(dir, "summary.csv"))
-            (Results.csv
-                [ "layer"
-                  "unit"
-                  "accuracy_mean"
-                  "accuracy_sd"
-                  "forgotten_mass_mean"
-                  "paired_diff_mean"
-                  "paired_diff_sd" ]
-                [ for layer, unit, acc, sd, mass, diff in summary ->
-                      [ layer
-                        unit
-                        Results.num acc
-                        Results.num sd
-                        Results.num mass
-                        (diff |> Option.map (fst >> Results.num) |> Option.defaultValue "")
-                        (diff |> Option.map (snd >> Results.num) |> Option.defaultValue "") ] ])
-
-        let variants =
-            [ for layer, _ in models do
-                  for unit in units ->
-                      $"{layer} + {unit.Name}",
-                      rows
-                      |> List.filter (fun r -> r.Layer = layer && r.Unit = unit.Name)
-                      |> List.map (fun r -> r.Result) ]
-
-        for name, panel in List.zip [ "accuracy"; "forgotten-mass" ] (BitPatternTask.panels variants) do
-            Forgetting.Reporting.Save.panel Forgetting.Reporting.Style.panelSize (Path.Combine(dir, name)) panel
-
-        printfn "results in %s" dir
+    execute (args.Contains Overwrite) (args.TryGetResult Cache_Dir) (args.TryGetResult Out) command recipe

@@ -227,6 +227,72 @@ module Workloads =
         |> List.choose (fun t -> t.Loss view)
         |> List.sumBy (fun t -> t.Item)
 
+    /// Modern Hopfield retrieval ξ_new = X softmax(β Xᵀ ξ) (Ramsauer et al., ICLR 2021, eq. 3; one update
+    /// step of `PartialForgetting.retrieve`, no unit) of `queries` states against `stored` patterns of
+    /// dimension `dim`, both float32 N(0, 1), β = 1/√dim, forward and the backward pass of Σ ξ_new to
+    /// the stored patterns and the states, as bench/torch_bench.py's `hopfield`: `reps` timed passes
+    /// after ten untimed ones. Returns the timing and Σ ξ_new + Σ ∂/∂X + Σ ∂/∂ξ of the last pass (a checksum).
+    let hopfield (stored: int) (queries: int) (dim: int) (reps: int) =
+        let ks, kq = Rng.split (Rng.create 1L)
+        let x = Tensor.normal ks Float32 [| stored; dim |] 0.0 1.0
+        let xi = Tensor.normal kq Float32 [| queries; dim |] 0.0 1.0
+        let beta = 1.0 / sqrt (float dim)
+
+        let pass () =
+            Tensor.valueAndGrads
+                (fun ts -> Tensor.sum (PartialForgetting.retrieve beta 1 NoUnit Mode.Eval ts[0] ts[1]))
+                [| x; xi |]
+
+        let mutable last = pass ()
+        let t = time 10 reps (fun _ -> last <- pass ())
+        let y, g = last
+        t, y.Item + (g |> Array.sumBy (fun t -> (Tensor.sum t).Item))
+
+    /// One training epoch of the small vision transformer (`VisionTransformer.model` with its default
+    /// settings: 28×28 images in 16 patches of 7×7, width 64, 4 blocks of 4 heads, MLP ratio 4, no unit)
+    /// on `images` random float32 images uniform in [0, 1) with labels i mod 10 (Fashion-MNIST's sizes at
+    /// 60,000): AdamW (lr 1e-3, weight decay 0.05, gradients clipped to norm 1, as `forgetting hopfield
+    /// --task vit`) over a seeded permutation in batches of `batch`, through `Trainer.steps` (the trainer's
+    /// own epoch, with its divergence checks), as bench/torch_bench.py's `vit-epoch`: `reps` timed epochs
+    /// after ten untimed steps. Returns the timing and the last epoch's mean training loss.
+    let vitEpoch (images: int) (batch: int) (reps: int) =
+        let net = VisionTransformer.model VisionTransformerSettings.Default
+        let kp, kx = Rng.split (Rng.create 1L)
+        let x = Tensor.uniform kx Float32 [| images; 784 |] 0.0 1.0
+        let labels = Array.init images (fun i -> i % 10)
+        let optimizer = Optim.adamW 1e-3 0.9 0.999 1e-8 0.05 |> Optim.clipped 1.0
+        let keys = Rng.splitN (reps + 1) (Rng.create 2L)
+
+        let batchAt (order: int[][]) (b: int) =
+            { Inputs = Tensor.gather order[b] x
+              Labels = order[b] |> Array.map (fun i -> labels[i])
+              Task = 0
+              Outputs = 10 }
+
+        let epoch (e: int) (count: int option) (state: TrainState) =
+            let shuffleKey, dropoutKey = Rng.split keys[e]
+            let order = Trainer.batches shuffleKey images batch
+            let n = defaultArg count order.Length
+
+            let state, lossSum, _ =
+                Trainer.steps net optimizer dropoutKey (e + 1) ignore None state n (batchAt order)
+
+            state, lossSum / float (Array.sumBy Array.length order[.. n - 1])
+
+        let mutable state, loss =
+            epoch
+                0
+                (Some(min 10 ((images + batch - 1) / batch)))
+                (Step.init optimizer Objective.taskOnly (net.Init kp Float32))
+
+        let t =
+            time 0 reps (fun i ->
+                let s, l = epoch (i + 1) None state
+                state <- s
+                loss <- l)
+
+        t, loss
+
     /// One training step of the binarized net 784-1024-1024-10 of Laborieux et al. 2021 (sign weights
     /// and activations, batch norm with batch statistics and learned γ, β after every layer) with
     /// metaplastic Adam (m = 1.35, lr 0.005, L2 decay 1e-7) on a fixed random batch of `batch` inputs

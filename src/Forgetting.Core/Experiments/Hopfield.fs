@@ -414,7 +414,11 @@ module VisionTransformer =
     let private tokenDense (inputs: int) (outputs: int) : Layer =
         { Name = $"token dense {inputs}→{outputs}"
           Init = fun rng dtype -> Init.dense rng dtype inputs outputs
-          Forward = fun _ p x -> Tensor.matmul x (Params.tensor "weight" p) + Params.tensor "bias" p, [] }
+          Forward =
+            fun _ p x ->
+                PartialForgetting.tokenwise x (Params.tensor "weight" p)
+                + Params.tensor "bias" p,
+                [] }
 
     /// LayerNorm over the last axis with affine γ = 1, β = 0 at the start.
     let private norm (width: int) : Layer =
@@ -466,7 +470,8 @@ module VisionTransformer =
                         |> Tensor.transpose
 
                     let tokens =
-                        Tensor.matmul cols (Params.tensor "proj/weight" p) + Params.tensor "proj/bias" p
+                        PartialForgetting.tokenwise cols (Params.tensor "proj/weight" p)
+                        + Params.tensor "proj/bias" p
 
                     let cls = Params.tensor "cls" p |> Tensor.broadcastTo [| b; 1; w |]
                     Tensor.concat 1 [ cls; tokens ] + Params.tensor "pos" p, [] }
@@ -535,3 +540,315 @@ module VisionTransformer =
           TestAccuracy = last.Accuracy
           ForgottenMass = Array.average perRow
           ForgottenPerRow = perRow }
+
+/// One run of a Hopfield study: the compared model, the unit, the seed and what the run gave.
+type HopfieldRun =
+    { Model: string
+      Unit: string
+      Seed: int
+      Result: BitPatternResult
+      Seconds: float }
+
+/// One row of a Hopfield study's summary: a model with a unit over the seeds.
+type HopfieldSummaryRow =
+    {
+        Model: string
+        Unit: string
+        /// Test accuracy, mean and sample sd over the seeds.
+        Accuracy: float
+        AccuracySd: float
+        /// The mean forgotten attention mass.
+        Forgotten: float
+        /// Accuracy minus the same model's without a unit on the same seed: mean and sample sd over the
+        /// seeds (None for no unit, or when no run without a unit was made).
+        PairedDifference: (float * float) option
+    }
+
+/// `forgetting hopfield`'s comparison as a study a recipe names (Recipe.Study, kind "hopfield"): the
+/// three tasks of source 003 (bit-pattern bags, DeepRC's repertoires, the ViT on Fashion-MNIST), models
+/// × units × seeds, every setting resolved and stored, so that `forgetting run <folder>/recipe.json`
+/// runs it again to the same numbers.
+[<RequireQualifiedAccess>]
+module HopfieldStudy =
+
+    [<Literal>]
+    let Kind = "hopfield"
+
+    let tasks = [ "bit-pattern"; "repertoire"; "vit" ]
+
+    /// The message of an ArgumentException without .NET's " (Parameter '…')" tail.
+    let private messageOf (e: System.ArgumentException) =
+        match e.Message.IndexOf " (Parameter '" with
+        | -1 -> e.Message
+        | i -> e.Message.Substring(0, i)
+
+    let private names (s: string) =
+        s.Split(
+            ',',
+            System.StringSplitOptions.RemoveEmptyEntries
+            ||| System.StringSplitOptions.TrimEntries
+        )
+        |> List.ofArray
+
+    /// A comma-separated list of names, each checked by `parse` (which raises ArgumentException).
+    let private listOf (name: string) (doc: string) (value: string) (parse: string -> unit) =
+        { Name = name
+          Doc = doc
+          Default = Choice value
+          Check =
+            function
+            | Choice s when names s |> List.isEmpty -> Some $"{name} needs at least one name"
+            | Choice s ->
+                try
+                    names s |> List.iter parse
+                    None
+                with :? System.ArgumentException as e ->
+                    Some(messageOf e)
+            | v -> Some $"{name} must be a comma-separated list of names, got {v}" }
+
+    let private positive name doc value =
+        TermSetting.count name doc value "at least 1" (fun n -> n >= 1)
+
+    /// The settings of a study of `task`, with that task's defaults (the reference demo's and DeepRC's,
+    /// mechanisms.md §5; timm's for the ViT).
+    let settingsFor (task: string) : SettingSpec list =
+        let bits, rep = BitPatternSettings.Default, RepertoireSettings.Default
+
+        [ TermSetting.choice "task" "bit-pattern, repertoire or vit" task tasks
+          if task = "bit-pattern" then
+              listOf "layers" "the Hopfield layers compared: hopfield, pooling, lookup" "pooling" (fun n ->
+                  BitPatternLayer.Parse n |> ignore)
+
+              TermSetting.switch
+                  "adapted"
+                  "the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5), else hflayers' defaults"
+                  bits.Adapted
+          listOf "units" "the partial-forgetting units compared: none, relu, pfu" "none,relu,pfu" (fun n ->
+              ForgettingUnit.Parse n |> ignore)
+          { Name = "median_scope"
+            Doc = "the PFU's median over: call, sample, head or query"
+            Default =
+              Choice(
+                  if task = "repertoire" then
+                      (PerSample: MedianScope).Name
+                  else
+                      (WholeCall: MedianScope).Name
+              )
+            Check =
+              function
+              | Choice name ->
+                  try
+                      MedianScope.Parse name |> ignore
+                      None
+                  with :? System.ArgumentException as e ->
+                      Some(messageOf e)
+              | v -> Some $"median_scope must be a word, got {v}" }
+          TermSetting.number
+              "pfu_sigma"
+              "σ of the PFU's threshold noise ε = N(0, 1)·σ² in training"
+              PfuSettings.Default.Sigma
+              "≥ 0"
+              (fun x -> x >= 0.0)
+          TermSetting.switch "detach_threshold" "cut the PFU's threshold from the gradient" PfuSettings.Default.Detach
+          positive
+              "epochs"
+              "epochs per run"
+              (match task with
+               | "repertoire" -> rep.Epochs
+               | "vit" -> 10
+               | _ -> bits.Epochs)
+          positive "seeds" "seeds per model and unit" 3
+          positive "first_seed" "the first seed" 1
+          positive
+              "batch"
+              "the batch size"
+              (match task with
+               | "repertoire" -> rep.BatchSize
+               | "vit" -> 128
+               | _ -> bits.BatchSize)
+          TermSetting.number
+              "lr"
+              "the learning rate (AdamW; Adam for the repertoires)"
+              (match task with
+               | "repertoire" -> rep.LearningRate
+               | "vit" -> 1e-3
+               | _ -> bits.LearningRate)
+              "> 0"
+              (fun x -> x > 0.0)
+          if task <> "repertoire" then
+              // AdamW's decoupled weight decay: torch's default 0.01, which the demo keeps; timm's 0.05.
+              TermSetting.number
+                  "weight_decay"
+                  "AdamW's decoupled weight decay"
+                  (if task = "vit" then 0.05 else bits.WeightDecay)
+                  "≥ 0"
+                  (fun x -> x >= 0.0)
+          if task <> "vit" then
+              TermSetting.count
+                  "bags"
+                  "bags generated, three quarters train, the rest test"
+                  (if task = "repertoire" then
+                       rep.Data.BagCount
+                   else
+                       bits.Data.BagCount)
+                  "at least 8"
+                  (fun n -> n >= 8)
+          if task = "repertoire" then
+              TermSetting.number
+                  "witness_rate"
+                  "the share of a positive bag's sequences that carry a motif"
+                  rep.Data.WitnessRate
+                  "in (0, 1]"
+                  (fun x -> x > 0.0 && x <= 1.0)
+          if task = "vit" then
+              TermSetting.count "train_limit" "the first n training images only (0: all)" 0 "≥ 0" (fun n -> n >= 0)
+              TermSetting.count "test_limit" "the first n test images only (0: all)" 0 "≥ 0" (fun n -> n >= 0) ]
+
+    /// A study's settings from the given ones: the task's defaults filled in, every value checked; an
+    /// unknown task or setting, or a value out of range, raises ArgumentException with a one-line message.
+    let resolve (given: (string * SettingValue) list) : Settings =
+        let task =
+            match given |> List.tryFindBack (fun (n, _) -> n = "task") with
+            | Some(_, Choice t) when List.contains t tasks -> t
+            | Some(_, v) -> invalidArg "task" $"unknown task '{v}': bit-pattern, repertoire or vit"
+            | None -> "bit-pattern"
+
+        TermSetting.resolve Kind (settingsFor task) given
+
+    /// The study as a recipe: the settings resolved, the rest of the recipe at its defaults (a Hopfield
+    /// study trains its own models on its own data).
+    let recipe (given: (string * SettingValue) list) : Recipe =
+        { Recipe.defaults with
+            Label = Kind
+            Study =
+                Some
+                    { Kind = Kind
+                      Settings = resolve given } }
+
+    let task (s: Settings) = TermSetting.toChoice s "task"
+
+    /// The PFU with the study's threshold options.
+    let private pfu (s: Settings) =
+        { PfuSettings.Default with
+            Threshold = Median(MedianScope.Parse(TermSetting.toChoice s "median_scope"))
+            Sigma = TermSetting.toFloat s "pfu_sigma"
+            Detach = TermSetting.toBool s "detach_threshold" }
+
+    let units (s: Settings) =
+        names (TermSetting.toChoice s "units")
+        |> List.map (fun n ->
+            match ForgettingUnit.Parse n with
+            | Pfu _ -> Pfu(pfu s)
+            | u -> u)
+
+    let seeds (s: Settings) =
+        let first = TermSetting.toInt s "first_seed"
+        [ first .. first + TermSetting.toInt s "seeds" - 1 ]
+
+    /// The ViT's images: the first `train_limit` and `test_limit` of the given sets (0: all).
+    let vitData (s: Settings) (train: Examples, test: Examples) =
+        let take name (e: Examples) =
+            match TermSetting.toInt s name with
+            | 0 -> e
+            | n -> Examples.take n e
+
+        take "train_limit" train, take "test_limit" test
+
+    /// The compared models by name, each with how to run it for a unit and a seed; the ViT's task reads
+    /// its Fashion-MNIST images from `vitImages` (train, test) when it runs.
+    let models (s: Settings) (vitImages: unit -> Examples * Examples) =
+        let epochs = TermSetting.toInt s "epochs"
+        let batch = TermSetting.toInt s "batch"
+        let lr = TermSetting.toFloat s "lr"
+
+        match task s with
+        | "repertoire" ->
+            let d = RepertoireSettings.Default
+            let bags = TermSetting.toInt s "bags"
+
+            [ "deeprc",
+              fun unit (seed: int) progress ->
+                  RepertoireTask.run
+                      { d with
+                          Unit = unit
+                          Epochs = epochs
+                          BatchSize = batch
+                          LearningRate = lr
+                          Seed = int64 seed
+                          Data =
+                              { d.Data with
+                                  BagCount = bags
+                                  TrainCount = bags * 3 / 4
+                                  WitnessRate = TermSetting.toFloat s "witness_rate" } }
+                      progress ]
+        | "vit" ->
+            [ "vit",
+              fun unit seed progress ->
+                  let train, test = vitData s (vitImages ())
+
+                  VisionTransformer.run
+                      { VisionTransformerSettings.Default with
+                          Unit = unit }
+                      epochs
+                      batch
+                      lr
+                      (TermSetting.toFloat s "weight_decay")
+                      (int64 seed)
+                      progress
+                      train
+                      test ]
+        | _ ->
+            let d = BitPatternSettings.Default
+            let bags = TermSetting.toInt s "bags"
+
+            [ for name in names (TermSetting.toChoice s "layers") ->
+                  let layer = BitPatternLayer.Parse name
+
+                  layer.Name,
+                  fun unit seed progress ->
+                      BitPatternTask.run
+                          { d with
+                              Layer = layer
+                              Unit = unit
+                              Adapted = TermSetting.toBool s "adapted"
+                              Epochs = epochs
+                              BatchSize = batch
+                              LearningRate = lr
+                              WeightDecay = TermSetting.toFloat s "weight_decay"
+                              Seed = int64 seed
+                              Data =
+                                  { d.Data with
+                                      BagCount = bags
+                                      TrainCount = bags * 3 / 4 } }
+                          progress ]
+
+    /// Per model and unit: accuracy mean ± sd over the seeds, the mean forgotten mass, and the paired
+    /// difference from the same model without a unit on the same seeds.
+    let summary (models: string list) (units: ForgettingUnit list) (runs: HopfieldRun list) =
+        [ for model in models do
+              for unit in units do
+                  let mine = runs |> List.filter (fun r -> r.Model = model && r.Unit = unit.Name)
+
+                  let acc, sd =
+                      Forgetting.Analysis.Statistics.meanSd (mine |> List.map (fun r -> r.Result.TestAccuracy))
+
+                  let mass, _ =
+                      Forgetting.Analysis.Statistics.meanSd (mine |> List.map (fun r -> r.Result.ForgottenMass))
+
+                  let baseline = runs |> List.filter (fun r -> r.Model = model && r.Unit = "none")
+
+                  { Model = model
+                    Unit = unit.Name
+                    Accuracy = acc
+                    AccuracySd = sd
+                    Forgotten = mass
+                    PairedDifference =
+                      if unit = NoUnit || baseline.IsEmpty then
+                          None
+                      else
+                          mine
+                          |> List.map (fun r ->
+                              r.Result.TestAccuracy
+                              - (baseline |> List.find (fun b -> b.Seed = r.Seed)).Result.TestAccuracy)
+                          |> Forgetting.Analysis.Statistics.meanSd
+                          |> Some } ]

@@ -128,9 +128,15 @@ type HopfieldSettings =
         OutputSize: int option
         /// β; None: 1/√hidden (1 when every projection is off, as hflayers' static execution).
         Scaling: float option
-        /// Association steps ≥ 1 (hflayers' `update_steps_max` = k runs k + 1 steps; its early stop on a
-        /// change below `update_steps_eps` is not implemented: the count is fixed).
+        /// One β per head (hflayers' `scaling` given per head), overriding `Scaling`; empty: `Scaling` for
+        /// every head.
+        HeadScaling: float list
+        /// Association steps ≥ 1 (hflayers' `update_steps_max` = k runs k + 1 steps).
         UpdateSteps: int
+        /// hflayers' early stop `update_steps_eps`: a head stops updating once its association changes by
+        /// at most ε (PartialForgetting.associateUntil). None: every step runs. hflayers' default is 1e-4;
+        /// here None is the default, so that the recorded runs (fixed step counts) stay as they were.
+        UpdateStepsEps: float option
         /// Layer normalisation of the stored patterns, the state patterns and the pattern projection
         /// (values' input), each over its last axis, with affine γ, β when `NormalizeAffine`.
         NormalizeStored: bool
@@ -143,6 +149,10 @@ type HopfieldSettings =
         ProjectionAsStatic: bool
         /// Biases on the Q, K, V projections and the output projection.
         Bias: bool
+        /// hflayers' `add_bias_kv` (as torch's MultiheadAttention): a learned key and a learned value
+        /// appended to every head's stored patterns after their projections (initialised xavier-normal,
+        /// N(0, 1/size), as torch); a mask gains a kept column for them.
+        AddBiasKv: bool
         /// The output projection W_O.
         OutProjection: bool
         /// Dropout on the association matrix, in training.
@@ -161,6 +171,8 @@ type HopfieldSettings =
           OutputSize = None
           Scaling = None
           UpdateSteps = 1
+          UpdateStepsEps = None
+          HeadScaling = []
           NormalizeStored = true
           NormalizeState = true
           NormalizeProjection = true
@@ -169,6 +181,7 @@ type HopfieldSettings =
           StateAsStatic = false
           ProjectionAsStatic = false
           Bias = true
+          AddBiasKv = false
           OutProjection = true
           Dropout = 0.0
           Unit = NoUnit }
@@ -271,8 +284,18 @@ module PartialForgetting =
     /// last step, the next state ξ = p k (hflayers' update). As the reference, every step applies D but
     /// the next step gets the unmasked p: only the last step's D' reaches the output,
     /// A = D'(s) ⊙ dropout(p), out = A v; no renormalisation (mechanisms.md §5).
-    let associate
-        (beta: float)
+    ///
+    /// With `eps` = Some ε, hflayers' early stop (`update_steps_eps`, functional.py's stopping criterion):
+    /// after each step t ≥ 1 a head stays active only while max over the batch of ‖p_t − p_(t−1)‖_F (over
+    /// queries × keys) exceeds ε; a head that stops keeps its state, scores, p and D' from then on (the
+    /// reference no longer updates them), and the loop ends when no head is active or after `steps`
+    /// steps. None: every head runs all `steps` steps.
+    ///
+    /// `betas`: one β for every head, or one per head (hflayers' `scaling` as a tensor of one entry per
+    /// head), s = β_h ξ kᵀ in head h.
+    let associateWith
+        (eps: float option)
+        (betas: float[])
         (steps: int)
         (unit: ForgettingUnit)
         (dropout: float)
@@ -282,11 +305,17 @@ module PartialForgetting =
         (k: Tensor)
         (v: Tensor)
         =
-        if not (beta > 0.0) || Double.IsInfinity beta then
-            fail $"β must be a finite number > 0, got {beta}"
+        for beta in betas do
+            if not (beta > 0.0) || Double.IsInfinity beta then
+                fail $"β must be a finite number > 0, got {beta}"
 
         if steps < 1 then
             fail $"a Hopfield association needs at least one update step, got {steps}"
+
+        match eps with
+        | Some e when not (e > 0.0) || Double.IsInfinity e ->
+            fail $"the update-step threshold ε must be a finite number > 0, got {e}"
+        | _ -> ()
 
         if not (dropout >= 0.0 && dropout < 1.0) then
             fail $"the association dropout must lie in [0, 1), got {dropout}"
@@ -296,6 +325,9 @@ module PartialForgetting =
                 $"association needs q [B, H, Q, D], k [B, H, K, D], v [B, H, K, Dv], got {Shape.show q.Shape}, {Shape.show k.Shape}, {Shape.show v.Shape}"
 
         let sq, sk, sv = q.Shape, k.Shape, v.Shape
+
+        if betas.Length <> 1 && betas.Length <> sq[1] then
+            fail $"{betas.Length} values of β for {sq[1]} heads: give one, or one per head"
 
         if sq[0] <> sk[0] || sq[1] <> sk[1] || sq[3] <> sk[3] then
             fail
@@ -319,8 +351,29 @@ module PartialForgetting =
         let kT = Tensor.transpose k
         let minusInf = Tensor.scalar q.DType Double.NegativeInfinity
 
-        let rec step (t: int) (xi: Tensor) =
-            let s = Tensor.matmul xi kT * beta
+        let heads = sq[1]
+
+        // One β: the product with a number; one per head: with a [1, H, 1, 1] constant.
+        let scale =
+            if betas.Length = 1 then
+                None
+            else
+                Some(Tensor.ofFloat64 [| 1; heads; 1; 1 |] betas |> Tensor.cast q.DType)
+
+        // Per head, 1 while it updates, 0 once it has stopped, as [1, H, 1, 1] (broadcast by where).
+        let headMask (active: bool[]) =
+            Tensor.ofFloat64 [| 1; heads; 1; 1 |] (active |> Array.map (fun a -> if a then 1.0 else 0.0))
+            |> Tensor.cast q.DType
+
+        // The stopped heads' values kept from before: where(active, now, before).
+        let merge (keep: Tensor) (now: Tensor) (before: Tensor) = Tensor.where keep now before
+
+        let rec step (t: int) (xi: Tensor) (previous: (Tensor * Tensor * Tensor option * bool[]) option) =
+            let s =
+                match scale with
+                | None -> Tensor.matmul xi kT * betas[0]
+                | Some b -> Tensor.matmul xi kT * b
+
             let d, indicator = forget unit mode.Training keys[t] among s
 
             let d =
@@ -330,12 +383,40 @@ module PartialForgetting =
 
             let p = Tensor.softmax -1 d
 
-            if t < steps - 1 then
-                step (t + 1) (Tensor.matmul p k)
+            let s, p, indicator, active =
+                match previous, eps with
+                | Some(s0, p0, ind0, active0), Some e ->
+                    let keep = headMask active0
+                    let p = merge keep p p0
+
+                    // max over the batch of ‖p_t − p_(t−1)‖_F per head, on the values (no gradient).
+                    let change =
+                        Tensor.sumAxis -1 false (Tensor.sumAxis -1 false (Tensor.square (Tensor.stopGradient (p - p0))))
+                        |> Tensor.sqrt
+                        |> Tensor.maxAxis 0 false
+
+                    let change = change.ToFloat64Array()
+
+                    merge keep s s0,
+                    p,
+                    Option.map2 (merge keep) indicator ind0,
+                    Array.init heads (fun h -> active0[h] && change[h] > e)
+                | _ -> s, p, indicator, Array.create heads true
+
+            if t < steps - 1 && Array.exists id active then
+                let next = Tensor.matmul p k
+
+                let next =
+                    if Array.forall id active then
+                        next
+                    else
+                        merge (headMask active) next xi
+
+                step (t + 1) next (Some(s, p, indicator, active))
             else
                 s, p, indicator
 
-        let s, p, indicator = step 0 q
+        let s, p, indicator = step 0 q None
 
         let forgetting (x: Tensor) =
             match indicator with
@@ -351,6 +432,35 @@ module PartialForgetting =
         { Output = Tensor.matmul (forgetting dropped) v
           Weights = forgetting p
           Scores = s }
+
+    /// associateWith one β for every head.
+    let associateUntil
+        (eps: float option)
+        (beta: float)
+        (steps: int)
+        (unit: ForgettingUnit)
+        (dropout: float)
+        (mask: Tensor option)
+        (mode: Mode)
+        (q: Tensor)
+        (k: Tensor)
+        (v: Tensor)
+        =
+        associateWith eps [| beta |] steps unit dropout mask mode q k v
+
+    /// associateUntil without the early stop: every step runs.
+    let associate
+        (beta: float)
+        (steps: int)
+        (unit: ForgettingUnit)
+        (dropout: float)
+        (mask: Tensor option)
+        (mode: Mode)
+        (q: Tensor)
+        (k: Tensor)
+        (v: Tensor)
+        =
+        associateUntil None beta steps unit dropout mask mode q k v
 
     /// The attention mass a unit forgot per query: 1 − Σ_k A, [B, H, Q] (0 without a unit).
     let forgottenMass (weights: Tensor) = 1.0 - Tensor.sumAxis -1 false weights
@@ -436,6 +546,13 @@ module PartialForgetting =
             | Some b -> b
             | None -> if allStatic then 1.0 else 1.0 / sqrt (float hidden)
 
+        if not s.HeadScaling.IsEmpty && s.HeadScaling.Length <> s.Heads then
+            fail $"{s.HeadScaling.Length} values of β for {s.Heads} heads: give one per head"
+
+        for b in s.HeadScaling do
+            if not (b > 0.0) || Double.IsInfinity b then
+                fail $"β must be a finite number > 0, got {b}"
+
         if s.UpdateSteps < 1 then
             fail $"a Hopfield layer needs at least one update step, got {s.UpdateSteps}"
 
@@ -476,7 +593,21 @@ module PartialForgetting =
               if not s.ProjectionAsStatic then
                   yield "v", projection keys[2] sizes.Projection (h * d.Pattern)
               if s.OutProjection then
-                  yield "out", projection keys[3] (h * d.Pattern) d.Output ]
+                  yield "out", projection keys[3] (h * d.Pattern) d.Output
+              if s.AddBiasKv then
+                  // Keys derived from the output projection's, which stays as it was.
+                  let kk, kv = Rng.split (snd (Rng.split keys[3]))
+                  let sizeK, sizeV = h * d.Hidden, h * d.Pattern
+                  yield "bias_k", Leaf(Tensor.normal kk dtype [| sizeK |] 0.0 (1.0 / sqrt (float sizeK)))
+                  yield "bias_v", Leaf(Tensor.normal kv dtype [| sizeV |] 0.0 (1.0 / sqrt (float sizeV))) ]
+
+    /// x [B, N, in] × w [in, out] as one [B·N, in] × [in, out] product (the engine's 2-D GEMM, faster
+    /// than its batch-of-matrices path against a shared matrix), reshaped back to [B, N, out].
+    let tokenwise (x: Tensor) (w: Tensor) =
+        let b, n = x.Shape[0], x.Shape[1]
+
+        Tensor.matmul (Tensor.reshape [| b * n; x.Shape[2] |] x) w
+        |> Tensor.reshape [| b; n; w.Shape[1] |]
 
     let private checkPatterns (what: string) (size: int) (t: Tensor) =
         if t.Rank <> 3 then
@@ -530,7 +661,7 @@ module PartialForgetting =
                     Tensor.reshape [| b; 1; n; width |] x |> Tensor.broadcastTo [| b; h; n; width |]
                 else
                     let w = Params.get name p
-                    let y = Tensor.matmul x (Params.tensor "weight" w)
+                    let y = tokenwise x (Params.tensor "weight" w)
                     let y = if s.Bias then y + Params.tensor "bias" w else y
                     y |> Tensor.reshape [| b; n; h; width |] |> Tensor.permute [| 0; 2; 1; 3 |]
 
@@ -540,7 +671,49 @@ module PartialForgetting =
             let q = project s.StateAsStatic "q" d.Hidden r
             let k = project s.StoredAsStatic "k" d.Hidden y
             let v = project s.ProjectionAsStatic "v" d.Pattern pp
-            let a = associate d.Beta s.UpdateSteps s.Unit s.Dropout mask mode q k v
+
+            // add_bias_kv: one more key and value per head, never masked.
+            let k, v, mask =
+                if s.AddBiasKv then
+                    let b = k.Shape[0]
+
+                    let bias (name: string) (width: int) =
+                        Params.tensor name p
+                        |> Tensor.reshape [| 1; h; 1; width |]
+                        |> Tensor.broadcastTo [| b; h; 1; width |]
+
+                    let mask =
+                        mask
+                        |> Option.map (fun m ->
+                            let ms = m.Shape
+
+                            if ms.Length = 0 || ms[ms.Length - 1] = 1 then
+                                m
+                            else
+                                let column = Array.copy ms
+                                column[ms.Length - 1] <- 1
+                                Tensor.concat (ms.Length - 1) [ m; Tensor.ones m.DType column ])
+
+                    Tensor.concat 2 [ k; bias "bias_k" d.Hidden ], Tensor.concat 2 [ v; bias "bias_v" d.Pattern ], mask
+                else
+                    k, v, mask
+
+            let a =
+                associateWith
+                    s.UpdateStepsEps
+                    (if s.HeadScaling.IsEmpty then
+                         [| d.Beta |]
+                     else
+                         Array.ofList s.HeadScaling)
+                    s.UpdateSteps
+                    s.Unit
+                    s.Dropout
+                    mask
+                    mode
+                    q
+                    k
+                    v
+
             let b, nq = state.Shape[0], state.Shape[1]
 
             let z =
@@ -551,7 +724,7 @@ module PartialForgetting =
             let z =
                 if s.OutProjection then
                     let o = Params.get "out" p
-                    let z = Tensor.matmul z (Params.tensor "weight" o)
+                    let z = tokenwise z (Params.tensor "weight" o)
                     if s.Bias then z + Params.tensor "bias" o else z
                 else
                     z

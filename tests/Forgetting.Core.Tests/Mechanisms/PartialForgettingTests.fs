@@ -813,3 +813,331 @@ let visionTransformerTests =
                   |> ignore)
               |> ignore
           } ]
+
+[<Tests>]
+let studyTests =
+    testList
+        "Hopfield study recipes"
+        [ test "each task's defaults are filled in, the given values kept, and the recipe survives JSON" {
+              let settings (given: (string * SettingValue) list) =
+                  (Forgetting.Experiments.HopfieldStudy.recipe given).Study.Value.Settings
+
+              let bits = settings []
+              Expect.equal bits["task"] (Choice "bit-pattern") "the default task"
+              Expect.equal bits["epochs"] (Count 250) "the demo's 250 epochs"
+              Expect.equal bits["median_scope"] (Choice "call") "the median over the call"
+              Expect.equal bits["units"] (Choice "none,relu,pfu") "every unit"
+              let rep = settings [ "task", Choice "repertoire"; "witness_rate", Number 0.01 ]
+              Expect.equal rep["median_scope"] (Choice "sample") "DeepRC's median per bag"
+              Expect.equal rep["lr"] (Number 1e-4) "DeepRC's learning rate"
+              Expect.equal rep["witness_rate"] (Number 0.01) "as given"
+              let vit = settings [ "task", Choice "vit" ]
+              Expect.equal (vit["weight_decay"], vit["batch"]) (Number 0.05, Count 128) "timm's decay, batch 128"
+              Expect.isFalse (vit.ContainsKey "bags") "no bags for the ViT"
+
+              let r =
+                  Forgetting.Experiments.HopfieldStudy.recipe [ "units", Choice "relu"; "seeds", Count 5 ]
+
+              let back =
+                  Forgetting.Experiments.Recipe.ofJson
+                      Forgetting.Experiments.Catalog.terms
+                      (System.Text.Json.Nodes.JsonNode.Parse(Forgetting.Experiments.Recipe.toText r))
+
+              Expect.equal
+                  (Forgetting.Experiments.HopfieldStudy.resolve (Map.toList back.Study.Value.Settings))
+                  r.Study.Value.Settings
+                  "resolved again from JSON"
+
+              Expect.equal (Forgetting.Experiments.HopfieldStudy.seeds r.Study.Value.Settings) [ 1..5 ] "seeds 1 … 5"
+          }
+
+          test "unknown tasks, units, layers and scopes and values out of range are refused in one line" {
+              for given, says in
+                  [ [ "task", Choice "mnist" ], "unknown task 'mnist'"
+                    [ "units", Choice "none,gelu" ], "unknown partial-forgetting unit 'gelu'"
+                    [ "layers", Choice "conv" ], "unknown Hopfield layer 'conv'"
+                    [ "median_scope", Choice "batch" ], "unknown median scope 'batch'"
+                    [ "pfu_sigma", Number -1.0 ], "pfu_sigma must be ≥ 0"
+                    [ "bags", Count 4 ], "bags must be at least 8"
+                    [ "task", Choice "vit"; "layers", Choice "pooling" ], "hopfield has no setting 'layers'"
+                    [ "epochs", Number 2.5 ], "epochs takes a value like" ] do
+                  let message =
+                      try
+                          Forgetting.Experiments.HopfieldStudy.recipe given |> ignore
+                          failtest $"{given} accepted"
+                      with :? ArgumentException as e ->
+                          e.Message
+
+                  Expect.stringContains message says $"the message for {given}"
+                  Expect.isFalse (message.Contains '\n') "one line"
+          } ]
+
+[<Tests>]
+let earlyStopTests =
+    let eval = Mode.Eval
+
+    testList
+        "Hopfield update steps with hflayers' early stop (update_steps_eps)"
+        [ test "ε above every change stops after the second step; ε below every change runs every step" {
+              let q = tensor 1 [| 2; 3; 4; 5 |] -1.0 1.0 0.0
+              let k = tensor 2 [| 2; 3; 6; 5 |] -1.0 1.0 0.0
+              let v = tensor 3 [| 2; 3; 6; 2 |] -1.0 1.0 0.0
+              let out (a: Association) = a.Output.ToFloat64Array()
+
+              let fixedSteps n =
+                  out (PartialForgetting.associate 0.5 n ReluUnit 0.0 None eval q k v)
+
+              let until eps =
+                  out (PartialForgetting.associateUntil (Some eps) 0.5 5 ReluUnit 0.0 None eval q k v)
+
+              Expect.equal (until 1e6) (fixedSteps 2) "the first comparison (after step 2) stops every head"
+              Expect.equal (until 1e-300) (fixedSteps 5) "no head converges exactly: all 5 steps"
+          }
+
+          test "a head that has converged keeps its association while the others go on (a direct loop)" {
+              // Head 0: the query is a stored pattern at large β, so p is one-hot from the first step and
+              // p_2 − p_1 = 0: it stops after step 2. Head 1: a spread, slowly moving association.
+              let d = 3
+
+              let k =
+                  Tensor.ofFloat64
+                      [| 1; 2; 3; d |]
+                      [| 10.0
+                         0.0
+                         0.0
+                         0.0
+                         10.0
+                         0.0
+                         0.0
+                         0.0
+                         10.0
+                         0.3
+                         0.1
+                         -0.2
+                         -0.1
+                         0.2
+                         0.4
+                         0.2
+                         -0.3
+                         0.1 |]
+
+              let q = Tensor.ofFloat64 [| 1; 2; 1; d |] [| 10.0; 0.0; 0.0; 0.5; -0.4; 0.3 |]
+
+              let v = k
+              let steps, beta, eps = 6, 1.0, 1e-9
+
+              let a =
+                  PartialForgetting.associateUntil (Some eps) beta steps NoUnit 0.0 None eval q k v
+
+              // The direct loop, head by head: p = softmax(β ξ kᵀ), ξ ← p k, stopping once ‖Δp‖ ≤ ε.
+              let head h =
+                  let kh = (Tensor.index h (Tensor.index 0 k)).ToFloat64Array() |> Array.chunkBySize d
+                  let mutable xi = (Tensor.index h (Tensor.index 0 q)).ToFloat64Array()
+                  let mutable p: float[] = [||]
+                  let mutable go = true
+                  let mutable t = 0
+
+                  while go do
+                      let s =
+                          kh
+                          |> Array.map (fun row -> beta * Array.fold2 (fun acc x y -> acc + x * y) 0.0 row xi)
+
+                      let m = Array.max s
+                      let e = s |> Array.map (fun x -> exp (x - m))
+                      let pNew = e |> Array.map (fun x -> x / Array.sum e)
+
+                      let change =
+                          if t = 0 then
+                              infinity
+                          else
+                              sqrt (Array.fold2 (fun acc a b -> acc + (a - b) * (a - b)) 0.0 pNew p)
+
+                      p <- pNew
+                      t <- t + 1
+
+                      if t = steps || change <= eps then
+                          go <- false
+                      else
+                          xi <-
+                              Array.init d (fun j ->
+                                  Array.fold2 (fun acc pk (row: float[]) -> acc + pk * row[j]) 0.0 p kh)
+
+                  Array.init d (fun j -> Array.fold2 (fun acc pk (row: float[]) -> acc + pk * row[j]) 0.0 p kh), t
+
+              let out = a.Output.ToFloat64Array()
+              let o0, t0 = head 0
+              let o1, t1 = head 1
+              Expect.equal t0 2 "head 0 stops after its second step"
+              Expect.isGreaterThan t1 2 "head 1 goes on"
+
+              for j in 0 .. d - 1 do
+                  Expect.floatClose Accuracy.veryHigh out[j] o0[j] $"head 0, component {j}"
+                  Expect.floatClose Accuracy.veryHigh out[d + j] o1[j] $"head 1, component {j}"
+          }
+
+          test "gradients through the early stop, away from its switching points, in float64" {
+              let q = tensor 7 [| 2; 2; 3; 4 |] -1.0 1.0 0.0
+              let k = tensor 8 [| 2; 2; 5; 4 |] -1.0 1.0 0.0
+              let v = tensor 9 [| 2; 2; 5; 3 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let a =
+                      PartialForgetting.associateUntil (Some 1e-3) 0.7 4 ReluUnit 0.0 None eval ts[0] ts[1] ts[2]
+
+                  a.Output * tensor 10 a.Output.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              Expect.isNone (compare f [| q; k; v |]) "reverse mode against finite differences"
+          }
+
+          test "a non-positive ε is refused" {
+              let q = tensor 1 [| 1; 1; 2; 3 |] -1.0 1.0 0.0
+
+              Expect.throwsT<ArgumentException>
+                  (fun () ->
+                      PartialForgetting.associateUntil (Some 0.0) 1.0 2 NoUnit 0.0 None eval q q q
+                      |> ignore)
+                  "ε = 0"
+          } ]
+
+[<Tests>]
+let headScalingTests =
+    let eval = Mode.Eval
+
+    /// Head h of [B, H, N, D] as [B, 1, N, D].
+    let headOf (h: int) (t: Tensor) =
+        let s = t.Shape
+
+        Tensor.permute [| 1; 0; 2; 3 |] t
+        |> Tensor.index h
+        |> Tensor.reshape [| s[0]; 1; s[2]; s[3] |]
+
+    testList
+        "Hopfield β per head"
+        [ test "each head with its own β equals that head run alone with it (2 steps, ReLU)" {
+              let q = tensor 1 [| 2; 3; 4; 5 |] -1.0 1.0 0.0
+              let k = tensor 2 [| 2; 3; 6; 5 |] -1.0 1.0 0.0
+              let v = tensor 3 [| 2; 3; 6; 2 |] -1.0 1.0 0.0
+              let betas = [| 0.3; 1.0; 2.5 |]
+
+              let all = PartialForgetting.associateWith None betas 2 ReluUnit 0.0 None eval q k v
+
+              for h in 0..2 do
+                  let alone =
+                      PartialForgetting.associate
+                          betas[h]
+                          2
+                          ReluUnit
+                          0.0
+                          None
+                          eval
+                          (headOf h q)
+                          (headOf h k)
+                          (headOf h v)
+
+                  let a, b = (headOf h all.Output).ToFloat64Array(), alone.Output.ToFloat64Array()
+
+                  for i in 0 .. a.Length - 1 do
+                      Expect.floatClose Accuracy.veryHigh a[i] b[i] $"head {h}, element {i}"
+          }
+
+          test "gradients with a β per head, in float64" {
+              let q = tensor 4 [| 2; 2; 3; 4 |] -1.0 1.0 0.0
+              let k = tensor 5 [| 2; 2; 5; 4 |] -1.0 1.0 0.0
+              let v = tensor 6 [| 2; 2; 5; 3 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let a =
+                      PartialForgetting.associateWith None [| 0.5; 1.7 |] 2 NoUnit 0.0 None eval ts[0] ts[1] ts[2]
+
+                  a.Output * tensor 7 a.Output.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              Expect.isNone (compare f [| q; k; v |]) "reverse mode against finite differences"
+          }
+
+          test "a layer with a β per head uses them; a wrong count or a non-positive β is refused" {
+              let s =
+                  { HopfieldSettings.Default with
+                      Heads = 2
+                      HeadScaling = [ 0.5; 2.0 ] }
+
+              let layer = PartialForgetting.pooling s 4 1
+              let p = layer.Init (Rng.create 3L) Float64
+              let bag = tensor 4 [| 2; 5; 4 |] -1.0 1.0 0.0
+              let y = Layer.apply layer eval p bag
+
+              let same =
+                  Layer.apply (PartialForgetting.pooling { s with HeadScaling = [] } 4 1) eval p bag
+
+              Expect.notEqual (y.ToFloat64Array()) (same.ToFloat64Array()) "β per head changes the output"
+
+              Expect.throwsT<ArgumentException>
+                  (fun () ->
+                      Layer.apply (PartialForgetting.pooling { s with HeadScaling = [ 1.0 ] } 4 1) eval p bag
+                      |> ignore)
+                  "one β for two heads"
+
+              Expect.throwsT<ArgumentException>
+                  (fun () ->
+                      Layer.apply (PartialForgetting.pooling { s with HeadScaling = [ 1.0; 0.0 ] } 4 1) eval p bag
+                      |> ignore)
+                  "β = 0"
+          } ]
+
+[<Tests>]
+let biasKvTests =
+    let settings =
+        { HopfieldSettings.Default with
+            Heads = 2
+            AddBiasKv = true }
+
+    testList
+        "Hopfield add_bias_kv"
+        [ test "every real key masked: each query retrieves the bias value, through the output projection" {
+              let layer =
+                  PartialForgetting.hopfieldMasked settings 4 4 (Some(Tensor.zeros Float64 [| 1; 1; 1; 5 |]))
+
+              let p = layer.Init (Rng.create 3L) Float64
+              let state = tensor 1 [| 2; 3; 4 |] -1.0 1.0 0.0
+              let stored = tensor 2 [| 2; 5; 4 |] -1.0 1.0 0.0
+              let z, _ = layer.Forward Mode.Eval p state stored
+              let bv = Params.tensor "bias_v" p
+              Expect.equal bv.Shape [| 4 |] "one value of 2 per head"
+              Expect.equal (Params.tensor "bias_k" p).Shape [| 4 |] "one key of 2 per head"
+
+              let expected =
+                  (Tensor.matmul (Tensor.reshape [| 1; 4 |] bv) (Params.tensor "out/weight" p)
+                   + Params.tensor "out/bias" p)
+                      .ToFloat64Array()
+
+              let got = z.ToFloat64Array()
+
+              for i in 0 .. got.Length - 1 do
+                  Expect.floatClose Accuracy.veryHigh got[i] expected[i % 4] $"element {i}"
+
+              let plain =
+                  (PartialForgetting.hopfield HopfieldSettings.Default 4 4).Init (Rng.create 3L) Float64
+
+              Expect.isFalse
+                  (Params.flatten plain |> List.exists (fun (path, _) -> path.Contains "bias_k"))
+                  "off by default"
+          }
+
+          test "gradients through a layer with add_bias_kv and a PFU, in float64" {
+              let layer =
+                  PartialForgetting.hopfield
+                      { settings with
+                          Unit = Pfu { PfuSettings.Default with Sigma = 0.0 } }
+                      4
+                      4
+
+              let p = layer.Init (Rng.create 5L) Float64
+              let state = tensor 3 [| 2; 3; 4 |] -1.0 1.0 0.0
+              let stored = tensor 4 [| 2; 5; 4 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let z, _ = layer.Forward Mode.Eval (Params.withTensors p ts) state stored
+                  z * tensor 6 z.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              let ts = Params.tensors p |> Array.map (fun t -> t * 20.0)
+              Expect.isNone (compare f ts) "reverse mode against finite differences"
+          } ]

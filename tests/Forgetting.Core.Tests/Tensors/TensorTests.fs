@@ -355,4 +355,58 @@ let tests =
               Expect.floatClose Accuracy.veryHigh g 1.1741593700387067 "GELU(1.3)"
               let g32 = (Functional.gelu (Tensor.ofArray [| 1 |] [| 1.3f |])).Item
               Expect.floatClose Accuracy.medium g32 1.1741593700387067 "GELU(1.3) in float32"
+          }
+          test "float32 GELU against float64 GELU, relative error ≤ 3e-7 on a dense grid" {
+              // The float32 GELU's erf (series below 0.5, Numerical Recipes' erfcc above) against the
+              // float64 one (to about 1e-15), on 20,001 points of [−6, 6] and tiny arguments; ≤ 3e-7 is
+              // its 1.2e-7 plus float32 rounding of the result. Below x ≈ −5.5 GELU underflows toward 0 and
+              // is compared absolutely.
+              let points =
+                  Array.append (Array.init 20001 (fun i -> -6.0 + float i * 6e-4)) [| 1e-30; -1e-8; 1e-4; 0.7071067 |]
+                  |> Array.map (fun v -> float (float32 v))
+
+              let wide =
+                  (Functional.gelu (Tensor.ofFloat64 [| points.Length |] points)).ToFloat64Array()
+
+              let narrow =
+                  (Functional.gelu (Tensor.ofArray [| points.Length |] (points |> Array.map float32))).ToFloat64Array()
+
+              for i in 0 .. points.Length - 1 do
+                  Expect.isTrue
+                      (abs (narrow[i] - wide[i]) <= 3e-7 * abs wide[i] + 1e-12)
+                      $"GELU({points[i]:R}) = {narrow[i]:R} in float32, {wide[i]:R} in float64"
+          }
+          test "the fused layer norm and GELU equal their compositions of tensor ops" {
+              // Layer norm: γ (x − μ)/√(σ² + ε) + β with the biased variance; GELU: x (1 + erf(x/√2))/2.
+              let rng = Rng.create 5L
+              let k = Rng.splitN 3 rng
+              let x = Tensor.uniform k[0] Float64 [| 3; 5; 7 |] -3.0 3.0
+              let gamma = Tensor.uniform k[1] Float64 [| 7 |] 0.5 1.5
+              let beta = Tensor.uniform k[2] Float64 [| 7 |] -1.0 1.0
+              let mu = Tensor.meanAxis -1 true x
+              let var = Tensor.meanAxis -1 true (Tensor.square (x - mu))
+
+              let composed = ((x - mu) / Tensor.sqrt (var + 1e-5) * gamma + beta).ToFloat64Array()
+
+              let fused = (Functional.layerNorm 1e-5 gamma beta x).ToFloat64Array()
+
+              for i in 0 .. fused.Length - 1 do
+                  Expect.isTrue
+                      (abs (fused[i] - composed[i]) <= 1e-12)
+                      $"layer norm element {i}: {fused[i]} vs {composed[i]}"
+
+              let gelu = (Functional.gelu x).ToFloat64Array()
+              let plain = (x * (Tensor.erf (x / sqrt 2.0) + 1.0) * 0.5).ToFloat64Array()
+
+              for i in 0 .. gelu.Length - 1 do
+                  Expect.isTrue (abs (gelu[i] - plain[i]) <= 1e-14) $"GELU element {i}: {gelu[i]} vs {plain[i]}"
+
+              let x32 = Tensor.cast Float32 x
+
+              let ln32 =
+                  (Functional.layerNorm 1e-5 (Tensor.cast Float32 gamma) (Tensor.cast Float32 beta) x32)
+                      .ToFloat64Array()
+
+              for i in 0 .. ln32.Length - 1 do
+                  Expect.isTrue (abs (ln32[i] - composed[i]) <= 1e-5) $"float32 layer norm element {i}"
           } ]
