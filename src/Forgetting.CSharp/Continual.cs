@@ -81,7 +81,8 @@ public sealed class ContinualExperiment
             ? ActiveForgetting.kinds.Select(k => TermKindModule.spec(Catalog.terms, k.Name, FSharpList<Tuple<string, SettingValue>>.Empty))
             : Enumerable.Empty<TermSpec>();
         var optimizer = new OptimizerSpec(d.Optimizer.Kind, learningRate, d.Optimizer.Momentum, d.Optimizer.Nesterov,
-            d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask);
+            d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask,
+            d.Optimizer.Schedule);
         var recipe = new Recipe(method, spec, new ModelSpec(hidden is null ? d.Model.Hidden : ListModule.OfSeq(hidden), layer),
             d.Training, ListModule.OfSeq(layerTerms), optimizer, epochsPerTask, batchSize, seed, d.Study);
         var settings = (methodSettings ?? new Dictionary<string, double>())

@@ -115,6 +115,12 @@ let private write (figDir: string) (shown: string) (command: string) (recipe: Re
                             [ "variant", Str r.Config.Label
                               "seed", Int(int r.Config.Seed)
                               "test_accuracy", Num r.Test.Accuracy
+                              "readout",
+                              Str(
+                                  r.Layers
+                                  |> List.tryPick (fun l -> if l.Readout = "" then None else Some l.Readout)
+                                  |> Option.defaultValue "none"
+                              )
                               "sparsity", Arr [ for l in r.Layers -> Num l.Sparsity ] ] ] ]
 
     Results.writeAtomically (Path.Combine(figDir, "figure.json")) (render true summary)

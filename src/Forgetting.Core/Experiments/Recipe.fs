@@ -53,13 +53,25 @@ type OptimizerSpec =
         Eps: float
         /// Re-create the optimizer's state (momentum, Adam's moments) at the start of every task.
         ResetPerTask: bool
+        /// The learning-rate schedule over a task's epochs: "constant", or "cosine" (lr_e =
+        /// lr · ½(1 + cos(π (e−1)/E)) for epoch e of E, stepped per epoch, as MiL's CosineAnnealingLR).
+        Schedule: string
     }
 
-    member o.Build() =
+    /// The learning rate of epoch `epoch` (from 1) of `epochs`.
+    member o.LrAt (epoch: int) (epochs: int) =
+        match o.Schedule with
+        | "cosine" -> o.Lr * 0.5 * (1.0 + cos (Math.PI * float (epoch - 1) / float epochs))
+        | _ -> o.Lr
+
+    /// The optimizer with learning rate `lr`.
+    member o.BuildWith(lr: float) =
         match o.Kind with
-        | "sgd" -> Optim.sgdWith o.Lr o.Momentum o.Nesterov o.WeightDecay
-        | "adam" -> Optim.adamWith o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
+        | "sgd" -> Optim.sgdWith lr o.Momentum o.Nesterov o.WeightDecay
+        | "adam" -> Optim.adamWith lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
         | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam"
+
+    member o.Build() = o.BuildWith o.Lr
 
 /// An analysis that a run is made for beyond training, by kind (the forgetting paper's figures:
 /// "fig1e" … "fig4c", Figures.kinds), with its settings resolved (every one present).
@@ -124,7 +136,8 @@ module Recipe =
               Beta1 = 0.9
               Beta2 = 0.999
               Eps = 1e-8
-              ResetPerTask = false }
+              ResetPerTask = false
+              Schedule = "constant" }
           EpochsPerTask = 1
           BatchSize = 128
           Seed = 1L
@@ -231,7 +244,10 @@ module Recipe =
                          obj
                              [ "static_gate", flag f.StaticGate
                                "shortcut", flag f.Shortcut
-                               "rho", num f.Rho ]) ]
+                               "rho", num f.Rho
+                               "wf_init_sd", num f.WfInitSd
+                               "rho_growth", num f.RhoGrowth
+                               "readout", str f.Readout ]) ]
               "training", str r.Training
               "terms", arr [ for t in r.Terms -> obj [ "kind", str t.Kind; "settings", settings t.Settings ] ]
               "optimizer",
@@ -244,7 +260,8 @@ module Recipe =
                     "beta1", num r.Optimizer.Beta1
                     "beta2", num r.Optimizer.Beta2
                     "eps", num r.Optimizer.Eps
-                    "reset_per_task", flag r.Optimizer.ResetPerTask ]
+                    "reset_per_task", flag r.Optimizer.ResetPerTask
+                    "schedule", str r.Optimizer.Schedule ]
               "epochs_per_task", int r.EpochsPerTask
               "batch_size", int r.BatchSize
               "seed", JsonValue.Create r.Seed
@@ -375,10 +392,26 @@ module Recipe =
             | n ->
                 let f = asObject "model.forgetting_layer" n
 
+                let d = ForgettingLayerConfig.Default
+                let where = "model.forgetting_layer"
+
+                // Fields added after the first recipes were written default to what those ran with.
                 Some
-                    { StaticGate = getBool "model.forgetting_layer" "static_gate" f
-                      Shortcut = getBool "model.forgetting_layer" "shortcut" f
-                      Rho = getFloat "model.forgetting_layer" "rho" f }
+                    { StaticGate = getBool where "static_gate" f
+                      Shortcut = getBool where "shortcut" f
+                      Rho = getFloat where "rho" f
+                      WfInitSd =
+                        match tryField "wf_init_sd" f with
+                        | Some _ -> getFloat where "wf_init_sd" f
+                        | None -> d.WfInitSd
+                      RhoGrowth =
+                        match tryField "rho_growth" f with
+                        | Some _ -> getFloat where "rho_growth" f
+                        | None -> d.RhoGrowth
+                      Readout =
+                        match tryField "readout" f with
+                        | Some _ -> getString where "readout" f
+                        | None -> d.Readout }
 
         let terms =
             getArray "the recipe" "terms" root
@@ -454,7 +487,11 @@ module Recipe =
               Beta1 = getFloat "optimizer" "beta1" o
               Beta2 = getFloat "optimizer" "beta2" o
               Eps = getFloat "optimizer" "eps" o
-              ResetPerTask = getBool "optimizer" "reset_per_task" o }
+              ResetPerTask = getBool "optimizer" "reset_per_task" o
+              Schedule =
+                match tryField "schedule" o with
+                | Some _ -> getString "optimizer" "schedule" o
+                | None -> "constant" }
           EpochsPerTask = getInt "the recipe" "epochs_per_task" root
           BatchSize = getInt "the recipe" "batch_size" root
           Seed = getInt64 "the recipe" "seed" root
@@ -519,8 +556,33 @@ module Recipe =
             $"the hidden layer sizes must be at least 1 each, got {r.Model.Hidden}"
 
         match r.Model.Forgetting with
-        | Some f -> check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
+        | Some f ->
+            check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
+
+            check
+                (Double.IsFinite f.WfInitSd && f.WfInitSd >= 0.0)
+                $"--wf-init-sd must be 0 (W_f = 0) or more, got {f.WfInitSd}"
+
+            check
+                (Double.IsFinite f.RhoGrowth && f.RhoGrowth > 0.0)
+                $"--rho-growth must be positive (1: ρ fixed), got {f.RhoGrowth}"
+
+            check
+                (f.Readout = "" || List.contains f.Readout ActiveForgetting.readouts)
+                $"""unknown read-out '{f.Readout}'; known: {String.concat ", " ActiveForgetting.readouts}"""
         | None -> ()
+
+        check
+            (o.Schedule = "constant" || o.Schedule = "cosine")
+            $"unknown learning-rate schedule '{o.Schedule}'; known: constant, cosine"
+
+        check
+            (o.Kind = "sgd" || not o.Nesterov)
+            "--nesterov is an option of sgd; adam has no Nesterov momentum here (leave it out)"
+
+        check
+            (not o.Nesterov || o.Momentum > 0.0)
+            "--nesterov needs a momentum above 0 (Nesterov's look-ahead is along the momentum)"
 
         check (o.Kind = "sgd" || o.Kind = "adam") $"unknown optimizer '{o.Kind}'; known: sgd, adam"
         check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
