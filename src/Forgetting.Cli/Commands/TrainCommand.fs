@@ -165,8 +165,8 @@ let private commandLine (name: string) =
 let train (args: ParseResults<RunArgs>) =
     only "train" args
 
-    let v =
-        variant (rho args) (terms args) (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
+    let v = variantWith args (terms args) (variantName args)
+    checkVariants [ v ] args
 
     let r = recipe args v (seed args)
     let d = dataset args r
@@ -258,7 +258,7 @@ let private compareInto
 
 let compare (args: ParseResults<RunArgs>) =
     only "compare" args
-    let rho, overrides = rho args, terms args
+    let overrides = terms args
 
     let names =
         args.GetResult(Variants, defaultValue = [ "sgd"; "l1"; "l2"; "lateral_inhibition" ])
@@ -266,7 +266,8 @@ let compare (args: ParseResults<RunArgs>) =
     if names.IsEmpty then
         raise (UserError("--variants needs at least one variant name", Exit.usage))
 
-    let variants = names |> List.map (variant rho overrides)
+    let variants = names |> List.map (variantWith args overrides)
+    checkVariants variants args
     let seeds = args.GetResult(Seeds, defaultValue = 3) |> Check.atMost "seeds" 1000
 
     if seeds < 1 then
