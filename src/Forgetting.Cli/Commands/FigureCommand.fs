@@ -171,7 +171,8 @@ let rerun (overwrite: bool) (cacheDir: string option) (dir: string) (command: st
 
 let run (args: ParseResults<RunArgs>) =
     only "figure" args
-    let wanted = args.GetResult(Figures, defaultValue = names)
+    let paperFigures = names |> List.filter (fun n -> n <> "map")
+    let wanted = args.GetResult(Figures, defaultValue = paperFigures)
 
     for n in wanted do
         if not (List.contains n names) then

@@ -74,7 +74,8 @@ type RunArgs =
             | Train_Limit _ -> "use only the first N training examples (quick runs)."
             | Out _ -> "the results directory (default results/<command>-<dataset>-…-<hash of the settings>)."
             | Overwrite -> "replace the results directory if it already holds results (default: refuse)."
-            | Figures _ -> "figure: which (default all): fig1e fig2 fig3b fig3c fig4a fig4b fig4c."
+            | Figures _ ->
+                "figure: which (default all of the paper's): fig1e fig2 fig3b fig3c fig4a fig4b fig4c, and map (where the importance claims hold)."
             | Draws _ -> "figure fig2: random ablation orders (default 10)."
             | Repeats _ -> "figure fig4b: noise draws per fraction (default 5)."
             | Perturb_Layer _ -> "figure fig4b: the hidden layer perturbed (default 1)."

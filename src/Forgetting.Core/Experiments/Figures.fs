@@ -510,6 +510,101 @@ module Figures =
               for r in runs -> panel $"Last hidden layer, {r.Config.Label}" (lastHidden r test count) ]
           Runs = runs }
 
+    /// The map of where the importance claims hold: over ρ ∈ {1, 20} × λ ∈ {0.1, 1} (rows) and
+    /// optimizer ∈ {sgd, adam} × shortcut ∈ {on, off} (columns), the study's variant with its gate,
+    /// each optimizer at its default learning rate (sgd 0.01 with momentum 0.9, adam 1e-3): the
+    /// bimodality coefficient of Ω over every hidden unit (Statistics.bimodality, > 5/9: two modes),
+    /// and the gain of importance-ordered ablation over random (the mean, over 10 % … 90 % of the
+    /// hidden units removed least important first, of that accuracy minus the mean accuracy of
+    /// `draws` random orders).
+    let claimsMap (s: Recipe) progress (data: Examples * Examples) (draws: int) =
+        let test = snd data
+
+        let layer = s.Model.Forgetting |> Option.defaultValue ForgettingLayerConfig.Default
+
+        let rows =
+            [ for rho in [ 1.0; 20.0 ] do
+                  for lambda in [ 0.1; 1.0 ] -> rho, lambda ]
+
+        let columns =
+            [ for o in [ "sgd"; "adam" ] do
+                  for sc in [ true; false ] -> o, sc ]
+
+        let inner = [ for i in 1..9 -> float i / 10.0 ]
+
+        let cell (rho, lambda) (optimizer, shortcut) =
+            let overrides =
+                Recipe.overrides s
+                @ [ { Kind = "ers"
+                      Given = [ "weight", Number lambda ] } ]
+
+            let v =
+                Variant.ofLayer { layer with Rho = rho } (Some shortcut) overrides (layerVariant s)
+
+            let config =
+                { Recipe.withVariant v s with
+                    Optimizer =
+                        { s.Optimizer with
+                            Kind = optimizer
+                            Lr = Recipe.defaultLr optimizer
+                            Momentum =
+                                (if optimizer = "adam" then
+                                     0.0
+                                 else
+                                     Recipe.single.Optimizer.Momentum)
+                            Nesterov = false }
+                    Study = None }
+
+            let label =
+                $"""ρ {rho} λ {lambda} {optimizer} shortcut {if shortcut then "on" else "off"}"""
+
+            let r = Classification.run config (progress label) (fst data) test
+            let importance = importanceOf r
+            let omega = importance |> List.collect (snd >> List.ofArray) |> Array.ofList
+            let evaluate = accuracyWith r test
+
+            let ascending =
+                Ablation.curve evaluate r.Params (Ablation.order Ascending importance) inner
+
+            let random =
+                Rng.splitN draws (Rng.create (s.Seed + 1000L))
+                |> Array.map (fun key ->
+                    Ablation.curve evaluate r.Params (Ablation.order (Shuffled key) importance) inner)
+
+            let gain =
+                List.mapi (fun i a -> a - (random |> Array.averageBy (fun c -> c[i]))) ascending
+                |> List.average
+
+            r, Statistics.bimodality omega, gain
+
+        let cells = [ for row in rows -> [ for column in columns -> cell row column ] ]
+
+        let heatmap title valueLabel (pick: RunResult * float * float -> float) =
+            Matrix
+                { Title = title
+                  XLabel = "optimizer, shortcut"
+                  YLabel = "ρ, λ"
+                  Rows = [ for rho, lambda in rows -> $"ρ {rho}, λ {lambda}" ]
+                  Columns = [ for o, sc in columns -> $"""{o}, {if sc then "shortcut" else "no shortcut"}""" ]
+                  Values = [| for row in cells -> [| for c in row -> pick c |] |]
+                  ValueLabel = valueLabel
+                  Range = None }
+
+        let readout =
+            match cells |> List.concat |> List.tryHead with
+            | Some(r, _, _) -> readoutName r
+            | None -> "none"
+
+        let gate = if layer.StaticGate then "static" else "input"
+
+        { Name = "map"
+          Caption =
+            $"Where the importance claims hold ({layerVariant s}, {gate} gate, read-out {readout}, {s.EpochsPerTask} epochs): the bimodality coefficient of Ω over all hidden units (above 5/9: two modes), and the accuracy gained by ablating in ascending importance over random ({draws} orders), averaged over 10-90 percent removed."
+          Panels =
+            [ heatmap "(a) Bimodality of neuron importance" "bimodality coefficient" (fun (_, b, _) -> b)
+              heatmap "(b) Gain of importance-ordered ablation over random" "accuracy gain" (fun (_, _, g) -> g) ]
+          Runs = cells |> List.concat |> List.map (fun (r, _, _) -> r) }
+
     /// The saved model a figure starts from instead of training ("": train).
     let private modelSetting: SettingSpec =
         { Name = "model"
@@ -644,6 +739,13 @@ module Figures =
                       (TermSetting.toInt v "perturb_layer")
                       (TermSetting.toFloat v "noise")
                       (TermSetting.toInt v "repeats") }
+          { Name = "map"
+            Doc =
+              "where the importance claims hold: bimodality of Ω and the gain of importance-ordered ablation over random, over ρ × λ × optimizer × shortcut"
+            Settings = [ positive "draws" "random ablation orders per cell" 3 ]
+            Hidden = paperNet
+            Fits = fun _ _ -> None
+            Run = fun s p d v -> claimsMap s p d (TermSetting.toInt v "draws") }
           { Name = "fig4c"
             Doc = "t-SNE of the raw inputs and of the last hidden layer, with trustworthiness"
             Settings = [ positive "tsne_points" "test images embedded" 1000 ]
