@@ -575,11 +575,15 @@ module Figures =
                 List.mapi (fun i a -> a - (random |> Array.averageBy (fun c -> c[i]))) ascending
                 |> List.average
 
-            r, Statistics.bimodality omega, gain
+            let saturated =
+                float (omega |> Array.filter (fun o -> o < 0.1 || o > 0.9) |> Array.length)
+                / float omega.Length
+
+            r, Statistics.bimodality omega, gain, saturated
 
         let cells = [ for row in rows -> [ for column in columns -> cell row column ] ]
 
-        let heatmap title valueLabel (pick: RunResult * float * float -> float) =
+        let heatmap title valueLabel (pick: RunResult * float * float * float -> float) =
             Matrix
                 { Title = title
                   XLabel = "optimizer, shortcut"
@@ -592,18 +596,19 @@ module Figures =
 
         let readout =
             match cells |> List.concat |> List.tryHead with
-            | Some(r, _, _) -> readoutName r
+            | Some(r, _, _, _) -> readoutName r
             | None -> "none"
 
         let gate = if layer.StaticGate then "static" else "input"
 
         { Name = "map"
           Caption =
-            $"Where the importance claims hold ({layerVariant s}, {gate} gate, read-out {readout}, {s.EpochsPerTask} epochs): the bimodality coefficient of Ω over all hidden units (above 5/9: two modes), and the accuracy gained by ablating in ascending importance over random ({draws} orders), averaged over 10-90 percent removed."
+            $"Where the importance claims hold ({layerVariant s}, {gate} gate, read-out {readout}, {s.EpochsPerTask} epochs): the bimodality coefficient of Ω over all hidden units (above 5/9: two modes), and the accuracy gained by ablating in ascending importance over random ({draws} orders), averaged over 10-90 percent removed; and the share of units whose Ω is below 0.1 or above 0.9 (the coefficient alone also rises for a skewed single mode)."
           Panels =
-            [ heatmap "(a) Bimodality of neuron importance" "bimodality coefficient" (fun (_, b, _) -> b)
-              heatmap "(b) Gain of importance-ordered ablation over random" "accuracy gain" (fun (_, _, g) -> g) ]
-          Runs = cells |> List.concat |> List.map (fun (r, _, _) -> r) }
+            [ heatmap "(a) Bimodality of neuron importance" "bimodality coefficient" (fun (_, b, _, _) -> b)
+              heatmap "(b) Gain of importance-ordered ablation over random" "accuracy gain" (fun (_, _, g, _) -> g)
+              heatmap "(c) Share of units with Ω below 0.1 or above 0.9" "share saturated" (fun (_, _, _, s) -> s) ]
+          Runs = cells |> List.concat |> List.map (fun (r, _, _, _) -> r) }
 
     /// The saved model a figure starts from instead of training ("": train).
     let private modelSetting: SettingSpec =

@@ -31,8 +31,7 @@ let private netFor (m: Layer) (seed: int) =
 
     [ 1; 2 ]
     |> List.fold
-        (fun q k ->
-            Surgery.replace $"forget{k}/wf" (tensor (seed + k) [| (if k = 1 then 6 else 5) |] -1.5 1.5 0.0) q)
+        (fun q k -> Surgery.replace $"forget{k}/wf" (tensor (seed + k) [| (if k = 1 then 6 else 5) |] -1.5 1.5 0.0) q)
         p
 
 let private inputs = tensor 99 [| 7; 4 |] 0.0 1.0 0.0
@@ -47,7 +46,8 @@ let private column (t: Tensor) (i: int) =
     Array.init t.Shape[0] (fun r -> v[r * n + i])
 
 let private unitCase =
-    Gen.zip3 seeds (Gen.choose (1, 2)) (Gen.choose (0, 4)) |> Gen.zip (Gen.elements [ false; true ])
+    Gen.zip3 seeds (Gen.choose (1, 2)) (Gen.choose (0, 4))
+    |> Gen.zip (Gen.elements [ false; true ])
 
 [<Tests>]
 let tests =
@@ -83,6 +83,7 @@ let tests =
                   let m = modelOf staticGate shortcut
                   let p = netFor m seed
                   let q = Ablation.removeGatedBranch [ { Layer = layer; Index = unit } ] p
+
                   let entry (tr: TraceEntry list) kind =
                       (tr |> List.find (fun e -> e.Path = $"forget{layer}" && e.Kind = kind)).Value
 
@@ -101,7 +102,8 @@ let tests =
                           // The vectorised gate kernel may round the other units' last bit differently
                           // when one input of the vector changes: equal to 1e-12, not bit for bit.
                           if Array.exists2 (fun (x: float) y -> abs (x - y) > 1e-12 * max 1.0 (abs y)) a b then
-                              failwith $"unit {i} of layer {layer} (ablated {unit}, static {staticGate}, shortcut {shortcut}): %A{a} against %A{b}"
+                              failwith
+                                  $"unit {i} of layer {layer} (ablated {unit}, static {staticGate}, shortcut {shortcut}): %A{a} against %A{b}"
 
                   true)
 
@@ -124,9 +126,16 @@ let tests =
                   let zeros = [ 1, Array.zeroCreate 6; 2, Array.zeroCreate 5 ]
                   let byMagnitude = Pruning.prune Magnitude f p
                   let tied0 = Pruning.prune (ImportanceWith(zeros, 0.0)) f p
-                  let tied1 = Pruning.prune (ImportanceWith([ 1, Array.create 6 0.3; 2, Array.create 5 0.7 ], 1.0)) f p
-                  let flat (q: Params) = Params.flatten q |> List.map (fun (_, t) -> t.ToFloat64Array())
-                  flat tied0 = flat byMagnitude && flat tied1 = flat byMagnitude && flat tied0 = flat (Pruning.prune (ImportanceWith(zeros, 0.0)) f p))
+
+                  let tied1 =
+                      Pruning.prune (ImportanceWith([ 1, Array.create 6 0.3; 2, Array.create 5 0.7 ], 1.0)) f p
+
+                  let flat (q: Params) =
+                      Params.flatten q |> List.map (fun (_, t) -> t.ToFloat64Array())
+
+                  flat tied0 = flat byMagnitude
+                  && flat tied1 = flat byMagnitude
+                  && flat tied0 = flat (Pruning.prune (ImportanceWith(zeros, 0.0)) f p))
 
           test "ties in both θ and |w| are broken by index, lowest kept" {
               let order = Pruning.ranked [| 0.5; 0.5; 0.9; 0.5 |] [| 1.0; 2.0; 0.0; 2.0 |]

@@ -194,23 +194,35 @@ let tests =
                   (fun () ->
                       check
                           { Recipe.single with
-                              Optimizer = { o with Kind = "adam"; Nesterov = true } })
+                              Optimizer =
+                                  { o with
+                                      Kind = "adam"
+                                      Nesterov = true } })
                   "--nesterov is an option of sgd"
 
               Expectations.refused
-                  (fun () -> check { Recipe.single with Optimizer = { o with Schedule = "step" } })
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Optimizer = { o with Schedule = "step" } })
                   "unknown learning-rate schedule 'step'"
 
               Expectations.refused (fun () -> check (withLayer { layer with RhoGrowth = 0.0 })) "--rho-growth"
               Expectations.refused (fun () -> check (withLayer { layer with WfInitSd = -1.0 })) "--wf-init-sd"
-              Expectations.refused (fun () -> check (withLayer { layer with Readout = "mean" })) "unknown read-out 'mean'"
+
+              Expectations.refused
+                  (fun () -> check (withLayer { layer with Readout = "mean" }))
+                  "unknown read-out 'mean'"
           }
 
           test "the cosine schedule steps per epoch from lr down to near 0; constant keeps lr" {
-              let o = { Recipe.single.Optimizer with Lr = 0.04; Schedule = "cosine" }
+              let o =
+                  { Recipe.single.Optimizer with
+                      Lr = 0.04
+                      Schedule = "cosine" }
+
               Expect.equal (o.LrAt 1 10) 0.04 "the first epoch at lr"
               Expect.floatClose Accuracy.veryHigh (o.LrAt 6 10) 0.02 "half way, half"
               Expect.floatClose Accuracy.veryHigh (o.LrAt 10 10) (0.02 * (1.0 + cos (Math.PI * 0.9))) "the last epoch"
               Expect.equal ({ o with Schedule = "constant" }.LrAt 7 10) 0.04 "constant"
-          }
-        ]
+          } ]
