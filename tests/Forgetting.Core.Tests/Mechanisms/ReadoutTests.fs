@@ -238,4 +238,44 @@ let tests =
               Expect.equal (c.RhoAt 1) 3.0 "epoch 1"
               Expect.floatClose Accuracy.veryHigh (c.RhoAt 11) (3.0 * Math.Pow(1.018, 10.0)) "epoch 11"
               Expect.equal (ForgettingLayerConfig.Default.RhoAt 50) 1.0 "fixed"
+          }
+
+          test "a run's model in epoch e gates with ρ_e, and its trained model with the last epoch's ρ" {
+              let r =
+                  { Forgetting.Experiments.Recipe.single with
+                      EpochsPerTask = 3
+                      Model =
+                          { Hidden = [ 3 ]
+                            Forgetting =
+                              Some
+                                  { ForgettingLayerConfig.Default with
+                                      StaticGate = true
+                                      Rho = 2.0
+                                      RhoGrowth = 1.5 } } }
+
+              let wf = [| 0.3; -0.2; 0.05 |]
+
+              let gateOf (m: Layer) =
+                  let p =
+                      Forgetting.Analysis.Surgery.replace
+                          "forget1/wf"
+                          (Tensor.ofFloat64 [| 3 |] wf)
+                          (m.Init (Rng.create 1L) Float64)
+
+                  let _, trace = m.Forward Mode.Eval p (Tensor.ones Float64 [| 2; 4 |])
+                  (trace |> List.find (fun e -> e.Kind = Gate)).Value.ToFloat64Array()
+
+              for epoch, rho in [ 1, 2.0; 2, 3.0; 3, 4.5 ] do
+                  let expected = wf |> Array.map (fun w -> sigmoid (rho * w))
+
+                  Expect.isTrue
+                      (close 1e-15 (gateOf (Forgetting.Experiments.Classification.modelAt r epoch 4 2)) expected)
+                      $"epoch {epoch}: σ(ρ_e W_f)"
+
+              Expect.isTrue
+                  (close
+                      1e-15
+                      (gateOf (Forgetting.Experiments.Classification.model r 4 2))
+                      (wf |> Array.map (fun w -> sigmoid (4.5 * w))))
+                  "the trained model: the last epoch's ρ"
           } ]
