@@ -121,7 +121,7 @@ public sealed class MlpClassifier
             RecipeModule.mlp(_hidden, withVariant.Model.Forgetting),
             withVariant.Training, withVariant.Terms,
             new OptimizerSpec("sgd", learningRate, momentum, false, 0.0, single.Optimizer.Beta1, single.Optimizer.Beta2,
-                single.Optimizer.Eps, false, ListModule.Empty<double>()),
+                single.Optimizer.Eps, false, ListModule.Empty<double>(), single.Optimizer.Schedule),
             epochs, batchSize, seed, withVariant.Study);
         var progress = FuncConvert.FromAction<Progress>(p =>
         {

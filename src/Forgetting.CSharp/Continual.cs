@@ -81,7 +81,8 @@ public sealed class ContinualExperiment
             ? ActiveForgetting.kinds.Select(k => TermKindModule.spec(Catalog.terms, k.Name, FSharpList<Tuple<string, SettingValue>>.Empty))
             : Enumerable.Empty<TermSpec>();
         var optimizer = new OptimizerSpec(d.Optimizer.Kind, learningRate, d.Optimizer.Momentum, d.Optimizer.Nesterov,
-            d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask, d.Optimizer.Meta);
+            d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask,
+            d.Optimizer.Meta, d.Optimizer.Schedule);
         var recipe = new Recipe(method, spec, RecipeModule.mlp(hidden is null ? d.Model.Hidden : ListModule.OfSeq(hidden), layer),
             d.Training, ListModule.OfSeq(layerTerms), optimizer, epochsPerTask, batchSize, seed, d.Study);
         var settings = (methodSettings ?? new Dictionary<string, double>())
@@ -127,7 +128,7 @@ public sealed class ContinualExperiment
         var model = new ModelSpec(b.Hidden, b.Forgetting, b.Kind, b.Norm, b.Affine, normState, b.InitScale);
         var m = RecipeModule.metaplastic(ListModule.OfSeq(metaplasticity));
         var optimizer = new OptimizerSpec(m.Kind, learningRate, m.Momentum, m.Nesterov, m.WeightDecay, m.Beta1, m.Beta2,
-            m.Eps, m.ResetPerTask, m.Meta);
+            m.Eps, m.ResetPerTask, m.Meta, m.Schedule);
         var recipe = new Recipe(method, spec, model, d.Training, FSharpList<TermSpec>.Empty, optimizer, epochsPerTask,
             batchSize, seed, d.Study);
         return new ContinualExperiment(Methods.apply(method, FSharpList<Tuple<string, SettingValue>>.Empty, recipe));

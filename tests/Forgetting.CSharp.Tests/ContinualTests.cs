@@ -112,7 +112,8 @@ public class ContinualTests
     public void TheTermKindsAreListedWithTheirSettings()
     {
         var ers = Terms.Kinds.Single(k => k.Name == "ers");
-        Assert.Equal("weight", ers.Settings.Single().Name);
-        Assert.Equal("0.1", ers.Settings.Single().Default);
+        Assert.Equal(new[] { "weight", "denominator" }, ers.Settings.Select(s => s.Name).ToArray());
+        Assert.Equal("0.1", ers.Settings.Single(s => s.Name == "weight").Default);
+        Assert.Equal("shared", ers.Settings.Single(s => s.Name == "denominator").Default);
     }
 }

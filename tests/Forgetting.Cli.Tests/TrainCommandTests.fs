@@ -234,6 +234,113 @@ let tests =
                   "the misplaced option"
           }
 
+          test "an option that the variant, the optimizer or the figure ignores is one clear line, before any work" {
+              let refused (args: string list) (says: string) =
+                  let r = Cli.run args
+                  assertOneLineError 2 r
+                  Expect.stringContains r.Stderr says (String.concat " " args)
+
+              refused [ "train"; "--variant"; "sgd"; "--gate"; "static" ] "sgd has no forgetting layer"
+              refused [ "train"; "--optimizer"; "adam"; "--nesterov" ] "--nesterov is an option of sgd"
+              refused [ "train"; "--variant"; "i_short_cut"; "--lateral-on"; "gates" ] "has no irs term"
+              refused [ "train"; "--gate"; "sometimes" ] "--gate must be one of input, static"
+              refused [ "train"; "--preset"; "nope" ] "unknown preset 'nope'"
+              refused [ "train"; "--schedule"; "step" ] "--schedule must be one of constant, cosine"
+              refused [ "figure"; "--figures"; "fig3b"; "--ablate"; "gated-branch" ] "a setting of fig2, not of fig3b"
+              refused [ "figure"; "--figures"; "fig2"; "--model"; "/nonexistent/run" ] "no saved model"
+              refused [ "train"; "--model"; "x" ] "not an option of 'train'"
+          }
+
+          test
+              "figure --model draws fig2 and fig3b from a train folder's model, and refuses a truncated one in one line" {
+              let cache = cachedMnist 64 32
+              let dir = Cli.tempDir ()
+              let run = Path.Combine(dir, "run")
+
+              let trained =
+                  Cli.run (
+                      [ "train"
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        run
+                        "--preset"
+                        "claims"
+                        "--readout"
+                        "gate-mean" ]
+                      @ quick
+                  )
+
+              Expect.equal trained.ExitCode 0 $"train: {trained.Stderr}"
+              let header = File.ReadLines(Path.Combine(run, "units.csv")) |> Seq.head
+
+              Expect.equal
+                  header
+                  "layer,unit,mean_activation,sd_activation,importance,readout,firing_rate,wf,gate_mean"
+                  "units.csv"
+
+              Expect.stringContains
+                  (File.ReadAllText(Path.Combine(run, "units.csv")))
+                  ",gate-mean,"
+                  "the read-out named"
+
+              let figs = Path.Combine(dir, "figs")
+
+              let r =
+                  Cli.run
+                      [ "figure"
+                        "--cache-dir"
+                        cache
+                        "--dataset"
+                        "mnist"
+                        "--out"
+                        figs
+                        "--figures"
+                        "fig2"
+                        "fig3b"
+                        "--model"
+                        run
+                        "--draws"
+                        "2"
+                        "--fisher-samples"
+                        "8" ]
+
+              Expect.equal r.ExitCode 0 $"figure: {r.Stderr}"
+              Expect.isFalse (r.Stdout.Contains "epoch") "no training"
+
+              use fig =
+                  JsonDocument.Parse(File.ReadAllText(Path.Combine(figs, "fig2", "figure.json")))
+
+              let runJson = fig.RootElement.GetProperty("runs").[0]
+
+              Expect.equal
+                  (runJson.GetProperty("readout").GetString())
+                  "gate-mean"
+                  "the read-out of the saved model's recipe"
+
+              // A truncated file is refused in one line (wrong names, shapes and dtypes: CheckpointTests,
+              // Checkpoint.readParamsLike).
+              let bytes = File.ReadAllBytes(Path.Combine(run, "model.safetensors"))
+              File.WriteAllBytes(Path.Combine(run, "model.safetensors"), bytes[.. bytes.Length - 9])
+
+              let bad =
+                  Cli.run
+                      [ "figure"
+                        "--cache-dir"
+                        cache
+                        "--dataset"
+                        "mnist"
+                        "--out"
+                        Path.Combine(dir, "bad")
+                        "--figures"
+                        "fig2"
+                        "--model"
+                        run ]
+
+              assertOneLineError 1 bad
+              Expect.stringContains bad.Stderr "beyond" "a truncated file"
+          }
+
           test "figure writes JSON, CSV, SVG and PNG per panel, and report gathers them into one page" {
               let cache = cachedMnist 64 32
               let out = Path.Combine(Cli.tempDir (), "figs")

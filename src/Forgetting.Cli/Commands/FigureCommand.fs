@@ -115,6 +115,12 @@ let private write (figDir: string) (shown: string) (command: string) (recipe: Re
                             [ "variant", Str r.Config.Label
                               "seed", Int(int r.Config.Seed)
                               "test_accuracy", Num r.Test.Accuracy
+                              "readout",
+                              Str(
+                                  r.Layers
+                                  |> List.tryPick (fun l -> if l.Readout = "" then None else Some l.Readout)
+                                  |> Option.defaultValue "none"
+                              )
                               "sparsity", Arr [ for l in r.Layers -> Num l.Sparsity ] ] ] ]
 
     Results.writeAtomically (Path.Combine(figDir, "figure.json")) (render true summary)
@@ -165,13 +171,14 @@ let rerun (overwrite: bool) (cacheDir: string option) (dir: string) (command: st
 
 let run (args: ParseResults<RunArgs>) =
     only "figure" args
-    let wanted = args.GetResult(Figures, defaultValue = names)
+    let paperFigures = names |> List.filter (fun n -> n <> "map")
+    let wanted = args.GetResult(Figures, defaultValue = paperFigures)
 
     for n in wanted do
         if not (List.contains n names) then
             usage $"""unknown figure '{n}'; use any of {String.concat ", " names}"""
 
-    let overrides = terms args
+    let overrides = studyTerms args
 
     // The figure's own settings given on the command line, by the names its kind takes.
     let given =
@@ -195,7 +202,73 @@ let run (args: ParseResults<RunArgs>) =
           | None -> ()
           match args.TryGetResult Tsne_Points with
           | Some n -> "tsne_points", Count(Check.atMost "tsne-points" 10_000 n)
+          | None -> ()
+          match args.TryGetResult Variant with
+          | Some v -> "variant", Choice v
+          | None -> "variant", Choice((preset args).Variant)
+          match shortcut args with
+          | Some true -> "shortcut", Choice "on"
+          | Some false -> "shortcut", Choice "off"
+          | None -> ()
+          match args.TryGetResult Ablate with
+          | Some a -> "ablate", Choice a
+          | None -> ()
+          match args.TryGetResult Prune_Scope with
+          | Some sc -> "prune_scope", Choice sc
+          | None -> ()
+          match args.TryGetResult Boundary_Omega with
+          | Some x -> "boundary_omega", Number(Check.finite "boundary-omega" x)
+          | None -> ()
+          match args.TryGetResult Model with
+          | Some path -> "model", Choice(IO.Path.GetFullPath path)
           | None -> () ]
+
+    // A setting that none of the chosen figures takes is refused, not dropped.
+    for name, _ in given do
+        let takes (n: string) =
+            (Figures.kind n).Settings |> List.exists (fun s -> s.Name = name)
+
+        if not (wanted |> List.exists takes) then
+            let owners = names |> List.filter takes |> String.concat ", "
+
+            usage $"""--{name.Replace('_', '-')} is a setting of {owners}, not of {String.concat ", " wanted}"""
+
+    if args.Contains Model then
+        match
+            wanted
+            |> List.filter (fun n -> not ((Figures.kind n).Settings |> List.exists (fun s -> s.Name = "model")))
+        with
+        | [] -> ()
+        | others ->
+            usage
+                $"""--model: {String.concat ", " others} compare several variants and train them; choose --figures fig2 and/or fig3b"""
+
+        let training =
+            [ for a in args.GetAllResults() do
+                  match a with
+                  | Epochs _
+                  | Lr _
+                  | Momentum _
+                  | Optimizer _
+                  | Batch _
+                  | Train_Limit _
+                  | Weight_Decay _
+                  | Nesterov
+                  | Schedule _
+                  | Gate _
+                  | Shortcut _
+                  | Rho _
+                  | Rho_Growth _
+                  | Wf_Init_Sd _
+                  | Hidden _
+                  | Variant _
+                  | Preset _
+                  | Term _ -> yield args.Parser.GetArgumentCaseInfo(a).Name.Value
+                  | _ -> () ]
+
+        if not training.IsEmpty then
+            usage
+                $"""{String.concat ", " training}: --model starts from a trained model, whose recipe decides how it was trained; leave them out"""
 
     // Every figure's recipe is resolved and checked before any data is loaded or any training done.
     // Fig. 4a used the paper's smaller net, 784-64-64-10; the others its 784-256-256-128-10.
@@ -209,7 +282,9 @@ let run (args: ParseResults<RunArgs>) =
 
               let study =
                   { baseRecipe args k.Hidden with
-                      Terms = [ for o in overrides -> TermKind.spec Catalog.terms o.Kind o.Given ] }
+                      Terms =
+                          [ for kind, os in List.groupBy (fun (o: TermOverride) -> o.Kind) overrides ->
+                                TermKind.spec Catalog.terms kind (List.collect (fun (o: TermOverride) -> o.Given) os) ] }
 
               Classification.validate Catalog.terms study |> ignore
               Figures.recipe n mine study ]

@@ -35,6 +35,21 @@ type RunArgs =
     | [<Unique>] Noise of scale: float
     | [<Unique>] Tsne_Points of count: int
     | [<Unique>] Fisher_Samples of count: int
+    | [<Unique>] Preset of name: string
+    | [<Unique>] Gate of kind: string
+    | [<Unique>] Shortcut of state: string
+    | [<Unique>] Wf_Init_Sd of sd: float
+    | [<Unique>] Rho_Growth of factor: float
+    | [<Unique>] Readout of name: string
+    | [<Unique>] Ers_Denominator of kind: string
+    | [<Unique>] Lateral_On of what: string
+    | [<Unique>] Weight_Decay of float
+    | [<Unique>] Nesterov
+    | [<Unique>] Schedule of name: string
+    | [<Unique>] Model of path: string
+    | [<Unique>] Ablate of what: string
+    | [<Unique>] Prune_Scope of scope: string
+    | [<Unique>] Boundary_Omega of omega: float
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -43,7 +58,7 @@ type RunArgs =
             | Cache_Dir _ -> "the data cache (default $FORGETTING_DATA, else ~/.cache/forgetting)."
             | Hidden _ -> "hidden layer sizes (default 256 256 128: the paper's 784-256-256-128-10)."
             | Variant _ ->
-                $"""train: the variant (default lateral_inhibition); one of {String.concat ", " Variant.names}."""
+                $"""train: the variant (default: the preset's, lateral_inhibition for paper); one of {String.concat ", " Variant.names}. figure: the variant with forgetting layers trained where the paper's full model stands (inhibition, i_short_cut, lateral_inhibition)."""
             | Variants _ -> "compare: the variants (default sgd l1 l2 lateral_inhibition: Fig. 3a)."
             | Seeds _ -> "compare: seeds per variant (default 3)."
             | Rho _ -> "forgetting layer steepness ρ (default 1)."
@@ -59,13 +74,37 @@ type RunArgs =
             | Train_Limit _ -> "use only the first N training examples (quick runs)."
             | Out _ -> "the results directory (default results/<command>-<dataset>-…-<hash of the settings>)."
             | Overwrite -> "replace the results directory if it already holds results (default: refuse)."
-            | Figures _ -> "figure: which (default all): fig1e fig2 fig3b fig3c fig4a fig4b fig4c."
+            | Figures _ ->
+                "figure: which (default all of the paper's): fig1e fig2 fig3b fig3c fig4a fig4b fig4c, and map (where the importance claims hold)."
             | Draws _ -> "figure fig2: random ablation orders (default 10)."
             | Repeats _ -> "figure fig4b: noise draws per fraction (default 5)."
             | Perturb_Layer _ -> "figure fig4b: the hidden layer perturbed (default 1)."
             | Noise _ -> "figure fig4b: noise sd as a multiple of the layer's weight sd (default 1)."
             | Tsne_Points _ -> "figure fig4c: test images embedded by t-SNE (default 1000)."
             | Fisher_Samples _ -> "figure fig3b: training examples for the Fisher of brain damage (default 200)."
+            | Preset _ ->
+                let all =
+                    Presets.all |> List.map (fun p -> $"{p.Name} ({p.Doc})") |> String.concat "; "
+
+                $"a named option set, every other option given taking precedence: {all}. Default paper."
+            | Gate _ ->
+                "the forgetting layer's gate: input (eq. 4, σ = sigmoid(ρ h W_f)) or static (σ = sigmoid(ρ W_f))."
+            | Shortcut _ -> "the shortcut of eq. 5 (h' = h + hσ): on or off (default: as the variant has it)."
+            | Wf_Init_Sd _ -> "W_f's initial sd: 0 (default: W_f = 0, every gate half open) or N(0, sd²) (MiL: 1)."
+            | Rho_Growth _ -> "ρ's factor per epoch: 1 (default, ρ fixed) or e.g. 1.018 (MiL)."
+            | Readout _ ->
+                "neuron importance: gate-mean, activity-weighted (default for the input gate) or static (default for the static gate)."
+            | Ers_Denominator _ -> "ERS (eq. 6): one denominator shared by all layers (default) or per-layer (MiL)."
+            | Lateral_On _ -> "IRS: on the activations (eq. 8, default) or on the gates (MiL)."
+            | Weight_Decay _ -> "L2 weight decay added to the gradient, every parameter (default 0)."
+            | Nesterov -> "sgd: Nesterov momentum."
+            | Schedule _ -> "the learning rate over the epochs: constant (default) or cosine (per epoch)."
+            | Model _ ->
+                "figure fig2/fig3b: start from the trained model of a train folder (its model.safetensors and recipe.json) instead of training."
+            | Ablate _ -> "figure fig2: remove the whole unit (default, both shortcut paths) or only its gated-branch."
+            | Prune_Scope _ -> "figure fig3b: keep the fraction of weights per-layer (default) or global."
+            | Boundary_Omega _ ->
+                "figure fig3b: the Ω of units without a forgetting layer (pixels, logits) in eq. 2 (default 0)."
 
 let private usage message : 'a = raise (UserError(message, Exit.usage))
 
@@ -80,7 +119,7 @@ type SingleData =
 /// The commands an option belongs to (all three when it is not named here).
 let private owners (a: RunArgs) =
     match a with
-    | Variant _ -> [ "train" ]
+    | Variant _ -> [ "train"; "figure" ]
     | Variants _ -> [ "compare" ]
     | Seeds _ -> [ "compare"; "figure" ]
     | Figures _
@@ -89,7 +128,11 @@ let private owners (a: RunArgs) =
     | Perturb_Layer _
     | Noise _
     | Tsne_Points _
-    | Fisher_Samples _ -> [ "figure" ]
+    | Fisher_Samples _
+    | Model _
+    | Ablate _
+    | Prune_Scope _
+    | Boundary_Omega _ -> [ "figure" ]
     | _ -> [ "train"; "compare"; "figure" ]
 
 /// Refuse options that belong to another command rather than ignore them.
@@ -130,10 +173,17 @@ let loadSingle (cacheDir: string option) (r: Recipe) =
 let dataset (args: ParseResults<RunArgs>) (r: Recipe) =
     loadSingle (args.TryGetResult Cache_Dir) r
 
-/// The forgetting layer's steepness ρ, checked.
+/// The preset named by --preset (default paper).
+let preset (args: ParseResults<RunArgs>) =
+    try
+        Presets.byName (args.GetResult(Preset, defaultValue = "paper"))
+    with :? ArgumentException as e ->
+        usage $"--preset: {e.Message}"
+
+/// The forgetting layer's steepness ρ, checked (the preset's unless given).
 let rho (args: ParseResults<RunArgs>) =
     let rho =
-        args.GetResult(Rho, defaultValue = Forgetting.Mechanisms.ForgettingLayerConfig.Default.Rho)
+        args.GetResult(Rho, defaultValue = (preset args).Layer.Rho)
         |> Check.finite "rho"
 
     if not (rho > 0.0) then
@@ -141,7 +191,61 @@ let rho (args: ParseResults<RunArgs>) =
 
     rho
 
-/// The settings given for the variants' terms (--term), each checked by its kind.
+let private oneOf (option: string) (allowed: string list) (value: string) =
+    if not (List.contains value allowed) then
+        usage $"""--{option} must be one of {String.concat ", " allowed}, got '{value}'"""
+
+    value
+
+/// The forgetting layer the options describe: the preset's, with --gate, --rho, --wf-init-sd,
+/// --rho-growth and --readout over it (Core checks the values, Recipe.validate).
+let layer (args: ParseResults<RunArgs>) =
+    let p = (preset args).Layer
+
+    { p with
+        StaticGate =
+            match args.TryGetResult Gate with
+            | Some g -> oneOf "gate" [ "input"; "static" ] g = "static"
+            | None -> p.StaticGate
+        Rho = rho args
+        WfInitSd =
+            args.GetResult(Wf_Init_Sd, defaultValue = p.WfInitSd)
+            |> Check.finite "wf-init-sd"
+        RhoGrowth =
+            args.GetResult(Rho_Growth, defaultValue = p.RhoGrowth)
+            |> Check.finite "rho-growth"
+        Readout =
+            match args.TryGetResult Readout with
+            | Some r -> oneOf "readout" Forgetting.Mechanisms.ActiveForgetting.readouts r
+            | None -> p.Readout }
+
+/// The shortcut --shortcut (or the preset) fixes, if any.
+let shortcut (args: ParseResults<RunArgs>) =
+    match args.TryGetResult Shortcut with
+    | Some s -> Some(oneOf "shortcut" [ "on"; "off" ] s = "on")
+    | None -> (preset args).Shortcut
+
+/// The options that act on forgetting layers, as given on the command line.
+let private layerOptions (args: ParseResults<RunArgs>) =
+    [ if args.Contains Gate then
+          "--gate"
+      if args.Contains Shortcut then
+          "--shortcut"
+      if args.Contains Rho then
+          "--rho"
+      if args.Contains Wf_Init_Sd then
+          "--wf-init-sd"
+      if args.Contains Rho_Growth then
+          "--rho-growth"
+      if args.Contains Readout then
+          "--readout"
+      if args.Contains Ers_Denominator then
+          "--ers-denominator"
+      if args.Contains Lateral_On then
+          "--lateral-on" ]
+
+/// The settings given for the variants' terms (--term), each checked by its kind: they set a term the
+/// variant has, or add one.
 let terms (args: ParseResults<RunArgs>) =
     args.GetResult(Term, defaultValue = [])
     |> List.map (fun text ->
@@ -152,22 +256,117 @@ let terms (args: ParseResults<RunArgs>) =
         with :? ArgumentException as e ->
             usage $"--term {text}: {e.Message}")
 
-/// A variant by name with the given ρ and term settings, or a usage error listing the names.
+/// The term settings of the preset and of --ers-denominator and --lateral-on: they set a term of that
+/// kind where the variant has one, and add none.
+let private settingFlags (args: ParseResults<RunArgs>) =
+    (preset args).Terms
+    @ [ match args.TryGetResult Ers_Denominator with
+        | Some d ->
+            { Forgetting.Nn.TermOverride.Kind = "ers"
+              Given =
+                [ "denominator", Forgetting.Nn.SettingValue.Choice(oneOf "ers-denominator" [ "shared"; "per-layer" ] d) ] }
+        | None -> ()
+        match args.TryGetResult Lateral_On with
+        | Some o ->
+            { Forgetting.Nn.TermOverride.Kind = "irs"
+              Given = [ "on", Forgetting.Nn.SettingValue.Choice(oneOf "lateral-on" [ "activations"; "gates" ] o) ] }
+        | None -> () ]
+
+/// The term settings of a figure's study: the preset's and the flags', then --term's.
+let studyTerms (args: ParseResults<RunArgs>) = settingFlags args @ terms args
+
+/// A variant by name with the options' forgetting layer (--preset, --gate, --shortcut, --rho, …) and
+/// term settings (the preset's and the flags' on the terms it has, then `overrides`, from --term; the
+/// forgetting layer's terms are left out of a variant without one), or a usage error listing the names.
+let variantWith (args: ParseResults<RunArgs>) (overrides: Forgetting.Nn.TermOverride list) (name: string) =
+    if not (List.contains name Variant.names) then
+        usage $"""unknown variant '{name}'; use one of {String.concat ", " Variant.names}"""
+
+    let plain = Variant.ofLayer (layer args) (shortcut args) [] name
+
+    let has kind =
+        plain.Terms |> List.exists (fun t -> t.Kind = kind)
+
+    let preset = settingFlags args |> List.filter (fun o -> has o.Kind)
+
+    let given =
+        overrides
+        |> List.filter (fun o ->
+            plain.Layer.IsSome
+            || not (Forgetting.Mechanisms.ActiveForgetting.isLayerTerm o.Kind))
+
+    Variant.ofLayer (layer args) (shortcut args) (preset @ given) name
+
+/// A variant by name with the given ρ and term settings (the paper's layer otherwise).
 let variant (rho: float) (overrides: Forgetting.Nn.TermOverride list) (name: string) =
     if not (List.contains name Variant.names) then
         usage $"""unknown variant '{name}'; use one of {String.concat ", " Variant.names}"""
 
     Variant.ofName rho overrides name
 
+/// The variant `train` (and `figure`) trains: --variant, else the preset's.
+let variantName (args: ParseResults<RunArgs>) =
+    args.GetResult(Variant, defaultValue = (preset args).Variant)
+
+/// Refuse options that no chosen variant acts on, and warn (one line on stderr) about those that some
+/// of them ignore: an option is never dropped in silence.
+let checkVariants (variants: Variant list) (args: ParseResults<RunArgs>) =
+    let given = layerOptions args
+
+    let refuseOrWarn (options: string list) (lacking: Variant list) (what: string) =
+        if not options.IsEmpty && not lacking.IsEmpty then
+            let names = lacking |> List.map (fun v -> v.Name) |> String.concat ", "
+            let options = String.concat ", " options
+
+            if lacking.Length = variants.Length then
+                usage $"{options}: {names} has {what}; choose a variant with it"
+            else
+                eprintfn "forgetting: %s do not act on %s, which has %s" options names what
+
+    refuseOrWarn
+        (given |> List.filter (fun o -> o <> "--ers-denominator" && o <> "--lateral-on"))
+        (variants |> List.filter (fun v -> v.Layer.IsNone))
+        "no forgetting layer"
+
+    let lacking kind =
+        variants
+        |> List.filter (fun v -> not (v.Terms |> List.exists (fun t -> t.Kind = kind)))
+
+    refuseOrWarn
+        [ if args.Contains Ers_Denominator then
+              "--ers-denominator" ]
+        (lacking "ers")
+        "no ers term"
+
+    refuseOrWarn
+        [ if args.Contains Lateral_On then
+              "--lateral-on" ]
+        (lacking "irs")
+        "no irs term"
+
 /// The training settings shared by `train`, `compare` and `figure` as a single-task recipe (Recipe.single
-/// for what is not given), with the given hidden sizes when none are on the command line; Core checks
-/// every value (Classification.validate).
+/// for what is not given, the preset over it), with the given hidden sizes when none are on the command
+/// line; Core checks every value (Classification.validate).
 let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
     let d = Recipe.single
-    let optimizer = args.GetResult(Optimizer, defaultValue = d.Optimizer.Kind)
+    let p = preset args
+    let optimizer = args.GetResult(Optimizer, defaultValue = p.Optimizer.Kind)
 
     if optimizer = "adam" && args.Contains Momentum then
         usage "--momentum is an option of sgd; adam has no momentum of that kind (leave it out)"
+
+    if optimizer = "adam" && args.Contains Nesterov then
+        usage "--nesterov is an option of sgd; adam has no Nesterov momentum here (leave it out)"
+
+    // The preset's optimizer settings hold for its own optimizer; another one starts from its defaults.
+    let o =
+        if optimizer = p.Optimizer.Kind then
+            p.Optimizer
+        else
+            { d.Optimizer with
+                Kind = optimizer
+                Lr = Recipe.defaultLr optimizer
+                Momentum = (if optimizer = "adam" then 0.0 else d.Optimizer.Momentum) }
 
     { d with
         Scenario =
@@ -186,19 +385,19 @@ let baseRecipe (args: ParseResults<RunArgs>) (hidden: int list) =
                     // The data sets are 28×28 images of 10 classes.
                     Check.modelFits 784 sizes 10
                     sizes
-                Forgetting =
-                    Some
-                        { Forgetting.Mechanisms.ForgettingLayerConfig.Default with
-                            Rho = rho args } }
+                Forgetting = Some(layer args) }
         Optimizer =
-            { d.Optimizer with
-                Kind = optimizer
-                Lr =
-                    args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizer)
-                    |> Check.finite "lr"
-                Momentum =
-                    args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
-                    |> Check.finite "momentum" }
+            { o with
+                Lr = args.GetResult(Lr, defaultValue = o.Lr) |> Check.finite "lr"
+                Momentum = args.GetResult(Momentum, defaultValue = o.Momentum) |> Check.finite "momentum"
+                Nesterov = args.Contains Nesterov || o.Nesterov
+                WeightDecay =
+                    args.GetResult(Weight_Decay, defaultValue = o.WeightDecay)
+                    |> Check.finite "weight-decay"
+                Schedule =
+                    match args.TryGetResult Schedule with
+                    | Some s -> oneOf "schedule" [ "constant"; "cosine" ] s
+                    | None -> o.Schedule }
         EpochsPerTask =
             args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
             |> atLeast "epochs" 1

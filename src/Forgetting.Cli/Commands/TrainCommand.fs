@@ -40,7 +40,9 @@ let private layersJson (r: RunResult) =
               "mean_importance",
               (match l.Importance with
                | Some imp -> Num(Array.average imp)
-               | None -> Str "no forgetting layer") ])
+               | None -> Str "no forgetting layer")
+              "readout", Str(if l.Readout = "" then "none" else l.Readout)
+              "mean_firing_rate", Num(Array.average l.FiringRate) ])
     |> Arr
 
 let private summaryJson (command: string) (data: Value) (r: RunResult) =
@@ -77,16 +79,31 @@ let private epochsCsv (r: RunResult) =
 
 let private unitsCsv (r: RunResult) =
     Results.csv
-        [ "layer"; "unit"; "mean_activation"; "sd_activation"; "importance" ]
+        [ "layer"
+          "unit"
+          "mean_activation"
+          "sd_activation"
+          "importance"
+          "readout"
+          "firing_rate"
+          "wf"
+          "gate_mean" ]
         [ for l in r.Layers do
+              let cell (values: float[] option) (u: int) =
+                  match values with
+                  | Some v -> Results.num v[u]
+                  | None -> ""
+
               for u in 0 .. l.MeanActivation.Length - 1 ->
                   [ string l.Layer
                     string u
                     Results.num l.MeanActivation[u]
                     Results.num l.SdActivation[u]
-                    (match l.Importance with
-                     | Some imp -> Results.num imp[u]
-                     | None -> "") ] ]
+                    cell l.Importance u
+                    l.Readout
+                    Results.num l.FiringRate[u]
+                    cell l.Wf u
+                    cell l.GateMean u ] ]
 
 /// Train a single-task recipe on its data, writing straight into `dir` (recipe.json first, which
 /// `forgetting run` re-runs, then summary.json, epochs.csv, units.csv); a divergence leaves
@@ -128,7 +145,7 @@ let private report (d: SingleData) (dir: string) (r: RunResult) =
     for l in r.Layers do
         let importance =
             match l.Importance with
-            | Some imp -> $", mean importance %.3f{Array.average imp}"
+            | Some imp -> $", mean importance (%s{l.Readout}) %.3f{Array.average imp}"
             | None -> ""
 
         printfn "  hidden layer %d: sparsity %.3f%s" l.Layer l.Sparsity importance
@@ -148,8 +165,8 @@ let private commandLine (name: string) =
 let train (args: ParseResults<RunArgs>) =
     only "train" args
 
-    let v =
-        variant (rho args) (terms args) (args.GetResult(Variant, defaultValue = "lateral_inhibition"))
+    let v = variantWith args (terms args) (variantName args)
+    checkVariants [ v ] args
 
     let r = recipe args v (seed args)
     let d = dataset args r
@@ -241,7 +258,7 @@ let private compareInto
 
 let compare (args: ParseResults<RunArgs>) =
     only "compare" args
-    let rho, overrides = rho args, terms args
+    let overrides = terms args
 
     let names =
         args.GetResult(Variants, defaultValue = [ "sgd"; "l1"; "l2"; "lateral_inhibition" ])
@@ -249,7 +266,8 @@ let compare (args: ParseResults<RunArgs>) =
     if names.IsEmpty then
         raise (UserError("--variants needs at least one variant name", Exit.usage))
 
-    let variants = names |> List.map (variant rho overrides)
+    let variants = names |> List.map (variantWith args overrides)
+    checkVariants variants args
     let seeds = args.GetResult(Seeds, defaultValue = 3) |> Check.atMost "seeds" 1000
 
     if seeds < 1 then

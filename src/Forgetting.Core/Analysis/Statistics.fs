@@ -69,3 +69,32 @@ module Statistics =
             nan
         else
             sxy / sqrt (sxx * syy)
+
+    /// Sarle's bimodality coefficient of a sample (SAS Institute 1990; Pfister et al. 2013, eq. 1):
+    /// BC = (g² + 1) / (k + 3(n−1)² / ((n−2)(n−3))), g the sample skewness and k the sample excess
+    /// kurtosis, both bias-corrected. BC lies in (0, 1]; a uniform distribution gives 5/9, so values
+    /// above 5/9 point to two modes (a normal sample gives about 1/3). A sample with no spread (every
+    /// value equal: one mode) gives 0. Needs at least 4 values.
+    let bimodality (xs: float[]) =
+        let n = xs.Length
+
+        if n < 4 then
+            invalidArg (nameof xs) $"the bimodality coefficient needs at least 4 values, got {n}"
+
+        let nf = float n
+        let m = Array.average xs
+
+        let moment p =
+            (xs |> Array.sumBy (fun x -> pown (x - m) p)) / nf
+
+        let m2 = moment 2
+
+        if m2 <= 1e-24 * max 1.0 (m * m) then
+            0.0
+        else
+            let g1 = moment 3 / (m2 ** 1.5)
+            let k1 = moment 4 / (m2 * m2) - 3.0
+            // Bias-corrected skewness G1 and excess kurtosis G2.
+            let g = g1 * sqrt (nf * (nf - 1.0)) / (nf - 2.0)
+            let k = ((nf + 1.0) * k1 + 6.0) * (nf - 1.0) / ((nf - 2.0) * (nf - 3.0))
+            (g * g + 1.0) / (k + 3.0 * (nf - 1.0) * (nf - 1.0) / ((nf - 2.0) * (nf - 3.0)))

@@ -31,6 +31,10 @@ module ContinualRun =
         if r.Scenario.Kind = "single" then
             fail "a single-task recipe is not a task sequence: run it with 'forgetting run' or 'forgetting train'"
 
+        if r.Optimizer.Schedule <> "constant" then
+            fail
+                $"a continual run keeps its learning rate; the schedule '{r.Optimizer.Schedule}' is for single-task runs ('forgetting train')"
+
         if r.Study.IsSome then
             fail
                 $"a continual run has no study; '{r.Study.Value.Kind}' is run by 'forgetting run' or 'forgetting figure'"

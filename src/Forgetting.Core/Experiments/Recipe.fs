@@ -73,14 +73,23 @@ type OptimizerSpec =
         /// Metaplastic Adam's m (Laborieux et al. 2021, eq. 1): one value for every weight matrix, or one
         /// per layer in the net's order (fc1, fc2, …, out). Only for the kind "metaplastic".
         Meta: float list
+        /// The learning-rate schedule over a task's epochs: "constant", or "cosine" (lr_e =
+        /// lr · ½(1 + cos(π (e−1)/E)) for epoch e of E, stepped per epoch, as MiL's CosineAnnealingLR).
+        Schedule: string
     }
 
-    /// The optimizer; `layerOf path` numbers a weight matrix's layer (0, 1, …) for metaplastic Adam's
-    /// m per layer.
-    member o.BuildFor(layerOf: string -> int) =
+    /// The learning rate of epoch `epoch` (from 1) of `epochs`.
+    member o.LrAt (epoch: int) (epochs: int) =
+        match o.Schedule with
+        | "cosine" -> o.Lr * 0.5 * (1.0 + cos (Math.PI * float (epoch - 1) / float epochs))
+        | _ -> o.Lr
+
+    /// The optimizer with learning rate `lr`; `layerOf path` numbers a weight matrix's layer (0, 1, …)
+    /// for metaplastic Adam's m per layer.
+    member o.BuildAt(lr: float, layerOf: string -> int) =
         match o.Kind with
-        | "sgd" -> Optim.sgdWith o.Lr o.Momentum o.Nesterov o.WeightDecay
-        | "adam" -> Optim.adamWith o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
+        | "sgd" -> Optim.sgdWith lr o.Momentum o.Nesterov o.WeightDecay
+        | "adam" -> Optim.adamWith lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
         | "metaplastic" ->
             let meta =
                 match o.Meta with
@@ -97,12 +106,18 @@ type OptimizerSpec =
 
                         ms[k]
 
-            Metaplasticity.adam o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay meta
+            Metaplasticity.adam lr o.Beta1 o.Beta2 o.Eps o.WeightDecay meta
         | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam, metaplastic"
 
-    /// The optimizer of a net whose weight matrices need no layer numbers (all but metaplastic Adam
-    /// with m per layer).
-    member o.Build() = o.BuildFor(fun _ -> 0)
+    /// The optimizer of a net, at the recipe's learning rate.
+    member o.BuildFor(layerOf: string -> int) = o.BuildAt(o.Lr, layerOf)
+
+    /// The optimizer with learning rate `lr`, for a net whose weight matrices need no layer numbers (all
+    /// but metaplastic Adam with m per layer).
+    member o.BuildWith(lr: float) = o.BuildAt(lr, (fun _ -> 0))
+
+    /// The optimizer at the recipe's learning rate, for a net whose weight matrices need no layer numbers.
+    member o.Build() = o.BuildWith o.Lr
 
 /// An analysis that a run is made for beyond training, by kind (the forgetting paper's figures:
 /// "fig1e" … "fig4c", Figures.kinds), with its settings resolved (every one present).
@@ -173,7 +188,8 @@ module Recipe =
               Beta2 = 0.999
               Eps = 1e-8
               ResetPerTask = false
-              Meta = [] }
+              Meta = []
+              Schedule = "constant" }
           EpochsPerTask = 1
           BatchSize = 128
           Seed = 1L
@@ -313,7 +329,10 @@ module Recipe =
                          obj
                              [ "static_gate", flag f.StaticGate
                                "shortcut", flag f.Shortcut
-                               "rho", num f.Rho ])
+                               "rho", num f.Rho
+                               "wf_init_sd", num f.WfInitSd
+                               "rho_growth", num f.RhoGrowth
+                               "readout", str f.Readout ])
                     "kind", str r.Model.Kind
                     "norm", str r.Model.Norm
                     "affine", flag r.Model.Affine
@@ -332,7 +351,8 @@ module Recipe =
                     "beta2", num r.Optimizer.Beta2
                     "eps", num r.Optimizer.Eps
                     "reset_per_task", flag r.Optimizer.ResetPerTask
-                    "meta", arr (r.Optimizer.Meta |> List.map num) ]
+                    "meta", arr (r.Optimizer.Meta |> List.map num)
+                    "schedule", str r.Optimizer.Schedule ]
               "epochs_per_task", int r.EpochsPerTask
               "batch_size", int r.BatchSize
               "seed", JsonValue.Create r.Seed
@@ -463,10 +483,26 @@ module Recipe =
             | n ->
                 let f = asObject "model.forgetting_layer" n
 
+                let d = ForgettingLayerConfig.Default
+                let where = "model.forgetting_layer"
+
+                // Fields added after the first recipes were written default to what those ran with.
                 Some
-                    { StaticGate = getBool "model.forgetting_layer" "static_gate" f
-                      Shortcut = getBool "model.forgetting_layer" "shortcut" f
-                      Rho = getFloat "model.forgetting_layer" "rho" f }
+                    { StaticGate = getBool where "static_gate" f
+                      Shortcut = getBool where "shortcut" f
+                      Rho = getFloat where "rho" f
+                      WfInitSd =
+                        match tryField "wf_init_sd" f with
+                        | Some _ -> getFloat where "wf_init_sd" f
+                        | None -> d.WfInitSd
+                      RhoGrowth =
+                        match tryField "rho_growth" f with
+                        | Some _ -> getFloat where "rho_growth" f
+                        | None -> d.RhoGrowth
+                      Readout =
+                        match tryField "readout" f with
+                        | Some _ -> getString where "readout" f
+                        | None -> d.Readout }
 
         let terms =
             getArray "the recipe" "terms" root
@@ -578,7 +614,11 @@ module Recipe =
                         if kindOf n = JsonValueKind.Number then
                             n.GetValue<float>()
                         else
-                            fail "optimizer: 'meta' must be a list of numbers") }
+                            fail "optimizer: 'meta' must be a list of numbers")
+              Schedule =
+                match tryField "schedule" o with
+                | Some _ -> getString "optimizer" "schedule" o
+                | None -> "constant" }
           EpochsPerTask = getInt "the recipe" "epochs_per_task" root
           BatchSize = getInt "the recipe" "batch_size" root
           Seed = getInt64 "the recipe" "seed" root
@@ -643,7 +683,20 @@ module Recipe =
             $"the hidden layer sizes must be at least 1 each, got {r.Model.Hidden}"
 
         match r.Model.Forgetting with
-        | Some f -> check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
+        | Some f ->
+            check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
+
+            check
+                (Double.IsFinite f.WfInitSd && f.WfInitSd >= 0.0)
+                $"--wf-init-sd must be 0 (W_f = 0) or more, got {f.WfInitSd}"
+
+            check
+                (Double.IsFinite f.RhoGrowth && f.RhoGrowth > 0.0)
+                $"--rho-growth must be positive (1: ρ fixed), got {f.RhoGrowth}"
+
+            check
+                (f.Readout = "" || List.contains f.Readout ActiveForgetting.readouts)
+                $"""unknown read-out '{f.Readout}'; known: {String.concat ", " ActiveForgetting.readouts}"""
         | None -> ()
 
         let m = r.Model
@@ -696,6 +749,18 @@ module Recipe =
         check
             (o.Meta.Length <= 1 || o.Meta.Length = m.Hidden.Length + 1)
             $"--meta gives {o.Meta.Length} values for a net of {m.Hidden.Length + 1} layers: give one per layer, or one for all"
+
+        check
+            (o.Schedule = "constant" || o.Schedule = "cosine")
+            $"unknown learning-rate schedule '{o.Schedule}'; known: constant, cosine"
+
+        check
+            (o.Kind = "sgd" || not o.Nesterov)
+            $"--nesterov is an option of sgd; {o.Kind} has no Nesterov momentum here (leave it out)"
+
+        check
+            (not o.Nesterov || o.Momentum > 0.0)
+            "--nesterov needs a momentum above 0 (Nesterov's look-ahead is along the momentum)"
 
         check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
 

@@ -42,12 +42,26 @@ module Variant =
     /// layer's steepness; `overrides` set the settings of the variant's terms ("ers:weight=0.2") or add
     /// terms of other kinds. Every term takes its kind's default settings otherwise (ERS λ = 0.1, IRS
     /// β = 1e-4, L1 1e-5, L2 5e-4, DeCov 1e-4).
-    let ofName (rho: float) (overrides: TermOverride list) (name: string) =
-        let layer shortcut =
+    let rec ofName (rho: float) (overrides: TermOverride list) (name: string) =
+        ofLayer
+            { ForgettingLayerConfig.Default with
+                Rho = rho }
+            None
+            overrides
+            name
+
+    /// A named variant (ofName) whose forgetting layer is `baseLayer` (gate, ρ and its growth, W_f's
+    /// initialisation, read-out) with the variant's shortcut, or the given one (`shortcut`).
+    and ofLayer
+        (baseLayer: ForgettingLayerConfig)
+        (shortcut: bool option)
+        (overrides: TermOverride list)
+        (name: string)
+        =
+        let layer variantShortcut =
             Some
-                { ForgettingLayerConfig.Default with
-                    Shortcut = shortcut
-                    Rho = rho }
+                { baseLayer with
+                    Shortcut = defaultArg shortcut variantShortcut }
 
         let layerOf, kinds =
             match name with

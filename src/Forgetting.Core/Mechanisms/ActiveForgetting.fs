@@ -1,5 +1,6 @@
 namespace Forgetting.Mechanisms
 
+open System
 open Forgetting.Tensors
 open Forgetting.Nn
 
@@ -11,14 +12,46 @@ type ForgettingLayerConfig =
         StaticGate: bool
         /// h' = h + h ⊙ σ (eq. 5) instead of h' = h ⊙ σ (eq. 3).
         Shortcut: bool
-        /// The fixed steepness ρ > 0 ("cooling factor").
+        /// The steepness ρ > 0 ("cooling factor") of the first epoch.
         Rho: float
+        /// W_f's initialisation: 0 gives W_f = 0, every gate exactly half open (the paper); sd > 0 draws
+        /// W_f from N(0, sd²), as the lab's later MiL code does (sd 1), and then the random start
+        /// largely decides which units end up shut (mechanisms.md §1).
+        WfInitSd: float
+        /// ρ's factor per epoch: 1 keeps ρ fixed (the paper); MiL grows it geometrically, ρ_e =
+        /// ρ · g^(e−1) (start 3, g = 1.018).
+        RhoGrowth: float
+        /// The neuron-importance read-out Ω (mechanisms.md §1): "gate-mean", "activity-weighted" or
+        /// "static"; "" takes the gate's default (activity-weighted for the input gate, static for the
+        /// static gate).
+        Readout: string
     }
 
     static member Default =
         { StaticGate = false
           Shortcut = true
-          Rho = 1.0 }
+          Rho = 1.0
+          WfInitSd = 0.0
+          RhoGrowth = 1.0
+          Readout = "" }
+
+    /// The steepness of epoch `epoch` (from 1): ρ · g^(epoch − 1).
+    member c.RhoAt(epoch: int) =
+        c.Rho * Math.Pow(c.RhoGrowth, float (epoch - 1))
+
+    /// The configuration of epoch `epoch`: its ρ (RhoAt) as a fixed steepness.
+    member c.AtEpoch(epoch: int) = { c with Rho = c.RhoAt epoch }
+
+/// Accumulated per-unit sums of a forgetting layer over a data set, from which every read-out of
+/// neuron importance follows (mechanisms.md §1): the sample count, Σ_b σ_b, Σ_b h_b, Σ_b h_b σ_b and
+/// the number of samples on which the unit fires (h_b > 0). h is the excitatory activity entering the
+/// layer (after its ReLU), σ its gate.
+type GateSums =
+    { Samples: int
+      SumGate: float[]
+      SumActivity: float[]
+      SumActivityGate: float[]
+      Firing: float[] }
 
 /// The plug-and-play forgetting layer of inhibitory units, its losses and its read-outs.
 [<RequireQualifiedAccess>]
@@ -43,14 +76,25 @@ module ActiveForgetting =
                 $"needs dense [B, n] or conv [B, C, H, W] activations, got {Shape.show h.Shape}"
 
     /// A forgetting layer for `units` excitatory units (channels, for conv maps). W_f starts at 0, so
-    /// every gate starts exactly half open (σ = 0.5). It records its input h and its gate σ, and in
+    /// every gate starts exactly half open (σ = 0.5), or from N(0, sd²) (config.WfInitSd). It records its input h and its gate σ, and in
     /// evaluation mode how W_f's per-sample gradients follow from the gradient at σ.
     let layer (config: ForgettingLayerConfig) (units: int) : Layer =
         if config.Rho <= 0.0 then
             invalidArg (nameof config) $"the steepness ρ must be positive, got {config.Rho}"
 
+        if not (config.WfInitSd >= 0.0) then
+            invalidArg (nameof config) $"W_f's initial sd must be 0 or more, got {config.WfInitSd}"
+
         { Name = "forgetting"
-          Init = fun _ dtype -> Params.ofTensors [ "wf", Tensor.zeros dtype [| units |] ]
+          Init =
+            fun key dtype ->
+                let wf =
+                    if config.WfInitSd > 0.0 then
+                        Tensor.create dtype [| units |] (Rng.normal units key |> Array.map ((*) config.WfInitSd))
+                    else
+                        Tensor.zeros dtype [| units |]
+
+                Params.ofTensors [ "wf", wf ]
           Forward =
             fun mode p h ->
                 let wf = Params.tensor "wf" p
@@ -123,6 +167,18 @@ module ActiveForgetting =
         let den = means |> List.map (fun m -> Tensor.sum (1.0 - m)) |> List.reduce (+)
         if den.Item = 0.0 then num * 0.0 else num / den
 
+    /// ERS (eq. 6) with one denominator per layer, as the lab's later MiL code computes it:
+    /// Σ_l [Σ_i (1-σ̄_il) σ̄_il / Σ_i (1-σ̄_il)], a layer whose gates are all fully open adding 0.
+    /// With one forgetting layer it equals inhibitionLoss.
+    let inhibitionLossPerLayer (trace: TraceEntry list) =
+        gatesOf trace
+        |> List.map (fun s ->
+            let m = if s.Rank = 2 then Tensor.meanAxis 0 false s else s
+            let num = Tensor.sum ((1.0 - m) * m)
+            let den = Tensor.sum (1.0 - m)
+            if den.Item = 0.0 then num * 0.0 else num / den)
+        |> List.reduce (+)
+
     /// Σ_{i≠j} a_i b_j per sample in O(n): (Σa)(Σb) − Σ a⊙b, for a, b of shape [B, n] → [B].
     let pairSum (a: Tensor) (b: Tensor) =
         Tensor.sumAxis 1 false a * Tensor.sumAxis 1 false b
@@ -150,21 +206,66 @@ module ActiveForgetting =
                 pairSum (h * (1.0 - s)) (h * s) |> Tensor.mean)
         |> List.reduce (+)
 
-    /// ERS as the objective term λ·L_inh of eq. 9 (skipped when λ = 0).
+    /// The lateral term of eq. 8 computed on the gates instead of the activations (the lab's later MiL
+    /// code; the library's reading: h replaced by σ), mean over the batch of
+    /// Σ_l Σ_i Σ_{j≠i} σ_i σ_j (1-σ_i) σ_j = pairSum (σ⊙(1-σ)) (σ⊙σ). A static gate [n] is one sample.
+    let lateralLossOnGates (trace: TraceEntry list) =
+        gatesOf trace
+        |> List.map (fun s ->
+            let s2 = if s.Rank = 1 then Tensor.reshape [| 1; -1 |] s else s
+            pairSum (s2 * (1.0 - s2)) (s2 * s2) |> Tensor.mean)
+        |> List.reduce (+)
+
+    /// ERS as the objective term λ·L_inh of eq. 9 (skipped when λ = 0), one denominator shared by
+    /// all layers (eq. 6).
     let inhibitionTerm (lambda: float) =
         Term.ofTrace "ers" lambda inhibitionLoss
+
+    /// ERS with the denominator "shared" by all layers (eq. 6) or one "per-layer" (MiL).
+    let inhibitionTermWith (denominator: string) (lambda: float) =
+        match denominator with
+        | "shared" -> inhibitionTerm lambda
+        | "per-layer" -> Term.ofTrace "ers" lambda inhibitionLossPerLayer
+        | other -> invalidArg (nameof denominator) $"ers: denominator must be shared or per-layer, got '{other}'"
 
     /// IRS (eq. 8) as the objective term β·L_lat of eq. 9 (skipped when β = 0).
     let lateralTerm (beta: float) = Term.ofTrace "irs" beta lateralLoss
 
-    /// The forgetting layer's losses as term kinds of a run description: ers (λ = 0.1) and irs (β = 1e-4).
+    /// IRS on the "activations" (eq. 8) or on the "gates" (MiL).
+    let lateralTermOn (on: string) (beta: float) =
+        match on with
+        | "activations" -> lateralTerm beta
+        | "gates" -> Term.ofTrace "irs" beta lateralLossOnGates
+        | other -> invalidArg (nameof on) $"irs: on must be activations or gates, got '{other}'"
+
+    let private weight name defaultWeight =
+        TermSetting.number "weight" $"the weight of {name}" defaultWeight "≥ 0" (fun w -> w >= 0.0)
+
+    /// The forgetting layer's losses as term kinds of a run description: ers (λ = 0.1, denominator
+    /// shared) and irs (β = 1e-4, on the activations).
     let kinds =
-        [ TermKind.weighted "ers" "the inhibition loss of eq. 6, weighted by λ (eq. 9)" 0.1 inhibitionTerm
-          TermKind.weighted
-              "irs"
-              "the importance-weighted lateral inhibition of eq. 8, weighted by β (eq. 9)"
-              1e-4
-              lateralTerm ]
+        [ { Name = "ers"
+            Doc = "the inhibition loss of eq. 6, weighted by λ (eq. 9)"
+            Settings =
+              [ weight "ers" 0.1
+                TermSetting.choice
+                    "denominator"
+                    "one denominator shared by all layers (eq. 6) or one per layer (MiL)"
+                    "shared"
+                    [ "shared"; "per-layer" ] ]
+            AfterTasks = false
+            Build = fun s -> inhibitionTermWith (TermSetting.toChoice s "denominator") (TermSetting.toFloat s "weight") }
+          { Name = "irs"
+            Doc = "the importance-weighted lateral inhibition of eq. 8, weighted by β (eq. 9)"
+            Settings =
+              [ weight "irs" 1e-4
+                TermSetting.choice
+                    "on"
+                    "the lateral term on the activations (eq. 8) or on the gates (MiL)"
+                    "activations"
+                    [ "activations"; "gates" ] ]
+            AfterTasks = false
+            Build = fun s -> lateralTermOn (TermSetting.toChoice s "on") (TermSetting.toFloat s "weight") } ]
 
     /// Whether a term kind is one of the layer's own (it needs forgetting layers in the net).
     let isLayerTerm (kind: string) =
@@ -177,3 +278,82 @@ module ActiveForgetting =
     let parameterImportance (inputImportance: float[]) (outputImportance: float[]) =
         Array2D.init inputImportance.Length outputImportance.Length (fun j i ->
             1.0 - (1.0 - outputImportance[i]) * (1.0 - inputImportance[j]))
+
+    // ------------------------------------------------------------------ read-outs
+
+    /// The names of the read-outs of neuron importance.
+    let readouts = [ "gate-mean"; "activity-weighted"; "static" ]
+
+    /// The read-out a layer's configuration names, its gate's default when it names none:
+    /// activity-weighted for the input gate, static for the static gate (mechanisms.md §1).
+    let readoutOf (config: ForgettingLayerConfig) =
+        match config.Readout with
+        | "" -> if config.StaticGate then "static" else "activity-weighted"
+        | r when List.contains r readouts -> r
+        | other ->
+            let known = String.concat ", " readouts
+            invalidArg (nameof config) $"unknown read-out '{other}'; known: {known}"
+
+    /// No samples yet for a layer of `units` units.
+    let emptySums (units: int) =
+        { Samples = 0
+          SumGate = Array.zeroCreate units
+          SumActivity = Array.zeroCreate units
+          SumActivityGate = Array.zeroCreate units
+          Firing = Array.zeroCreate units }
+
+    /// The sums with one batch added: h [B, n] (a layer's GateInput) and σ [B, n] or, for the static
+    /// gate, [n] (its Gate).
+    let addSums (sums: GateSums) (h: Tensor) (sigma: Tensor) =
+        let b, n = h.Shape[0], h.Shape[1]
+
+        if n <> sums.SumGate.Length then
+            invalidArg (nameof h) $"the sums are of {sums.SumGate.Length} units, the batch has {n}"
+
+        let hv = h.ToFloat64Array()
+        let sv = sigma.ToFloat64Array()
+        let perSample = sigma.Rank = 2
+        let g = Array.copy sums.SumGate
+        let a = Array.copy sums.SumActivity
+        let ag = Array.copy sums.SumActivityGate
+        let f = Array.copy sums.Firing
+
+        for r in 0 .. b - 1 do
+            for i in 0 .. n - 1 do
+                let x = hv[r * n + i]
+                let s = if perSample then sv[r * n + i] else sv[i]
+                g[i] <- g[i] + s
+                a[i] <- a[i] + x
+                ag[i] <- ag[i] + x * s
+
+                if x > 0.0 then
+                    f[i] <- f[i] + 1.0
+
+        { Samples = sums.Samples + b
+          SumGate = g
+          SumActivity = a
+          SumActivityGate = ag
+          Firing = f }
+
+    /// Each unit's firing rate: the fraction of samples on which h > 0.
+    let firingRate (sums: GateSums) =
+        sums.Firing |> Array.map (fun c -> c / float sums.Samples)
+
+    /// Neuron importance Ω per unit by a read-out (mechanisms.md §1), from the sums over a data set and
+    /// the layer's W_f and steepness ρ: "gate-mean", the mean gate (the paper's words; for the input
+    /// gate a silent sample gives σ = 1/2 whatever W_f, so Ω stays within f/2 of 1/2, f the firing rate);
+    /// "activity-weighted", Σ_b h_b σ_b / Σ_b h_b, the share of the unit's signal the gate lets
+    /// through, 0 for a unit that never fires; "static", σ(ρ W_f).
+    let importance (readout: string) (rho: float) (wf: float[]) (sums: GateSums) =
+        match readout with
+        | "gate-mean" ->
+            if sums.Samples = 0 then
+                invalidArg (nameof sums) "the gate-mean read-out needs at least one sample"
+
+            sums.SumGate |> Array.map (fun s -> s / float sums.Samples)
+        | "activity-weighted" ->
+            Array.map2 (fun hs h -> if h > 0.0 then hs / h else 0.0) sums.SumActivityGate sums.SumActivity
+        | "static" -> wf |> Array.map (fun w -> 1.0 / (1.0 + exp (-rho * w)))
+        | other ->
+            let known = String.concat ", " readouts
+            invalidArg (nameof readout) $"unknown read-out '{other}'; known: {known}"

@@ -16,6 +16,84 @@ module Metaplasticity =
     let factor (m: float) (w: Tensor) =
         1.0 - Tensor.square (Tensor.tanh (Tensor.abs w * m))
 
+    // The rule's fused form: one pass over W_h, g, m_t and v_t of a CPU tensor instead of a chain of
+    // about twenty elementwise ops (each a new tensor of the matrix's size), per element in float64 and
+    // rounded once. The composed form below is the reference it is tested against, and what runs on any
+    // other backend.
+    let inline private fusedOn
+        (w: ^T[])
+        (g: ^T[])
+        (m0: ^T[])
+        (v0: ^T[])
+        ([<InlineIfLambda>] toFloat: ^T -> float)
+        ([<InlineIfLambda>] ofFloat: float -> ^T)
+        (lr: float, beta1: float, beta2: float, eps: float, weightDecay: float, meta: float, c1: float, c2: float)
+        =
+        let n = w.Length
+        let w': ^T[] = Array.zeroCreate n
+        let m': ^T[] = Array.zeroCreate n
+        let v': ^T[] = Array.zeroCreate n
+        let size = 8192
+
+        Parallelism.forTiles ((n + size - 1) / size) (fun tile ->
+            for i in tile * size .. min n ((tile + 1) * size) - 1 do
+                let x = toFloat w[i]
+                let gi = toFloat g[i] + weightDecay * x
+                let mi = toFloat m0[i] * beta1 + gi * (1.0 - beta1)
+                let vi = toFloat v0[i] * beta2 + gi * gi * (1.0 - beta2)
+                let step = mi / c1 / (sqrt (vi / c2) + eps) * lr
+
+                // Toward zero where sign(W_h) · m_t > 0: only there is the step attenuated.
+                let step =
+                    if (x > 0.0 && mi > 0.0) || (x < 0.0 && mi < 0.0) then
+                        let t = tanh (meta * abs x)
+                        step * (1.0 - t * t)
+                    else
+                        step
+
+                w'[i] <- ofFloat (x - step)
+                m'[i] <- ofFloat mi
+                v'[i] <- ofFloat vi)
+
+        w', m', v'
+
+    /// The fused step of one weight matrix where every tensor is a CPU array of one dtype, else None.
+    let internal fused lr beta1 beta2 eps weightDecay meta (t: int) (w: Tensor) (g: Tensor) (m: Tensor) (v: Tensor) =
+        let hyper =
+            lr, beta1, beta2, eps, weightDecay, meta, 1.0 - beta1 ** float t, 1.0 - beta2 ** float t
+
+        let storage (x: Tensor) =
+            match x.Raw with
+            | :? Cpu.CpuTensor as c -> Some c.Storage
+            | _ -> None
+
+        let b = w.Raw.Backend
+        let shape = w.Raw.Shape
+        let wrap (r: RawTensor) = Tensor.OfRaw r
+
+        match storage w, storage g, storage m, storage v with
+        | Some(Cpu.F32 w), Some(Cpu.F32 g), Some(Cpu.F32 m), Some(Cpu.F32 v) ->
+            let w', m', v' = fusedOn w g m v float float32 hyper
+            Some(wrap (b.OfFloat32(shape, w')), wrap (b.OfFloat32(shape, m')), wrap (b.OfFloat32(shape, v')))
+        | Some(Cpu.F64 w), Some(Cpu.F64 g), Some(Cpu.F64 m), Some(Cpu.F64 v) ->
+            let w', m', v' = fusedOn w g m v id id hyper
+            Some(wrap (b.OfFloat64(shape, w')), wrap (b.OfFloat64(shape, m')), wrap (b.OfFloat64(shape, v')))
+        | _ -> None
+
+    /// Metaplastic Adam's composed step of one weight matrix: the new W_h, m_t and v_t.
+    let internal composed lr beta1 beta2 eps weightDecay meta t (w: Tensor) (g: Tensor) (buffers: Map<string, Tensor>) =
+        let g =
+            if weightDecay = 0.0 then
+                g
+            else
+                Tensor.addScaled g weightDecay w
+
+        let mt, v, c1, c2 = Rule.adamMoments beta1 beta2 t g buffers
+        let step = mt / c1 / (Tensor.sqrt (v / c2) + eps) * lr
+        let towardZero = Tensor.greater (Tensor.sign w * mt) (Tensor.scalar w.DType 0.0)
+        let step = Tensor.where towardZero (step * factor meta w) step
+        w - step, mt, v
+
     /// Metaplastic Adam's rule for a weight matrix (Laborieux et al. 2021, Methods, Algorithm 1):
     /// Adam's moments of g + wd·W_h (L2 decay before the moments); the bias-corrected step is scaled
     /// by f_meta only where it pushes W_h toward zero, i.e. where sign(W_h) · m_t > 0 (the step is
@@ -38,17 +116,16 @@ module Metaplasticity =
           Buffers = [ "m"; "v" ]
           Apply =
             fun t w g buffers ->
-                let g =
-                    if weightDecay = 0.0 then
-                        g
+                // m = 0 is Adam's own composition, bit for bit; m > 0 takes the fused pass where it can.
+                let w', mt, v =
+                    if m = 0.0 then
+                        composed lr beta1 beta2 eps weightDecay m t w g buffers
                     else
-                        Tensor.addScaled g weightDecay w
+                        match fused lr beta1 beta2 eps weightDecay m t w g buffers["m"] buffers["v"] with
+                        | Some r -> r
+                        | None -> composed lr beta1 beta2 eps weightDecay m t w g buffers
 
-                let mt, v, c1, c2 = Rule.adamMoments beta1 beta2 t g buffers
-                let step = mt / c1 / (Tensor.sqrt (v / c2) + eps) * lr
-                let towardZero = Tensor.greater (Tensor.sign w * mt) (Tensor.scalar w.DType 0.0)
-                let step = Tensor.where towardZero (step * factor m w) step
-                w - step, buffers |> Map.add "m" mt |> Map.add "v" v }
+                w', buffers |> Map.add "m" mt |> Map.add "v" v }
 
     /// Metaplastic Adam over a net: the metaplastic rule with `meta path` as m for every weight matrix
     /// (rank ≥ 2), plain Adam without weight decay for vectors (batch norm's γ and β), as the

@@ -237,11 +237,13 @@ module Trainer =
 
         state, lossSum, ceiling
 
-    /// Train from `state` for the configured epochs on one task's examples (its head and outputs
-    /// given), evaluating on `testSet` after every epoch; the optimizer in `config` makes the updates
-    /// and `state` carries its state in. Pure in its result: the same seed gives the same numbers.
-    let fit
-        (model: Layer)
+    /// `fit` with a model and an optimizer per epoch (from 1): a steepness that grows per epoch, a
+    /// learning-rate schedule. The optimizer's state carries over from epoch to epoch, so each epoch's
+    /// optimizer must be of the same kind (the same rule at another learning rate). `config.Optimizer`
+    /// makes the initial state only through the caller (Step.init).
+    let fitScheduled
+        (modelAt: int -> Layer)
+        (optimizerAt: int -> Optimizer)
         (config: TrainConfig)
         (head: HeadUse)
         (progress: Progress -> unit)
@@ -265,8 +267,10 @@ module Trainer =
                   let shuffleKey, dropoutKey = Rng.split epochKeys[epoch - 1]
                   let bs = batches shuffleKey trainSet.Count config.BatchSize
 
+                  let model = modelAt epoch
+
                   let state', lossSum, ceiling =
-                      steps model config.Optimizer dropoutKey epoch progress limit state bs.Length (fun b ->
+                      steps model (optimizerAt epoch) dropoutKey epoch progress limit state bs.Length (fun b ->
                           batch head trainSet bs[b])
 
                   state <- state'
@@ -288,6 +292,20 @@ module Trainer =
                   m ]
 
         state, history, last.Value
+
+    /// Train from `state` for the configured epochs on one task's examples (its head and outputs
+    /// given), evaluating on `testSet` after every epoch; the optimizer in `config` makes the updates
+    /// and `state` carries its state in. Pure in its result: the same seed gives the same numbers.
+    let fit
+        (model: Layer)
+        (config: TrainConfig)
+        (head: HeadUse)
+        (progress: Progress -> unit)
+        (state: TrainState)
+        (trainSet: Examples)
+        (testSet: Examples)
+        =
+        fitScheduled (fun _ -> model) (fun _ -> config.Optimizer) config head progress state trainSet testSet
 
     /// Train a single-task classifier with mini-batches from `p0`; report progress through the
     /// callback; evaluate on the test set after every epoch, the last evaluation returned beside the

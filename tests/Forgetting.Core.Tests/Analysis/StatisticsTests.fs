@@ -52,4 +52,19 @@ let tests =
               Expect.throwsT<System.ArgumentException>
                   (fun () -> Statistics.spearman [| 1.0 |] [| 1.0 |] |> ignore)
                   "one pair"
+          }
+
+          test
+              "Sarle's bimodality coefficient: 5/9 for a uniform sample, 1/3 for a normal one, near 1 for two modes, 0 for one point" {
+              let uniform = Array.init 2001 (fun i -> float i / 2000.0)
+              let normal = Forgetting.Tensors.Rng.normal 20000 (Forgetting.Tensors.Rng.create 3L)
+              let twoModes = Array.init 2000 (fun i -> if i % 2 = 0 then 0.02 else 0.98)
+              Expect.isLessThan (abs (Statistics.bimodality uniform - 5.0 / 9.0)) 0.005 "uniform"
+              Expect.isLessThan (abs (Statistics.bimodality normal - 1.0 / 3.0)) 0.02 "normal"
+              Expect.isGreaterThan (Statistics.bimodality twoModes) 0.99 "two modes"
+              Expect.equal (Statistics.bimodality (Array.create 10 0.5)) 0.0 "one point"
+
+              Expect.throwsT<System.ArgumentException>
+                  (fun () -> Statistics.bimodality [| 1.0; 2.0; 3.0 |] |> ignore)
+                  "three values"
           } ]

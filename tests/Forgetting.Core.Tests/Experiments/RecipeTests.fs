@@ -6,6 +6,7 @@ open System
 open System.Text.Json.Nodes
 open Expecto
 open Forgetting.Nn
+open Forgetting.Mechanisms
 open Forgetting.Experiments
 
 let private roundTrip (r: Recipe) =
@@ -138,4 +139,90 @@ let tests =
                                   { Recipe.single.Scenario with
                                       Data = [ "cifar" ] } })
                   "unknown data set 'cifar'"
+          }
+
+          test "a recipe of every preset survives JSON exactly, the layer's and optimizer's new fields with it" {
+              for p in Presets.all do
+                  let v = Variant.ofLayer p.Layer p.Shortcut p.Terms p.Variant
+
+                  let r =
+                      { Recipe.withVariant v Recipe.single with
+                          Optimizer = p.Optimizer }
+                      |> Classification.validate Catalog.terms
+
+                  Expect.equal (roundTrip r) r $"the {p.Name} recipe"
+
+              Expect.equal Presets.mil.Layer.RhoGrowth 1.018 "MiL's ρ growth"
+              Expect.equal Presets.mil.Optimizer.Schedule "cosine" "MiL's schedule"
+          }
+
+          test "a recipe written before read-outs, W_f init, ρ growth and schedules reads with today's behaviour" {
+              let r =
+                  Recipe.withVariant (Variant.byName "lateral_inhibition") Recipe.single
+                  |> Classification.validate Catalog.terms
+
+              let node = Recipe.toJson r :?> JsonObject
+              let layer = node["model"]["forgetting_layer"] :?> JsonObject
+
+              for name in [ "wf_init_sd"; "rho_growth"; "readout" ] do
+                  layer.Remove name |> ignore
+
+              (node["optimizer"] :?> JsonObject).Remove "schedule" |> ignore
+
+              for t in node["terms"] :?> JsonArray do
+                  let settings = t["settings"] :?> JsonObject
+                  settings.Remove "denominator" |> ignore
+                  settings.Remove "on" |> ignore
+
+              Expect.equal (Recipe.ofJson Catalog.terms node) r "the defaults of before"
+          }
+
+          test "an option the optimizer ignores or a bad new value is refused in one line" {
+              let check r =
+                  Classification.validate Catalog.terms r |> ignore
+
+              let o = Recipe.single.Optimizer
+              let layer = ForgettingLayerConfig.Default
+
+              let withLayer f =
+                  { Recipe.withVariant (Variant.byName "lateral_inhibition") Recipe.single with
+                      Model =
+                          { Recipe.single.Model with
+                              Forgetting = Some f } }
+
+              Expectations.refused
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Optimizer =
+                                  { o with
+                                      Kind = "adam"
+                                      Nesterov = true } })
+                  "--nesterov is an option of sgd"
+
+              Expectations.refused
+                  (fun () ->
+                      check
+                          { Recipe.single with
+                              Optimizer = { o with Schedule = "step" } })
+                  "unknown learning-rate schedule 'step'"
+
+              Expectations.refused (fun () -> check (withLayer { layer with RhoGrowth = 0.0 })) "--rho-growth"
+              Expectations.refused (fun () -> check (withLayer { layer with WfInitSd = -1.0 })) "--wf-init-sd"
+
+              Expectations.refused
+                  (fun () -> check (withLayer { layer with Readout = "mean" }))
+                  "unknown read-out 'mean'"
+          }
+
+          test "the cosine schedule steps per epoch from lr down to near 0; constant keeps lr" {
+              let o =
+                  { Recipe.single.Optimizer with
+                      Lr = 0.04
+                      Schedule = "cosine" }
+
+              Expect.equal (o.LrAt 1 10) 0.04 "the first epoch at lr"
+              Expect.floatClose Accuracy.veryHigh (o.LrAt 6 10) 0.02 "half way, half"
+              Expect.floatClose Accuracy.veryHigh (o.LrAt 10 10) (0.02 * (1.0 + cos (Math.PI * 0.9))) "the last epoch"
+              Expect.equal ({ o with Schedule = "constant" }.LrAt 7 10) 0.04 "constant"
           } ]

@@ -11,9 +11,10 @@ open Forgetting.Tests
 open Forgetting.Tests.Tensors.GradCheck
 
 let private config shortcut staticGate rho =
-    { StaticGate = staticGate
-      Shortcut = shortcut
-      Rho = rho }
+    { ForgettingLayerConfig.Default with
+        StaticGate = staticGate
+        Shortcut = shortcut
+        Rho = rho }
 
 /// A batch [B, n] of non-negative (post-ReLU) activations, some exactly zero.
 let private activations =

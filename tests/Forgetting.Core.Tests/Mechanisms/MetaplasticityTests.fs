@@ -145,6 +145,35 @@ let tests =
                   Expect.isTrue (abs (got[i] - expected[i]) < 1e-12) $"weight {i}: got {got[i]}, the loop {expected[i]}"
           }
 
+          test "the fused step equals the composed one: float64 to 1e-13, float32 to float32's rounding" {
+              for dtype, tolerance in [ Float64, 1e-13; Float32, 1e-6 ] do
+                  let keys = Rng.splitN 4 (Rng.create 11L)
+
+                  let draw k =
+                      Tensor.normal keys[k] dtype [| 300; 70 |] 0.0 1.0
+
+                  let w, g, m, v = draw 0, draw 1, draw 2 * 0.1, Tensor.abs (draw 3) * 0.01
+                  let buffers = Map [ "m", m; "v", v ]
+
+                  for t in [ 1; 7 ] do
+                      let expected = Metaplasticity.composed 0.01 0.9 0.999 1e-8 1e-3 1.35 t w g buffers
+
+                      match Metaplasticity.fused 0.01 0.9 0.999 1e-8 1e-3 1.35 t w g m v with
+                      | None -> failtest $"{dtype}: the fused step did not run on the CPU backend"
+                      | Some got ->
+                          let pairs =
+                              [ "W_h", (let a, _, _ = got in a), (let a, _, _ = expected in a)
+                                "m_t", (let _, a, _ = got in a), (let _, a, _ = expected in a)
+                                "v_t", (let _, _, a = got in a), (let _, _, a = expected in a) ]
+
+                          for name, a, b in pairs do
+                              let a, b = a.ToFloat64Array(), b.ToFloat64Array()
+
+                              for i in 0 .. a.Length - 1 do
+                                  if abs (a[i] - b[i]) > tolerance * (1.0 + abs b[i]) then
+                                      failtest $"{dtype}, step {t}, {name}[{i}]: fused {a[i]}, composed {b[i]}"
+          }
+
           test "vectors (γ, β) get plain Adam with no decay, whatever m" {
               let meta =
                   Metaplasticity.adam 0.01 0.9 0.999 1e-8 0.1 (fun _ -> 2.0)
