@@ -14,6 +14,8 @@ type Workload =
     | Fisher
     | Mas
     | [<CustomCommandLine("ewc-step")>] Ewc_Step
+    /// Not part of `all`: the plain and the forgetting-layer step alternated in one process.
+    | [<CustomCommandLine("mlp-pair")>] Mlp_Pair
     | All
 
 type BenchArgs =
@@ -152,6 +154,27 @@ let private ewcLine batch steps =
     |> render false
     |> printfn "%s"
 
+/// The plain and the forgetting-layer MLP steps alternated in one process: one line with both medians
+/// and their ratio (the goal of issue #14: under 1.3).
+let private mlpPairLine batch steps =
+    let plain, forgetting = Workloads.mlpPair batch steps
+
+    Obj(
+        [ "workload", Str "mlp-pair"
+          "impl", Str "forgetting"
+          "batch", Int batch
+          "steps", Int steps
+          "ms_per_step_median", Num forgetting.Median
+          "plain_ms_per_step_median", Num plain.Median
+          "plain_ms_per_step_min", Num(Array.min plain.Milliseconds)
+          "ms_per_step_min", Num(Array.min forgetting.Milliseconds)
+          "ratio", Num(forgetting.Median / plain.Median) ]
+        @ engine ()
+        @ memory forgetting
+    )
+    |> render false
+    |> printfn "%s"
+
 let run (args: ParseResults<BenchArgs>) =
     let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
     let steps = args.GetResult(Steps, defaultValue = 200) |> positive "steps"
@@ -168,6 +191,7 @@ let run (args: ParseResults<BenchArgs>) =
     | Fisher -> fisherLine samples fisherReps
     | Mas -> masLines samples fisherReps
     | Ewc_Step -> ewcLine batch steps
+    | Mlp_Pair -> mlpPairLine batch steps
     | All ->
         gemmLines gemmReps
         mlpLine "mlp" "sgd" batch steps

@@ -137,42 +137,62 @@ type LayerSaved<'T> =
 
 /// The statistics half of the forgetting layer's forward pass, over σ already computed: the output
 /// h ⊙ (1 + σ) (shortcut) or h ⊙ σ, the batch mean σ̄ [n] followed by the lateral term (the batch mean
-/// of (Σa)(Σb) − Σ a⊙b) in one [n + 1] vector, all in one pass over [B, n]. The sums are accumulated
-/// in float64, as `lateral` does.
+/// of (Σa)(Σb) − Σ a⊙b) in one [n + 1] vector, all in one pass over [B, n]: SIMD over each row, a
+/// scalar tail for the columns past the last full vector. Each row's sums are taken in the element
+/// type and added across rows in float64.
 let inline private layerStats (ofFloat: float -> ^T) (h: ^T[]) (sigma: ^T[]) (n: int) (shortcut: bool) =
     let rows = h.Length / n
+    let w = Vector< ^T>.Count
     let out = GC.AllocateUninitializedArray< ^T> h.Length
-    let colSum = Array.zeroCreate<float> n
+    let colSum = Array.zeroCreate< ^T> n
     let sumA = GC.AllocateUninitializedArray< ^T> rows
     let sumB = GC.AllocateUninitializedArray< ^T> rows
     let mutable total = 0.0
 
     for row in 0 .. rows - 1 do
         let o = row * n
-        let mutable sa = 0.0
-        let mutable sb = 0.0
-        let mutable sab = 0.0
+        let mutable va = Vector< ^T>.Zero
+        let mutable vb = Vector< ^T>.Zero
+        let mutable vab = Vector< ^T>.Zero
+        let mutable i = 0
 
-        for i in 0 .. n - 1 do
+        while i <= n - w do
+            let x = Vector< ^T>(h, o + i)
+            let s = Vector< ^T>(sigma, o + i)
+            let b = x * s
+            (if shortcut then x + b else b).CopyTo(out, o + i)
+            (Vector< ^T>(colSum, i) + s).CopyTo(colSum, i)
+            let a = x - b
+            va <- va + a
+            vb <- vb + b
+            vab <- vab + a * b
+            i <- i + w
+
+        let mutable sa = Vector.Sum va
+        let mutable sb = Vector.Sum vb
+        let mutable sab = Vector.Sum vab
+
+        while i < n do
             let x = h[o + i]
             let s = sigma[o + i]
             let b = x * s
             out[o + i] <- (if shortcut then x + b else b)
-            colSum[i] <- colSum[i] + float s
-            let bf = float b
-            let af = float x - bf
-            sa <- sa + af
-            sb <- sb + bf
-            sab <- sab + af * bf
+            colSum[i] <- colSum[i] + s
+            let a = x - b
+            sa <- sa + a
+            sb <- sb + b
+            sab <- sab + a * b
+            i <- i + 1
 
-        sumA[row] <- ofFloat sa
-        sumB[row] <- ofFloat sb
-        total <- total + (sa * sb - sab)
+        sumA[row] <- sa
+        sumB[row] <- sb
+        total <- total + (float sa * float sb - float sab)
 
     let stats = GC.AllocateUninitializedArray< ^T>(n + 1)
+    let perRow = ofFloat (1.0 / float rows)
 
     for i in 0 .. n - 1 do
-        stats[i] <- ofFloat (colSum[i] / float rows)
+        stats[i] <- colSum[i] * perRow
 
     stats[n] <- ofFloat (total / float rows)
 
@@ -211,20 +231,50 @@ let inline private layerBackward
     let rows = h.Length / n
     let one = LanguagePrimitives.GenericOne< ^T>
     let perRow: ^T = ofFloat (1.0 / float rows)
-    let lB = gStats[n] * perRow
+    let lB: ^T = gStats[n] * perRow
     let gh = GC.AllocateUninitializedArray< ^T> h.Length
     let gwf = Array.zeroCreate< ^T> n
     let cB = Array.init n (fun i -> gStats[i] * perRow)
     let hasOut = not (isNull gOut)
     let hasSigma = not (isNull gSigma)
     let sigma = saved.Sigma
+    let w = Vector< ^T>.Count
+    let vOne = Vector< ^T>.One
+    let vRho = Vector< ^T>(value = rho)
+    let vlB = Vector< ^T>(value = lB)
 
     for row in 0 .. rows - 1 do
         let o = row * n
-        let sa = saved.SumA[row]
-        let sb = saved.SumB[row]
+        let sa: ^T = saved.SumA[row]
+        let sb: ^T = saved.SumB[row]
+        let vsa = Vector< ^T>(value = sa)
+        let vsb = Vector< ^T>(value = sb)
+        let mutable i = 0
 
-        for i in 0 .. n - 1 do
+        // The same formulas as the scalar tail below, a vector of columns at a time.
+        while i <= n - w do
+            let x = Vector< ^T>(h, o + i)
+            let s = Vector< ^T>(sigma, o + i)
+            let b = x * s
+            let restA = vsa - (x - b)
+            let restB = vsb - b
+            let mutable gs = Vector< ^T>(cB, i) + vlB * x * (restA - restB)
+            let mutable gx = vlB * (restB * (vOne - s) + restA * s)
+
+            if hasOut then
+                let go = Vector< ^T>(gOut, o + i)
+                gs <- gs + go * x
+                gx <- gx + go * (if shortcut then vOne + s else s)
+
+            if hasSigma then
+                gs <- gs + Vector< ^T>(gSigma, o + i)
+
+            let d = gs * s * (vOne - s) * vRho
+            (gx + d * Vector< ^T>(wf, i)).CopyTo(gh, o + i)
+            (Vector< ^T>(gwf, i) + d * x).CopyTo(gwf, i)
+            i <- i + w
+
+        while i < n do
             let x = h[o + i]
             let s = sigma[o + i]
             let b = x * s
@@ -244,6 +294,7 @@ let inline private layerBackward
             let d = gs * s * (one - s) * rho
             gh[o + i] <- gx + d * wf[i]
             gwf[i] <- gwf[i] + d * x
+            i <- i + 1
 
     gh, gwf
 
