@@ -102,6 +102,24 @@ let tests =
                   // of the layer, not of a kink.
                   agrees (objective train (config shortcut rho)) [| weightsFor h.Shape[1] seed; h + 0.05 |])
 
+          test "in float32, over rows wider than a SIMD vector, it agrees with the float64 composed ops (1e-5)" {
+              // 37 columns: whole float32 vectors and a scalar tail in every row.
+              let h = tensor 8 [| 5; 37 |] 0.0 2.0 0.0
+              let wf = weightsFor 37 9
+              let c = config true 1.5
+              let xs = [| wf; h |]
+              let xs32 = xs |> Array.map (Tensor.cast Float32)
+              let value32 = (objective train c xs32).Item
+              let value = (objective Mode.Eval c xs).Item
+              Expect.floatClose Accuracy.low value32 value "the fused float32 value"
+
+              for g32, g in Array.zip (Tensor.grads (objective train c) xs32) (Tensor.grads (objective Mode.Eval c) xs) do
+                  let a, b = g32.ToFloat64Array(), g.ToFloat64Array()
+
+                  for i in 0 .. a.Length - 1 do
+                      Expect.isLessThanOrEqual (abs (a[i] - b[i])) (1e-5 * (1.0 + abs b[i])) "a fused float32 gradient"
+          }
+
           test "a loss that reads only the output, or only the batch means, still reaches h and wf" {
               let h = tensor 3 [| 4; 5 |] 0.0 2.0 0.0
               let wf = weightsFor 5 4
