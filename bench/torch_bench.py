@@ -2,7 +2,7 @@
 
 Run with Debian's Python, which sees Debian's python3-torch:
 
-    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|all \
+    /usr/bin/python3 bench/torch_bench.py --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|bnn|all \
         [--batch 128] [--steps 200] [--threads 2] [--reps 50] [--samples 1000]
 
 Prints one JSON object per line and result, in the schema the F# CLI prints.
@@ -40,6 +40,15 @@ What is measured:
   1000 other inputs, theta* the initial parameters), timed in alternation (the
   order swapped every pair); ms_per_step_median is the EWC step,
   plain_ms_per_step_median the plain one.
+- bnn: one training step of the binarized net 784-1024-1024-10 of Laborieux
+  et al. 2021 (weights and hidden activations binarized by sign with
+  straight-through gradients, the activations' masked where |x| > 1; batch
+  norm with batch statistics and learned gamma, beta after every layer, the
+  last one's output the logits; hidden weights U(-0.05, 0.05), swapped for
+  their signs around the forward pass as the reference code does) with
+  metaplastic Adam (m = 1.35, lr 0.005, L2 decay 1e-7 on weight matrices), on
+  one fixed batch of 100 inputs uniform in [0, 1) (the reference's batch
+  size; --batch overrides it). Timed as mlp.
 
 --threads sets torch.set_num_threads and, because that does not reach
 OpenBLAS's own thread pool, openblas_set_num_threads too. --workload all runs
@@ -371,6 +380,124 @@ def bench_ewc_step(args, lam=100.0, lr=0.01):
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+class SignActivation(torch.autograd.Function):
+    """sign(x); the gradient passes where |x| <= 1 (Courbariaux et al. 2016)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sign()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+class BinarizeLinear(nn.Linear):
+    """A dense layer without bias computing with sign(W_h); W_h is kept in `org` between steps, as the
+    reference code of Laborieux et al. 2021 does (the weight's data is swapped for its sign)."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out, bias=False)
+        nn.init.uniform_(self.weight, -0.05, 0.05)
+        self.weight.org = self.weight.data.clone()
+
+    def forward(self, x):
+        self.weight.data = self.weight.org.sign()
+        return F.linear(x, self.weight)
+
+
+class BNN(nn.Module):
+    """784-1024-1024-10: binarized dense, batch norm (affine, batch statistics), sign; the last layer's
+    batch-normed output is the logits."""
+
+    def __init__(self, sizes=(784, 1024, 1024, 10)):
+        super().__init__()
+        self.fcs = nn.ModuleList(BinarizeLinear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.bns = nn.ModuleList(nn.BatchNorm1d(b, affine=True, track_running_stats=False) for b in sizes[1:])
+
+    def forward(self, x):
+        for k, (fc, bn) in enumerate(zip(self.fcs, self.bns)):
+            x = bn(fc(x))
+            if k < len(self.fcs) - 1:
+                x = SignActivation.apply(x)
+        return x
+
+
+class MetaAdam(torch.optim.Optimizer):
+    """Metaplastic Adam (Laborieux et al. 2021, Algorithm 1): Adam whose step on a weight matrix is
+    scaled by 1 - tanh^2(m |W_h|) where it pushes W_h toward zero; vectors get plain Adam."""
+
+    def __init__(self, params, lr=0.005, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-7, meta=1.35):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, meta=meta))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if p.dim() >= 2 and group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                st = self.state[p]
+                if not st:
+                    st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                st["step"] += 1
+                m, v, t = st["m"], st["v"], st["step"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
+                step_size = group["lr"] / (1 - b1 ** t)
+                if p.dim() >= 2:
+                    toward_zero = p.sign() * m > 0
+                    f = 1 - torch.tanh(group["meta"] * p.abs()).pow_(2)
+                    p.addcdiv_(torch.where(toward_zero, m * f, m), denom, value=-step_size)
+                else:
+                    p.addcdiv_(m, denom, value=-step_size)
+
+
+def bench_bnn(args):
+    torch.manual_seed(0)
+    model = BNN()
+    opt = MetaAdam(model.parameters())
+    batch = 100 if args.batch == 128 else args.batch  # the reference's batch of 100 unless one is given
+    x = torch.rand(batch, 784)
+    y = torch.arange(batch) % 10
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        for p in model.parameters():  # back to the hidden weights for the update
+            if hasattr(p, "org"):
+                p.data.copy_(p.org)
+        opt.step()
+        for p in model.parameters():
+            if hasattr(p, "org"):
+                p.org.copy_(p.data)
+        return loss
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {loss.item()}")
+    med = statistics.median(times)
+    yield {"workload": "bnn", "impl": "pytorch",
+           "batch": batch, "steps": args.steps,
+           "ms_per_step_median": round(med * 1e3, 4),
+           "samples_per_s": round(batch / med, 1),
+           "threads": args.threads, "blas": blas_name(),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 WORKLOADS = {
     "gemm": bench_gemm,
     "mlp": lambda a: bench_mlp(a, forgetting=False),
@@ -378,6 +505,7 @@ WORKLOADS = {
     "fisher": bench_fisher,
     "mas": bench_mas,
     "ewc-step": bench_ewc_step,
+    "bnn": bench_bnn,
 }
 
 

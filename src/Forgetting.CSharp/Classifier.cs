@@ -118,10 +118,10 @@ public sealed class MlpClassifier
         var withVariant = RecipeModule.withVariant(_variant, single);
         var recipe = new Recipe(
             withVariant.Label, withVariant.Scenario,
-            new ModelSpec(_hidden, withVariant.Model.Forgetting),
+            RecipeModule.mlp(_hidden, withVariant.Model.Forgetting),
             withVariant.Training, withVariant.Terms,
             new OptimizerSpec("sgd", learningRate, momentum, false, 0.0, single.Optimizer.Beta1, single.Optimizer.Beta2,
-                single.Optimizer.Eps, false),
+                single.Optimizer.Eps, false, ListModule.Empty<double>()),
             epochs, batchSize, seed, withVariant.Study);
         var progress = FuncConvert.FromAction<Progress>(p =>
         {

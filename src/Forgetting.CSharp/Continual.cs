@@ -81,8 +81,8 @@ public sealed class ContinualExperiment
             ? ActiveForgetting.kinds.Select(k => TermKindModule.spec(Catalog.terms, k.Name, FSharpList<Tuple<string, SettingValue>>.Empty))
             : Enumerable.Empty<TermSpec>();
         var optimizer = new OptimizerSpec(d.Optimizer.Kind, learningRate, d.Optimizer.Momentum, d.Optimizer.Nesterov,
-            d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask);
-        var recipe = new Recipe(method, spec, new ModelSpec(hidden is null ? d.Model.Hidden : ListModule.OfSeq(hidden), layer),
+            d.Optimizer.WeightDecay, d.Optimizer.Beta1, d.Optimizer.Beta2, d.Optimizer.Eps, d.Optimizer.ResetPerTask, d.Optimizer.Meta);
+        var recipe = new Recipe(method, spec, RecipeModule.mlp(hidden is null ? d.Model.Hidden : ListModule.OfSeq(hidden), layer),
             d.Training, ListModule.OfSeq(layerTerms), optimizer, epochsPerTask, batchSize, seed, d.Study);
         var settings = (methodSettings ?? new Dictionary<string, double>())
             .Select(kv => Tuple.Create(kv.Key, SettingValue.NewNumber(kv.Value)));
@@ -91,6 +91,46 @@ public sealed class ContinualExperiment
         return new Recipe(withMethod.Label, withMethod.Scenario, withMethod.Model, withMethod.Training,
             TermKindModule.apply(Catalog.terms, ListModule.OfSeq(overrides), withMethod.Terms),
             withMethod.Optimizer, withMethod.EpochsPerTask, withMethod.BatchSize, withMethod.Seed, withMethod.Study);
+    }
+
+    /// <summary>
+    /// A binarized net (Laborieux et al. 2021: sign weights and activations, batch norm after every layer) learning a
+    /// task sequence with metaplastic Adam, the reference code's protocol: Adam re-created at every task, L2 decay 1e-7
+    /// on the hidden weights, hidden weights from U(−0.05, 0.05).
+    /// </summary>
+    /// <param name="metaplasticity">m: one value for every layer, or one per layer (fc1, fc2, …, out); 0 is plain Adam.</param>
+    /// <param name="scenario">permuted, split, sequence or stream.</param>
+    /// <param name="setting">task, domain (the reference's, one head) or class.</param>
+    /// <param name="tasks">Tasks of a permuted or stream scenario (null: 10 permuted, 5 stream).</param>
+    /// <param name="hidden">Hidden layer sizes (null: 512, 512).</param>
+    /// <param name="normState">Which batch-norm γ, β test a learned task: task (its own, the reference's) or domain (the current ones).</param>
+    /// <param name="method">none, or ewc (anchored at the binary weights) and the other penalties.</param>
+    /// <param name="data">The data sets by name (null: mnist; a sequence takes mnist then fashion-mnist).</param>
+    /// <param name="epochsPerTask">Epochs per task.</param>
+    /// <param name="batchSize">Examples per step (the reference's 100).</param>
+    /// <param name="learningRate">Adam's learning rate (the reference's 0.005).</param>
+    /// <param name="seed">The seed of initialisation and batches.</param>
+    /// <param name="trainLimit">At most this many training examples per task (0: all).</param>
+    /// <exception cref="ArgumentException">A value out of range (m &lt; 0, a width of 0, an unknown name).</exception>
+    public static ContinualExperiment Binarized(IReadOnlyList<double> metaplasticity, string scenario = "permuted",
+        string setting = "domain", int? tasks = null, IReadOnlyList<int>? hidden = null, string normState = "task",
+        string method = "none", IReadOnlyList<string>? data = null, int epochsPerTask = 1, int batchSize = 100,
+        double learningRate = 0.005, long seed = 1, int trainLimit = 0)
+    {
+        ArgumentNullException.ThrowIfNull(metaplasticity);
+        var d = RecipeModule.defaults;
+        var spec = new ScenarioSpec(scenario, setting,
+            data is null ? RecipeModule.defaultData(scenario) : ListModule.OfSeq(data),
+            tasks ?? RecipeModule.defaultTasks(scenario), d.Scenario.ClassesPerTask, d.Scenario.ClassOrder,
+            d.Scenario.PermuteFirst, d.Scenario.Seed, trainLimit);
+        var b = RecipeModule.binarized(hidden is null ? ListModule.OfSeq(new[] { 512, 512 }) : ListModule.OfSeq(hidden));
+        var model = new ModelSpec(b.Hidden, b.Forgetting, b.Kind, b.Norm, b.Affine, normState, b.InitScale);
+        var m = RecipeModule.metaplastic(ListModule.OfSeq(metaplasticity));
+        var optimizer = new OptimizerSpec(m.Kind, learningRate, m.Momentum, m.Nesterov, m.WeightDecay, m.Beta1, m.Beta2,
+            m.Eps, m.ResetPerTask, m.Meta);
+        var recipe = new Recipe(method, spec, model, d.Training, FSharpList<TermSpec>.Empty, optimizer, epochsPerTask,
+            batchSize, seed, d.Study);
+        return new ContinualExperiment(Methods.apply(method, FSharpList<Tuple<string, SettingValue>>.Empty, recipe));
     }
 
     /// <summary>A run described by a recipe.json from a results folder.</summary>

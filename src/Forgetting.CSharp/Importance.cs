@@ -37,7 +37,7 @@ public sealed class TrainedModel
         ArgumentNullException.ThrowIfNull(hidden);
         if (features < 1 || outputs < 1 || hidden.Count == 0 || hidden.Any(h => h < 1))
             throw new ArgumentException($"an MLP needs widths of at least 1 and a hidden layer, got {features}, [{string.Join(", ", hidden)}], {outputs}");
-        var spec = new ModelSpec(Microsoft.FSharp.Collections.ListModule.OfSeq(hidden), FSharpOption<ForgettingLayerConfig>.None);
+        var spec = RecipeModule.mlp(Microsoft.FSharp.Collections.ListModule.OfSeq(hidden), FSharpOption<ForgettingLayerConfig>.None);
         var model = ContinualRun.model(spec, features, Microsoft.FSharp.Collections.ListModule.OfSeq(new[] { outputs }));
         return new TrainedModel(model, model.Init.Invoke(RngModule.create(seed)).Invoke(DType.Float32));
     }

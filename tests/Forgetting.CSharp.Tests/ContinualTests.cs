@@ -61,6 +61,29 @@ public class ContinualTests
     }
 
     [Fact]
+    public void ABinarizedNetLearnsATwoTaskSequenceWithMetaplasticAdam()
+    {
+        var run = ContinualExperiment.Binarized(new[] { 1.35 }, scenario: "permuted", setting: "domain", tasks: 2,
+            hidden: new[] { 32, 32 }, epochsPerTask: 2, batchSize: 20, learningRate: 0.02);
+        var result = run.Run(new[] { Data });
+
+        Assert.Equal(3, result.Accuracy.Count);
+        Assert.All(result.Accuracy, row => Assert.Equal(2, row.Count));
+        Assert.True(result.Accuracy[1][0] > 0.9, $"task 1 after learning it: {result.Accuracy[1][0]}");
+        Assert.True(result.Accuracy[2][1] > 0.9, $"task 2 after learning it: {result.Accuracy[2][1]}");
+        Assert.Contains("\"kind\": \"binarized\"", result.RecipeJson);
+        Assert.Contains("\"norm_state\": \"task\"", result.RecipeJson);
+        Assert.Contains("\"kind\": \"metaplastic\"", result.RecipeJson);
+    }
+
+    [Fact]
+    public void ABinarizedNetRefusesANegativeMetaplasticity()
+    {
+        var e = Assert.Throws<ArgumentException>(() => ContinualExperiment.Binarized(new[] { -1.0 }));
+        Assert.Contains("--meta must be finite numbers ≥ 0", e.Message);
+    }
+
+    [Fact]
     public void JointTrainingHasTwoRows()
     {
         var result = new ContinualExperiment(scenario: "split", setting: "class", method: "joint",

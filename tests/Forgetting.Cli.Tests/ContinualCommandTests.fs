@@ -134,6 +134,88 @@ let tests =
               Expect.isFalse (Directory.Exists out) "no folder when the data is missing"
           }
 
+          test "a binarized net with metaplastic Adam runs through continual, and its recipe says how it was tested" {
+              let cache = cachedMnist 64 32
+              let out = Path.Combine(Cli.tempDir (), "bnn")
+
+              let r =
+                  Cli.run (
+                      [ "continual"
+                        "--cache-dir"
+                        cache
+                        "--out"
+                        out
+                        "--methods"
+                        "none"
+                        "ewc"
+                        "--model"
+                        "binarized"
+                        "--optimizer"
+                        "metaplastic"
+                        "--meta"
+                        "1.35" ]
+                      @ quick
+                  )
+
+              Expect.equal r.Stderr "" "stderr"
+              Expect.equal r.ExitCode 0 "exit code"
+              Expect.stringContains r.Stdout "none seed 1  after task 2/2" "progress per task"
+
+              let recipe =
+                  JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "ewc-seed1", "recipe.json"))).RootElement
+
+              let model = recipe.GetProperty "model"
+              Expect.equal (model.GetProperty("kind").GetString()) "binarized" "the model"
+              Expect.equal (model.GetProperty("norm_state").GetString()) "task" "each task tested with its own γ, β"
+
+              Expect.equal
+                  (recipe.GetProperty("optimizer").GetProperty("kind").GetString())
+                  "metaplastic"
+                  "the optimizer"
+
+              Expect.isTrue (recipe.GetProperty("optimizer").GetProperty("reset_per_task").GetBoolean()) "Adam per task"
+
+              let ewc = recipe.GetProperty("terms").[0].GetProperty "settings"
+              Expect.isTrue (ewc.GetProperty("binary_anchor").GetBoolean()) "EWC anchored at the binary weights"
+
+              // The safetensors header: 8 bytes of its length, then JSON naming every tensor.
+              let bytes =
+                  File.ReadAllBytes(Path.Combine(out, "none-seed1", "checkpoint-task2.safetensors"))
+
+              let length = int (System.BitConverter.ToUInt64(bytes, 0))
+
+              let header =
+                  JsonDocument.Parse(System.Text.Encoding.UTF8.GetString(bytes, 8, length)).RootElement
+
+              let names = [ for p in header.EnumerateObject() -> p.Name ]
+
+              Expect.contains names "task1/bn1/gamma" "task 1's γ kept"
+              Expect.contains names "optimizer/m/fc1/weight" "the optimizer's buffers by name"
+          }
+
+          test "binarized and metaplastic options out of place are refused in one line" {
+              let cache = cachedMnist 64 32
+              let out = Path.Combine(Cli.tempDir (), "never")
+
+              let run extra =
+                  Cli.run (
+                      [ "continual"; "--cache-dir"; cache; "--out"; out; "--methods"; "none" ]
+                      @ quick
+                      @ extra
+                  )
+
+              assertOneLineError 2 (run [ "--optimizer"; "metaplastic" ])
+              assertOneLineError 2 (run [ "--optimizer"; "metaplastic"; "--meta"; "-1" ])
+              assertOneLineError 2 (run [ "--meta"; "1" ])
+              assertOneLineError 2 (run [ "--model"; "binarized"; "--norm"; "none" ])
+              assertOneLineError 2 (run [ "--model"; "binarized"; "--no-affine" ])
+              assertOneLineError 2 (run [ "--model"; "binarized"; "--forgetting-layer" ])
+              assertOneLineError 2 (run [ "--norm-state"; "task" ])
+              assertOneLineError 2 (run [ "--model"; "perceptron" ])
+              assertOneLineError 2 (run [ "--reset-optimizer"; "--keep-optimizer" ])
+              Expect.isFalse (Directory.Exists out) "no folder"
+          }
+
           test "a folder holding another recipe's run is refused" {
               let cache = cachedMnist 64 32
               let out = Path.Combine(Cli.tempDir (), "cl")

@@ -16,6 +16,7 @@ type Workload =
     | [<CustomCommandLine("ewc-step")>] Ewc_Step
     /// Not part of `all`: the plain and the forgetting-layer step alternated in one process.
     | [<CustomCommandLine("mlp-pair")>] Mlp_Pair
+    | Bnn
     | All
 
 type BenchArgs =
@@ -29,7 +30,7 @@ type BenchArgs =
         member a.Usage =
             match a with
             | Workload _ -> "what to time (default all)."
-            | Batch _ -> "mlp, ewc-step: the batch size (default 128)."
+            | Batch _ -> "mlp, ewc-step: the batch size (default 128; bnn: 100, the reference's)."
             | Steps _ -> "mlp, ewc-step: timed training steps (default 200)."
             | Reps _ -> "gemm: timed products per size (default 50); fisher, mas: timed estimates (default 10)."
             | Samples _ -> "fisher, mas: the samples of one estimate (default 1000)."
@@ -135,6 +136,24 @@ let private masLines samples reps =
         |> render false
         |> printfn "%s"
 
+/// One step of the binarized 784-1024-1024-10 net with metaplastic Adam: one line.
+let private bnnLine batch steps =
+    let t, loss = Workloads.bnn batch steps
+
+    Obj(
+        [ "workload", Str "bnn"
+          "impl", Str "forgetting"
+          "batch", Int batch
+          "steps", Int steps
+          "ms_per_step_median", Num t.Median
+          "samples_per_s", Num(float batch / (t.Median / 1000.0))
+          "final_loss", Num loss ]
+        @ engine ()
+        @ memory t
+    )
+    |> render false
+    |> printfn "%s"
+
 /// One SGD step with an EWC penalty beside the plain step, timed in alternation: one line.
 let private ewcLine batch steps =
     let plain, ewc, penalty = Workloads.ewcStep batch steps
@@ -180,6 +199,7 @@ let run (args: ParseResults<BenchArgs>) =
     let steps = args.GetResult(Steps, defaultValue = 200) |> positive "steps"
     let reps = args.TryGetResult Reps |> Option.map (positive "reps")
     let samples = args.GetResult(Samples, defaultValue = 1000) |> positive "samples"
+    let bnnBatch = args.GetResult(Batch, defaultValue = 100) |> positive "batch"
 
     let gemmReps = reps |> Option.defaultValue 50
     let fisherReps = reps |> Option.defaultValue 10
@@ -192,6 +212,7 @@ let run (args: ParseResults<BenchArgs>) =
     | Mas -> masLines samples fisherReps
     | Ewc_Step -> ewcLine batch steps
     | Mlp_Pair -> mlpPairLine batch steps
+    | Bnn -> bnnLine bnnBatch steps
     | All ->
         gemmLines gemmReps
         mlpLine "mlp" "sgd" batch steps
@@ -199,3 +220,4 @@ let run (args: ParseResults<BenchArgs>) =
         fisherLine samples fisherReps
         masLines samples fisherReps
         ewcLine batch steps
+        bnnLine bnnBatch steps

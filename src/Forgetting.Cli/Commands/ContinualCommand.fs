@@ -38,12 +38,20 @@ type ContinualArgs =
     | Forgetting_Layer
     | Rho of float
     | Hidden of int list
+    | Model of string
+    | Norm of string
+    | No_Affine
+    | Norm_State of string
+    | Init_Scale of float
     | Epochs of int
     | Batch of int
     | Optimizer of string
     | Lr of float
     | Momentum of float
+    | Weight_Decay of float
+    | Meta of float list
     | Reset_Optimizer
+    | Keep_Optimizer
     | Seeds of int
     | Seed of int
     | Train_Limit of int
@@ -85,12 +93,24 @@ type ContinualArgs =
             | Forgetting_Layer -> "put a forgetting layer after every hidden ReLU, with its ERS and IRS terms."
             | Rho _ -> "the forgetting layer's steepness ρ (default 1)."
             | Hidden _ -> "hidden layer sizes (default 512 256)."
+            | Model _ ->
+                "mlp (default) or binarized (Laborieux et al. 2021: sign weights and activations, batch norm after every layer)."
+            | Norm _ ->
+                "batch norm after every dense layer: none (mlp's default), batch (batch statistics at test too; binarized's default) or running."
+            | No_Affine -> "batch norm without learned γ and β."
+            | Norm_State _ ->
+                "which batch-norm γ, β test a learned task: task (its own, saved after it; binarized's default) or domain (the current ones; mlp's default)."
+            | Init_Scale _ -> "draw weight matrices from U(-a, a) (binarized default 0.05; mlp default: PyTorch's)."
             | Epochs _ -> "epochs per task (default 1)."
             | Batch _ -> "batch size (default 128)."
-            | Optimizer _ -> "sgd (default) or adam."
-            | Lr _ -> "learning rate (default 0.01 for sgd, 1e-3 for adam)."
+            | Optimizer _ ->
+                "sgd (default), adam, or metaplastic (Adam whose steps toward zero shrink with |W|, Laborieux et al. 2021; needs --meta)."
+            | Lr _ -> "learning rate (default 0.01 for sgd, 1e-3 for adam, 0.005 for metaplastic)."
             | Momentum _ -> "SGD momentum (default 0.9)."
-            | Reset_Optimizer -> "start the optimizer's state afresh at every task."
+            | Weight_Decay _ -> "L2 weight decay (default 0; metaplastic: 1e-7, on weight matrices only)."
+            | Meta _ -> "metaplastic Adam's m: one value for every layer or one per layer (0 is plain Adam)."
+            | Reset_Optimizer -> "start the optimizer's state afresh at every task (metaplastic's default)."
+            | Keep_Optimizer -> "keep the optimizer's state from task to task (the default but for metaplastic)."
             | Seeds _ -> "run seeds 1 … N of every method (default 1)."
             | Seed _ -> "the first seed (default 1)."
             | Train_Limit _ -> "keep at most this many training samples per task (quick runs)."
@@ -121,6 +141,23 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
     let d = Recipe.defaults
     let kind = args.GetResult(Scenario, defaultValue = d.Scenario.Kind)
     let optimizerKind = args.GetResult(Optimizer, defaultValue = d.Optimizer.Kind)
+    let modelKind = args.GetResult(Model, defaultValue = d.Model.Kind)
+
+    if args.Contains Reset_Optimizer && args.Contains Keep_Optimizer then
+        usage "--reset-optimizer and --keep-optimizer contradict each other: give one"
+
+    let baseModel =
+        if modelKind = "binarized" then
+            Recipe.binarized d.Model.Hidden
+        else
+            { d.Model with Kind = modelKind }
+
+    let baseOptimizer =
+        if optimizerKind = "metaplastic" then
+            Recipe.metaplastic []
+        else
+            { d.Optimizer with
+                Kind = optimizerKind }
 
     let scenario =
         { d.Scenario with
@@ -202,27 +239,38 @@ let private recipeOf (args: ParseResults<ContinualArgs>) (method: string) (seed:
         else
             []
 
+    let sizes = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
+
+    if sizes |> List.forall (fun h -> h >= 1) then
+        // The data sets are 28×28 images of 10 classes (a task head has at most 10 outputs).
+        Check.modelFits 784 sizes 10
+
     { d with
         Scenario = scenario
         Model =
-            { Hidden =
-                let sizes = args.GetResult(Hidden, defaultValue = d.Model.Hidden)
-
-                if sizes |> List.forall (fun h -> h >= 1) then
-                    // The data sets are 28×28 images of 10 classes (a task head has at most 10 outputs).
-                    Check.modelFits 784 sizes 10
-
-                sizes
-              Forgetting = forgetting }
+            { baseModel with
+                Hidden = sizes
+                Forgetting = forgetting
+                Norm = args.GetResult(Norm, defaultValue = baseModel.Norm)
+                Affine = baseModel.Affine && not (args.Contains No_Affine)
+                NormState = args.GetResult(Norm_State, defaultValue = baseModel.NormState)
+                InitScale =
+                    args.GetResult(Init_Scale, defaultValue = baseModel.InitScale)
+                    |> finite "init-scale" }
         Terms = layerTerms
         Optimizer =
-            { d.Optimizer with
-                Kind = optimizerKind
+            { baseOptimizer with
                 Lr = args.GetResult(Lr, defaultValue = Recipe.defaultLr optimizerKind) |> finite "lr"
                 Momentum =
-                    args.GetResult(Momentum, defaultValue = d.Optimizer.Momentum)
+                    args.GetResult(Momentum, defaultValue = baseOptimizer.Momentum)
                     |> finite "momentum"
-                ResetPerTask = args.Contains Reset_Optimizer }
+                WeightDecay =
+                    args.GetResult(Weight_Decay, defaultValue = baseOptimizer.WeightDecay)
+                    |> finite "weight-decay"
+                Meta = args.GetResult(Meta, defaultValue = []) |> List.map (finite "meta")
+                ResetPerTask =
+                    (baseOptimizer.ResetPerTask || args.Contains Reset_Optimizer)
+                    && not (args.Contains Keep_Optimizer) }
         EpochsPerTask =
             args.GetResult(Epochs, defaultValue = d.EpochsPerTask)
             |> Check.atMost "epochs" RunArgs.maxEpochs

@@ -284,3 +284,28 @@ module Workloads =
               PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0 }
 
         timing plainMs, timing forgettingMs
+
+    /// One training step of the binarized net 784-1024-1024-10 of Laborieux et al. 2021 (sign weights
+    /// and activations, batch norm with batch statistics and learned γ, β after every layer) with
+    /// metaplastic Adam (m = 1.35, lr 0.005, L2 decay 1e-7) on a fixed random batch of `batch` inputs
+    /// uniform in [0, 1), as bench/torch_bench.py's `bnn`. Returns the timing and the final loss.
+    let bnn (batch: int) (steps: int) =
+        let spec = Recipe.binarized [ 1024; 1024 ]
+        let model = ContinualRun.model spec 784 [ 10 ]
+        let optimizer = (Recipe.metaplastic [ 1.35 ]).BuildFor(ContinualRun.layerOf spec)
+        let kp, kx = Rng.split (Rng.create 1L)
+        let x = Tensor.uniform kx Float32 [| batch; 784 |] 0.0 1.0
+
+        let batchOf =
+            { Inputs = x
+              Labels = Array.init batch (fun i -> i % 10)
+              Task = 0
+              Outputs = 10 }
+
+        let key = Rng.create 2L
+        let mutable state = Step.init optimizer Objective.taskOnly (model.Init kp Float32)
+
+        let t =
+            time 10 steps (fun _ -> state <- fst (Step.run model optimizer key state batchOf))
+
+        t, (Objective.loss Objective.taskOnly (Step.view model Mode.Eval state.Params batchOf)).Item

@@ -49,6 +49,10 @@ module Classification =
         if r.Training <> "sequential" then
             fail $"a single task has nothing to train jointly with; training must be sequential, got '{r.Training}'"
 
+        if r.Model.Kind <> "mlp" || r.Model.Norm <> "none" || r.Model.InitScale <> 0.0 then
+            fail
+                "a single-task run trains the forgetting paper's MLP; a binarized net, batch norm or --init-scale are for task sequences ('forgetting continual')"
+
         for t in r.Terms do
             Variant.checkSingleTask { Kind = t.Kind; Given = [] }
 

@@ -83,15 +83,40 @@ module ContinualRun =
         |> Array.map (fun t -> { t with Train = limit t.Train })
         |> Scenario.create (Setting.parse spec.Setting)
 
-    /// The MLP of a model description: dense → ReLU → [forgetting layer] per hidden layer, then one
-    /// output layer per head (Layer.heads when there are several).
+    /// The net of a model description. An MLP: per hidden layer dense → [batch norm] → ReLU →
+    /// [forgetting layer]. A binarized net (Laborieux et al. 2021): per hidden layer binarized dense →
+    /// batch norm → sign. Then one output layer per head (Layer.heads when there are several), itself
+    /// followed by batch norm when the net has it: a binarized net's logits are the batch-normed output
+    /// of its last layer. With batch norm, dense layers have no bias (β takes its place).
     let model (m: ModelSpec) (features: int) (heads: int list) : Layer =
         let sizes = features :: m.Hidden
+        let normed = m.Norm <> "none"
+
+        let norm width =
+            Layer.batchNorm width m.Affine (m.Norm = "running")
+
+        let linear fanIn fanOut =
+            let layer =
+                match m.Kind with
+                | "binarized" -> Metaplasticity.dense (if m.InitScale > 0.0 then m.InitScale else 0.05) fanIn fanOut
+                | _ when normed -> Layer.denseNoBias fanIn fanOut
+                | _ -> Layer.dense fanIn fanOut
+
+            if m.InitScale > 0.0 && m.Kind <> "binarized" then
+                Layer.uniformWeights m.InitScale layer
+            else
+                layer
 
         let hidden =
             [ for k, (fanIn, fanOut) in List.indexed (List.pairwise sizes) do
-                  yield $"fc{k + 1}", Layer.dense fanIn fanOut
-                  yield $"relu{k + 1}", Layer.relu
+                  yield $"fc{k + 1}", linear fanIn fanOut
+
+                  if normed then
+                      yield $"bn{k + 1}", norm fanOut
+
+                  match m.Kind with
+                  | "binarized" -> yield $"sign{k + 1}", Metaplasticity.signActivation
+                  | _ -> yield $"relu{k + 1}", Layer.relu
 
                   match m.Forgetting with
                   | Some config -> yield $"forget{k + 1}", ActiveForgetting.layer config fanOut
@@ -99,12 +124,35 @@ module ContinualRun =
 
         let last = List.last sizes
 
+        let head width =
+            if normed then
+                Layer.sequential [ "fc", linear last width; "bn", norm width ]
+            else
+                linear last width
+
         let output =
             match heads with
-            | [ width ] -> Layer.dense last width
-            | _ -> Layer.heads (heads |> List.map (Layer.dense last))
+            | [ width ] -> head width
+            | _ -> Layer.heads (heads |> List.map head)
 
         Layer.sequential (hidden @ [ "out", output ])
+
+    /// The layer (0, 1, …; the output layer last) of a parameter of `model`'s net, by its path.
+    let layerOf (m: ModelSpec) (path: string) =
+        let first = path.Split('/')[0]
+
+        if first = "out" then m.Hidden.Length
+        elif first.StartsWith "fc" then int (first.Substring 2) - 1
+        else -1
+
+    /// Whether a parameter of `model`'s net is a batch norm's γ or β, which the "task" norm state keeps
+    /// per task.
+    let isNormAffine (path: string) =
+        let parts = path.Split '/'
+        let last = parts[parts.Length - 1]
+
+        (last = "gamma" || last = "beta")
+        && parts |> Array.exists (fun p -> p.StartsWith "bn")
 
     /// The objective of a recipe: the task loss plus its terms, built by their kinds.
     let objective (kinds: TermKind list) (r: Recipe) =
@@ -127,8 +175,13 @@ module ContinualRun =
         let config =
             { EpochsPerTask = recipe.EpochsPerTask
               BatchSize = recipe.BatchSize
-              Optimizer = recipe.Optimizer.Build()
+              Optimizer = recipe.Optimizer.BuildFor(layerOf recipe.Model)
               ResetOptimizer = recipe.Optimizer.ResetPerTask
+              PerTask =
+                if recipe.Model.NormState = "task" then
+                    isNormAffine
+                else
+                    fun _ -> false
               Seed = recipe.Seed }
 
         recipe, s, net, config, Continual.start net config (objective kinds recipe) s p0

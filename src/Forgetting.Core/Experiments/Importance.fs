@@ -234,9 +234,9 @@ module Importance =
               Outputs = t.Head.Outputs
               Rng = Rng.create seed }
 
-    /// The MLP of a continual run's model description whose parameters are `p`: the input width read off
+    /// The net of a continual run's model description whose parameters are `p`: the input width read off
     /// fc1's weight, the heads off the output layer's ("out/weight" for one head, "out/head1/weight" …
-    /// for one per task). For read-outs of a trained model without its data (the C# face).
+    /// for one per task; "out/fc/weight" … with batch norm). For read-outs of a trained model without its data (the C# face).
     let modelOf (spec: ModelSpec) (p: Params) : Layer =
         let shapes =
             Params.flatten p |> List.map (fun (path, t) -> path, t.Shape) |> Map.ofList
@@ -246,16 +246,19 @@ module Importance =
             | Some s -> s[0]
             | None -> invalidArg (nameof p) "the parameters have no 'fc1/weight': not a continual run's MLP"
 
+        // With batch norm an output layer is "fc" then "bn" (ContinualRun.model).
+        let weight = if spec.Norm = "none" then "weight" else "fc/weight"
+
         let heads =
-            match shapes.TryFind "out/weight" with
+            match shapes.TryFind $"out/{weight}" with
             | Some s -> [ s[1] ]
             | None ->
                 [ for k in 1 .. shapes.Count do
-                      match shapes.TryFind $"out/head{k}/weight" with
+                      match shapes.TryFind $"out/head{k}/{weight}" with
                       | Some s -> yield s[1]
                       | None -> () ]
 
         if heads.IsEmpty then
-            invalidArg (nameof p) "the parameters have no output layer ('out/weight' or 'out/head1/weight')"
+            invalidArg (nameof p) $"the parameters have no output layer ('out/{weight}' or 'out/head1/{weight}')"
 
         ContinualRun.model spec features heads

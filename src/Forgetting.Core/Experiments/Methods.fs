@@ -55,18 +55,18 @@ module Methods =
             "sequential",
             [ "ewc",
               [ "lambda", Number(defaultLambda scenario); "online", Switch false ]
-              @ only [ "lambda"; "fisher"; "samples" ] ]
+              @ only [ "lambda"; "fisher"; "samples"; "binary_anchor" ] ]
         | "online-ewc" ->
             "sequential",
             [ "ewc",
               [ "lambda", Number(defaultLambda scenario); "online", Switch true ]
-              @ only [ "lambda"; "fisher"; "samples"; "gamma"; "gamma_in_penalty" ] ]
+              @ only [ "lambda"; "fisher"; "samples"; "gamma"; "gamma_in_penalty"; "binary_anchor" ] ]
         | "si" -> "sequential", [ "si", [ "c", Number(defaultC scenario) ] @ only [ "c"; "damping" ] ]
         | "ewc_f" ->
             "sequential",
             [ "ewc",
               [ "lambda", Number(defaultLambda scenario); "online", Switch false ]
-              @ only [ "lambda"; "fisher"; "samples" ] ]
+              @ only [ "lambda"; "fisher"; "samples"; "binary_anchor" ] ]
         | "mas"
         | "mas_f"
         | "mas-local"
@@ -101,6 +101,18 @@ module Methods =
     /// Fig. 5b): the method puts the layers in, where the recipe has none; mas_f and mas-local_f do the
     /// same for MAS (its Fig. 5c draws MAS's importance with and without the layer).
     let apply (method: string) (overrides: (string * SettingValue) list) (recipe: Recipe) : Recipe =
+        // EWC on a binarized net anchors at the binary weights by default, as the reference code of
+        // Laborieux et al. 2021 does (the net computes with them).
+        let overrides =
+            if
+                recipe.Model.Kind = "binarized"
+                && (method = "ewc" || method = "online-ewc")
+                && not (overrides |> List.exists (fun (name, _) -> name = "binary_anchor"))
+            then
+                overrides @ [ "binary_anchor", Switch true ]
+            else
+                overrides
+
         let training, methodTerms = terms recipe.Scenario method overrides
 
         let withLayer = method.EndsWith "_f"

@@ -34,10 +34,27 @@ type ScenarioSpec =
         TrainLimit: int
     }
 
-/// The network: an MLP with these hidden sizes, optionally a forgetting layer after each hidden ReLU.
+/// The network: an MLP with these hidden sizes, optionally a forgetting layer after each hidden ReLU;
+/// or a binarized net (Laborieux et al. 2021); either with batch norm after every dense layer.
 type ModelSpec =
-    { Hidden: int list
-      Forgetting: ForgettingLayerConfig option }
+    {
+        Hidden: int list
+        Forgetting: ForgettingLayerConfig option
+        /// "mlp" (dense → [batch norm] → ReLU → [forgetting layer] per hidden layer) or "binarized"
+        /// (binarized dense → batch norm → sign per hidden layer; the output layer's batch-normed
+        /// output is the logits).
+        Kind: string
+        /// Batch norm after every dense layer: "none", "batch" (batch statistics, at evaluation too)
+        /// or "running" (running statistics at evaluation). With batch norm, dense layers have no bias.
+        Norm: string
+        /// Batch norm learns γ and β.
+        Affine: bool
+        /// Which batch-norm γ, β test a learned task: "task" (its own, saved after it was learned, as
+        /// the reference code of Laborieux et al. 2021 does) or "domain" (the current ones).
+        NormState: string
+        /// Weight matrices drawn from U(−a, a) with this a; 0: each layer's own default.
+        InitScale: float
+    }
 
 /// The optimizer and whether it starts afresh at every task.
 type OptimizerSpec =
@@ -53,13 +70,39 @@ type OptimizerSpec =
         Eps: float
         /// Re-create the optimizer's state (momentum, Adam's moments) at the start of every task.
         ResetPerTask: bool
+        /// Metaplastic Adam's m (Laborieux et al. 2021, eq. 1): one value for every weight matrix, or one
+        /// per layer in the net's order (fc1, fc2, …, out). Only for the kind "metaplastic".
+        Meta: float list
     }
 
-    member o.Build() =
+    /// The optimizer; `layerOf path` numbers a weight matrix's layer (0, 1, …) for metaplastic Adam's
+    /// m per layer.
+    member o.BuildFor(layerOf: string -> int) =
         match o.Kind with
         | "sgd" -> Optim.sgdWith o.Lr o.Momentum o.Nesterov o.WeightDecay
         | "adam" -> Optim.adamWith o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay
-        | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam"
+        | "metaplastic" ->
+            let meta =
+                match o.Meta with
+                | [] -> invalidArg "optimizer" "metaplastic adam needs m (--meta), one value or one per layer"
+                | [ m ] -> fun (_: string) -> m
+                | ms ->
+                    fun path ->
+                        let k = layerOf path
+
+                        if k < 0 || k >= ms.Length then
+                            invalidArg
+                                "optimizer"
+                                $"--meta gives m for {ms.Length} layers, but '{path}' is in layer {k + 1}: give one m per layer, or one for all"
+
+                        ms[k]
+
+            Metaplasticity.adam o.Lr o.Beta1 o.Beta2 o.Eps o.WeightDecay meta
+        | other -> invalidArg "optimizer" $"unknown optimizer '{other}'; known: sgd, adam, metaplastic"
+
+    /// The optimizer of a net whose weight matrices need no layer numbers (all but metaplastic Adam
+    /// with m per layer).
+    member o.Build() = o.BuildFor(fun _ -> 0)
 
 /// An analysis that a run is made for beyond training, by kind (the forgetting paper's figures:
 /// "fig1e" … "fig4c", Figures.kinds), with its settings resolved (every one present).
@@ -112,7 +155,12 @@ module Recipe =
               TrainLimit = 0 }
           Model =
             { Hidden = [ 512; 256 ]
-              Forgetting = None }
+              Forgetting = None
+              Kind = "mlp"
+              Norm = "none"
+              Affine = true
+              NormState = "domain"
+              InitScale = 0.0 }
           Training = "sequential"
           Terms = []
           Optimizer =
@@ -124,7 +172,8 @@ module Recipe =
               Beta1 = 0.9
               Beta2 = 0.999
               Eps = 1e-8
-              ResetPerTask = false }
+              ResetPerTask = false
+              Meta = [] }
           EpochsPerTask = 1
           BatchSize = 128
           Seed = 1L
@@ -145,6 +194,36 @@ module Recipe =
                 { defaults.Model with
                     Hidden = [ 256; 256; 128 ] }
             EpochsPerTask = 10 }
+
+    /// The MLP with these hidden sizes and, optionally, a forgetting layer after every hidden ReLU;
+    /// no batch norm, each layer's own initialisation.
+    let mlp (hidden: int list) (forgetting: ForgettingLayerConfig option) : ModelSpec =
+        { defaults.Model with
+            Hidden = hidden
+            Forgetting = forgetting }
+
+    /// The binarized net of Laborieux et al. 2021 with these hidden sizes, as their reference code has it:
+    /// batch norm with batch statistics and learned γ, β after every layer, each learned task tested
+    /// with its own γ, β ("task"), hidden weights from U(−0.05, 0.05).
+    let binarized (hidden: int list) : ModelSpec =
+        { Hidden = hidden
+          Forgetting = None
+          Kind = "binarized"
+          Norm = "batch"
+          Affine = true
+          NormState = "task"
+          InitScale = 0.05 }
+
+    /// Metaplastic Adam as the reference code of Laborieux et al. 2021 runs it on permuted MNIST:
+    /// lr 0.005, Adam's betas and ε, L2 decay 1e-7 on the hidden weights, re-created at every task.
+    let metaplastic (meta: float list) : OptimizerSpec =
+        { defaults.Optimizer with
+            Kind = "metaplastic"
+            Lr = 0.005
+            Momentum = 0.0
+            WeightDecay = 1e-7
+            ResetPerTask = true
+            Meta = meta }
 
     /// A recipe with a variant's forgetting layer, terms and name.
     let withVariant (v: Variant) (r: Recipe) =
@@ -176,9 +255,12 @@ module Recipe =
     /// sequence tasks follow from their data).
     let defaultTasks (kind: string) = if kind = "stream" then 5 else 10
 
-    /// Adam's default learning rate where SGD's is 0.01.
+    /// Adam's default learning rate where SGD's is 0.01; metaplastic Adam's is the reference's 0.005.
     let defaultLr (optimizer: string) =
-        if optimizer = "adam" then 1e-3 else 0.01
+        match optimizer with
+        | "adam" -> 1e-3
+        | "metaplastic" -> 0.005
+        | _ -> 0.01
 
     let private setting (v: SettingValue) : JsonNode =
         match v with
@@ -231,7 +313,12 @@ module Recipe =
                          obj
                              [ "static_gate", flag f.StaticGate
                                "shortcut", flag f.Shortcut
-                               "rho", num f.Rho ]) ]
+                               "rho", num f.Rho ])
+                    "kind", str r.Model.Kind
+                    "norm", str r.Model.Norm
+                    "affine", flag r.Model.Affine
+                    "norm_state", str r.Model.NormState
+                    "init_scale", num r.Model.InitScale ]
               "training", str r.Training
               "terms", arr [ for t in r.Terms -> obj [ "kind", str t.Kind; "settings", settings t.Settings ] ]
               "optimizer",
@@ -244,7 +331,8 @@ module Recipe =
                     "beta1", num r.Optimizer.Beta1
                     "beta2", num r.Optimizer.Beta2
                     "eps", num r.Optimizer.Eps
-                    "reset_per_task", flag r.Optimizer.ResetPerTask ]
+                    "reset_per_task", flag r.Optimizer.ResetPerTask
+                    "meta", arr (r.Optimizer.Meta |> List.map num) ]
               "epochs_per_task", int r.EpochsPerTask
               "batch_size", int r.BatchSize
               "seed", JsonValue.Create r.Seed
@@ -442,7 +530,33 @@ module Recipe =
                     match kindOf n with
                     | JsonValueKind.Number when fst (n.AsValue().TryGetValue<int>()) -> n.GetValue<int>()
                     | _ -> fail "model: 'hidden' must be a list of whole numbers")
-              Forgetting = forgetting }
+              Forgetting = forgetting
+              // Absent in recipes written before binarized nets: the MLP without batch norm.
+              Kind =
+                (if (tryField "kind" m).IsSome then
+                     getString "model" "kind" m
+                 else
+                     "mlp")
+              Norm =
+                (if (tryField "norm" m).IsSome then
+                     getString "model" "norm" m
+                 else
+                     "none")
+              Affine =
+                (if (tryField "affine" m).IsSome then
+                     getBool "model" "affine" m
+                 else
+                     true)
+              NormState =
+                (if (tryField "norm_state" m).IsSome then
+                     getString "model" "norm_state" m
+                 else
+                     "domain")
+              InitScale =
+                (if (tryField "init_scale" m).IsSome then
+                     getFloat "model" "init_scale" m
+                 else
+                     0.0) }
           Training = getString "the recipe" "training" root
           Terms = terms
           Optimizer =
@@ -454,7 +568,17 @@ module Recipe =
               Beta1 = getFloat "optimizer" "beta1" o
               Beta2 = getFloat "optimizer" "beta2" o
               Eps = getFloat "optimizer" "eps" o
-              ResetPerTask = getBool "optimizer" "reset_per_task" o }
+              ResetPerTask = getBool "optimizer" "reset_per_task" o
+              Meta =
+                match tryField "meta" o with
+                | None -> []
+                | Some _ ->
+                    getArray "optimizer" "meta" o
+                    |> List.map (fun n ->
+                        if kindOf n = JsonValueKind.Number then
+                            n.GetValue<float>()
+                        else
+                            fail "optimizer: 'meta' must be a list of numbers") }
           EpochsPerTask = getInt "the recipe" "epochs_per_task" root
           BatchSize = getInt "the recipe" "batch_size" root
           Seed = getInt64 "the recipe" "seed" root
@@ -522,7 +646,57 @@ module Recipe =
         | Some f -> check (Double.IsFinite f.Rho && f.Rho > 0.0) $"--rho must be positive, got {f.Rho}"
         | None -> ()
 
-        check (o.Kind = "sgd" || o.Kind = "adam") $"unknown optimizer '{o.Kind}'; known: sgd, adam"
+        let m = r.Model
+        check (m.Kind = "mlp" || m.Kind = "binarized") $"unknown model '{m.Kind}'; known: mlp, binarized"
+
+        check
+            (List.contains m.Norm [ "none"; "batch"; "running" ])
+            $"unknown batch norm '{m.Norm}'; known: none, batch, running"
+
+        check
+            (m.NormState = "task" || m.NormState = "domain")
+            $"--norm-state must be task or domain, got '{m.NormState}'"
+
+        check
+            (m.Kind <> "binarized" || m.Norm <> "none")
+            "a binarized net needs batch norm (its logits are the last layer's batch-normed output): give --norm batch or running"
+
+        check
+            (m.Kind <> "binarized" || m.Forgetting.IsNone)
+            "a binarized net takes no forgetting layer: leave out the forgetting layer, or use --model mlp"
+
+        check
+            (m.NormState = "domain" || (m.Norm <> "none" && m.Affine))
+            "--norm-state task keeps each task's batch-norm γ and β, but this net has none: give --norm batch with γ, β, or --norm-state domain"
+
+        check
+            (m.NormState = "domain" || s.Kind <> "single")
+            "--norm-state task keeps batch-norm γ and β per task, but a single-task run has no tasks: leave it out"
+
+        check
+            (Double.IsFinite m.InitScale && m.InitScale >= 0.0)
+            $"--init-scale must be 0 (the layers' default) or more, got {m.InitScale}"
+
+        check
+            (List.contains o.Kind [ "sgd"; "adam"; "metaplastic" ])
+            $"unknown optimizer '{o.Kind}'; known: sgd, adam, metaplastic"
+
+        check
+            (o.Meta.IsEmpty || o.Kind = "metaplastic")
+            $"--meta is metaplastic Adam's; the optimizer '{o.Kind}' has none: give --optimizer metaplastic"
+
+        check
+            (o.Kind <> "metaplastic" || not o.Meta.IsEmpty)
+            "metaplastic Adam needs m: give --meta, one value or one per layer"
+
+        check
+            (o.Meta |> List.forall (fun x -> Double.IsFinite x && x >= 0.0))
+            $"--meta must be finite numbers ≥ 0, got {o.Meta}"
+
+        check
+            (o.Meta.Length <= 1 || o.Meta.Length = m.Hidden.Length + 1)
+            $"--meta gives {o.Meta.Length} values for a net of {m.Hidden.Length + 1} layers: give one per layer, or one for all"
+
         check (Double.IsFinite o.Lr && o.Lr > 0.0) $"--lr must be positive, got {o.Lr}"
 
         check

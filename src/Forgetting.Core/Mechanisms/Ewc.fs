@@ -23,6 +23,10 @@ type EwcSettings =
         /// Online EWC only: multiply the penalty by γ once more, (λ/2) γ Σ F (θ − θ*)², as van de Ven et
         /// al.'s reference code does (its issue #9). Off by default.
         GammaInPenalty: bool
+        /// Anchor the penalty of every weight matrix at its signs, sign(θ*), instead of θ* (vectors at
+        /// θ*): a binarized net computes with the signs of its hidden weights, and the reference code of
+        /// Laborieux et al. 2021 anchors its EWC baseline there. Off by default.
+        BinaryAnchor: bool
     }
 
     /// Separate EWC with λ = 1 on the true Fisher of whole tasks: set λ for the scenario.
@@ -31,7 +35,8 @@ type EwcSettings =
           Fisher = FisherKind.True
           Samples = None
           Online = None
-          GammaInPenalty = false }
+          GammaInPenalty = false
+          BinaryAnchor = false }
 
 /// Elastic weight consolidation (Kirkpatrick et al. 2017) and its online form (Schwarz et al. 2018) as
 /// an objective term named "ewc": after each task, the diagonal Fisher F of the task just learned and
@@ -141,7 +146,14 @@ module Ewc =
               Consolidate =
                 fun c ->
                     let fisher = Fisher.diagonal s.Fisher s.Samples c
-                    let anchor = Params.map Tensor.stopGradient c.Params
+
+                    let anchor =
+                        c.Params
+                        |> Params.map (fun t ->
+                            if s.BinaryAnchor && t.Rank >= 2 then
+                                Tensor.sign t
+                            else
+                                Tensor.stopGradient t)
 
                     match s.Online, pairs with
                     | None, _ -> make s (pairs @ [ fisher, anchor ])
@@ -187,7 +199,8 @@ module Ewc =
                   n >= 0)
               TermSetting.switch "online" "online EWC (Schwarz et al. 2018): F ← γF + F_new, one anchor" false
               TermSetting.number "gamma" "online EWC's decay γ" 1.0 "in [0, 1]" (fun g -> g >= 0.0 && g <= 1.0)
-              TermSetting.switch "gamma_in_penalty" "online EWC: γ once more in the penalty" false ]
+              TermSetting.switch "gamma_in_penalty" "online EWC: γ once more in the penalty" false
+              TermSetting.switch "binary_anchor" "anchor weight matrices at sign(θ*) (binarized nets)" false ]
           AfterTasks = true
           Build =
             fun s ->
@@ -206,4 +219,5 @@ module Ewc =
                             Some(TermSetting.toFloat s "gamma")
                         else
                             None
-                      GammaInPenalty = TermSetting.toBool s "gamma_in_penalty" } }
+                      GammaInPenalty = TermSetting.toBool s "gamma_in_penalty"
+                      BinaryAnchor = TermSetting.toBool s "binary_anchor" } }

@@ -24,6 +24,9 @@ type TraceKind =
     /// The output of a layer, recorded with how the per-sample gradient of its parameter `param` (a path
     /// inside the layer) follows from the gradient at that output.
     | Gradient of param: string * rule: SampleGradient
+    /// The next value of one of the layer's running statistics, `param` being its path inside the layer
+    /// (a name Params.isStatistic accepts): the training step stores it after the optimizer's update.
+    | Statistic of param: string
     /// An intermediate a mechanism names itself (e.g. "hopfield/association" for a Hopfield layer's
     /// association matrix): the vocabulary stays open without a new case here per mechanism. By
     /// convention the tag starts with the mechanism's name and a slash.
@@ -94,6 +97,47 @@ module Layer =
                     Kind = Gradient("bias", Rows)
                     Value = z } ] }
 
+    /// A dense layer x W without a bias (as before batch norm, whose β takes its place), PyTorch's
+    /// default initialisation of W.
+    let denseNoBias (inputs: int) (outputs: int) =
+        { Name = $"dense {inputs}→{outputs}, no bias"
+          Init =
+            fun rng dtype ->
+                Params.ofTensors
+                    [ "weight", Init.fanInUniform (fst (Rng.split rng)) dtype [| inputs; outputs |] inputs ]
+          Forward =
+            fun _ p x ->
+                let x = if x.Rank > 2 then Tensor.flatten x else x
+                let z = Tensor.matmul x (Params.tensor "weight" p)
+
+                z,
+                [ { Path = ""
+                    Kind = Gradient("weight", Outer x)
+                    Value = z } ] }
+
+    /// The layer with every weight matrix (rank ≥ 2) of its initialisation drawn from U(−scale, scale)
+    /// instead, each from a key of its own; the rest as the layer initialises it.
+    let uniformWeights (scale: float) (layer: Layer) =
+        if not (scale > 0.0) || System.Double.IsInfinity scale then
+            invalidArg (nameof scale) $"the initial weights' range must be a finite number > 0, got {scale}"
+
+        { layer with
+            Name = $"{layer.Name}, U(±{scale})"
+            Init =
+                fun rng dtype ->
+                    let own, weights = Rng.split rng
+                    let p = layer.Init own dtype
+                    let ts = Params.tensors p
+                    let keys = Rng.splitN (max 1 ts.Length) weights
+
+                    ts
+                    |> Array.mapi (fun i t ->
+                        if t.Rank >= 2 then
+                            Tensor.uniform keys[i] dtype t.Shape -scale scale
+                        else
+                            t)
+                    |> Params.withTensors p }
+
     /// ReLU, recording its output as the layer's activation.
     let relu =
         { Name = "relu"
@@ -116,6 +160,67 @@ module Layer =
         { Name = $"dropout {p}"
           Init = fun _ _ -> Params.empty
           Forward = fun mode _ x -> (if mode.Training then Functional.dropout mode.Rng p x else x), [] }
+
+    /// Batch normalisation over the features of [B, n] (Ioffe & Szegedy 2015), PyTorch's ε = 1e-5:
+    /// γ (x − μ) / √(σ² + ε) + β with the batch's mean and biased variance. `affine` learns γ and β
+    /// ("gamma", "beta"; else γ = 1, β = 0). `running` keeps running statistics ("running_mean",
+    /// "running_var", momentum 0.1, the variance unbiased, as PyTorch) and uses them at evaluation;
+    /// without it the batch's statistics are used at evaluation too, so that a test accuracy depends on
+    /// the test batch (as in the binarized nets of Laborieux et al. 2021).
+    let batchNorm (width: int) (affine: bool) (running: bool) =
+        if width < 1 then
+            invalidArg (nameof width) $"batch norm needs a width ≥ 1, got {width}"
+
+        let eps, momentum = 1e-5, 0.1
+
+        { Name = $"batch norm {width}"
+          Init =
+            fun _ dtype ->
+                [ if affine then
+                      "gamma", Tensor.ones dtype [| width |]
+                      "beta", Tensor.zeros dtype [| width |]
+                  if running then
+                      "running_mean", Tensor.zeros dtype [| width |]
+                      "running_var", Tensor.ones dtype [| width |] ]
+                |> Params.ofTensors
+          Forward =
+            fun mode p x ->
+                if x.Rank <> 2 || x.Shape[1] <> width then
+                    invalidArg "x" $"batch norm {width} needs [batch, {width}], got {Shape.show x.Shape}"
+
+                let gamma, beta =
+                    if affine then
+                        Params.tensor "gamma" p, Params.tensor "beta" p
+                    else
+                        Tensor.ones x.DType [| width |], Tensor.zeros x.DType [| width |]
+
+                if running && not mode.Training then
+                    Functional.batchNormWith
+                        eps
+                        (Params.tensor "running_mean" p)
+                        (Params.tensor "running_var" p)
+                        gamma
+                        beta
+                        x,
+                    []
+                else
+                    let r = Functional.batchNorm eps gamma beta x
+
+                    if running then
+                        let n = float x.Shape[0]
+                        let unbiased = n / max 1.0 (n - 1.0)
+                        let mean = Tensor.stopGradient r.Mean
+                        let var = Tensor.stopGradient r.Variance
+
+                        r.Output,
+                        [ { Path = ""
+                            Kind = Statistic "running_mean"
+                            Value = Params.tensor "running_mean" p * (1.0 - momentum) + mean * momentum }
+                          { Path = ""
+                            Kind = Statistic "running_var"
+                            Value = Params.tensor "running_var" p * (1.0 - momentum) + var * (unbiased * momentum) } ]
+                    else
+                        r.Output, [] }
 
     /// Layers applied in order; each gets the subtree of parameters under its name, a key of its own,
     /// and its trace entries are prefixed with its name.

@@ -81,6 +81,28 @@ module Params =
         | Leaf t -> t
         | Branch _ -> invalidArg (nameof path) $"'{path}' is a subtree, not a tensor"
 
+    /// Whether the tensor at `path` is a statistic a layer keeps rather than a trained parameter: its
+    /// name starts with "running_" (batch norm's running mean and variance). Optimizers leave it alone;
+    /// the layer gives its next value in the trace (TraceKind.Statistic) and the training step stores it.
+    let isStatistic (path: string) =
+        let name = path.Substring(path.LastIndexOf '/' + 1)
+        name.StartsWith "running_"
+
+    /// The tree with the tensor at `path` replaced by `value` (of the same shape).
+    let replace (path: string) (value: Tensor) (p: Params) =
+        let rec go (parts: string list) p =
+            match parts, p with
+            | [], Leaf t when t.Shape = value.Shape && t.DType = value.DType -> Leaf value
+            | [], Leaf t ->
+                invalidArg
+                    (nameof value)
+                    $"'{path}' is {t.DType} {Shape.show t.Shape}, the new value {value.DType} {Shape.show value.Shape}"
+            | name :: rest, Branch children when children.ContainsKey name ->
+                Branch(Map.add name (go rest children[name]) children)
+            | _ -> invalidArg (nameof path) $"no tensor at '{path}'"
+
+        go (path.Split '/' |> List.ofArray |> List.filter ((<>) "")) p
+
     /// The number of scalar parameters.
     let count (p: Params) =
         tensors p |> Array.sumBy (fun t -> t.Numel)

@@ -178,3 +178,17 @@ module Functional =
         let centred = x - mu
         let var = Tensor.meanAxis -1 true (Tensor.square centred)
         centred / Tensor.sqrt (var + eps) * gamma + beta
+
+    /// sign(x) (0 at 0), passing the gradient straight through unchanged: a binarized weight
+    /// W_b = sign(W_h) whose hidden weight W_h takes the gradient of W_b (Courbariaux et al. 2016;
+    /// Laborieux et al. 2021, Methods: no mask on the weights).
+    let signStraightThrough (x: Tensor) =
+        Tensor.Op(x.Raw.Unary Sign, [| x |], (fun g _ -> [| g |]))
+
+    /// sign(x) (0 at 0) as an activation, its gradient passed straight through where |x| ≤ 1 and zeroed
+    /// where |x| > 1 (the derivative of hardtanh; Courbariaux et al. 2016, eq. 4).
+    let signActivation (x: Tensor) =
+        let inside =
+            x.Raw.Unary(Abs).BinaryScalar(Greater, 1.0, false).BinaryScalar(Sub, 1.0, true)
+
+        Tensor.Op(x.Raw.Unary Sign, [| x |], (fun g _ -> [| g.Binary(Mul, inside) |]))

@@ -8,13 +8,19 @@ open Forgetting.Nn
 open Forgetting.Data
 
 /// How a continual run trains: per task the epochs and batch size, the optimizer (and whether its state
-/// starts afresh at every task), and the seed.
+/// starts afresh at every task), the seed, and the parameters kept per task.
 type ContinualConfig =
-    { EpochsPerTask: int
-      BatchSize: int
-      Optimizer: Optimizer
-      ResetOptimizer: bool
-      Seed: int64 }
+    {
+        EpochsPerTask: int
+        BatchSize: int
+        Optimizer: Optimizer
+        ResetOptimizer: bool
+        Seed: int64
+        /// The parameters (by path) saved after each task and restored to test that task, the rest of
+        /// the net as it stands (batch norm's γ and β in the binarized nets of Laborieux et al. 2021, their
+        /// "task" scenario). Nothing (fun _ -> false) tests every task with the current parameters.
+        PerTask: string -> bool
+    }
 
 /// Progress of a continual run, for a display.
 type ContinualProgress =
@@ -34,6 +40,8 @@ type ContinualState =
         Rows: float[] list
         /// Per learned task, its epochs.
         History: EpochMetrics list list
+        /// Per learned task, its own values of the parameters kept per task (ContinualConfig.PerTask).
+        Snapshots: (string * Tensor) list list
     }
 
 /// The continual runner: tasks one after another, every term's consolidation after each task, and the
@@ -43,9 +51,54 @@ type ContinualState =
 module Continual =
 
     /// Accuracy on every task of the scenario, tested as the model stands after task `after` (−1 at
+    /// initialisation; see Scenario.testHead), each learned task j tested with its own snapshot of the parameters kept per task
+    /// (snapshots[j]) in place of the current ones.
+    /// A task tested on the same samples with the same head and parameters as an earlier one (the
+    /// parts of a stream, all tested on the whole test set) is not tested again.
+    let rowWith (model: Layer) (batchSize: int) (s: Scenario) (after: int) (snapshots: (string * Tensor) list list) p =
+        let byTask = Array.ofList snapshots
+
+        let own j =
+            j < byTask.Length && not byTask[j].IsEmpty
+
+        // The scenario shares the inputs of equal test views (Scenario.create).
+        let sameTest (a: Examples) (b: Examples) =
+            obj.ReferenceEquals(a.Inputs, b.Inputs) && a.Labels = b.Labels
+
+        let row = Array.zeroCreate s.Tasks.Length
+
+        for j in 0 .. s.Tasks.Length - 1 do
+            let earlier =
+                if own j then
+                    None
+                else
+                    [ 0 .. j - 1 ]
+                    |> List.tryFind (fun k ->
+                        not (own k)
+                        && Scenario.testHead s after k = Scenario.testHead s after j
+                        && sameTest s.Tasks[k].Test s.Tasks[j].Test)
+
+            row[j] <-
+                match earlier with
+                | Some k -> row[k]
+                | None ->
+                    let pj =
+                        if own j then
+                            byTask[j] |> List.fold (fun acc (path, t) -> Params.replace path t acc) p
+                        else
+                            p
+
+                    Scenario.accuracy s model pj batchSize after j
+
+        row
+
+    /// Accuracy on every task of the scenario, tested as the model stands after task `after` (−1 at
     /// initialisation; see Scenario.testHead).
     let row (model: Layer) (batchSize: int) (s: Scenario) (after: int) (p: Params) =
-        Array.init s.Tasks.Length (Scenario.accuracy s model p batchSize after)
+        rowWith model batchSize s after [] p
+
+    let private snapshot (config: ContinualConfig) (p: Params) =
+        Params.flatten p |> List.filter (fst >> config.PerTask)
 
     /// The start of a run: R's row at initialisation, nothing learned yet.
     let start (model: Layer) (config: ContinualConfig) (objective: Objective) (s: Scenario) (p0: Params) =
@@ -55,7 +108,8 @@ module Continual =
         { Done = 0
           State = Step.init config.Optimizer objective p0
           Rows = [ row model config.BatchSize s -1 p0 ]
-          History = [] }
+          History = []
+          Snapshots = [] }
 
     // One key per task, from the run's seed alone: a resumed run draws the same batches as an unbroken one.
     let private taskKeys (config: ContinualConfig) (task: int) =
@@ -109,13 +163,15 @@ module Continual =
                   Rng = consolidationKey }
                 state.Objective
 
-        let accuracies = row model config.BatchSize s i state.Params
+        let snapshots = c.Snapshots @ [ snapshot config state.Params ]
+        let accuracies = rowWith model config.BatchSize s i snapshots state.Params
         progress (TaskDone(i, accuracies))
 
         { Done = i + 1
           State = { state with Objective = objective }
           Rows = c.Rows @ [ accuracies ]
-          History = c.History @ [ history ] }
+          History = c.History @ [ history ]
+          Snapshots = snapshots }
 
     /// Learn every remaining task, calling `after` with the state after each (to checkpoint it).
     let finishWith model config (s: Scenario) progress (after: ContinualState -> unit) (c: ContinualState) =
@@ -190,7 +246,8 @@ module Continual =
         { Done = s.Tasks.Length
           State = state
           Rows = c.Rows @ [ accuracies ]
-          History = [ history ] }
+          History = [ history ]
+          Snapshots = [] }
 
     /// R as an array: (tasks learned + 1) rows × tasks columns.
     let matrix (c: ContinualState) = c.Rows |> Array.ofList
@@ -211,17 +268,19 @@ module Continual =
         )
 
     /// Write the state after a task as one safetensors file (parameters under "params/", optimizer
-    /// buffers under "optimizer/<k>/", term state under "terms/"; tasks done, R's rows, the epochs and
-    /// the optimizer's step count in the metadata), atomically.
+    /// buffers under "optimizer/<buffer>/<parameter>", term state under "terms/", the parameters kept
+    /// per task under "task<k>/"; tasks done, R's rows, the epochs and the optimizer's step count in the
+    /// metadata), atomically.
     let save (path: string) (c: ContinualState) =
         let named prefix (p: Params) =
             Params.flatten p |> List.map (fun (name, t) -> prefix + name, t)
 
         let tensors =
             [ yield! named "params/" c.State.Params
-              for k, buffer in List.indexed c.State.Optimizer.Buffers do
-                  yield! named $"optimizer/{k}/" buffer
-              for name, t in Objective.state c.State.Objective -> "terms/" + name, t ]
+              for KeyValue(name, t) in c.State.Optimizer.Buffers -> "optimizer/" + name, t
+              for name, t in Objective.state c.State.Objective -> "terms/" + name, t
+              for k, snapshot in List.indexed c.Snapshots do
+                  for path, t in snapshot -> $"task{k + 1}/{path}", t ]
 
         Checkpoint.write
             path
@@ -229,7 +288,7 @@ module Continual =
             (Map
                 [ "done", string c.Done
                   "optimizer_step", string c.State.Optimizer.Step
-                  "optimizer_buffers", string c.State.Optimizer.Buffers.Length
+                  "optimizer_buffers", string c.State.Optimizer.Buffers.Count
                   "rows", rowsJson c
                   "history", historyJson c ])
 
@@ -263,8 +322,16 @@ module Continual =
         let p = tree "params/" like.State.Params
         let buffers = int (meta "optimizer_buffers")
 
-        if buffers <> like.State.Optimizer.Buffers.Length then
-            bad $"its optimizer keeps {buffers} buffers, this run's {like.State.Optimizer.Buffers.Length}"
+        if buffers <> like.State.Optimizer.Buffers.Count then
+            bad $"its optimizer keeps {buffers} buffers, this run's {like.State.Optimizer.Buffers.Count}"
+
+        let named (name: string) (like: Tensor) =
+            match stored.TryGetValue name with
+            | true, v when v.Shape = like.Shape && v.DType = like.DType -> v
+            | true, v ->
+                bad
+                    $"'{name}' is {v.DType} {Shape.show v.Shape} here but {like.DType} {Shape.show like.Shape} in this run: the checkpoint belongs to another run"
+            | _ -> bad $"it lacks '{name}': the checkpoint belongs to another run"
 
         let terms =
             [ for name, t in c.Tensors do
@@ -286,15 +353,26 @@ module Continual =
                 |> List.ofArray)
             |> List.ofArray
 
-        { Done = int (meta "done")
+        let learned = int (meta "done")
+
+        let snapshots =
+            [ for k in 1..learned ->
+                  [ for name, t in c.Tensors do
+                        if name.StartsWith $"task{k}/" then
+                            name.Substring(name.IndexOf '/' + 1), t ] ]
+
+        { Done = learned
           State =
             { Params = p
               Optimizer =
                 { Step = int (meta "optimizer_step")
-                  Buffers = like.State.Optimizer.Buffers |> List.mapi (fun k b -> tree $"optimizer/{k}/" b) }
+                  Buffers =
+                    like.State.Optimizer.Buffers
+                    |> Map.map (fun name b -> named ("optimizer/" + name) b) }
               Objective = Objective.restore terms like.State.Objective }
           Rows = rows
-          History = history }
+          History = history
+          Snapshots = snapshots }
 
     /// The checkpoint file of a run folder after task i (1-based), and the latest one present.
     let checkpointPath (folder: string) (task: int) =

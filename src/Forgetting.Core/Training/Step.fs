@@ -59,10 +59,19 @@ module Step =
         let leaves = Params.tensors p
         let observes = Objective.observesSteps state.Objective
 
+        let mutable statistics = []
+
         let values, grads =
             Tensor.gradientsAt
                 (fun ts ->
                     let v = view model (Mode.Train rng) (Params.withTensors p ts) batch
+
+                    statistics <-
+                        [ for e in v.Trace do
+                              match e.Kind with
+                              | Statistic param -> (if e.Path = "" then param else e.Path + "/" + param), e.Value
+                              | _ -> () ]
+
                     let total = Objective.loss state.Objective v
 
                     (if observes then
@@ -74,6 +83,11 @@ module Step =
 
         let g = Params.withTensors p grads[0]
         let p', optimizerState = optimizer.Update state.Optimizer p g
+
+        // Running statistics are not trained: the layer's own update of them replaces the optimizer's.
+        let p' =
+            statistics
+            |> List.fold (fun acc (path, value) -> Params.replace path (Tensor.stopGradient value) acc) p'
 
         let objective =
             if observes then

@@ -561,7 +561,7 @@ let bitPatternTests =
 
               let spy =
                   { Name = "spy"
-                    Init = fun _ -> { Step = 0; Buffers = [] }
+                    Init = fun _ -> { Step = 0; Buffers = Map.empty }
                     Update =
                       fun s p g ->
                           seen.Value <- g

@@ -39,7 +39,7 @@ let private recipe kind setting (terms: TermSpec list) : Recipe =
           PermuteFirst = true
           Seed = 1
           TrainLimit = 0 }
-      Model = { Hidden = [ 16 ]; Forgetting = None }
+      Model = Recipe.mlp [ 16 ] None
       Training = "sequential"
       Terms = terms
       Optimizer =
@@ -51,7 +51,8 @@ let private recipe kind setting (terms: TermSpec list) : Recipe =
           Beta1 = 0.9
           Beta2 = 0.999
           Eps = 1e-8
-          ResetPerTask = false }
+          ResetPerTask = false
+          Meta = [] }
       EpochsPerTask = 2
       BatchSize = 32
       Seed = 5L
@@ -102,14 +103,15 @@ let tests =
               let sequence =
                   ContinualRun.scenario (fun _ -> data) (recipe "split" "task" []).Scenario
 
-              let model = ContinualRun.model { Hidden = [ 8 ]; Forgetting = None } 64 [ 2; 2 ]
+              let model = ContinualRun.model (Recipe.mlp [ 8 ] None) 64 [ 2; 2 ]
 
               let config =
                   { EpochsPerTask = 1
                     BatchSize = 32
                     Optimizer = Optim.sgd 0.1
                     ResetOptimizer = false
-                    Seed = 1L }
+                    Seed = 1L
+                    PerTask = fun _ -> false }
 
               let s0 =
                   Continual.start
@@ -128,14 +130,15 @@ let tests =
                   ContinualRun.scenario (fun _ -> data) (recipe "permuted" "domain" []).Scenario
 
               let model =
-                  ContinualRun.model { Hidden = [ 8 ]; Forgetting = None } 64 (List.ofArray sequence.Heads)
+                  ContinualRun.model (Recipe.mlp [ 8 ] None) 64 (List.ofArray sequence.Heads)
 
               let config =
                   { EpochsPerTask = 1
                     BatchSize = 32
                     Optimizer = Optim.sgdWith 0.05 0.9 false 0.0
                     ResetOptimizer = false
-                    Seed = 3L }
+                    Seed = 3L
+                    PerTask = fun _ -> false }
 
               let start () =
                   Continual.start model config Objective.taskOnly sequence (model.Init (Rng.create 1L) Float32)
@@ -398,11 +401,11 @@ let recipes =
                           { (recipe "split" "task" []).Optimizer with
                               Lr = 0.1 + 0.2 }
                       Model =
-                          { Hidden = [ 7; 3 ]
-                            Forgetting =
-                              Some
+                          Recipe.mlp
+                              [ 7; 3 ]
+                              (Some
                                   { Forgetting.Mechanisms.ForgettingLayerConfig.Default with
-                                      Rho = 1.0 / 3.0 } } }
+                                      Rho = 1.0 / 3.0 }) }
 
               let back =
                   Recipe.ofJson Catalog.terms (Text.Json.Nodes.JsonNode.Parse(Recipe.toText r))
