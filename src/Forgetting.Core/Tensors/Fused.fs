@@ -192,60 +192,55 @@ module Fused =
     let layer (rho: float) (withShortcut: bool) (wf: Tensor) (h: Tensor) =
         check "forgetting layer" h wf [| (if h.Rank = 2 then h.Shape[1] else -1) |]
 
+        // One body for both dtypes: the storage case, the reader of a gradient's array and the
+        // dtype's kernels are its only differences.
+        let cpuLayer
+            (store: 'T[] -> Storage)
+            (read: RawTensor -> 'T[])
+            (forward: 'T[] -> 'T[] -> bool -> 'T[] * 'T[] * Kernels.LayerSaved<'T>)
+            (backward: 'T[] -> 'T[] -> Kernels.LayerSaved<'T> -> 'T[] -> 'T[] -> 'T[] -> bool -> 'T[] * 'T[])
+            (x: 'T[])
+            (w: 'T[])
+            =
+            let out, stats, saved = forward x w withShortcut
+
+            let run (p: Pending) (gStats: RawTensor) =
+                let orNull (t: RawTensor) = if isNull t then null else read t
+
+                let gh, gw =
+                    backward x w saved (orNull p.Output) (orNull p.Gate) (read gStats) withShortcut
+
+                CpuTensor.Of(store gh, h.Shape), CpuTensor.Of(store gw, wf.Shape)
+
+            Some(
+                CpuTensor.Of(store out, h.Shape),
+                CpuTensor.Of(store stats, [| w.Length + 1 |]),
+                CpuTensor.Of(store saved.Sigma, h.Shape),
+                run
+            )
+
         let fused =
             match h.Raw, wf.Raw with
             | (:? CpuTensor as hc), (:? CpuTensor as wc) ->
                 match hc.Storage, wc.Storage with
                 | F32 x, F32 w ->
-                    let out, stats, saved = Kernels.layerForward32 x w (float32 rho) withShortcut
+                    let r = float32 rho
 
-                    let backward (p: Pending) (gStats: RawTensor) =
-                        let g32 (t: RawTensor) = if isNull t then null else (array32 t)
-
-                        let gh, gw =
-                            Kernels.layerBackward32
-                                x
-                                w
-                                saved
-                                (g32 p.Output)
-                                (g32 p.Gate)
-                                (array32 gStats)
-                                (float32 rho)
-                                withShortcut
-
-                        CpuTensor.Of(F32 gh, h.Shape), CpuTensor.Of(F32 gw, wf.Shape)
-
-                    Some(
-                        CpuTensor.Of(F32 out, h.Shape),
-                        CpuTensor.Of(F32 stats, [| w.Length + 1 |]),
-                        CpuTensor.Of(F32 saved.Sigma, h.Shape),
-                        backward
-                    )
+                    cpuLayer
+                        F32
+                        array32
+                        (fun x w sc -> Kernels.layerForward32 x w r sc)
+                        (fun x w sv go gs gst sc -> Kernels.layerBackward32 x w sv go gs gst r sc)
+                        x
+                        w
                 | F64 x, F64 w ->
-                    let out, stats, saved = Kernels.layerForward64 x w rho withShortcut
-
-                    let backward (p: Pending) (gStats: RawTensor) =
-                        let g64 (t: RawTensor) = if isNull t then null else (array64 t)
-
-                        let gh, gw =
-                            Kernels.layerBackward64
-                                x
-                                w
-                                saved
-                                (g64 p.Output)
-                                (g64 p.Gate)
-                                (array64 gStats)
-                                rho
-                                withShortcut
-
-                        CpuTensor.Of(F64 gh, h.Shape), CpuTensor.Of(F64 gw, wf.Shape)
-
-                    Some(
-                        CpuTensor.Of(F64 out, h.Shape),
-                        CpuTensor.Of(F64 stats, [| w.Length + 1 |]),
-                        CpuTensor.Of(F64 saved.Sigma, h.Shape),
-                        backward
-                    )
+                    cpuLayer
+                        F64
+                        array64
+                        (fun x w sc -> Kernels.layerForward64 x w rho sc)
+                        (fun x w sv go gs gst sc -> Kernels.layerBackward64 x w sv go gs gst rho sc)
+                        x
+                        w
                 | _ -> None
             | _ -> None
 
