@@ -14,6 +14,8 @@ type Workload =
     | Fisher
     | Mas
     | [<CustomCommandLine("ewc-step")>] Ewc_Step
+    /// Not part of `all`: the plain and the forgetting-layer step alternated in one process.
+    | [<CustomCommandLine("mlp-pair")>] Mlp_Pair
     | Bnn
     | Hopfield
     | [<CustomCommandLine("vit-epoch")>] Vit_Epoch
@@ -218,6 +220,27 @@ let private vitLine images batch reps =
     |> render false
     |> printfn "%s"
 
+/// The plain and the forgetting-layer MLP steps alternated in one process: one line with both medians
+/// and their ratio (the goal of issue #14: under 1.3).
+let private mlpPairLine batch steps =
+    let plain, forgetting = Workloads.mlpPair batch steps
+
+    Obj(
+        [ "workload", Str "mlp-pair"
+          "impl", Str "forgetting"
+          "batch", Int batch
+          "steps", Int steps
+          "ms_per_step_median", Num forgetting.Median
+          "plain_ms_per_step_median", Num plain.Median
+          "plain_ms_per_step_min", Num(Array.min plain.Milliseconds)
+          "ms_per_step_min", Num(Array.min forgetting.Milliseconds)
+          "ratio", Num(forgetting.Median / plain.Median) ]
+        @ engine ()
+        @ memory forgetting
+    )
+    |> render false
+    |> printfn "%s"
+
 let run (args: ParseResults<BenchArgs>) =
     let batch = args.GetResult(Batch, defaultValue = 128) |> positive "batch"
     let steps = args.GetResult(Steps, defaultValue = 200) |> positive "steps"
@@ -238,6 +261,7 @@ let run (args: ParseResults<BenchArgs>) =
     | Fisher -> fisherLine samples fisherReps
     | Mas -> masLines samples fisherReps
     | Ewc_Step -> ewcLine batch steps
+    | Mlp_Pair -> mlpPairLine batch steps
     | Bnn -> bnnLine bnnBatch steps
     | Hopfield -> hopfieldLine batch hopfieldReps
     | Vit_Epoch -> vitLine images batch vitReps

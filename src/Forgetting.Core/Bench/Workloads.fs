@@ -293,6 +293,64 @@ module Workloads =
 
         t, loss
 
+    /// The `mlp` step of the plain net and of the net with forgetting layers (`lateral_inhibition`),
+    /// in one process and timed in alternation (the order swapped every pair), so that both see the
+    /// same load: on a shared machine the ratio of the two is steadier than that of two processes.
+    /// Returns the plain and the forgetting-layer timings.
+    let mlpPair (batch: int) (steps: int) =
+        let setup (variantName: string) =
+            let variant = Variant.byName variantName
+            let model = Variant.mlp variant [ 784; 256; 256; 128; 10 ]
+            let kp, kx = Rng.split (Rng.create 1L)
+            let x = Tensor.uniform kx Float32 [| batch; 784 |] 0.0 1.0
+            let sgd = Optim.sgd 0.01
+
+            let batchOf =
+                { Inputs = x
+                  Labels = Array.init batch (fun i -> i % 10)
+                  Task = 0
+                  Outputs = 10 }
+
+            let mutable state =
+                Step.init sgd (Variant.objective variant) (model.Init kp Float32)
+
+            fun () -> state <- fst (Step.run model sgd (Rng.create 2L) state batchOf)
+
+        let plainStep, forgettingStep = setup "sgd", setup "lateral_inhibition"
+        let plainMs, forgettingMs = ResizeArray(), ResizeArray()
+        let sw = Stopwatch()
+        let mutable early = 0.0
+
+        let timed (step: unit -> unit) =
+            sw.Restart()
+            step ()
+            sw.Stop()
+            sw.Elapsed.TotalMilliseconds
+
+        for i in 0 .. 10 + steps - 1 do
+            if i = 10 + min 10 (steps - 1) then
+                early <- heapMb ()
+
+            let first, second =
+                if i % 2 = 0 then
+                    let p = timed plainStep
+                    p, timed forgettingStep
+                else
+                    let f = timed forgettingStep
+                    timed plainStep, f
+
+            if i >= 10 then
+                plainMs.Add first
+                forgettingMs.Add second
+
+        let timing (ms: ResizeArray<float>) =
+            { Milliseconds = ms.ToArray()
+              HeapEarlyMb = early
+              HeapEndMb = heapMb ()
+              PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0 }
+
+        timing plainMs, timing forgettingMs
+
     /// One training step of the binarized net 784-1024-1024-10 of Laborieux et al. 2021 (sign weights
     /// and activations, batch norm with batch statistics and learned γ, β after every layer) with
     /// metaplastic Adam (m = 1.35, lr 0.005, L2 decay 1e-7) on a fixed random batch of `batch` inputs

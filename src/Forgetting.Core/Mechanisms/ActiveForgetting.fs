@@ -105,7 +105,19 @@ module ActiveForgetting =
                         "forgetting layer"
                         $"built for {units} units, got activations of shape {Shape.show h.Shape}"
 
-                let sigma = gate config wf a
+                // Training steps take the fused op (one forward and one backward kernel for the gate,
+                // the output and both losses' statistics). Evaluation keeps the composed ops: the
+                // per-sample rule below needs the gradient at σ to include the path through the output.
+                let fused =
+                    if mode.Training && not config.StaticGate && h.Rank = 2 then
+                        Some(Fused.layer config.Rho config.Shortcut wf a)
+                    else
+                        None
+
+                let sigma =
+                    match fused with
+                    | Some(_, s) -> s
+                    | None -> gate config wf a
                 // Broadcast the per-unit gate over a conv map's spatial axes.
                 let s =
                     if h.Rank = 4 then
@@ -114,10 +126,11 @@ module ActiveForgetting =
                         sigma
 
                 let out =
-                    match config.Shortcut, h.Rank with
-                    | true, 2 when not config.StaticGate -> Fused.shortcut h sigma
-                    | true, _ -> h + h * s
-                    | false, _ -> h * s
+                    match fused, config.Shortcut, h.Rank with
+                    | Some(o, _), _, _ -> o
+                    | None, true, 2 when not config.StaticGate -> Fused.shortcut h sigma
+                    | None, true, _ -> h + h * s
+                    | None, false, _ -> h * s
 
                 // How W_f's per-sample gradient follows from the gradient G at the input gate σ =
                 // sigmoid(ρ a ⊙ W_f) (eq. 4): ∂ℓ_b/∂W_f,i = G_bi · ρ a_bi σ_bi (1 − σ_bi), a factor that
@@ -160,8 +173,7 @@ module ActiveForgetting =
     /// case, every gate fully open (σ̄ = 1), is guarded, and gives 0 with a zero gradient.
     let inhibitionLoss (trace: TraceEntry list) =
         let means =
-            gatesOf trace
-            |> List.map (fun s -> if s.Rank = 2 then Tensor.meanAxis 0 false s else s)
+            gatesOf trace |> List.map (fun s -> if s.Rank = 2 then Fused.batchMean s else s)
 
         let num = means |> List.map (fun m -> Tensor.sum ((1.0 - m) * m)) |> List.reduce (+)
         let den = means |> List.map (fun m -> Tensor.sum (1.0 - m)) |> List.reduce (+)

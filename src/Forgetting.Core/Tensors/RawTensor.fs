@@ -124,8 +124,10 @@ type RawTensor(shape: int[], dtype: DType) =
     /// Max pooling over k×k windows: the pooled tensor and the flat input index of each maximum.
     abstract MaxPool2d: k: int * stride: int -> RawTensor * int[]
 
-    // Fused kernels of hot composites. Each default composes the ops above, so a new backend works
-    // without them; a backend overrides them with single passes over memory.
+    // Fused kernels of hot composites that any model uses. Each default composes the ops above, so a
+    // new backend works without them; a backend overrides them with single passes over memory. A
+    // kernel of one mechanism's op (the forgetting layer's) lives with that op instead (Fused.fs),
+    // so that no backend has to implement a mechanism.
 
     /// this + alpha · other, elementwise, same shapes (the SGD update, gradient accumulation).
     abstract AddScaled: other: RawTensor * alpha: float -> RawTensor
@@ -139,58 +141,10 @@ type RawTensor(shape: int[], dtype: DType) =
     default x.AddMany others =
         others |> List.fold (fun acc t -> acc.Binary(Add, t)) x
 
-    /// The forgetting layer's output with its shortcut (source 000, eq. 5): this ⊙ (1 + σ).
-    abstract Shortcut: sigma: RawTensor -> RawTensor
-
-    default h.Shortcut sigma = h.Binary(Add, h.Binary(Mul, sigma))
-
     /// g ⊙ 1[this > 0]: the gradient through a ReLU whose input was this.
     abstract ReluBackward: g: RawTensor -> RawTensor
 
     default x.ReluBackward g = g.Binary(Mul, x.Unary Step)
-
-    /// The forgetting layer's gate (source 000, eq. 4): σ = sigmoid(ρ · this ⊙ wf), this [B, n], wf [n].
-    abstract ForgetGate: wf: RawTensor * rho: float -> RawTensor
-
-    default h.ForgetGate(wf, rho) =
-        h.Binary(Mul, wf).BinaryScalar(Mul, rho, false).Unary Sigmoid
-
-    /// The gradients with respect to this (h) and wf of ForgetGate, given the gradient g of σ.
-    abstract ForgetGateBackward: wf: RawTensor * sigma: RawTensor * g: RawTensor * rho: float -> RawTensor * RawTensor
-
-    default h.ForgetGateBackward(wf, sigma, g, rho) =
-        let d =
-            g.Binary(Mul, sigma.Binary(Mul, sigma.BinaryScalar(Sub, 1.0, true))).BinaryScalar(Mul, rho, false)
-
-        d.Binary(Mul, wf), d.Binary(Mul, h).SumTo wf.Shape
-
-    /// Lateral inhibition weighted by importance (source 000, eq. 8) of one layer, this = h [B, n]:
-    /// the batch mean of Σ_{i≠j} a_i b_j with a = h ⊙ (1 − σ), b = h ⊙ σ, as (Σa)(Σb) − Σ a⊙b.
-    abstract LateralInhibition: sigma: RawTensor -> float
-
-    default h.LateralInhibition sigma =
-        let b = h.Binary(Mul, sigma)
-        let a = h.Binary(Sub, b)
-
-        let perSample =
-            a.Reduce(Sum, 1).Binary(Mul, b.Reduce(Sum, 1)).Binary(Sub, a.Binary(Mul, b).Reduce(Sum, 1))
-
-        perSample.SumAll() / float h.Shape[0]
-
-    /// The gradients with respect to h and σ of LateralInhibition, times `scale`:
-    /// ∂/∂h_i = (B − b_i)(1 − σ_i) + (A − a_i) σ_i and ∂/∂σ_i = h_i ((A − a_i) − (B − b_i)), A = Σa, B = Σb.
-    abstract LateralInhibitionBackward: sigma: RawTensor * scale: float -> RawTensor * RawTensor
-
-    default h.LateralInhibitionBackward(sigma, scale) =
-        let b = h.Binary(Mul, sigma)
-        let a = h.Binary(Sub, b)
-        let restA = a.Reduce(Sum, 1).Binary(Sub, a)
-        let restB = b.Reduce(Sum, 1).Binary(Sub, b)
-
-        let gh =
-            restB.Binary(Mul, sigma.BinaryScalar(Sub, 1.0, true)).Binary(Add, restA.Binary(Mul, sigma))
-
-        gh.BinaryScalar(Mul, scale, false), h.Binary(Mul, restA.Binary(Sub, restB)).BinaryScalar(Mul, scale, false)
 
 /// Where raw tensors come from. The arrays passed in are owned by the new tensor from then on.
 and IBackend =

@@ -232,38 +232,6 @@ and CpuTensor(storage: Storage, shape: int[]) =
         | F64 x, F64 gv -> CpuTensor.Of(F64(Fused.reluBackward64 x gv), shape)
         | _ -> Shape.fail "reluBackward" "mixed dtypes"
 
-    override this.ForgetGate(wf, rho) =
-        match storage, this.Same("forgetGate", wf) with
-        | F32 h, F32 w -> CpuTensor.Of(F32(Fused.gate32 h w (float32 rho)), shape)
-        | F64 h, F64 w -> CpuTensor.Of(F64(Fused.gate64 h w rho), shape)
-        | _ -> Shape.fail "forgetGate" "mixed dtypes"
-
-    override this.ForgetGateBackward(wf, sigma, g, rho) =
-        match storage, this.Same("forgetGate", wf), this.Same("forgetGate", sigma), this.Same("forgetGate", g) with
-        | F32 h, F32 w, F32 s, F32 gv ->
-            let gh, gw = Fused.gateBackward32 h w s gv (float32 rho)
-            CpuTensor.Of(F32 gh, shape), CpuTensor.Of(F32 gw, wf.Shape)
-        | F64 h, F64 w, F64 s, F64 gv ->
-            let gh, gw = Fused.gateBackward64 h w s gv rho
-            CpuTensor.Of(F64 gh, shape), CpuTensor.Of(F64 gw, wf.Shape)
-        | _ -> Shape.fail "forgetGate" "mixed dtypes"
-
-    override this.LateralInhibition sigma =
-        match storage, this.Same("lateralInhibition", sigma) with
-        | F32 h, F32 s -> Fused.lateral32 h s shape[1]
-        | F64 h, F64 s -> Fused.lateral64 h s shape[1]
-        | _ -> Shape.fail "lateralInhibition" "mixed dtypes"
-
-    override this.LateralInhibitionBackward(sigma, scale) =
-        match storage, this.Same("lateralInhibition", sigma) with
-        | F32 h, F32 s ->
-            let gh, gs = Fused.lateralBackward32 h s shape[1] (float32 scale)
-            CpuTensor.Of(F32 gh, shape), CpuTensor.Of(F32 gs, shape)
-        | F64 h, F64 s ->
-            let gh, gs = Fused.lateralBackward64 h s shape[1] scale
-            CpuTensor.Of(F64 gh, shape), CpuTensor.Of(F64 gs, shape)
-        | _ -> Shape.fail "lateralInhibition" "mixed dtypes"
-
     override this.AddScaled(other, alpha) =
         match storage, this.Same("addScaled", other) with
         | F32 x, F32 y ->
@@ -345,29 +313,3 @@ and CpuTensor(storage: Storage, shape: int[]) =
                     | _ -> Shape.fail "addMany" "mixed dtypes")
 
             CpuTensor.Of(F64(tiled x ys), shape)
-
-    override this.Shortcut sigma =
-        match storage, this.Same("shortcut", sigma) with
-        | F32 h, F32 s ->
-            let r = System.GC.AllocateUninitializedArray<float32> h.Length
-
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                System.ReadOnlySpan h,
-                System.ReadOnlySpan s,
-                System.ReadOnlySpan h,
-                System.Span r
-            )
-
-            CpuTensor.Of(F32 r, shape)
-        | F64 h, F64 s ->
-            let r = System.GC.AllocateUninitializedArray<float> h.Length
-
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                System.ReadOnlySpan h,
-                System.ReadOnlySpan s,
-                System.ReadOnlySpan h,
-                System.Span r
-            )
-
-            CpuTensor.Of(F64 r, shape)
-        | _ -> Shape.fail "shortcut" "mixed dtypes"
