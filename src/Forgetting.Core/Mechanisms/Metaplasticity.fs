@@ -46,8 +46,9 @@ module Metaplasticity =
                 // Toward zero where sign(W_h) · m_t > 0: only there is the step attenuated.
                 let step =
                     if (x > 0.0 && mi > 0.0) || (x < 0.0 && mi < 0.0) then
-                        let t = tanh (meta * abs x)
-                        step * (1.0 - t * t)
+                        // 1 − tanh²(z) = sech²(z) = 4e/(1 + e)², e = exp(−2z), z = m|W_h| ≥ 0: one exp.
+                        let e = exp (-2.0 * meta * abs x)
+                        step * (4.0 * e / ((1.0 + e) * (1.0 + e)))
                     else
                         step
 

@@ -30,6 +30,30 @@ let tests =
     testList
         "tensor invariants"
         [ Checks.forAll
+              "sign is 1, −1 or 0 (at 0 and NaN) element by element, in both dtypes and at any length"
+              100
+              (Gen.zip (Gen.choose (0, 70)) seeds)
+              (fun (n, seed) ->
+                  let rng = System.Random seed
+
+                  let xs =
+                      Array.init n (fun i ->
+                          match i % 7 with
+                          | 0 -> 0.0
+                          | 1 when n > 20 -> nan
+                          | _ -> rng.NextDouble() * 4.0 - 2.0)
+
+                  let expected =
+                      xs
+                      |> Array.map (fun x ->
+                          if x > 0.0 then 1.0
+                          elif x < 0.0 then -1.0
+                          else 0.0)
+
+                  [ Float32; Float64 ]
+                  |> List.forall (fun dtype ->
+                      (Tensor.sign (Tensor.create dtype [| n |] xs)).ToFloat64Array() = expected))
+          Checks.forAll
               "broadcasting equals explicit expansion"
               100
               (Gen.zip broadcastPairs seeds)

@@ -12,14 +12,6 @@ let inline private map ([<InlineIfLambda>] f: ^T -> ^T) (x: ^T[]) (r: ^T[]) =
     for i in 0 .. x.Length - 1 do
         r[i] <- f x[i]
 
-let inline private sign (x: ^T) =
-    if x > LanguagePrimitives.GenericZero then
-        LanguagePrimitives.GenericOne
-    elif x < LanguagePrimitives.GenericZero then
-        -LanguagePrimitives.GenericOne
-    else
-        LanguagePrimitives.GenericZero
-
 let inline private step (x: ^T) =
     if x > LanguagePrimitives.GenericZero then
         LanguagePrimitives.GenericOne
@@ -70,6 +62,37 @@ let erf (x: float) =
         let erfc = exp (-a * a) / sqrt Math.PI / f
         if x > 0.0 then 1.0 - erfc else erfc - 1.0
 
+/// sign(x): 1, −1, or 0 at 0 and at NaN (neither comparison holds), over SIMD lanes: a scalar loop's
+/// branch on a random sign mispredicts half the time (6 ns an element), and a binarized net takes the
+/// sign of every weight matrix at every step.
+let private signInto<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (x: 'T[]) (r: 'T[]) =
+    let lanes = Numerics.Vector<'T>.Count
+    let one, zero = Numerics.Vector<'T>.One, Numerics.Vector<'T>.Zero
+    let minusOne = Numerics.Vector.Negate one
+    let mutable i = 0
+
+    while i + lanes <= x.Length do
+        let v = Numerics.Vector<'T>(x, i)
+
+        let below =
+            Numerics.Vector.ConditionalSelect(Numerics.Vector.LessThan(v, zero), minusOne, zero)
+
+        Numerics.Vector.ConditionalSelect(Numerics.Vector.GreaterThan(v, zero), one, below).CopyTo(r, i)
+        i <- i + lanes
+
+    // The tail, lane by lane through the same vector ops (a vector of one element and zeros).
+    if i < x.Length then
+        let tail = Array.zeroCreate<'T> lanes
+        Array.blit x i tail 0 (x.Length - i)
+        let v = Numerics.Vector<'T>(tail)
+
+        let below =
+            Numerics.Vector.ConditionalSelect(Numerics.Vector.LessThan(v, zero), minusOne, zero)
+
+        let out = Array.zeroCreate<'T> lanes
+        Numerics.Vector.ConditionalSelect(Numerics.Vector.GreaterThan(v, zero), one, below).CopyTo(out)
+        Array.blit out 0 r i (x.Length - i)
+
 let private unary32 (op: UnaryOp) (x: float32[]) (r: float32[]) =
     match op with
     | Neg -> TensorPrimitives.Negate(ro x, rw r)
@@ -77,7 +100,7 @@ let private unary32 (op: UnaryOp) (x: float32[]) (r: float32[]) =
     | Log -> TensorPrimitives.Log(ro x, rw r)
     | Sqrt -> TensorPrimitives.Sqrt(ro x, rw r)
     | Abs -> TensorPrimitives.Abs(ro x, rw r)
-    | Sign -> map sign x r
+    | Sign -> signInto x r
     | Tanh -> TensorPrimitives.Tanh(ro x, rw r)
     | Sigmoid -> TensorPrimitives.Sigmoid(ro x, rw r)
     | Relu -> TensorPrimitives.Max(ro x, 0.0f, rw r)
@@ -93,7 +116,7 @@ let private unary64 (op: UnaryOp) (x: float[]) (r: float[]) =
     | Log -> TensorPrimitives.Log(ro x, rw r)
     | Sqrt -> TensorPrimitives.Sqrt(ro x, rw r)
     | Abs -> TensorPrimitives.Abs(ro x, rw r)
-    | Sign -> map sign x r
+    | Sign -> signInto x r
     | Tanh -> TensorPrimitives.Tanh(ro x, rw r)
     | Sigmoid -> TensorPrimitives.Sigmoid(ro x, rw r)
     | Relu -> TensorPrimitives.Max(ro x, 0.0, rw r)
