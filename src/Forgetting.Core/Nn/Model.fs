@@ -204,15 +204,27 @@ module Layer =
                         x,
                     []
                 else
-                    let r = Functional.batchNorm eps gamma beta x
+                    // Per feature over the batch is layer normalisation of the transpose, whose fused op
+                    // (one kernel each way) replaces the twenty-odd composed ops of Functional.batchNorm.
+                    let b = x.Shape[0]
+
+                    let output =
+                        Functional.layerNorm
+                            eps
+                            (Tensor.ones x.DType [| b |])
+                            (Tensor.zeros x.DType [| b |])
+                            (Tensor.transpose x)
+                        |> Tensor.transpose
+                        |> fun normed -> normed * gamma + beta
 
                     if running then
-                        let n = float x.Shape[0]
+                        let n = float b
                         let unbiased = n / max 1.0 (n - 1.0)
-                        let mean = Tensor.stopGradient r.Mean
-                        let var = Tensor.stopGradient r.Variance
+                        let constant = Tensor.stopGradient x
+                        let mean = Tensor.meanAxis 0 false constant
+                        let var = Tensor.meanAxis 0 false (Tensor.square (constant - mean))
 
-                        r.Output,
+                        output,
                         [ { Path = ""
                             Kind = Statistic "running_mean"
                             Value = Params.tensor "running_mean" p * (1.0 - momentum) + mean * momentum }
@@ -220,7 +232,7 @@ module Layer =
                             Kind = Statistic "running_var"
                             Value = Params.tensor "running_var" p * (1.0 - momentum) + var * (unbiased * momentum) } ]
                     else
-                        r.Output, [] }
+                        output, [] }
 
     /// Layers applied in order; each gets the subtree of parameters under its name, a key of its own,
     /// and its trace entries are prefixed with its name.
