@@ -81,9 +81,8 @@ let private gemmLines reps =
         |> render false
         |> printfn "%s"
 
-let private mlpLine (workload: string) (variant: string) batch steps =
-    let t, loss = Workloads.mlp variant batch steps
-
+/// One timed training step's line: the median, the throughput and the final loss.
+let private stepLine (workload: string) batch steps ((t: Timing), (loss: float)) =
     Obj(
         [ "workload", Str workload
           "impl", Str "forgetting"
@@ -97,6 +96,9 @@ let private mlpLine (workload: string) (variant: string) batch steps =
     )
     |> render false
     |> printfn "%s"
+
+let private mlpLine (workload: string) (variant: string) batch steps =
+    Workloads.mlp variant batch steps |> stepLine workload batch steps
 
 /// The empirical per-sample Fisher of `samples` inputs: one line, the time per estimate.
 let private fisherLine samples reps =
@@ -145,21 +147,7 @@ let private masLines samples reps =
 
 /// One step of the binarized 784-1024-1024-10 net with metaplastic Adam: one line.
 let private bnnLine batch steps =
-    let t, loss = Workloads.bnn batch steps
-
-    Obj(
-        [ "workload", Str "bnn"
-          "impl", Str "forgetting"
-          "batch", Int batch
-          "steps", Int steps
-          "ms_per_step_median", Num t.Median
-          "samples_per_s", Num(float batch / (t.Median / 1000.0))
-          "final_loss", Num loss ]
-        @ engine ()
-        @ memory t
-    )
-    |> render false
-    |> printfn "%s"
+    Workloads.bnn batch steps |> stepLine "bnn" batch steps
 
 /// One SGD step with an EWC penalty beside the plain step, timed in alternation: one line.
 let private ewcLine batch steps =

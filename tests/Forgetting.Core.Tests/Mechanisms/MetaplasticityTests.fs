@@ -40,23 +40,8 @@ let private p0 =
         [ "fc1/weight", mat 2 3 [| 0.5; -1.2; 0.01; 2.0; -0.3; 0.0 |]
           "bn1/gamma", vec [| 1.0; 0.8 |] ]
 
-/// A small learnable data set of 4 classes of 8×8 images, a bright quadrant each, plus noise.
-let private quadrants (name: string) (seed: int) (count: int) =
-    let rng = Random seed
-    let labels = Array.init count (fun i -> i % 4)
-
-    let images =
-        [| for i in 0 .. count - 1 do
-               for r in 0..7 do
-                   for c in 0..7 do
-                       let q = (if r < 4 then 0 else 2) + (if c < 4 then 0 else 1)
-                       float32 ((if q = labels[i] then 0.8 else 0.1) + 0.2 * rng.NextDouble()) |]
-
-    Dataset.create name [| 8; 8 |] 4 images labels
-
-let private data =
-    { Train = quadrants "quadrants/train" 1 200
-      Test = quadrants "quadrants/test" 2 80 }
+// The continual runner's tests' quadrants: 4 classes of 8×8 images, 200 to train and 80 to test.
+let private data = Forgetting.Tests.Training.ContinualTests.data
 
 /// A binarized net on 3 permuted quadrant tasks, metaplastic Adam with m, the reference's protocol.
 let private recipe (m: float) : Recipe =

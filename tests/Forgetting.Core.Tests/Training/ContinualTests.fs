@@ -8,8 +8,9 @@ open Forgetting.Data
 open Forgetting.Training
 open Forgetting.Experiments
 
-/// A small learnable data set: 4 classes of 8×8 images, each class a bright quadrant plus noise.
-let private quadrants (name: string) (seed: int) (count: int) =
+/// A small learnable data set: 4 classes of 8×8 images, each class a bright quadrant plus noise (also
+/// the metaplasticity tests' data).
+let quadrants (name: string) (seed: int) (count: int) =
     let rng = Random seed
     let labels = Array.init count (fun i -> i % 4)
 
@@ -22,7 +23,7 @@ let private quadrants (name: string) (seed: int) (count: int) =
 
     Dataset.create name [| 8; 8 |] 4 images labels
 
-let private data =
+let data =
     { Train = quadrants "quadrants/train" 1 200
       Test = quadrants "quadrants/test" 2 80 }
 
