@@ -51,10 +51,10 @@ type ContinualState =
 module Continual =
 
     /// Accuracy on every task of the scenario, tested as the model stands after task `after` (−1 at
-    /// initialisation; see Scenario.testHead), each learned task j tested with its own snapshot of the parameters kept per task
-    /// (snapshots[j]) in place of the current ones.
-    /// A task tested on the same samples with the same head and parameters as an earlier one (the
-    /// parts of a stream, all tested on the whole test set) is not tested again.
+    /// initialisation; see Scenario.testHead), each learned task j with its own snapshot of the
+    /// parameters kept per task (snapshots[j]) in place of the current ones. A task tested on the same
+    /// samples with the same head and parameters as an earlier one (the parts of a stream, all tested on
+    /// the whole test set) is not tested again.
     let rowWith (model: Layer) (batchSize: int) (s: Scenario) (after: int) (snapshots: (string * Tensor) list list) p =
         let byTask = Array.ofList snapshots
 
