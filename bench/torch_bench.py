@@ -186,6 +186,26 @@ def forgetting_losses(states, eps=1e-8):
     return num / (den + eps), lat.mean()
 
 
+def step_line(workload, step, batch, args):
+    """WARMUP_STEPS untimed steps, then --steps timed one by one: the line of the median step."""
+    for _ in range(WARMUP_STEPS):
+        step()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {loss.item()}")
+    med = statistics.median(times)
+    return {"workload": workload, "impl": "pytorch",
+            "batch": batch, "steps": args.steps,
+            "ms_per_step_median": round(med * 1e3, 4),
+            "samples_per_s": round(batch / med, 1),
+            "threads": args.threads, "blas": blas_name(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def bench_mlp(args, forgetting, lam=0.1, beta=1e-4, lr=0.01):
     torch.manual_seed(0)
     model = MLP(forgetting)
@@ -204,22 +224,7 @@ def bench_mlp(args, forgetting, lam=0.1, beta=1e-4, lr=0.01):
         opt.step()
         return loss
 
-    for _ in range(WARMUP_STEPS):
-        step()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    if not torch.isfinite(loss):
-        raise RuntimeError(f"non-finite loss {loss.item()}")
-    med = statistics.median(times)
-    yield {"workload": "mlp-forgetting" if forgetting else "mlp", "impl": "pytorch",
-           "batch": args.batch, "steps": args.steps,
-           "ms_per_step_median": round(med * 1e3, 4),
-           "samples_per_s": round(args.batch / med, 1),
-           "threads": args.threads, "blas": blas_name(),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    yield step_line("mlp-forgetting" if forgetting else "mlp", step, args.batch, args)
 
 
 def empirical_fisher_loop(model, x, y):
@@ -610,22 +615,7 @@ def bench_bnn(args):
                 p.org.copy_(p.data)
         return loss
 
-    for _ in range(WARMUP_STEPS):
-        step()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    if not torch.isfinite(loss):
-        raise RuntimeError(f"non-finite loss {loss.item()}")
-    med = statistics.median(times)
-    yield {"workload": "bnn", "impl": "pytorch",
-           "batch": batch, "steps": args.steps,
-           "ms_per_step_median": round(med * 1e3, 4),
-           "samples_per_s": round(batch / med, 1),
-           "threads": args.threads, "blas": blas_name(),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    yield step_line("bnn", step, batch, args)
 
 
 WORKLOADS = {
