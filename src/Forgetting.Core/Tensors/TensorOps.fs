@@ -444,14 +444,32 @@ module Tensor =
                 if members |> Array.exists (fun i -> Double.IsNaN v[i]) then
                     Shape.fail "medianFrom" $"group {g} holds NaN"
 
-                // Ordered by value, then position: the pick at a tie is deterministic.
-                Array.sortInPlaceWith
-                    (fun (i: int) (j: int) ->
-                        let c = v[i].CompareTo v[j]
-                        if c <> 0 then c else i.CompareTo j)
-                    members
+                // The pick is members' k-th under the order (value, position), so that a tie is
+                // deterministic. A selection finds the k-th value in linear time (the PFU's median
+                // over a whole call reaches a million scores per step, where a sort by comparer was
+                // most of the step); the tied members below k, in position order, then locate it.
+                let k = (members.Length - 1) / 2
+                let values = members |> Array.map (fun i -> v[i])
+                let m = Select.kth k values
+                let mutable below = 0
 
-                members[(members.Length - 1) / 2])
+                for i in members do
+                    if v[i] < m then
+                        below <- below + 1
+
+                let mutable skip = k - below
+                let mutable pick = -1
+                let mutable j = 0
+
+                while pick < 0 do
+                    let i = members[j]
+
+                    if v[i] = m then
+                        if skip = 0 then pick <- i else skip <- skip - 1
+
+                    j <- j + 1
+
+                pick)
 
         let outShape =
             if keepDim then

@@ -307,6 +307,33 @@ let tests =
               let two = Parallelism.withDegree 2 step
               Expect.equal two one "the parameters after a step on 2 threads"
           }
+          Checks.forAll
+              "Select.kth is the k-th of the sorted values, with runs of ties and at any length"
+              200
+              (Gen.zip3 (Gen.choose (1, 400)) (Gen.choose (1, 50)) seeds)
+              (fun (n, levels, seed) ->
+                  // Few levels make long runs of equal values; many make them rare.
+                  let rng = System.Random seed
+                  let xs = Array.init n (fun _ -> float (rng.Next levels) - float levels / 2.0)
+                  let sorted = Array.sort xs
+
+                  Array.init n id
+                  |> Array.forall (fun k -> Select.kth k (Array.copy xs) = sorted[k]))
+          Checks.forAll
+              "medianFrom picks the k-th element by value, then position, as a sort of the group would"
+              100
+              (Gen.zip3 (Gen.choose (1, 300)) (Gen.choose (1, 6)) seeds)
+              (fun (n, levels, seed) ->
+                  let rng = System.Random seed
+                  let xs = Array.init n (fun _ -> float (rng.Next levels))
+                  let x = Tensor.ofFloat64 [| n |] xs
+
+                  let byValueThenPosition =
+                      Array.init n id
+                      |> Array.sortWith (fun i j -> Operators.compare (xs[i], i) (xs[j], j))
+
+                  let g = (Tensor.grad (Tensor.medianFrom 0 false None) x).ToFloat64Array()
+                  g[byValueThenPosition[(n - 1) / 2]] = 1.0 && Array.sum g = 1.0)
           test "medianFrom takes the lower median of each group of trailing axes, over the included elements" {
               // Two groups of four: the lower median of an even count is the smaller middle element.
               let x = Tensor.ofFloat64 [| 2; 2; 2 |] [| 4.0; 1.0; 3.0; 2.0; -1.0; 5.0; 0.0; 7.0 |]

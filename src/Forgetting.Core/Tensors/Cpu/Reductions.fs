@@ -118,8 +118,7 @@ let median (x: Storage) =
     if Array.exists Double.IsNaN v then
         Shape.fail "median" "the tensor holds NaN"
 
-    Array.sortInPlace v
-    v[(v.Length - 1) / 2]
+    Select.kth ((v.Length - 1) / 2) v
 
 let inline private softmaxRows
     ([<InlineIfLambda>] expInPlace: ^T[] -> int -> int -> unit)
