@@ -4,6 +4,7 @@
 module internal Forgetting.Tensors.Cpu.Reductions
 
 open System
+open System.Numerics
 open System.Numerics.Tensors
 open Forgetting.Tensors
 
@@ -30,37 +31,31 @@ let inline private reduceLoop
 
             r[o * inner + i] <- acc
 
-let private reduce32 (op: ReduceOp) (x: float32[]) outer len inner (r: float32[]) =
+// One body for both dtypes: inlined at float32 and float64, the same TensorPrimitives calls and the
+// same loop order as hand-written twins, so results stay bit-identical.
+let inline private reduceTyped< ^T when ^T :> INumber< ^T > and ^T: comparison>
+    ([<InlineIfLambda>] isNaN: ^T -> bool)
+    (op: ReduceOp)
+    (x: ^T[])
+    outer
+    len
+    inner
+    (r: ^T[])
+    =
     if inner = 1 then
         for o in 0 .. outer - 1 do
             let row = ReadOnlySpan(x, o * len, len)
 
             r[o] <-
                 match op with
-                | Sum -> TensorPrimitives.Sum row
-                | Max -> TensorPrimitives.Max row
-                | Min -> TensorPrimitives.Min row
+                | Sum -> TensorPrimitives.Sum< ^T> row
+                | Max -> TensorPrimitives.Max< ^T> row
+                | Min -> TensorPrimitives.Min< ^T> row
     else
         match op with
         | Sum -> reduceLoop (+) x outer len inner r
-        | Max -> reduceLoop (fun a b -> if Single.IsNaN a || a >= b then a else b) x outer len inner r
-        | Min -> reduceLoop (fun a b -> if Single.IsNaN a || a <= b then a else b) x outer len inner r
-
-let private reduce64 (op: ReduceOp) (x: float[]) outer len inner (r: float[]) =
-    if inner = 1 then
-        for o in 0 .. outer - 1 do
-            let row = ReadOnlySpan(x, o * len, len)
-
-            r[o] <-
-                match op with
-                | Sum -> TensorPrimitives.Sum row
-                | Max -> TensorPrimitives.Max row
-                | Min -> TensorPrimitives.Min row
-    else
-        match op with
-        | Sum -> reduceLoop (+) x outer len inner r
-        | Max -> reduceLoop (fun a b -> if Double.IsNaN a || a >= b then a else b) x outer len inner r
-        | Min -> reduceLoop (fun a b -> if Double.IsNaN a || a <= b then a else b) x outer len inner r
+        | Max -> reduceLoop (fun a b -> if isNaN a || a >= b then a else b) x outer len inner r
+        | Min -> reduceLoop (fun a b -> if isNaN a || a <= b then a else b) x outer len inner r
 
 /// Reduce along `axis`; the result has the axis kept with size 1. An empty axis sums to 0 and has no
 /// maximum (an error naming the shape).
@@ -75,8 +70,8 @@ let reduce (op: ReduceOp) (x: Storage) (shape: int[]) (axis: int) : Storage =
         let r = Storage.uninit x.DType (outer * inner)
 
         match x, r with
-        | F32 x, F32 r -> reduce32 op x outer len inner r
-        | F64 x, F64 r -> reduce64 op x outer len inner r
+        | F32 x, F32 r -> reduceTyped Single.IsNaN op x outer len inner r
+        | F64 x, F64 r -> reduceTyped Double.IsNaN op x outer len inner r
         | _ -> ()
 
         r
