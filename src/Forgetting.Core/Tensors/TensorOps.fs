@@ -402,7 +402,7 @@ module Tensor =
     /// the trailing axes `fromAxis` … rank−1, over the elements where `among` (a constant of t's
     /// shape, or None for all) is non-zero. The result has shape t.Shape[.. fromAxis−1] (with the
     /// trailing axes kept as 1 when `keepDim`), and its gradient flows to the picked element of each
-    /// group, as torch.median's does; at a tie the picked element is the first in row-major order.
+    /// group, as torch.median's does; ties are ordered by row-major position, so the pick is fixed.
     /// fromAxis = 0 is one median of the whole tensor. Computed on the host, by selection.
     let medianFrom (fromAxis: int) (keepDim: bool) (among: Tensor option) (t: Tensor) =
         let shape = t.Raw.Shape
