@@ -348,7 +348,6 @@ module PartialForgetting =
                 Tensor.broadcastTo scoreShape (Tensor.stopGradient m))
 
         let keys = Rng.splitN (steps + 1) mode.Rng
-        let kT = Tensor.transpose k
         let minusInf = Tensor.scalar q.DType Double.NegativeInfinity
 
         let heads = sq[1]
@@ -371,8 +370,8 @@ module PartialForgetting =
         let rec step (t: int) (xi: Tensor) (previous: (Tensor * Tensor * Tensor option * bool[]) option) =
             let s =
                 match scale with
-                | None -> Tensor.matmul xi kT * betas[0]
-                | Some b -> Tensor.matmul xi kT * b
+                | None -> Tensor.matmulTransposed xi k * betas[0]
+                | Some b -> Tensor.matmulTransposed xi k * b
 
             let d, indicator = forget unit mode.Training keys[t] among s
 

@@ -74,3 +74,24 @@ let forTiles (count: int) (body: int -> unit) : unit =
             // A kernel's own exception (an argument check, a native failure) is more useful to the
             // caller than the wrapper Parallel.For puts around it.
             ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw()
+
+// Below about this many elements of work a hand-off to another worker (some microseconds) costs more
+// than the second core saves on a streaming kernel.
+let private rangeThreshold = 1L <<< 16
+
+/// Run `body start stop` over consecutive ranges that together cover 0 .. count-1, one range per
+/// worker, when count · elementsPerIndex is large enough for a hand-off to pay; else one range on the
+/// calling thread. For kernels whose indices (rows, chunks) are independent: each index must write
+/// only its own outputs, so the split does not change any result.
+let forRanges (count: int) (elementsPerIndex: int) (body: int -> int -> unit) : unit =
+    let workers =
+        if int64 count * int64 elementsPerIndex < rangeThreshold then
+            1
+        else
+            min (degree ()) count
+
+    if workers <= 1 then
+        body 0 count
+    else
+        forTiles workers (fun w ->
+            body (int (int64 count * int64 w / int64 workers)) (int (int64 count * int64 (w + 1) / int64 workers)))

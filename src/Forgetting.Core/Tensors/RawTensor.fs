@@ -146,6 +146,15 @@ type RawTensor(shape: int[], dtype: DType) =
 
     default x.ReluBackward g = g.Binary(Mul, x.Unary Step)
 
+    /// this ⊙ (g − Σ_axis g ⊙ this): the gradient through a softmax along `axis` whose output was
+    /// this. Attention takes it of every score matrix, where the composition made three full-size
+    /// intermediates.
+    abstract SoftmaxBackward: g: RawTensor * axis: int -> RawTensor
+
+    default x.SoftmaxBackward(g, axis) =
+        let dot = g.Binary(Mul, x).Reduce(Sum, axis)
+        x.Binary(Mul, g.Binary(Sub, dot))
+
 /// Where raw tensors come from. The arrays passed in are owned by the new tensor from then on.
 and IBackend =
     abstract Name: string

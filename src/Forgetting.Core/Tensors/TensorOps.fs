@@ -488,7 +488,9 @@ module Tensor =
 
     // ---------------------------------------------------------------- linear algebra
 
-    let private matmul3 (a: Tensor) (b: Tensor) =
+    /// a × op(b), op(b) = bᵀ (its last two axes swapped) when `tb`: the GEMM reads b transposed in
+    /// place, so neither the product nor its backward pass copies a transpose (attention's q kᵀ).
+    let private matmul3 (tb: bool) (a: Tensor) (b: Tensor) =
         Tensor.CheckDType("matmul", a, b)
         let ra, rb = a.Rank, b.Rank
 
@@ -498,37 +500,43 @@ module Tensor =
             || (ra = 3 && rb = 3 && a.Raw.Shape[0] = b.Raw.Shape[0])
 
         if not ok then
-            Shape.fail "matmul" $"cannot multiply shapes {Shape.show a.Raw.Shape} and {Shape.show b.Raw.Shape}"
+            let t = if tb then "ᵀ" else ""
+            Shape.fail "matmul" $"cannot multiply shapes {Shape.show a.Raw.Shape} and {Shape.show b.Raw.Shape}{t}"
 
-        let r = a.Raw.MatMul(false, b.Raw, false)
+        let r = a.Raw.MatMul(false, b.Raw, tb)
+
+        // d(a) = g op(b)ᵀ; d(b) = aᵀ g, or its transpose gᵀ a when b entered transposed.
+        let gradB (a: RawTensor) (g: RawTensor) =
+            if tb then
+                g.MatMul(true, a, false)
+            else
+                a.MatMul(true, g, false)
 
         Tensor.OpAccumulating(
             r,
             [| a; b |],
             (fun g needs ->
-                [| (if needs[0] then g.MatMul(false, b.Raw, true) else null)
+                [| (if needs[0] then g.MatMul(false, b.Raw, not tb) else null)
                    (if needs[1] then
                         if ra = 3 && rb = 2 then
                             // The shared matrix collects the gradient of every batch element.
                             let flatA = a.Raw.Reshape [| a.Raw.Shape[0] * a.Raw.Shape[1]; a.Raw.Shape[2] |]
                             let flatG = g.Reshape [| g.Shape[0] * g.Shape[1]; g.Shape[2] |]
-                            flatA.MatMul(true, flatG, false)
+                            gradB flatA flatG
                         else
-                            a.Raw.MatMul(true, g, false)
+                            gradB a.Raw g
                     else
                         null) |]),
             // Matrices: the gradient added straight into a pending one (a penalty's on a weight).
             fun g i pending ->
                 match ra, rb, i with
-                | 2, 2, 0 -> g.MatMulAdd(false, b.Raw, true, pending)
+                | 2, 2, 0 -> g.MatMulAdd(false, b.Raw, not tb, pending)
+                | 2, 2, 1 when tb -> g.MatMulAdd(true, a.Raw, false, pending)
                 | 2, 2, 1 -> a.Raw.MatMulAdd(true, g, false, pending)
                 | _ -> null
         )
 
-
-    /// Matrix product: [m,k]×[k,n], [b,m,k]×[b,k,n], or [b,m,k]×[k,n] (the matrix shared by the batch);
-    /// more batch axes [b1, …, bj, m, k] × [b1, …, bj, k, n] or × [k, n] are flattened into one.
-    let matmul (a: Tensor) (b: Tensor) =
+    let private matmulWith (tb: bool) (a: Tensor) (b: Tensor) =
         if a.Rank > 3 then
             // Several batch axes [b1, …, bj, m, k] × [b1, …, bj, k, n] (or × a shared [k, n]): one batch axis.
             let sa, sb = a.Raw.Shape, b.Raw.Shape
@@ -545,10 +553,18 @@ module Tensor =
                 else
                     reshape [| -1; sb[sb.Length - 2]; sb[sb.Length - 1] |] b
 
-            let r = matmul3 flatA flatB
+            let r = matmul3 tb flatA flatB
             reshape (Array.append lead r.Raw.Shape[1..]) r
         else
-            matmul3 a b
+            matmul3 tb a b
+
+    /// Matrix product: [m,k]×[k,n], [b,m,k]×[b,k,n], or [b,m,k]×[k,n] (the matrix shared by the batch);
+    /// more batch axes [b1, …, bj, m, k] × [b1, …, bj, k, n] or × [k, n] are flattened into one.
+    let matmul (a: Tensor) (b: Tensor) = matmulWith false a b
+
+    /// a × bᵀ with b's last two axes swapped, as matmul a (transpose b) but without copying the
+    /// transpose forward or back: [m,k]×[n,k], [b,m,k]×[b,n,k], [b,m,k]×[n,k], and more batch axes.
+    let matmulTransposed (a: Tensor) (b: Tensor) = matmulWith true a b
 
     /// A dense layer: x [B, in] × w [in, out] + b [out].
     let linear (x: Tensor) (w: Tensor) (b: Tensor) = matmul x w + b
@@ -559,13 +575,7 @@ module Tensor =
         let a = Shape.axis "softmax" t.Raw.Shape axis
         let s = t.Raw.Softmax a
         // dx = s ⊙ (g − Σ g⊙s)
-        Tensor.Op(
-            s,
-            [| t |],
-            fun g _ ->
-                let dot = g.Binary(Mul, s).Reduce(Sum, a)
-                [| s.Binary(Mul, g.Binary(Sub, dot)) |]
-        )
+        Tensor.Op(s, [| t |], (fun g _ -> [| s.SoftmaxBackward(g, a) |]))
 
     let logSoftmax (axis: int) (t: Tensor) =
         let a = Shape.axis "logSoftmax" t.Raw.Shape axis

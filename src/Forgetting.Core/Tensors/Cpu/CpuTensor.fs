@@ -206,6 +206,11 @@ and CpuTensor(storage: Storage, shape: int[]) =
     override _.LogSoftmax axis =
         CpuTensor.Of(Reductions.softmax true storage shape axis, shape)
 
+    override this.SoftmaxBackward(g, axis) =
+        match Reductions.softmaxBackward storage (this.Same("softmaxBackward", g)) shape axis with
+        | Some r -> CpuTensor.Of(r, shape)
+        | None -> base.SoftmaxBackward(g, axis)
+
     override _.Im2Col(kh, kw, stride, padding) =
         let ho, wo =
             Conv.outSize shape[2] kh stride padding, Conv.outSize shape[3] kw stride padding

@@ -2,6 +2,7 @@
 module internal Forgetting.Tensors.Cpu.Elementwise
 
 open System
+open System.Numerics
 open System.Numerics.Tensors
 open Forgetting.Tensors
 
@@ -143,8 +144,9 @@ let inline private scalarOf (op: BinaryOp) : ^T -> ^T -> ^T =
     | Mul -> (*)
     | Div -> (/)
     | Pow -> fun a b -> a ** b
-    | Maximum -> fun a b -> if Double.IsNaN(float a) || a > b then a else b
-    | Minimum -> fun a b -> if Double.IsNaN(float a) || a < b then a else b
+    // a <> a: NaN, which propagates as in TensorPrimitives.Max and Min.
+    | Maximum -> fun a b -> if a <> a || a > b then a else b
+    | Minimum -> fun a b -> if a <> a || a < b then a else b
     | Greater ->
         fun a b ->
             if a > b then
@@ -158,24 +160,14 @@ let inline private scalarOf (op: BinaryOp) : ^T -> ^T -> ^T =
             else
                 LanguagePrimitives.GenericZero
 
-/// Same-length spans: one SIMD call where TensorPrimitives has the op.
-let private same32 (op: BinaryOp) (a: ReadOnlySpan<float32>) (b: ReadOnlySpan<float32>) (r: Span<float32>) =
-    match op with
-    | Add -> TensorPrimitives.Add(a, b, r)
-    | Sub -> TensorPrimitives.Subtract(a, b, r)
-    | Mul -> TensorPrimitives.Multiply(a, b, r)
-    | Div -> TensorPrimitives.Divide(a, b, r)
-    | Pow -> TensorPrimitives.Pow(a, b, r)
-    | Maximum -> TensorPrimitives.Max(a, b, r)
-    | Minimum -> TensorPrimitives.Min(a, b, r)
-    | Greater
-    | Equal ->
-        let f = scalarOf op
-
-        for i in 0 .. r.Length - 1 do
-            r[i] <- f a[i] b[i]
-
-let private same64 (op: BinaryOp) (a: ReadOnlySpan<float>) (b: ReadOnlySpan<float>) (r: Span<float>) =
+/// Same-length spans: one SIMD call where TensorPrimitives has the op. One body for both dtypes,
+/// inlined at each, so float32 and float64 run the same calls as hand-written twins did.
+let inline private same< ^T when ^T :> IFloatingPointIeee754< ^T > and ^T: comparison>
+    (op: BinaryOp)
+    (a: ReadOnlySpan< ^T >)
+    (b: ReadOnlySpan< ^T >)
+    (r: Span< ^T >)
+    =
     match op with
     | Add -> TensorPrimitives.Add(a, b, r)
     | Sub -> TensorPrimitives.Subtract(a, b, r)
@@ -192,23 +184,13 @@ let private same64 (op: BinaryOp) (a: ReadOnlySpan<float>) (b: ReadOnlySpan<floa
             r[i] <- f a[i] b[i]
 
 /// A span against a scalar, in either order.
-let private scalar32 (op: BinaryOp) (a: ReadOnlySpan<float32>) (s: float32) (scalarFirst: bool) (r: Span<float32>) =
-    match op, scalarFirst with
-    | Add, _ -> TensorPrimitives.Add(a, s, r)
-    | Mul, _ -> TensorPrimitives.Multiply(a, s, r)
-    | Sub, false -> TensorPrimitives.Subtract(a, s, r)
-    | Sub, true -> TensorPrimitives.Subtract(s, a, r)
-    | Div, false -> TensorPrimitives.Divide(a, s, r)
-    | Div, true -> TensorPrimitives.Divide(s, a, r)
-    | Maximum, _ -> TensorPrimitives.Max(a, s, r)
-    | Minimum, _ -> TensorPrimitives.Min(a, s, r)
-    | _ ->
-        let f = scalarOf op
-
-        for i in 0 .. r.Length - 1 do
-            r[i] <- if scalarFirst then f s a[i] else f a[i] s
-
-let private scalar64 (op: BinaryOp) (a: ReadOnlySpan<float>) (s: float) (scalarFirst: bool) (r: Span<float>) =
+let inline private withScalar< ^T when ^T :> IFloatingPointIeee754< ^T > and ^T: comparison>
+    (op: BinaryOp)
+    (a: ReadOnlySpan< ^T >)
+    (s: ^T)
+    (scalarFirst: bool)
+    (r: Span< ^T >)
+    =
     match op, scalarFirst with
     | Add, _ -> TensorPrimitives.Add(a, s, r)
     | Mul, _ -> TensorPrimitives.Multiply(a, s, r)
@@ -228,123 +210,71 @@ let binaryScalar (op: BinaryOp) (x: Storage) (s: float) (scalarFirst: bool) : St
     let r = Storage.uninit x.DType x.Length
 
     match x, r with
-    | F32 x, F32 r -> scalar32 op (ReadOnlySpan x) (float32 s) scalarFirst (Span r)
-    | F64 x, F64 r -> scalar64 op (ReadOnlySpan x) s scalarFirst (Span r)
+    | F32 x, F32 r -> withScalar op (ReadOnlySpan x) (float32 s) scalarFirst (Span r)
+    | F64 x, F64 r -> withScalar op (ReadOnlySpan x) s scalarFirst (Span r)
     | _ -> ()
 
     r
 
-/// The general broadcast loop: walk the output in row-major order, reading each input through its
-/// broadcast strides (0 along stretched axes).
-let inline private broadcastLoop
-    ([<InlineIfLambda>] f: ^T -> ^T -> ^T)
-    (a: ^T[])
+/// op(a, b) over a collapsed broadcast walk (Layout.collapse): each innermost row is one span call,
+/// both inputs running along it (equal shapes: one row of everything; a bias: rows of its length) or
+/// one of them fixed (a column of per-row statistics, a scalar, a per-head scale). After collapsing,
+/// an input's step along the innermost axis is 1, or 0 where it is broadcast; never both 0, since an
+/// axis of size 1 in both is dropped (a single element walks [1] with steps 1). Large work is split
+/// across workers by rows, or a single row by fixed chunks; every element is computed alone, so the
+/// split changes nothing.
+let inline private broadcastTyped< ^T when ^T :> IFloatingPointIeee754< ^T > and ^T: comparison>
+    (op: BinaryOp)
+    (x: ^T[])
+    (y: ^T[])
+    (z: ^T[])
+    (dims: int[])
     (sa: int[])
-    (b: ^T[])
     (sb: int[])
-    (shape: int[])
-    (r: ^T[])
     =
-    let rank = shape.Length
-    let index = Array.zeroCreate rank
-    let mutable ia = 0
-    let mutable ib = 0
+    let last = dims.Length - 1
+    let stepA, stepB = sa[last], sb[last]
 
-    for i in 0 .. r.Length - 1 do
-        r[i] <- f a[ia] b[ib]
-        // Advance the multi-index like an odometer, updating both input offsets incrementally.
-        let mutable d = rank - 1
-        let mutable carry = true
+    if (stepA <> 0 && stepA <> 1) || (stepB <> 0 && stepB <> 1) || stepA + stepB = 0 then
+        Shape.fail "binary" $"innermost broadcast steps ({stepA}, {stepB}) (expected 0 or 1)"
 
-        while carry && d >= 0 do
-            index[d] <- index[d] + 1
-            ia <- ia + sa[d]
-            ib <- ib + sb[d]
+    // Elements from..from+count-1 of the row whose output and input offsets are o, ia, ib.
+    let inline piece o ia ib from count =
+        let out = Span(z, o + from, count)
 
-            if index[d] < shape[d] then
-                carry <- false
-            else
-                ia <- ia - sa[d] * shape[d]
-                ib <- ib - sb[d] * shape[d]
-                index[d] <- 0
-                d <- d - 1
+        match stepA, stepB with
+        | 1, 1 -> same op (ReadOnlySpan(x, ia + from, count)) (ReadOnlySpan(y, ib + from, count)) out
+        | 1, _ -> withScalar op (ReadOnlySpan(x, ia + from, count)) y[ib] false out
+        | _ -> withScalar op (ReadOnlySpan(y, ib + from, count)) x[ia] true out
 
-/// op(a, b) with NumPy broadcasting. Fast paths: equal shapes, a scalar side, and a trailing
-/// block broadcast over rows (bias addition), all through SIMD spans.
+    let inner = dims[last]
+    let rows = Layout.rowCount dims
+
+    if rows = 1 then
+        // Chunks of a fixed size, whatever the thread count: a SIMD kernel may treat a span's tail
+        // apart from its body, so the boundaries must not move with the split.
+        let chunk = 1 <<< 14
+
+        Parallelism.forRanges ((inner + chunk - 1) / chunk) chunk (fun first stop ->
+            for c in first .. stop - 1 do
+                piece 0 0 0 (c * chunk) (min chunk (inner - c * chunk)))
+    else
+        Parallelism.forRanges rows inner (fun first stop ->
+            Layout.rowsBetween first stop dims sa sb (fun o ia ib -> piece o ia ib 0 inner))
+
+/// op(a, b) with NumPy broadcasting, through SIMD spans (broadcastTyped).
 let binary (op: BinaryOp) (a: Storage) (aShape: int[]) (b: Storage) (bShape: int[]) (shape: int[]) : Storage =
     let n = Shape.numel shape
     let r = Storage.uninit a.DType n
 
-    let bIsSuffix =
-        bShape.Length <= aShape.Length
-        && bShape = aShape[aShape.Length - bShape.Length ..]
+    let dims, steps =
+        Layout.collapse shape [| Shape.broadcastStrides aShape shape; Shape.broadcastStrides bShape shape |]
 
-    let aIsSuffix =
-        aShape.Length <= bShape.Length
-        && aShape = bShape[bShape.Length - aShape.Length ..]
-
-    match a, b, r with
-    | F32 x, F32 y, F32 z ->
-        if x.Length = n && y.Length = n then
-            same32 op (ReadOnlySpan x) (ReadOnlySpan y) (Span z)
-        elif y.Length = 1 then
-            scalar32 op (ReadOnlySpan x) y[0] false (Span z)
-        elif x.Length = 1 then
-            scalar32 op (ReadOnlySpan y) x[0] true (Span z)
-        elif bIsSuffix && x.Length = n then
-            for row in 0 .. n / y.Length - 1 do
-                same32
-                    op
-                    (ReadOnlySpan(x, row * y.Length, y.Length))
-                    (ReadOnlySpan y)
-                    (Span(z, row * y.Length, y.Length))
-        elif aIsSuffix && y.Length = n then
-            for row in 0 .. n / x.Length - 1 do
-                same32
-                    op
-                    (ReadOnlySpan x)
-                    (ReadOnlySpan(y, row * x.Length, x.Length))
-                    (Span(z, row * x.Length, x.Length))
-        else
-            broadcastLoop
-                (scalarOf op)
-                x
-                (Shape.broadcastStrides aShape shape)
-                y
-                (Shape.broadcastStrides bShape shape)
-                shape
-                z
-    | F64 x, F64 y, F64 z ->
-        if x.Length = n && y.Length = n then
-            same64 op (ReadOnlySpan x) (ReadOnlySpan y) (Span z)
-        elif y.Length = 1 then
-            scalar64 op (ReadOnlySpan x) y[0] false (Span z)
-        elif x.Length = 1 then
-            scalar64 op (ReadOnlySpan y) x[0] true (Span z)
-        elif bIsSuffix && x.Length = n then
-            for row in 0 .. n / y.Length - 1 do
-                same64
-                    op
-                    (ReadOnlySpan(x, row * y.Length, y.Length))
-                    (ReadOnlySpan y)
-                    (Span(z, row * y.Length, y.Length))
-        elif aIsSuffix && y.Length = n then
-            for row in 0 .. n / x.Length - 1 do
-                same64
-                    op
-                    (ReadOnlySpan x)
-                    (ReadOnlySpan(y, row * x.Length, x.Length))
-                    (Span(z, row * x.Length, x.Length))
-        else
-            broadcastLoop
-                (scalarOf op)
-                x
-                (Shape.broadcastStrides aShape shape)
-                y
-                (Shape.broadcastStrides bShape shape)
-                shape
-                z
-    | _ -> Shape.fail "binary" "mixed dtypes reached the kernel"
+    if n > 0 then
+        match a, b, r with
+        | F32 x, F32 y, F32 z -> broadcastTyped op x y z dims steps[0] steps[1]
+        | F64 x, F64 y, F64 z -> broadcastTyped op x y z dims steps[0] steps[1]
+        | _ -> Shape.fail "binary" "mixed dtypes reached the kernel"
 
     r
 

@@ -4,39 +4,122 @@ module internal Forgetting.Tensors.Cpu.Layout
 open System
 open Forgetting.Tensors
 
-/// Fill r (of `shape`, row-major) by reading x through `strides`: the input step along each output
-/// axis. Permutation and broadcasting are both this walk, with different strides.
-let inline private stridedCopy (x: ^T[]) (strides: int[]) (shape: int[]) (r: ^T[]) =
-    let rank = shape.Length
-    let index = Array.zeroCreate rank
-    let mutable src = 0
+/// A walk of `shape` in row-major order through each input's `strides` (its step along each axis),
+/// collapsed: axes of size 1 are dropped, and an axis merges into the one inside it where every input
+/// steps across the pair as across one axis (stride[d] = stride[d+1] · shape[d+1], stride 0 included).
+/// A bias row, a column of per-row statistics, a [1, H, 1, 1] scale or a permutation that keeps the
+/// last axes together so become a few long rows, the unit that the SIMD span kernels take whole; an
+/// element-by-element walk through four axes cost several nanoseconds an element. At least one axis
+/// is left (a single element walks [1] with step 1).
+let collapse (shape: int[]) (strides: int[][]) : int[] * int[][] =
+    let dims = ResizeArray<int>()
+    let steps = strides |> Array.map (fun _ -> ResizeArray<int>())
 
-    for i in 0 .. r.Length - 1 do
-        r[i] <- x[src]
-        // Advance the multi-index like an odometer, updating the input offset incrementally.
-        let mutable d = rank - 1
+    for d in shape.Length - 1 .. -1 .. 0 do
+        if shape[d] <> 1 then
+            let last = dims.Count - 1
+
+            if
+                last >= 0
+                && Array.forall2 (fun (s: int[]) (st: ResizeArray<int>) -> s[d] = st[last] * dims[last]) strides steps
+            then
+                dims[last] <- dims[last] * shape[d]
+            else
+                dims.Add shape[d]
+                Array.iter2 (fun (s: int[]) (st: ResizeArray<int>) -> st.Add s[d]) strides steps
+
+    if dims.Count = 0 then
+        [| 1 |], strides |> Array.map (fun _ -> [| 1 |])
+    else
+        let outward (xs: ResizeArray<int>) = Array.rev (xs.ToArray())
+        outward dims, steps |> Array.map outward
+
+/// The innermost rows first .. stop-1 of a collapsed walk of two inputs: `row` gets each row's output
+/// offset and the two inputs' offsets; a row's length is the last of `dims`.
+let inline rowsBetween
+    (first: int)
+    (stop: int)
+    (dims: int[])
+    (sa: int[])
+    (sb: int[])
+    ([<InlineIfLambda>] row: int -> int -> int -> unit)
+    =
+    let rank = dims.Length
+    let inner = dims[rank - 1]
+    let index = Array.zeroCreate rank
+    let mutable oa = 0
+    let mutable ob = 0
+    let mutable rest = first
+
+    // The multi-index of row `first` over the outer axes, and the inputs' offsets there.
+    for d in rank - 2 .. -1 .. 0 do
+        index[d] <- rest % dims[d]
+        rest <- rest / dims[d]
+        oa <- oa + index[d] * sa[d]
+        ob <- ob + index[d] * sb[d]
+
+    for i in first .. stop - 1 do
+        row (i * inner) oa ob
+        // Advance the outer multi-index like an odometer, updating both input offsets incrementally.
+        let mutable d = rank - 2
         let mutable carry = true
 
         while carry && d >= 0 do
             index[d] <- index[d] + 1
-            src <- src + strides[d]
+            oa <- oa + sa[d]
+            ob <- ob + sb[d]
 
-            if index[d] < shape[d] then
+            if index[d] < dims[d] then
                 carry <- false
             else
-                src <- src - strides[d] * shape[d]
+                oa <- oa - sa[d] * dims[d]
+                ob <- ob - sb[d] * dims[d]
                 index[d] <- 0
                 d <- d - 1
 
-/// A 2-D transpose in 32×32 tiles, so that both sides stay in cache.
-let inline private transpose2d (x: ^T[]) (rows: int) (cols: int) (r: ^T[]) =
-    let tile = 32
+/// The number of innermost rows of a collapsed walk.
+let rowCount (dims: int[]) =
+    let inner = dims[dims.Length - 1]
+    if inner = 0 then 0 else Shape.numel dims / inner
 
-    for i0 in 0..tile .. rows - 1 do
-        for j0 in 0..tile .. cols - 1 do
-            for i in i0 .. min rows (i0 + tile) - 1 do
-                for j in j0 .. min cols (j0 + tile) - 1 do
-                    r[j * rows + i] <- x[i * cols + j]
+/// Every innermost row of a collapsed walk of two inputs (rowsBetween over all of them).
+let inline rows2 (dims: int[]) (sa: int[]) (sb: int[]) ([<InlineIfLambda>] row: int -> int -> int -> unit) =
+    rowsBetween 0 (rowCount dims) dims sa sb row
+
+/// Fill r (of `shape`, row-major) by reading x through `strides`, collapsed first. Rows that stay
+/// contiguous are block copies, a broadcast row is a fill, and a swap of the last two axes (a batch of
+/// transposes, as attention's kᵀ) goes in 32×32 tiles so that both sides stay in cache.
+let inline private stridedCopy (x: ^T[]) (strides: int[]) (shape: int[]) (r: ^T[]) =
+    let dims, st = collapse shape [| strides |]
+    let s = st[0]
+    let rank = dims.Length
+    let inner = dims[rank - 1]
+
+    if r.Length = 0 then
+        ()
+    elif s[rank - 1] = 1 then
+        rows2 dims s s (fun o i _ -> Array.Copy(x, i, r, o, inner))
+    elif s[rank - 1] = 0 then
+        rows2 dims s s (fun o i _ -> Array.Fill(r, x[i], o, inner))
+    elif rank >= 2 && s[rank - 2] = 1 && s[rank - 1] = dims[rank - 2] then
+        // Output blocks [c, r] read from input blocks [r, c]: r = dims[rank-1], c = dims[rank-2].
+        let rowsIn, colsIn = dims[rank - 1], dims[rank - 2]
+        let outerDims = Array.append dims[.. rank - 3] [| rowsIn * colsIn |]
+        let outerSteps = Array.append s[.. rank - 3] [| 1 |]
+        let tile = 32
+
+        rows2 outerDims outerSteps outerSteps (fun o i _ ->
+            for i0 in 0..tile .. rowsIn - 1 do
+                for j0 in 0..tile .. colsIn - 1 do
+                    for a in i0 .. min rowsIn (i0 + tile) - 1 do
+                        for b in j0 .. min colsIn (j0 + tile) - 1 do
+                            r[o + b * rowsIn + a] <- x[i + a * colsIn + b])
+    else
+        rows2 dims s s (fun o i _ ->
+            let step = s[rank - 1]
+
+            for j in 0 .. inner - 1 do
+                r[o + j] <- x[i + j * step])
 
 let permute (x: Storage) (shape: int[]) (axes: int[]) : Storage =
     let r = Storage.uninit x.DType x.Length
@@ -45,8 +128,6 @@ let permute (x: Storage) (shape: int[]) (axes: int[]) : Storage =
     let strides = axes |> Array.map (fun a -> inStrides[a])
 
     match x, r with
-    | F32 x, F32 r when axes = [| 1; 0 |] -> transpose2d x shape[0] shape[1] r
-    | F64 x, F64 r when axes = [| 1; 0 |] -> transpose2d x shape[0] shape[1] r
     | F32 x, F32 r -> stridedCopy x strides outShape r
     | F64 x, F64 r -> stridedCopy x strides outShape r
     | _ -> ()
@@ -122,15 +203,10 @@ let concat (parts: (Storage * int[])[]) (axis: int) (shape: int[]) =
     r
 
 let expand (x: Storage) (xShape: int[]) (shape: int[]) =
-    let n = Shape.numel shape
-    let r = Storage.uninit x.DType n
+    let r = Storage.uninit x.DType (Shape.numel shape)
     let strides = Shape.broadcastStrides xShape shape
 
-    let isSuffix =
-        xShape.Length <= shape.Length && xShape = shape[shape.Length - xShape.Length ..]
-
     match x, r with
-    | _ when isSuffix && x.Length > 0 -> copyRows x x.Length (n / x.Length) (fun _ -> 0) r
     | F32 x, F32 r -> stridedCopy x strides shape r
     | F64 x, F64 r -> stridedCopy x strides shape r
     | _ -> ()

@@ -156,40 +156,73 @@ let inline private softmaxRows
                 for k in 0 .. len - 1 do
                     r[at k] <- colBuf[k] / s
 
-let private softmaxLast32 (log: bool) (x: float32[]) outer len (r: float32[]) =
-    for o in 0 .. outer - 1 do
-        let src = ReadOnlySpan(x, o * len, len)
-        let dst = Span(r, o * len, len)
-        TensorPrimitives.Subtract(src, TensorPrimitives.Max src, dst)
+/// Softmax (or log-softmax) along the last axis, row by row through SIMD spans; rows are independent,
+/// so they are split across workers (Parallelism.forRanges) without changing any result.
+let inline private softmaxLast< ^T when ^T :> IFloatingPointIeee754< ^T > and ^T: comparison>
+    (log: bool)
+    (x: ^T[])
+    outer
+    len
+    (r: ^T[])
+    =
+    Parallelism.forRanges outer len (fun first stop ->
+        let tmp = if log then Array.zeroCreate< ^T> len else null
 
-        if log then
-            let tmp = Array.zeroCreate<float32> len
-            TensorPrimitives.Exp(Span<float32>.op_Implicit dst, Span tmp)
-            let ls = MathF.Log(TensorPrimitives.Sum(ReadOnlySpan tmp))
-            TensorPrimitives.Subtract(Span<float32>.op_Implicit dst, ls, dst)
-        else
-            TensorPrimitives.Exp(Span<float32>.op_Implicit dst, dst)
+        for o in first .. stop - 1 do
+            let src = ReadOnlySpan(x, o * len, len)
+            let dst = Span(r, o * len, len)
+            TensorPrimitives.Subtract(src, TensorPrimitives.Max src, dst)
 
-            TensorPrimitives.Divide(
-                Span<float32>.op_Implicit dst,
-                TensorPrimitives.Sum(Span<float32>.op_Implicit dst),
-                dst
-            )
+            if log then
+                TensorPrimitives.Exp(Span< ^T>.op_Implicit dst, Span tmp)
+                let ls = 'T.Log(TensorPrimitives.Sum(ReadOnlySpan tmp))
+                TensorPrimitives.Subtract(Span< ^T>.op_Implicit dst, ls, dst)
+            else
+                TensorPrimitives.Exp(Span< ^T>.op_Implicit dst, dst)
 
-let private softmaxLast64 (log: bool) (x: float[]) outer len (r: float[]) =
-    for o in 0 .. outer - 1 do
-        let src = ReadOnlySpan(x, o * len, len)
-        let dst = Span(r, o * len, len)
-        TensorPrimitives.Subtract(src, TensorPrimitives.Max src, dst)
+                TensorPrimitives.Divide(
+                    Span< ^T>.op_Implicit dst,
+                    TensorPrimitives.Sum(Span< ^T>.op_Implicit dst),
+                    dst
+                ))
 
-        if log then
-            let tmp = Array.zeroCreate<float> len
-            TensorPrimitives.Exp(Span<float>.op_Implicit dst, Span tmp)
-            let ls = Math.Log(TensorPrimitives.Sum(ReadOnlySpan tmp))
-            TensorPrimitives.Subtract(Span<float>.op_Implicit dst, ls, dst)
-        else
-            TensorPrimitives.Exp(Span<float>.op_Implicit dst, dst)
-            TensorPrimitives.Divide(Span<float>.op_Implicit dst, TensorPrimitives.Sum(Span<float>.op_Implicit dst), dst)
+/// s ⊙ (g − Σ g ⊙ s) along the last axis, one row at a time in cache, with the same operations in the
+/// same order as the composition (products, their sum, the difference, the product), so the result
+/// is bit-identical to it.
+let inline private softmaxBackwardLast< ^T when ^T :> IFloatingPointIeee754< ^T > and ^T: comparison>
+    (s: ^T[])
+    (g: ^T[])
+    outer
+    len
+    (r: ^T[])
+    =
+    Parallelism.forRanges outer len (fun first stop ->
+        let tmp = Array.zeroCreate< ^T> len
+
+        for o in first .. stop - 1 do
+            let sRow = ReadOnlySpan(s, o * len, len)
+            let gRow = ReadOnlySpan(g, o * len, len)
+            let dst = Span(r, o * len, len)
+            TensorPrimitives.Multiply(gRow, sRow, Span tmp)
+            TensorPrimitives.Subtract(gRow, TensorPrimitives.Sum(ReadOnlySpan tmp), dst)
+            TensorPrimitives.Multiply(Span< ^T>.op_Implicit dst, sRow, dst))
+
+/// The softmax gradient along the last axis (RawTensor.SoftmaxBackward), or None for another axis,
+/// which the composition handles.
+let softmaxBackward (s: Storage) (g: Storage) (shape: int[]) (axis: int) : Storage option =
+    let outer, len, inner = split shape axis
+
+    if inner <> 1 || len = 0 then
+        None
+    else
+        let r = Storage.uninit s.DType s.Length
+
+        match s, g, r with
+        | F32 s, F32 g, F32 r -> softmaxBackwardLast s g outer len r
+        | F64 s, F64 g, F64 r -> softmaxBackwardLast s g outer len r
+        | _ -> Shape.fail "softmaxBackward" "mixed dtypes reached the kernel"
+
+        Some r
 
 /// Softmax (or log-softmax) along an axis.
 let softmax (log: bool) (x: Storage) (shape: int[]) (axis: int) : Storage =
@@ -198,8 +231,8 @@ let softmax (log: bool) (x: Storage) (shape: int[]) (axis: int) : Storage =
 
     if len > 0 then
         match x, r with
-        | F32 x, F32 r when inner = 1 -> softmaxLast32 log x outer len r
-        | F64 x, F64 r when inner = 1 -> softmaxLast64 log x outer len r
+        | F32 x, F32 r when inner = 1 -> softmaxLast log x outer len r
+        | F64 x, F64 r when inner = 1 -> softmaxLast log x outer len r
         | F32 x, F32 r ->
             softmaxRows
                 (fun (a: float32[]) o n -> TensorPrimitives.Exp(ReadOnlySpan(a, o, n), Span(a, o, n)))
