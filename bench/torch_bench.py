@@ -3,7 +3,7 @@
 Run with Debian's Python, which sees Debian's python3-torch:
 
     /usr/bin/python3 bench/torch_bench.py \
-        --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|bnn|hopfield|vit-epoch|all \
+        --workload gemm|mlp|mlp-forgetting|fisher|mas|ewc-step|bnn|hopfield|vit-epoch|epoch|epoch-forgetting|all \
         [--batch 128] [--steps 200] [--threads 2] [--reps 50] [--samples 1000] [--images 60000]
 
 Prints one JSON object per line and result, in the schema the F# CLI prints.
@@ -68,6 +68,12 @@ What is measured:
   (the last one partial), loss.item() read every step. 10 warm-up steps,
   then --vit-reps (default 1) timed epochs; ms_per_step_median is the
   median epoch.
+- epoch, epoch-forgetting: one training epoch of the mlp (mlp-forgetting)
+  workload's MLP with plain SGD (lr 0.01) on --images random inputs uniform
+  in [0, 1) with labels i mod 10, in vit-epoch's epoch: a fresh permutation
+  per epoch in batches of --batch (the last one partial), each batch indexed
+  out of the inputs (x[idx]) before its step, loss.item() read every step.
+  10 warm-up steps, then --epoch-reps (default 1) timed epochs.
 
 --threads sets torch.set_num_threads and, because that does not reach
 OpenBLAS's own thread pool, openblas_set_num_threads too. --workload all runs
@@ -82,6 +88,7 @@ OMP_WAIT_POLICY already (set it to ACTIVE to measure torch's default).
 import argparse
 import ctypes
 import json
+import math
 import os
 import resource
 import statistics
@@ -480,6 +487,32 @@ class ViT(nn.Module):
         return self.head(self.norm(self.blocks(tokens))[:, 0])
 
 
+def epoch_line(workload, step, args, reps):
+    """WARMUP_STEPS untimed steps, then `reps` timed epochs of step(idx) over a fresh permutation of
+    --images (from a seeded generator) in batches of --batch: the line of the median epoch."""
+    g = torch.Generator().manual_seed(2)
+
+    def epoch(limit=None):
+        batches = torch.randperm(args.images, generator=g).split(args.batch)[:limit]
+        total = sum(step(idx) * len(idx) for idx in batches)
+        return total / sum(len(idx) for idx in batches)
+
+    epoch(WARMUP_STEPS)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        loss = epoch()
+        times.append(time.perf_counter() - t0)
+    if not math.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {loss}")
+    med = statistics.median(times)
+    return {"workload": workload, "impl": "pytorch", "batch": args.batch, "images": args.images,
+            "reps": reps, "ms_per_step_median": round(med * 1e3, 4),
+            "samples_per_s": round(args.images / med, 1), "final_loss": loss,
+            "threads": args.threads, "blas": blas_name(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def bench_vit_epoch(args, lr=1e-3, weight_decay=0.05):
     torch.manual_seed(0)
     model = ViT()
@@ -496,23 +529,28 @@ def bench_vit_epoch(args, lr=1e-3, weight_decay=0.05):
         opt.step()
         return loss.item()
 
-    def epoch(limit=None):
-        batches = torch.randperm(args.images).split(args.batch)[:limit]
-        total = sum(step(idx) * len(idx) for idx in batches)
-        return total / sum(len(idx) for idx in batches)
+    yield epoch_line("vit-epoch", step, args, args.vit_reps)
 
-    epoch(WARMUP_STEPS)
-    times = []
-    for _ in range(args.vit_reps):
-        t0 = time.perf_counter()
-        loss = epoch()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    yield {"workload": "vit-epoch", "impl": "pytorch", "batch": args.batch, "images": args.images,
-           "reps": args.vit_reps, "ms_per_step_median": round(med * 1e3, 4),
-           "samples_per_s": round(args.images / med, 1), "final_loss": loss,
-           "threads": args.threads, "blas": blas_name(),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+def bench_epoch(args, forgetting, lam=0.1, beta=1e-4, lr=0.01):
+    torch.manual_seed(0)
+    model = MLP(forgetting)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    x = torch.rand(args.images, 784)
+    y = torch.arange(args.images) % 10
+
+    def step(idx):
+        opt.zero_grad(set_to_none=True)
+        logits, states = model(x[idx])
+        loss = F.cross_entropy(logits, y[idx])
+        if forgetting:
+            l_inh, l_lat = forgetting_losses(states)
+            loss = loss + lam * l_inh + beta * l_lat
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    yield epoch_line("epoch-forgetting" if forgetting else "epoch", step, args, args.epoch_reps)
 
 
 class SignActivation(torch.autograd.Function):
@@ -628,6 +666,8 @@ WORKLOADS = {
     "bnn": bench_bnn,
     "hopfield": bench_hopfield,
     "vit-epoch": bench_vit_epoch,
+    "epoch": lambda a: bench_epoch(a, forgetting=False),
+    "epoch-forgetting": lambda a: bench_epoch(a, forgetting=True),
 }
 
 
@@ -641,8 +681,9 @@ def main():
     p.add_argument("--samples", type=int, default=1000, help="samples of one Fisher estimate (fisher)")
     p.add_argument("--fisher-reps", type=int, default=3, help="timed estimates per method (fisher)")
     p.add_argument("--hopfield-reps", type=int, default=200, help="timed passes (hopfield)")
-    p.add_argument("--images", type=int, default=60000, help="random images of one epoch (vit-epoch)")
+    p.add_argument("--images", type=int, default=60000, help="random images of one epoch (vit-epoch, epoch*)")
     p.add_argument("--vit-reps", type=int, default=1, help="timed epochs (vit-epoch)")
+    p.add_argument("--epoch-reps", type=int, default=1, help="timed epochs (epoch*)")
     args = p.parse_args()
     if args.workload == "all":  # one child per workload: separate peak RSS
         for w in WORKLOADS:
@@ -650,7 +691,7 @@ def main():
                     "--reps", str(args.reps), "--threads", str(args.threads),
                     "--samples", str(args.samples), "--fisher-reps", str(args.fisher_reps),
                     "--hopfield-reps", str(args.hopfield_reps), "--images", str(args.images),
-                    "--vit-reps", str(args.vit_reps)]
+                    "--vit-reps", str(args.vit_reps), "--epoch-reps", str(args.epoch_reps)]
             subprocess.run([sys.executable, os.path.abspath(__file__), *argv], check=True)
         return
     set_threads(args.threads)

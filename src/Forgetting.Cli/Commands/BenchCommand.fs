@@ -19,6 +19,8 @@ type Workload =
     | Bnn
     | Hopfield
     | [<CustomCommandLine("vit-epoch")>] Vit_Epoch
+    | Epoch
+    | [<CustomCommandLine("epoch-forgetting")>] Epoch_Forgetting
     | All
 
 type BenchArgs =
@@ -34,13 +36,13 @@ type BenchArgs =
             match a with
             | Workload _ -> "what to time (default all)."
             | Batch _ ->
-                "mlp, ewc-step, vit-epoch: the batch size (default 128); hopfield: the queries (default 128); bnn: the batch size (default 100, the reference's)."
+                "mlp, ewc-step, vit-epoch, epoch: the batch size (default 128); hopfield: the queries (default 128); bnn: the batch size (default 100, the reference's)."
             | Steps _ -> "mlp, ewc-step: timed training steps (default 200)."
             | Reps _ ->
-                "gemm: timed products per size (default 50); fisher, mas: timed estimates (default 10); hopfield: timed passes (default 200); vit-epoch: timed epochs (default 1)."
+                "gemm: timed products per size (default 50); fisher, mas: timed estimates (default 10); hopfield: timed passes (default 200); vit-epoch, epoch: timed epochs (default 1)."
             | Samples _ -> "fisher, mas: the samples of one estimate (default 1000)."
             | Images _ ->
-                "vit-epoch: the random 28×28 images of one epoch (default 60000, Fashion-MNIST's training set)."
+                "vit-epoch, epoch: the random 28×28 images of one epoch (default 60000, Fashion-MNIST's training set)."
 
 let private positive name (v: int) =
     if v < 1 then
@@ -189,12 +191,17 @@ let private hopfieldLine queries reps =
     |> render false
     |> printfn "%s"
 
-/// One training epoch of the small vision transformer on `images` random images: one line.
-let private vitLine images batch reps =
-    let t, loss = Workloads.vitEpoch images batch reps
+/// What the steps of the last timed epoch allocated: early against late shows growth from step to step.
+let private allocation (a: StepAllocation) =
+    [ "alloc_bytes_per_step_early", Num a.EarlyBytesPerStep
+      "alloc_bytes_per_step_late", Num a.LateBytesPerStep
+      "alloc_bytes_per_step_mean", Num a.MeanBytesPerStep
+      "alloc_window_steps", Int a.Window ]
 
+/// One timed epoch's line: the median epoch, the throughput, the final loss and the allocations.
+let private epochLine (workload: string) images batch reps ((t: Timing), (loss: float), a) =
     Obj(
-        [ "workload", Str "vit-epoch"
+        [ "workload", Str workload
           "impl", Str "forgetting"
           "batch", Int batch
           "images", Int images
@@ -204,9 +211,20 @@ let private vitLine images batch reps =
           "final_loss", Num loss ]
         @ engine ()
         @ memory t
+        @ allocation a
     )
     |> render false
     |> printfn "%s"
+
+/// One training epoch of the small vision transformer on `images` random images: one line.
+let private vitLine images batch reps =
+    Workloads.vitEpoch images batch reps |> epochLine "vit-epoch" images batch reps
+
+/// One training epoch of the MLP (`sgd` plain, `lateral_inhibition` with forgetting layers) on `images`
+/// random inputs, the gather of each batch included: one line.
+let private mlpEpochLine (workload: string) (variant: string) images batch reps =
+    Workloads.epoch variant images batch reps
+    |> epochLine workload images batch reps
 
 /// The plain and the forgetting-layer MLP steps alternated in one process: one line with both medians
 /// and their ratio (the goal of issue #14: under 1.3).
@@ -240,7 +258,7 @@ let run (args: ParseResults<BenchArgs>) =
     let gemmReps = reps |> Option.defaultValue 50
     let fisherReps = reps |> Option.defaultValue 10
     let hopfieldReps = reps |> Option.defaultValue 200
-    let vitReps = reps |> Option.defaultValue 1
+    let epochReps = reps |> Option.defaultValue 1
 
     match args.GetResult(Workload, defaultValue = All) with
     | Gemm -> gemmLines gemmReps
@@ -252,7 +270,9 @@ let run (args: ParseResults<BenchArgs>) =
     | Mlp_Pair -> mlpPairLine batch steps
     | Bnn -> bnnLine bnnBatch steps
     | Hopfield -> hopfieldLine batch hopfieldReps
-    | Vit_Epoch -> vitLine images batch vitReps
+    | Vit_Epoch -> vitLine images batch epochReps
+    | Epoch -> mlpEpochLine "epoch" "sgd" images batch epochReps
+    | Epoch_Forgetting -> mlpEpochLine "epoch-forgetting" "lateral_inhibition" images batch epochReps
     | All ->
         gemmLines gemmReps
         mlpLine "mlp" "sgd" batch steps
@@ -262,4 +282,6 @@ let run (args: ParseResults<BenchArgs>) =
         ewcLine batch steps
         bnnLine bnnBatch steps
         hopfieldLine batch hopfieldReps
-        vitLine images batch vitReps
+        vitLine images batch epochReps
+        mlpEpochLine "epoch" "sgd" images batch epochReps
+        mlpEpochLine "epoch-forgetting" "lateral_inhibition" images batch epochReps

@@ -27,6 +27,20 @@ type Timing =
         else
             (s[n / 2 - 1] + s[n / 2]) / 2.0
 
+/// Bytes allocated on the managed heap per training step (all threads, from the batch's gather to the
+/// end of its step) in one epoch: early and late alike means the steps' allocations do not grow as the
+/// epoch goes on.
+type StepAllocation =
+    {
+        /// Mean over the epoch's first `Window` steps.
+        EarlyBytesPerStep: float
+        /// Mean over the `Window` steps before the epoch's last one.
+        LateBytesPerStep: float
+        /// Mean over all the epoch's steps.
+        MeanBytesPerStep: float
+        Window: int
+    }
+
 /// The benchmark workloads of `forgetting bench`: whole-workload timings, medians over repetitions
 /// after a warm-up, compared against bench/torch_bench.py on the same machine.
 [<RequireQualifiedAccess>]
@@ -248,42 +262,52 @@ module Workloads =
         let y, g = last
         t, y.Item + (g |> Array.sumBy (fun t -> (Tensor.sum t).Item))
 
-    /// One training epoch of the small vision transformer (`VisionTransformer.model` with its default
-    /// settings: 28×28 images in 16 patches of 7×7, width 64, 4 blocks of 4 heads, MLP ratio 4, no unit)
-    /// on `images` random float32 images uniform in [0, 1) with labels i mod 10 (Fashion-MNIST's sizes at
-    /// 60,000): AdamW (lr 1e-3, weight decay 0.05, gradients clipped to norm 1, as `forgetting hopfield
-    /// --task vit`) over a seeded permutation in batches of `batch`, through `Trainer.steps` (the trainer's
-    /// own epoch, with its divergence checks), as bench/torch_bench.py's `vit-epoch`: `reps` timed epochs
-    /// after ten untimed steps. Returns the timing and the last epoch's mean training loss.
-    let vitEpoch (images: int) (batch: int) (reps: int) =
-        let net = VisionTransformer.model VisionTransformerSettings.Default
-        let kp, kx = Rng.split (Rng.create 1L)
-        let x = Tensor.uniform kx Float32 [| images; 784 |] 0.0 1.0
-        let labels = Array.init images (fun i -> i % 10)
-        let optimizer = Optim.adamW 1e-3 0.9 0.999 1e-8 0.05 |> Optim.clipped 1.0
+    /// `reps` timed training epochs of `model` from `state` over `x` and its `labels`, after ten untimed
+    /// steps: each epoch a seeded permutation in batches of `batch` (the last one partial), each batch
+    /// gathered from `x` when its step comes, through `Trainer.steps` (the trainer's own epoch, with its
+    /// divergence checks). Returns the timing, the last epoch's mean training loss and what its steps
+    /// allocated.
+    let private timedEpochs
+        (model: Layer)
+        (optimizer: Optimizer)
+        (state: TrainState)
+        (x: Tensor)
+        (labels: int[])
+        (batch: int)
+        (reps: int)
+        =
+        let images = labels.Length
+        let count = (images + batch - 1) / batch
         let keys = Rng.splitN (reps + 1) (Rng.create 2L)
+        // The managed heap's running total (all threads: the engine's workers allocate too) when each
+        // step's gather starts and when its step is done; the non-precise count is off by at most the
+        // threads' unfilled allocation contexts (kilobytes), against megabytes per step.
+        let starts, ends = Array.zeroCreate<int64> count, Array.zeroCreate<int64> count
 
         let batchAt (order: int[][]) (b: int) =
+            starts[b] <- GC.GetTotalAllocatedBytes false
+
             { Inputs = Tensor.gather order[b] x
               Labels = order[b] |> Array.map (fun i -> labels[i])
               Task = 0
               Outputs = 10 }
 
-        let epoch (e: int) (count: int option) (state: TrainState) =
+        let progress =
+            function
+            | BatchDone(_, b, _, _) -> ends[b - 1] <- GC.GetTotalAllocatedBytes false
+            | EpochDone _ -> ()
+
+        let epoch (e: int) (limit: int option) (state: TrainState) =
             let shuffleKey, dropoutKey = Rng.split keys[e]
             let order = Trainer.batches shuffleKey images batch
-            let n = defaultArg count order.Length
+            let n = defaultArg limit order.Length
 
             let state, lossSum, _ =
-                Trainer.steps net optimizer dropoutKey (e + 1) ignore None state n (batchAt order)
+                Trainer.steps model optimizer dropoutKey (e + 1) progress None state n (batchAt order)
 
             state, lossSum / float (Array.sumBy Array.length order[.. n - 1])
 
-        let mutable state, loss =
-            epoch
-                0
-                (Some(min 10 ((images + batch - 1) / batch)))
-                (Step.init optimizer Objective.taskOnly (net.Init kp Float32))
+        let mutable state, loss = epoch 0 (Some(min 10 count)) state
 
         let t =
             time 0 reps (fun i ->
@@ -291,7 +315,51 @@ module Workloads =
                 state <- s
                 loss <- l)
 
-        t, loss
+        // The epoch's last step is left out of the late window: it may be a partial batch, and it
+        // alone also copies every parameter for the trainer's finiteness scan.
+        let bytes = Array.init count (fun b -> float (ends[b] - starts[b]))
+        let usable = max 1 (count - 1)
+        let window = min 50 usable
+
+        t,
+        loss,
+        { EarlyBytesPerStep = Array.average bytes[.. window - 1]
+          LateBytesPerStep = Array.average bytes[usable - window .. usable - 1]
+          MeanBytesPerStep = Array.average bytes
+          Window = window }
+
+    /// One training epoch of the small vision transformer (`VisionTransformer.model` with its default
+    /// settings: 28×28 images in 16 patches of 7×7, width 64, 4 blocks of 4 heads, MLP ratio 4, no unit)
+    /// on `images` random float32 images uniform in [0, 1) with labels i mod 10 (Fashion-MNIST's sizes at
+    /// 60,000): AdamW (lr 1e-3, weight decay 0.05, gradients clipped to norm 1, as `forgetting hopfield
+    /// --task vit`) over a seeded permutation in batches of `batch`, through `Trainer.steps` (the trainer's
+    /// own epoch, with its divergence checks), as bench/torch_bench.py's `vit-epoch`: `reps` timed epochs
+    /// after ten untimed steps. Returns the timing, the last epoch's mean training loss and what its
+    /// steps allocated.
+    let vitEpoch (images: int) (batch: int) (reps: int) =
+        let net = VisionTransformer.model VisionTransformerSettings.Default
+        let kp, kx = Rng.split (Rng.create 1L)
+        let x = Tensor.uniform kx Float32 [| images; 784 |] 0.0 1.0
+        let optimizer = Optim.adamW 1e-3 0.9 0.999 1e-8 0.05 |> Optim.clipped 1.0
+        let state = Step.init optimizer Objective.taskOnly (net.Init kp Float32)
+        timedEpochs net optimizer state x (Array.init images (fun i -> i % 10)) batch reps
+
+    /// One training epoch of the MLP 784-256-256-128-10 of `mlp` (`sgd` plain, `lateral_inhibition` with
+    /// a forgetting layer after each hidden ReLU) with plain SGD (lr 0.01) on `images` random float32
+    /// inputs uniform in [0, 1) with labels i mod 10 (Fashion-MNIST's sizes at 60,000), in the epoch of
+    /// `vitEpoch`: a seeded permutation in batches of `batch`, each batch gathered when its step comes,
+    /// through `Trainer.steps`, as bench/torch_bench.py's `epoch` and `epoch-forgetting`; `reps` timed
+    /// epochs after ten untimed steps. Unlike `mlp`'s fixed batch, it pays for the gathers and the
+    /// trainer's checks. Returns the timing, the last epoch's mean training loss and what its steps
+    /// allocated.
+    let epoch (variantName: string) (images: int) (batch: int) (reps: int) =
+        let variant = Variant.byName variantName
+        let model = Variant.mlp variant [ 784; 256; 256; 128; 10 ]
+        let kp, kx = Rng.split (Rng.create 1L)
+        let x = Tensor.uniform kx Float32 [| images; 784 |] 0.0 1.0
+        let sgd = Optim.sgd 0.01
+        let state = Step.init sgd (Variant.objective variant) (model.Init kp Float32)
+        timedEpochs model sgd state x (Array.init images (fun i -> i % 10)) batch reps
 
     /// The `mlp` step of the plain net and of the net with forgetting layers (`lateral_inhibition`),
     /// in one process and timed in alternation (the order swapped every pair), so that both see the
