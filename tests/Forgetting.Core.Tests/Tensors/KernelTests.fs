@@ -126,6 +126,35 @@ let tests =
                   && Array.init ve.Length id
                      |> Array.forall (fun i -> ve[i] = v[broadcastAt shape (indexOf target i)]))
 
+          Checks.forAll
+              "a sum along any axis equals the direct loop x[.., 0, ..] + x[.., 1, ..] + …: in that order inside, to 1e-15 along the last axis"
+              200
+              (Gen.zip3 shapes4 seeds (Gen.choose (0, 3)))
+              (fun (shape, seed, pick) ->
+                  let axis = pick % shape.Length
+                  let x = valuesOf seed Float64 shape
+                  let v = x.ToFloat64Array()
+                  let outer = Shape.numel shape[.. axis - 1]
+                  let len, inner = shape[axis], Shape.numel shape[axis + 1 ..]
+                  let r = (Tensor.sumAxis axis true x).ToFloat64Array()
+
+                  Array.init (outer * inner) id
+                  |> Array.forall (fun j ->
+                      let o, i = j / inner, j % inner
+                      let mutable acc = v[o * len * inner + i]
+                      let mutable size = abs acc
+
+                      for k in 1 .. len - 1 do
+                          acc <- acc + v[(o * len + k) * inner + i]
+                          size <- size + abs v[(o * len + k) * inner + i]
+
+                      // Along the last axis the SIMD sum adds in its own order (lanes, then the lanes'
+                      // totals); inside, rows are added whole, in order, so the sum is the loop's.
+                      if inner = 1 then
+                          abs (r[j] - acc) <= 1e-15 * size
+                      else
+                          r[j] = acc))
+
           test "the fused softmax gradient equals its composition bit for bit, in both dtypes" {
               for dtype in [ Float32; Float64 ] do
                   for shape in [ [| 3; 7 |]; [| 2; 3; 1024 |]; [| 64; 1100 |] ] do
@@ -171,15 +200,15 @@ let tests =
                           [| a; b |]))
 
           Sequencing.degreeOfParallelism
-          <| test "large broadcast arithmetic, softmax and its gradient are bit-identical on 1 and 2 threads" {
+          <| test "large broadcast arithmetic, sums, softmax and its gradient are bit-identical on 1 and 2 threads" {
               // Above the size where the kernels split their work: one long row (equal shapes), many
-              // rows (a column broadcast), and softmax rows.
+              // rows (a column broadcast), softmax rows, and column sums.
               let x = Tensor.uniform (Rng.create 3L) Float32 [| 256; 1031 |] -3.0 3.0
               let y = Tensor.uniform (Rng.create 4L) Float32 [| 256; 1031 |] 0.5 2.0
               let column = Tensor.uniform (Rng.create 5L) Float32 [| 256; 1 |] 0.5 2.0
 
               let run () =
-                  [ x * y; x / column; x - column; Tensor.softmax -1 x ]
+                  [ x * y; x / column; x - column; Tensor.softmax -1 x; Tensor.sumAxis 0 true x ]
                   @ [ Tensor.grad (fun x -> Tensor.sum (Tensor.softmax -1 x * y)) x ]
                   |> List.map (fun t -> t.ToFloat64Array())
 

@@ -53,7 +53,24 @@ let inline private reduceTyped< ^T when ^T :> INumber< ^T > and ^T: comparison>
                 | Min -> TensorPrimitives.Min< ^T> row
     else
         match op with
-        | Sum -> reduceLoop (+) x outer len inner r
+        | Sum ->
+            // Row by row, r += x[k] over SIMD spans: per element the same sums in the same order as
+            // the scalar loop (x[0] + x[1] + …), a bias gradient's column sums without strided reads.
+            // Columns are independent, so they are split across workers.
+            Parallelism.forRanges inner (outer * len) (fun first stop ->
+                let width = stop - first
+
+                for o in 0 .. outer - 1 do
+                    let baseIn = o * len * inner + first
+                    let acc = Span(r, o * inner + first, width)
+                    ReadOnlySpan(x, baseIn, width).CopyTo acc
+
+                    for k in 1 .. len - 1 do
+                        TensorPrimitives.Add(
+                            Span< ^T>.op_Implicit acc,
+                            ReadOnlySpan(x, baseIn + k * inner, width),
+                            acc
+                        ))
         | Max -> reduceLoop (fun a b -> if isNaN a || a >= b then a else b) x outer len inner r
         | Min -> reduceLoop (fun a b -> if isNaN a || a <= b then a else b) x outer len inner r
 
