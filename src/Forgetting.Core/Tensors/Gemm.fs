@@ -223,10 +223,10 @@ let internal kernels: Engine list =
           Engine.Fma
       Engine.Portable ]
 
-let private avx512x32 = ManagedGemm.Avx512Kernel32()
-let private avx512x64 = ManagedGemm.Avx512Kernel64()
-let private fma32 = ManagedGemm.Fma32Kernel()
-let private fma64 = ManagedGemm.Fma64Kernel()
+let private avx512x32 = ManagedGemm.Avx512Kernel<float32>()
+let private avx512x64 = ManagedGemm.Avx512Kernel<float>()
+let private fma32 = ManagedGemm.FmaKernel<float32>()
+let private fma64 = ManagedGemm.FmaKernel<float>()
 let private portable32 = ManagedGemm.PortableKernel<float32>()
 let private portable64 = ManagedGemm.PortableKernel<float>()
 

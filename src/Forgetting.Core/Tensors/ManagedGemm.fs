@@ -45,67 +45,108 @@ type Kernel<'T when 'T: unmanaged>(mr: int, nr: int) =
         beta: 'T ->
             unit
 
-/// 6x16 float32 with twelve ymm accumulators, the shape that fits AVX2's sixteen registers with two
-/// for B and one for the broadcast of A.
+// The kernels are generic over float32 and float64: the JIT compiles a generic method once per
+// value type it is instantiated with, so the type tests below are constants in each compilation and
+// only the matching branch remains. The hardware multiply-adds exist only as float32 and float64
+// overloads, hence these dispatches; every other operation is Vector256<'T> or Vector512<'T>'s own.
+
+/// x·y + z rounded once (vfmadd), lane by lane.
+let inline private fma256 (x: Vector256<'T>) (y: Vector256<'T>) (z: Vector256<'T>) : Vector256<'T> =
+    if Type.op_Equality (typeof<'T>, typeof<float32>) then
+        Vector256.As<float32, 'T>(Fma.MultiplyAdd(Vector256.AsSingle x, Vector256.AsSingle y, Vector256.AsSingle z))
+    elif Type.op_Equality (typeof<'T>, typeof<float>) then
+        Vector256.As<float, 'T>(Fma.MultiplyAdd(Vector256.AsDouble x, Vector256.AsDouble y, Vector256.AsDouble z))
+    else
+        raise (NotSupportedException $"GEMM kernels over {typeof<'T>}")
+
+/// x·y + z rounded once, over zmm registers.
+let inline private fma512 (x: Vector512<'T>) (y: Vector512<'T>) (z: Vector512<'T>) : Vector512<'T> =
+    if Type.op_Equality (typeof<'T>, typeof<float32>) then
+        Vector512.As<float32, 'T>(
+            Avx512F.FusedMultiplyAdd(Vector512.AsSingle x, Vector512.AsSingle y, Vector512.AsSingle z)
+        )
+    elif Type.op_Equality (typeof<'T>, typeof<float>) then
+        Vector512.As<float, 'T>(
+            Avx512F.FusedMultiplyAdd(Vector512.AsDouble x, Vector512.AsDouble y, Vector512.AsDouble z)
+        )
+    else
+        raise (NotSupportedException $"GEMM kernels over {typeof<'T>}")
+
+/// The element at p in every lane, loaded by the broadcast itself (vbroadcastss/sd from memory).
+let inline private broadcast256 (p: nativeptr<'T>) : Vector256<'T> =
+    if Type.op_Equality (typeof<'T>, typeof<float32>) then
+        Vector256.As<float32, 'T>(
+            Avx.BroadcastScalarToVector256(NativePtr.ofNativeInt<float32>(NativePtr.toNativeInt p))
+        )
+    elif Type.op_Equality (typeof<'T>, typeof<float>) then
+        Vector256.As<float, 'T>(Avx.BroadcastScalarToVector256(NativePtr.ofNativeInt<float>(NativePtr.toNativeInt p)))
+    else
+        raise (NotSupportedException $"GEMM kernels over {typeof<'T>}")
+
+/// 6 x 2·Vector256<T>.Count (6x16 float32, 6x8 float64) with twelve ymm accumulators, the shape
+/// that fits AVX2's sixteen registers with two for B and one for the broadcast of A. Each depth
+/// step is one rank-1 update of the tile of C held in registers, as in the BLIS micro-kernel; the
+/// tile is a number of vectors wide, so float64 gets half the columns of float32.
 [<Sealed>]
-type Fma32Kernel() =
-    inherit Kernel<float32>(6, 16)
+type FmaKernel<'T when 'T: unmanaged>() =
+    inherit Kernel<'T>(6, 2 * Vector256<'T>.Count)
 
     override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        let w = Vector256<'T>.Count
         let a0 = a
         let a1 = NativePtr.add a aRow
         let a2 = NativePtr.add a (2 * aRow)
         let a3 = NativePtr.add a (3 * aRow)
         let a4 = NativePtr.add a (4 * aRow)
         let a5 = NativePtr.add a (5 * aRow)
-        let mutable c00 = Vector256<float32>.Zero
-        let mutable c01 = Vector256<float32>.Zero
-        let mutable c10 = Vector256<float32>.Zero
-        let mutable c11 = Vector256<float32>.Zero
-        let mutable c20 = Vector256<float32>.Zero
-        let mutable c21 = Vector256<float32>.Zero
-        let mutable c30 = Vector256<float32>.Zero
-        let mutable c31 = Vector256<float32>.Zero
-        let mutable c40 = Vector256<float32>.Zero
-        let mutable c41 = Vector256<float32>.Zero
-        let mutable c50 = Vector256<float32>.Zero
-        let mutable c51 = Vector256<float32>.Zero
+        let mutable c00 = Vector256<'T>.Zero
+        let mutable c01 = Vector256<'T>.Zero
+        let mutable c10 = Vector256<'T>.Zero
+        let mutable c11 = Vector256<'T>.Zero
+        let mutable c20 = Vector256<'T>.Zero
+        let mutable c21 = Vector256<'T>.Zero
+        let mutable c30 = Vector256<'T>.Zero
+        let mutable c31 = Vector256<'T>.Zero
+        let mutable c40 = Vector256<'T>.Zero
+        let mutable c41 = Vector256<'T>.Zero
+        let mutable c50 = Vector256<'T>.Zero
+        let mutable c51 = Vector256<'T>.Zero
         let mutable pb = b
         let mutable off = 0
         let mutable p = 0
 
         while p < kc do
-            let b0 = Avx.LoadVector256 pb
-            let b1 = Avx.LoadVector256(NativePtr.add pb 8)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a0 off)
-            c00 <- Fma.MultiplyAdd(x, b0, c00)
-            c01 <- Fma.MultiplyAdd(x, b1, c01)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a1 off)
-            c10 <- Fma.MultiplyAdd(x, b0, c10)
-            c11 <- Fma.MultiplyAdd(x, b1, c11)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a2 off)
-            c20 <- Fma.MultiplyAdd(x, b0, c20)
-            c21 <- Fma.MultiplyAdd(x, b1, c21)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a3 off)
-            c30 <- Fma.MultiplyAdd(x, b0, c30)
-            c31 <- Fma.MultiplyAdd(x, b1, c31)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a4 off)
-            c40 <- Fma.MultiplyAdd(x, b0, c40)
-            c41 <- Fma.MultiplyAdd(x, b1, c41)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a5 off)
-            c50 <- Fma.MultiplyAdd(x, b0, c50)
-            c51 <- Fma.MultiplyAdd(x, b1, c51)
-            pb <- NativePtr.add pb 16
+            let b0 = Vector256.Load pb
+            let b1 = Vector256.Load(NativePtr.add pb w)
+            let x = broadcast256 (NativePtr.add a0 off)
+            c00 <- fma256 x b0 c00
+            c01 <- fma256 x b1 c01
+            let x = broadcast256 (NativePtr.add a1 off)
+            c10 <- fma256 x b0 c10
+            c11 <- fma256 x b1 c11
+            let x = broadcast256 (NativePtr.add a2 off)
+            c20 <- fma256 x b0 c20
+            c21 <- fma256 x b1 c21
+            let x = broadcast256 (NativePtr.add a3 off)
+            c30 <- fma256 x b0 c30
+            c31 <- fma256 x b1 c31
+            let x = broadcast256 (NativePtr.add a4 off)
+            c40 <- fma256 x b0 c40
+            c41 <- fma256 x b1 c41
+            let x = broadcast256 (NativePtr.add a5 off)
+            c50 <- fma256 x b0 c50
+            c51 <- fma256 x b1 c51
+            pb <- NativePtr.add pb (2 * w)
             off <- off + aStep
             p <- p + 1
 
         let alphaV = Vector256.Create alpha
 
-        if beta = 0.0f then
-            let inline put (row: int) (lo: Vector256<float32>) (hi: Vector256<float32>) =
+        if EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>) then
+            let inline put (row: int) (lo: Vector256<'T>) (hi: Vector256<'T>) =
                 let r = NativePtr.add c (row * ldc)
-                Avx.Store(r, Avx.Multiply(alphaV, lo))
-                Avx.Store(NativePtr.add r 8, Avx.Multiply(alphaV, hi))
+                Vector256.Store(Vector256.Multiply(alphaV, lo), r)
+                Vector256.Store(Vector256.Multiply(alphaV, hi), NativePtr.add r w)
 
             put 0 c00 c01
             put 1 c10 c11
@@ -116,11 +157,11 @@ type Fma32Kernel() =
         else
             let betaV = Vector256.Create beta
 
-            let inline put (row: int) (lo: Vector256<float32>) (hi: Vector256<float32>) =
+            let inline put (row: int) (lo: Vector256<'T>) (hi: Vector256<'T>) =
                 let r = NativePtr.add c (row * ldc)
-                let r8 = NativePtr.add r 8
-                Avx.Store(r, Fma.MultiplyAdd(lo, alphaV, Avx.Multiply(betaV, Avx.LoadVector256 r)))
-                Avx.Store(r8, Fma.MultiplyAdd(hi, alphaV, Avx.Multiply(betaV, Avx.LoadVector256 r8)))
+                let rw = NativePtr.add r w
+                Vector256.Store(fma256 lo alphaV (Vector256.Multiply(betaV, Vector256.Load r)), r)
+                Vector256.Store(fma256 hi alphaV (Vector256.Multiply(betaV, Vector256.Load rw)), rw)
 
             put 0 c00 c01
             put 1 c10 c11
@@ -129,94 +170,12 @@ type Fma32Kernel() =
             put 4 c40 c41
             put 5 c50 c51
 
-/// 6x8 float64: the float32 kernel's register layout with half as many lanes.
+/// 8 x Vector512<T>.Count (8x16 float32, 8x8 float64), one zmm per row: the last panel of B when
+/// at most that many columns remain, where the full-width kernel would spend most of its work on
+/// zero padding.
 [<Sealed>]
-type Fma64Kernel() =
-    inherit Kernel<float>(6, 8)
-
-    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
-        let a0 = a
-        let a1 = NativePtr.add a aRow
-        let a2 = NativePtr.add a (2 * aRow)
-        let a3 = NativePtr.add a (3 * aRow)
-        let a4 = NativePtr.add a (4 * aRow)
-        let a5 = NativePtr.add a (5 * aRow)
-        let mutable c00 = Vector256<float>.Zero
-        let mutable c01 = Vector256<float>.Zero
-        let mutable c10 = Vector256<float>.Zero
-        let mutable c11 = Vector256<float>.Zero
-        let mutable c20 = Vector256<float>.Zero
-        let mutable c21 = Vector256<float>.Zero
-        let mutable c30 = Vector256<float>.Zero
-        let mutable c31 = Vector256<float>.Zero
-        let mutable c40 = Vector256<float>.Zero
-        let mutable c41 = Vector256<float>.Zero
-        let mutable c50 = Vector256<float>.Zero
-        let mutable c51 = Vector256<float>.Zero
-        let mutable pb = b
-        let mutable off = 0
-        let mutable p = 0
-
-        while p < kc do
-            let b0 = Avx.LoadVector256 pb
-            let b1 = Avx.LoadVector256(NativePtr.add pb 4)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a0 off)
-            c00 <- Fma.MultiplyAdd(x, b0, c00)
-            c01 <- Fma.MultiplyAdd(x, b1, c01)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a1 off)
-            c10 <- Fma.MultiplyAdd(x, b0, c10)
-            c11 <- Fma.MultiplyAdd(x, b1, c11)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a2 off)
-            c20 <- Fma.MultiplyAdd(x, b0, c20)
-            c21 <- Fma.MultiplyAdd(x, b1, c21)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a3 off)
-            c30 <- Fma.MultiplyAdd(x, b0, c30)
-            c31 <- Fma.MultiplyAdd(x, b1, c31)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a4 off)
-            c40 <- Fma.MultiplyAdd(x, b0, c40)
-            c41 <- Fma.MultiplyAdd(x, b1, c41)
-            let x = Avx.BroadcastScalarToVector256(NativePtr.add a5 off)
-            c50 <- Fma.MultiplyAdd(x, b0, c50)
-            c51 <- Fma.MultiplyAdd(x, b1, c51)
-            pb <- NativePtr.add pb 8
-            off <- off + aStep
-            p <- p + 1
-
-        let alphaV = Vector256.Create alpha
-
-        if beta = 0.0 then
-            let inline put (row: int) (lo: Vector256<float>) (hi: Vector256<float>) =
-                let r = NativePtr.add c (row * ldc)
-                Avx.Store(r, Avx.Multiply(alphaV, lo))
-                Avx.Store(NativePtr.add r 4, Avx.Multiply(alphaV, hi))
-
-            put 0 c00 c01
-            put 1 c10 c11
-            put 2 c20 c21
-            put 3 c30 c31
-            put 4 c40 c41
-            put 5 c50 c51
-        else
-            let betaV = Vector256.Create beta
-
-            let inline put (row: int) (lo: Vector256<float>) (hi: Vector256<float>) =
-                let r = NativePtr.add c (row * ldc)
-                let r4 = NativePtr.add r 4
-                Avx.Store(r, Fma.MultiplyAdd(lo, alphaV, Avx.Multiply(betaV, Avx.LoadVector256 r)))
-                Avx.Store(r4, Fma.MultiplyAdd(hi, alphaV, Avx.Multiply(betaV, Avx.LoadVector256 r4)))
-
-            put 0 c00 c01
-            put 1 c10 c11
-            put 2 c20 c21
-            put 3 c30 c31
-            put 4 c40 c41
-            put 5 c50 c51
-
-/// 8x16 float32, one zmm per row: the last panel of B when at most 16 columns remain, where the
-/// 8x32 kernel would spend most of its work on zero padding.
-[<Sealed>]
-type Avx512NarrowKernel32() =
-    inherit Kernel<float32>(8, 16)
+type Avx512NarrowKernel<'T when 'T: unmanaged>() =
+    inherit Kernel<'T>(8, Vector512<'T>.Count)
 
     override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
         let a0 = a
@@ -227,53 +186,49 @@ type Avx512NarrowKernel32() =
         let a5 = NativePtr.add a (5 * aRow)
         let a6 = NativePtr.add a (6 * aRow)
         let a7 = NativePtr.add a (7 * aRow)
-        let mutable c0 = Vector512<float32>.Zero
-        let mutable c1 = Vector512<float32>.Zero
-        let mutable c2 = Vector512<float32>.Zero
-        let mutable c3 = Vector512<float32>.Zero
-        let mutable c4 = Vector512<float32>.Zero
-        let mutable c5 = Vector512<float32>.Zero
-        let mutable c6 = Vector512<float32>.Zero
-        let mutable c7 = Vector512<float32>.Zero
+        let mutable c0 = Vector512<'T>.Zero
+        let mutable c1 = Vector512<'T>.Zero
+        let mutable c2 = Vector512<'T>.Zero
+        let mutable c3 = Vector512<'T>.Zero
+        let mutable c4 = Vector512<'T>.Zero
+        let mutable c5 = Vector512<'T>.Zero
+        let mutable c6 = Vector512<'T>.Zero
+        let mutable c7 = Vector512<'T>.Zero
         let mutable pb = b
         let mutable off = 0
         let mutable p = 0
 
         while p < kc do
-            let b0 = Avx512F.LoadVector512 pb
-            c0 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a0 off), b0, c0)
-            c1 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a1 off), b0, c1)
-            c2 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a2 off), b0, c2)
-            c3 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a3 off), b0, c3)
-            c4 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a4 off), b0, c4)
-            c5 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a5 off), b0, c5)
-            c6 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a6 off), b0, c6)
-            c7 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a7 off), b0, c7)
-            pb <- NativePtr.add pb 16
+            let b0 = Vector512.Load pb
+            c0 <- fma512 (Vector512.Create(NativePtr.get a0 off)) b0 c0
+            c1 <- fma512 (Vector512.Create(NativePtr.get a1 off)) b0 c1
+            c2 <- fma512 (Vector512.Create(NativePtr.get a2 off)) b0 c2
+            c3 <- fma512 (Vector512.Create(NativePtr.get a3 off)) b0 c3
+            c4 <- fma512 (Vector512.Create(NativePtr.get a4 off)) b0 c4
+            c5 <- fma512 (Vector512.Create(NativePtr.get a5 off)) b0 c5
+            c6 <- fma512 (Vector512.Create(NativePtr.get a6 off)) b0 c6
+            c7 <- fma512 (Vector512.Create(NativePtr.get a7 off)) b0 c7
+            pb <- NativePtr.add pb Vector512<'T>.Count
             off <- off + aStep
             p <- p + 1
 
         let alphaV = Vector512.Create alpha
 
-        if beta = 0.0f then
-            Avx512F.Store(NativePtr.add c (0 * ldc), Avx512F.Multiply(alphaV, c0))
-            Avx512F.Store(NativePtr.add c (1 * ldc), Avx512F.Multiply(alphaV, c1))
-            Avx512F.Store(NativePtr.add c (2 * ldc), Avx512F.Multiply(alphaV, c2))
-            Avx512F.Store(NativePtr.add c (3 * ldc), Avx512F.Multiply(alphaV, c3))
-            Avx512F.Store(NativePtr.add c (4 * ldc), Avx512F.Multiply(alphaV, c4))
-            Avx512F.Store(NativePtr.add c (5 * ldc), Avx512F.Multiply(alphaV, c5))
-            Avx512F.Store(NativePtr.add c (6 * ldc), Avx512F.Multiply(alphaV, c6))
-            Avx512F.Store(NativePtr.add c (7 * ldc), Avx512F.Multiply(alphaV, c7))
+        if EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>) then
+            Vector512.Store(Vector512.Multiply(alphaV, c0), NativePtr.add c (0 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c1), NativePtr.add c (1 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c2), NativePtr.add c (2 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c3), NativePtr.add c (3 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c4), NativePtr.add c (4 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c5), NativePtr.add c (5 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c6), NativePtr.add c (6 * ldc))
+            Vector512.Store(Vector512.Multiply(alphaV, c7), NativePtr.add c (7 * ldc))
         else
             let betaV = Vector512.Create beta
 
-            let inline put (row: int) (acc: Vector512<float32>) =
+            let inline put (row: int) (acc: Vector512<'T>) =
                 let r = NativePtr.add c (row * ldc)
-
-                Avx512F.Store(
-                    r,
-                    Avx512F.FusedMultiplyAdd(acc, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r))
-                )
+                Vector512.Store(fma512 acc alphaV (Vector512.Multiply(betaV, Vector512.Load r)), r)
 
             put 0 c0
             put 1 c1
@@ -284,88 +239,19 @@ type Avx512NarrowKernel32() =
             put 6 c6
             put 7 c7
 
-/// 8x8 float64, for the last panel of B when at most 8 columns remain (see Avx512NarrowKernel32).
+/// 8 x 2·Vector512<T>.Count (8x32 float32, 8x16 float64) with sixteen zmm accumulators. AVX-512's
+/// thirty-two registers would hold a taller tile, but eight rows divide the batch sizes and layer
+/// widths that matter (128, 256, 784) exactly, and the kernel already runs at the FMA units' peak:
+/// more rows would only waste edge tiles.
 [<Sealed>]
-type Avx512NarrowKernel64() =
-    inherit Kernel<float>(8, 8)
-
-    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
-        let a0 = a
-        let a1 = NativePtr.add a aRow
-        let a2 = NativePtr.add a (2 * aRow)
-        let a3 = NativePtr.add a (3 * aRow)
-        let a4 = NativePtr.add a (4 * aRow)
-        let a5 = NativePtr.add a (5 * aRow)
-        let a6 = NativePtr.add a (6 * aRow)
-        let a7 = NativePtr.add a (7 * aRow)
-        let mutable c0 = Vector512<float>.Zero
-        let mutable c1 = Vector512<float>.Zero
-        let mutable c2 = Vector512<float>.Zero
-        let mutable c3 = Vector512<float>.Zero
-        let mutable c4 = Vector512<float>.Zero
-        let mutable c5 = Vector512<float>.Zero
-        let mutable c6 = Vector512<float>.Zero
-        let mutable c7 = Vector512<float>.Zero
-        let mutable pb = b
-        let mutable off = 0
-        let mutable p = 0
-
-        while p < kc do
-            let b0 = Avx512F.LoadVector512 pb
-            c0 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a0 off), b0, c0)
-            c1 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a1 off), b0, c1)
-            c2 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a2 off), b0, c2)
-            c3 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a3 off), b0, c3)
-            c4 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a4 off), b0, c4)
-            c5 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a5 off), b0, c5)
-            c6 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a6 off), b0, c6)
-            c7 <- Avx512F.FusedMultiplyAdd(Vector512.Create(NativePtr.get a7 off), b0, c7)
-            pb <- NativePtr.add pb 8
-            off <- off + aStep
-            p <- p + 1
-
-        let alphaV = Vector512.Create alpha
-
-        if beta = 0.0 then
-            Avx512F.Store(NativePtr.add c (0 * ldc), Avx512F.Multiply(alphaV, c0))
-            Avx512F.Store(NativePtr.add c (1 * ldc), Avx512F.Multiply(alphaV, c1))
-            Avx512F.Store(NativePtr.add c (2 * ldc), Avx512F.Multiply(alphaV, c2))
-            Avx512F.Store(NativePtr.add c (3 * ldc), Avx512F.Multiply(alphaV, c3))
-            Avx512F.Store(NativePtr.add c (4 * ldc), Avx512F.Multiply(alphaV, c4))
-            Avx512F.Store(NativePtr.add c (5 * ldc), Avx512F.Multiply(alphaV, c5))
-            Avx512F.Store(NativePtr.add c (6 * ldc), Avx512F.Multiply(alphaV, c6))
-            Avx512F.Store(NativePtr.add c (7 * ldc), Avx512F.Multiply(alphaV, c7))
-        else
-            let betaV = Vector512.Create beta
-
-            let inline put (row: int) (acc: Vector512<float>) =
-                let r = NativePtr.add c (row * ldc)
-
-                Avx512F.Store(
-                    r,
-                    Avx512F.FusedMultiplyAdd(acc, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r))
-                )
-
-            put 0 c0
-            put 1 c1
-            put 2 c2
-            put 3 c3
-            put 4 c4
-            put 5 c5
-            put 6 c6
-            put 7 c7
-
-/// 8x32 float32 with sixteen zmm accumulators. AVX-512's thirty-two registers would hold a taller
-/// tile, but eight rows divide the batch sizes and layer widths that matter (128, 256, 784) exactly,
-/// and the kernel already runs at the FMA units' peak: more rows would only waste edge tiles.
-[<Sealed>]
-type Avx512Kernel32() =
-    inherit Kernel<float32>(8, 32)
-    let narrow = Some(Avx512NarrowKernel32() :> Kernel<float32>)
+type Avx512Kernel<'T when 'T: unmanaged>() =
+    inherit Kernel<'T>(8, 2 * Vector512<'T>.Count)
+    let narrow = Some(Avx512NarrowKernel<'T>() :> Kernel<'T>)
     override _.Narrow = narrow
     override _.MaskedMoves = Avx512BW.IsSupported
 
     override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        let w = Vector512<'T>.Count
         let a0 = a
         let a1 = NativePtr.add a aRow
         let a2 = NativePtr.add a (2 * aRow)
@@ -374,64 +260,64 @@ type Avx512Kernel32() =
         let a5 = NativePtr.add a (5 * aRow)
         let a6 = NativePtr.add a (6 * aRow)
         let a7 = NativePtr.add a (7 * aRow)
-        let mutable c00 = Vector512<float32>.Zero
-        let mutable c01 = Vector512<float32>.Zero
-        let mutable c10 = Vector512<float32>.Zero
-        let mutable c11 = Vector512<float32>.Zero
-        let mutable c20 = Vector512<float32>.Zero
-        let mutable c21 = Vector512<float32>.Zero
-        let mutable c30 = Vector512<float32>.Zero
-        let mutable c31 = Vector512<float32>.Zero
-        let mutable c40 = Vector512<float32>.Zero
-        let mutable c41 = Vector512<float32>.Zero
-        let mutable c50 = Vector512<float32>.Zero
-        let mutable c51 = Vector512<float32>.Zero
-        let mutable c60 = Vector512<float32>.Zero
-        let mutable c61 = Vector512<float32>.Zero
-        let mutable c70 = Vector512<float32>.Zero
-        let mutable c71 = Vector512<float32>.Zero
+        let mutable c00 = Vector512<'T>.Zero
+        let mutable c01 = Vector512<'T>.Zero
+        let mutable c10 = Vector512<'T>.Zero
+        let mutable c11 = Vector512<'T>.Zero
+        let mutable c20 = Vector512<'T>.Zero
+        let mutable c21 = Vector512<'T>.Zero
+        let mutable c30 = Vector512<'T>.Zero
+        let mutable c31 = Vector512<'T>.Zero
+        let mutable c40 = Vector512<'T>.Zero
+        let mutable c41 = Vector512<'T>.Zero
+        let mutable c50 = Vector512<'T>.Zero
+        let mutable c51 = Vector512<'T>.Zero
+        let mutable c60 = Vector512<'T>.Zero
+        let mutable c61 = Vector512<'T>.Zero
+        let mutable c70 = Vector512<'T>.Zero
+        let mutable c71 = Vector512<'T>.Zero
         let mutable pb = b
         let mutable off = 0
         let mutable p = 0
 
         while p < kc do
-            let b0 = Avx512F.LoadVector512 pb
-            let b1 = Avx512F.LoadVector512(NativePtr.add pb 16)
+            let b0 = Vector512.Load pb
+            let b1 = Vector512.Load(NativePtr.add pb w)
             let x = Vector512.Create(NativePtr.get a0 off)
-            c00 <- Avx512F.FusedMultiplyAdd(x, b0, c00)
-            c01 <- Avx512F.FusedMultiplyAdd(x, b1, c01)
+            c00 <- fma512 x b0 c00
+            c01 <- fma512 x b1 c01
             let x = Vector512.Create(NativePtr.get a1 off)
-            c10 <- Avx512F.FusedMultiplyAdd(x, b0, c10)
-            c11 <- Avx512F.FusedMultiplyAdd(x, b1, c11)
+            c10 <- fma512 x b0 c10
+            c11 <- fma512 x b1 c11
             let x = Vector512.Create(NativePtr.get a2 off)
-            c20 <- Avx512F.FusedMultiplyAdd(x, b0, c20)
-            c21 <- Avx512F.FusedMultiplyAdd(x, b1, c21)
+            c20 <- fma512 x b0 c20
+            c21 <- fma512 x b1 c21
             let x = Vector512.Create(NativePtr.get a3 off)
-            c30 <- Avx512F.FusedMultiplyAdd(x, b0, c30)
-            c31 <- Avx512F.FusedMultiplyAdd(x, b1, c31)
+            c30 <- fma512 x b0 c30
+            c31 <- fma512 x b1 c31
             let x = Vector512.Create(NativePtr.get a4 off)
-            c40 <- Avx512F.FusedMultiplyAdd(x, b0, c40)
-            c41 <- Avx512F.FusedMultiplyAdd(x, b1, c41)
+            c40 <- fma512 x b0 c40
+            c41 <- fma512 x b1 c41
             let x = Vector512.Create(NativePtr.get a5 off)
-            c50 <- Avx512F.FusedMultiplyAdd(x, b0, c50)
-            c51 <- Avx512F.FusedMultiplyAdd(x, b1, c51)
+            c50 <- fma512 x b0 c50
+            c51 <- fma512 x b1 c51
             let x = Vector512.Create(NativePtr.get a6 off)
-            c60 <- Avx512F.FusedMultiplyAdd(x, b0, c60)
-            c61 <- Avx512F.FusedMultiplyAdd(x, b1, c61)
+            c60 <- fma512 x b0 c60
+            c61 <- fma512 x b1 c61
             let x = Vector512.Create(NativePtr.get a7 off)
-            c70 <- Avx512F.FusedMultiplyAdd(x, b0, c70)
-            c71 <- Avx512F.FusedMultiplyAdd(x, b1, c71)
-            pb <- NativePtr.add pb 32
+            c70 <- fma512 x b0 c70
+            c71 <- fma512 x b1 c71
+            pb <- NativePtr.add pb (2 * w)
             off <- off + aStep
             p <- p + 1
 
         let alphaV = Vector512.Create alpha
 
-        if beta = 0.0f then
-            let inline put (row: int) (lo: Vector512<float32>) (hi: Vector512<float32>) =
+        if EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>) then
+            let inline put (row: int) (lo: Vector512<'T>) (hi: Vector512<'T>) =
                 let r = NativePtr.add c (row * ldc)
-                Avx512F.Store(r, Avx512F.Multiply(alphaV, lo))
-                Avx512F.Store(NativePtr.add r 16, Avx512F.Multiply(alphaV, hi))
+                Vector512.Store(Vector512.Multiply(alphaV, lo), r)
+                Vector512.Store(Vector512.Multiply(alphaV, hi), NativePtr.add r w)
 
             put 0 c00 c01
             put 1 c10 c11
@@ -444,121 +330,11 @@ type Avx512Kernel32() =
         else
             let betaV = Vector512.Create beta
 
-            let inline put (row: int) (lo: Vector512<float32>) (hi: Vector512<float32>) =
+            let inline put (row: int) (lo: Vector512<'T>) (hi: Vector512<'T>) =
                 let r = NativePtr.add c (row * ldc)
-                let r16 = NativePtr.add r 16
-                Avx512F.Store(r, Avx512F.FusedMultiplyAdd(lo, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r)))
-
-                Avx512F.Store(
-                    r16,
-                    Avx512F.FusedMultiplyAdd(hi, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r16))
-                )
-
-            put 0 c00 c01
-            put 1 c10 c11
-            put 2 c20 c21
-            put 3 c30 c31
-            put 4 c40 c41
-            put 5 c50 c51
-            put 6 c60 c61
-            put 7 c70 c71
-
-/// 8x16 float64: the float32 kernel's register layout with half as many lanes.
-[<Sealed>]
-type Avx512Kernel64() =
-    inherit Kernel<float>(8, 16)
-    let narrow = Some(Avx512NarrowKernel64() :> Kernel<float>)
-    override _.Narrow = narrow
-    override _.MaskedMoves = Avx512BW.IsSupported
-
-    override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
-        let a0 = a
-        let a1 = NativePtr.add a aRow
-        let a2 = NativePtr.add a (2 * aRow)
-        let a3 = NativePtr.add a (3 * aRow)
-        let a4 = NativePtr.add a (4 * aRow)
-        let a5 = NativePtr.add a (5 * aRow)
-        let a6 = NativePtr.add a (6 * aRow)
-        let a7 = NativePtr.add a (7 * aRow)
-        let mutable c00 = Vector512<float>.Zero
-        let mutable c01 = Vector512<float>.Zero
-        let mutable c10 = Vector512<float>.Zero
-        let mutable c11 = Vector512<float>.Zero
-        let mutable c20 = Vector512<float>.Zero
-        let mutable c21 = Vector512<float>.Zero
-        let mutable c30 = Vector512<float>.Zero
-        let mutable c31 = Vector512<float>.Zero
-        let mutable c40 = Vector512<float>.Zero
-        let mutable c41 = Vector512<float>.Zero
-        let mutable c50 = Vector512<float>.Zero
-        let mutable c51 = Vector512<float>.Zero
-        let mutable c60 = Vector512<float>.Zero
-        let mutable c61 = Vector512<float>.Zero
-        let mutable c70 = Vector512<float>.Zero
-        let mutable c71 = Vector512<float>.Zero
-        let mutable pb = b
-        let mutable off = 0
-        let mutable p = 0
-
-        while p < kc do
-            let b0 = Avx512F.LoadVector512 pb
-            let b1 = Avx512F.LoadVector512(NativePtr.add pb 8)
-            let x = Vector512.Create(NativePtr.get a0 off)
-            c00 <- Avx512F.FusedMultiplyAdd(x, b0, c00)
-            c01 <- Avx512F.FusedMultiplyAdd(x, b1, c01)
-            let x = Vector512.Create(NativePtr.get a1 off)
-            c10 <- Avx512F.FusedMultiplyAdd(x, b0, c10)
-            c11 <- Avx512F.FusedMultiplyAdd(x, b1, c11)
-            let x = Vector512.Create(NativePtr.get a2 off)
-            c20 <- Avx512F.FusedMultiplyAdd(x, b0, c20)
-            c21 <- Avx512F.FusedMultiplyAdd(x, b1, c21)
-            let x = Vector512.Create(NativePtr.get a3 off)
-            c30 <- Avx512F.FusedMultiplyAdd(x, b0, c30)
-            c31 <- Avx512F.FusedMultiplyAdd(x, b1, c31)
-            let x = Vector512.Create(NativePtr.get a4 off)
-            c40 <- Avx512F.FusedMultiplyAdd(x, b0, c40)
-            c41 <- Avx512F.FusedMultiplyAdd(x, b1, c41)
-            let x = Vector512.Create(NativePtr.get a5 off)
-            c50 <- Avx512F.FusedMultiplyAdd(x, b0, c50)
-            c51 <- Avx512F.FusedMultiplyAdd(x, b1, c51)
-            let x = Vector512.Create(NativePtr.get a6 off)
-            c60 <- Avx512F.FusedMultiplyAdd(x, b0, c60)
-            c61 <- Avx512F.FusedMultiplyAdd(x, b1, c61)
-            let x = Vector512.Create(NativePtr.get a7 off)
-            c70 <- Avx512F.FusedMultiplyAdd(x, b0, c70)
-            c71 <- Avx512F.FusedMultiplyAdd(x, b1, c71)
-            pb <- NativePtr.add pb 16
-            off <- off + aStep
-            p <- p + 1
-
-        let alphaV = Vector512.Create alpha
-
-        if beta = 0.0 then
-            let inline put (row: int) (lo: Vector512<float>) (hi: Vector512<float>) =
-                let r = NativePtr.add c (row * ldc)
-                Avx512F.Store(r, Avx512F.Multiply(alphaV, lo))
-                Avx512F.Store(NativePtr.add r 8, Avx512F.Multiply(alphaV, hi))
-
-            put 0 c00 c01
-            put 1 c10 c11
-            put 2 c20 c21
-            put 3 c30 c31
-            put 4 c40 c41
-            put 5 c50 c51
-            put 6 c60 c61
-            put 7 c70 c71
-        else
-            let betaV = Vector512.Create beta
-
-            let inline put (row: int) (lo: Vector512<float>) (hi: Vector512<float>) =
-                let r = NativePtr.add c (row * ldc)
-                let r8 = NativePtr.add r 8
-                Avx512F.Store(r, Avx512F.FusedMultiplyAdd(lo, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r)))
-
-                Avx512F.Store(
-                    r8,
-                    Avx512F.FusedMultiplyAdd(hi, alphaV, Avx512F.Multiply(betaV, Avx512F.LoadVector512 r8))
-                )
+                let rw = NativePtr.add r w
+                Vector512.Store(fma512 lo alphaV (Vector512.Multiply(betaV, Vector512.Load r)), r)
+                Vector512.Store(fma512 hi alphaV (Vector512.Multiply(betaV, Vector512.Load rw)), rw)
 
             put 0 c00 c01
             put 1 c10 c11
@@ -765,76 +541,64 @@ let private packA
 
     if transA then struct (1, mr) else struct (kc, 1)
 
-/// An nr-column panel (nr a multiple of 8) of transposed float32 B: 8x8 blocks are transposed in
-/// registers, so that both the reads (along rows of the stored B) and the writes (along panel rows)
-/// are vectors.
-let private packTransposed32 (b: nativeptr<float32>) (ldb: int) (kc: int) (nr: int) (panel: nativeptr<float32>) =
+/// An nr-column panel (nr a multiple of Vector256<T>.Count, the lanes) of transposed B: blocks of
+/// lanes x lanes are transposed in registers, so that both the reads (along rows of the stored B)
+/// and the writes (along panel rows) are vectors. The transpose moves 64-bit pairs: four rows of
+/// them (a 4x4 float64 block) take an interleave of row pairs and a swap of 128-bit halves. An 8x8
+/// float32 block first interleaves its row pairs by 32 bits, which leaves two such 4x4 blocks of
+/// pairs, one for result rows 0, 1, 4, 5 and one for rows 2, 3, 6, 7.
+let private packTransposed (b: nativeptr<'T>) (ldb: int) (kc: int) (nr: int) (panel: nativeptr<'T>) =
+    let lanes = Vector256<'T>.Count
+
+    // Rows x0..x3 of four 64-bit pairs each, transposed into rows r0..r3 of the panel at d.
+    let inline transposePairs
+        (x0: Vector256<float>)
+        (x1: Vector256<float>)
+        (x2: Vector256<float>)
+        (x3: Vector256<float>)
+        (d: nativeptr<'T>)
+        (r0: int)
+        (r1: int)
+        (r2: int)
+        (r3: int)
+        =
+        let lo01 = Avx.UnpackLow(x0, x1)
+        let hi01 = Avx.UnpackHigh(x0, x1)
+        let lo23 = Avx.UnpackLow(x2, x3)
+        let hi23 = Avx.UnpackHigh(x2, x3)
+        Vector256.Store(Vector256.As<float, 'T>(Avx.Permute2x128(lo01, lo23, 0x20uy)), NativePtr.add d (r0 * nr))
+        Vector256.Store(Vector256.As<float, 'T>(Avx.Permute2x128(hi01, hi23, 0x20uy)), NativePtr.add d (r1 * nr))
+        Vector256.Store(Vector256.As<float, 'T>(Avx.Permute2x128(lo01, lo23, 0x31uy)), NativePtr.add d (r2 * nr))
+        Vector256.Store(Vector256.As<float, 'T>(Avx.Permute2x128(hi01, hi23, 0x31uy)), NativePtr.add d (r3 * nr))
+
     let mutable p = 0
 
-    while p + 8 <= kc do
-        for group in 0 .. nr / 8 - 1 do
-            let s = NativePtr.add b (group * 8 * ldb + p)
+    while p + lanes <= kc do
+        for group in 0 .. nr / lanes - 1 do
+            let s = NativePtr.add b (group * lanes * ldb + p)
 
-            let row r =
-                Avx.LoadVector256(NativePtr.add s (r * ldb))
+            let inline row r =
+                Vector256.Load(NativePtr.add s (r * ldb))
 
-            let t0 = Avx.UnpackLow(row 0, row 1)
-            let t1 = Avx.UnpackHigh(row 0, row 1)
-            let t2 = Avx.UnpackLow(row 2, row 3)
-            let t3 = Avx.UnpackHigh(row 2, row 3)
-            let t4 = Avx.UnpackLow(row 4, row 5)
-            let t5 = Avx.UnpackHigh(row 4, row 5)
-            let t6 = Avx.UnpackLow(row 6, row 7)
-            let t7 = Avx.UnpackHigh(row 6, row 7)
-            let u0 = Avx.Shuffle(t0, t2, 0x44uy)
-            let u1 = Avx.Shuffle(t0, t2, 0xEEuy)
-            let u2 = Avx.Shuffle(t1, t3, 0x44uy)
-            let u3 = Avx.Shuffle(t1, t3, 0xEEuy)
-            let u4 = Avx.Shuffle(t4, t6, 0x44uy)
-            let u5 = Avx.Shuffle(t4, t6, 0xEEuy)
-            let u6 = Avx.Shuffle(t5, t7, 0x44uy)
-            let u7 = Avx.Shuffle(t5, t7, 0xEEuy)
-            let d = NativePtr.add panel (p * nr + group * 8)
-            Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20uy))
-            Avx.Store(NativePtr.add d nr, Avx.Permute2x128(u1, u5, 0x20uy))
-            Avx.Store(NativePtr.add d (2 * nr), Avx.Permute2x128(u2, u6, 0x20uy))
-            Avx.Store(NativePtr.add d (3 * nr), Avx.Permute2x128(u3, u7, 0x20uy))
-            Avx.Store(NativePtr.add d (4 * nr), Avx.Permute2x128(u0, u4, 0x31uy))
-            Avx.Store(NativePtr.add d (5 * nr), Avx.Permute2x128(u1, u5, 0x31uy))
-            Avx.Store(NativePtr.add d (6 * nr), Avx.Permute2x128(u2, u6, 0x31uy))
-            Avx.Store(NativePtr.add d (7 * nr), Avx.Permute2x128(u3, u7, 0x31uy))
+            let d = NativePtr.add panel (p * nr + group * lanes)
 
-        p <- p + 8
+            if Type.op_Equality (typeof<'T>, typeof<float32>) then
+                let inline interleave (r: int) =
+                    let x = Vector256.AsSingle(row r)
+                    let y = Vector256.AsSingle(row (r + 1))
+                    struct (Vector256.AsDouble(Avx.UnpackLow(x, y)), Vector256.AsDouble(Avx.UnpackHigh(x, y)))
 
-    while p < kc do
-        for j in 0 .. nr - 1 do
-            NativePtr.set panel (p * nr + j) (NativePtr.get b (j * ldb + p))
+                let struct (t0, t1) = interleave 0
+                let struct (t2, t3) = interleave 2
+                let struct (t4, t5) = interleave 4
+                let struct (t6, t7) = interleave 6
+                transposePairs t0 t2 t4 t6 d 0 1 4 5
+                transposePairs t1 t3 t5 t7 d 2 3 6 7
+            else
+                let inline pairs r = Vector256.AsDouble(row r)
+                transposePairs (pairs 0) (pairs 1) (pairs 2) (pairs 3) d 0 1 2 3
 
-        p <- p + 1
-
-/// An nr-column panel (nr a multiple of 4) of transposed float64 B, by 4x4 blocks (see
-/// packTransposed32).
-let private packTransposed64 (b: nativeptr<float>) (ldb: int) (kc: int) (nr: int) (panel: nativeptr<float>) =
-    let mutable p = 0
-
-    while p + 4 <= kc do
-        for group in 0 .. nr / 4 - 1 do
-            let s = NativePtr.add b (group * 4 * ldb + p)
-
-            let row r =
-                Avx.LoadVector256(NativePtr.add s (r * ldb))
-
-            let t0 = Avx.UnpackLow(row 0, row 1)
-            let t1 = Avx.UnpackHigh(row 0, row 1)
-            let t2 = Avx.UnpackLow(row 2, row 3)
-            let t3 = Avx.UnpackHigh(row 2, row 3)
-            let d = NativePtr.add panel (p * nr + group * 4)
-            Avx.Store(d, Avx.Permute2x128(t0, t2, 0x20uy))
-            Avx.Store(NativePtr.add d nr, Avx.Permute2x128(t1, t3, 0x20uy))
-            Avx.Store(NativePtr.add d (2 * nr), Avx.Permute2x128(t0, t2, 0x31uy))
-            Avx.Store(NativePtr.add d (3 * nr), Avx.Permute2x128(t1, t3, 0x31uy))
-
-        p <- p + 4
+        p <- p + lanes
 
     while p < kc do
         for j in 0 .. nr - 1 do
@@ -857,11 +621,11 @@ let private packB
     (dst: nativeptr<'T>)
     =
     // Type tests on 'T are constants once the JIT specialises this for float32 or float64.
-    let transposed32 =
-        transB && Avx.IsSupported && Type.op_Equality (typeof<'T>, typeof<float32>)
-
-    let transposed64 =
-        transB && Avx.IsSupported && Type.op_Equality (typeof<'T>, typeof<float>)
+    let transposed =
+        transB
+        && Avx.IsSupported
+        && (Type.op_Equality (typeof<'T>, typeof<float32>)
+            || Type.op_Equality (typeof<'T>, typeof<float>))
 
     let mutable j = 0
 
@@ -879,10 +643,8 @@ let private packB
         if not transB then
             for p in 0 .. kc - 1 do
                 copyRow masked (NativePtr.add src (p * ldb)) (NativePtr.add panel (p * width)) w width
-        elif w = width && width % 8 = 0 && transposed32 then
-            packTransposed32 (retype src) ldb kc width (retype panel)
-        elif w = width && width % 4 = 0 && transposed64 then
-            packTransposed64 (retype src) ldb kc width (retype panel)
+        elif w = width && width % Vector256<'T>.Count = 0 && transposed then
+            packTransposed src ldb kc width panel
         else
             // Column jj of op(B) is row jj of the stored B: read along it, write across the panel.
             for jj in 0 .. w - 1 do
