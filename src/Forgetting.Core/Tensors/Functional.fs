@@ -1,5 +1,8 @@
 namespace Forgetting.Tensors
 
+open System
+open System.Runtime.Intrinsics
+
 /// Neural-network ops built on the engine: losses, convolution, pooling, dropout, normalisation.
 /// Those with a fused derivative rule (cross-entropy, im2col, max-pool) have it beside the forward
 /// rule; the rest are compositions of differentiable tensor ops.
@@ -161,51 +164,6 @@ module Functional =
 
     /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
     /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
-    /// erf(x) to float32 precision (relative error about 1e-7), ~20 times faster than the engine's `erf` (Cpu/Elementwise.fs); the float32 GELU's: its Maclaurin
-    /// series to x¹⁵ for |x| < 0.5 (the omitted terms below 3e-9 of the sum), else 1 − erfc(x) with the
-    /// Chebyshev fit of erfc of Numerical Recipes (Press et al., 2nd ed., §6.2, `erfcc`: fractional error
-    /// below 1.2e-7 everywhere; erf ≥ 0.52 there, so erf's relative error stays below 1.2e-7).
-    let private erf32 (x: float) =
-        let a = abs x
-
-        if System.Double.IsNaN x then
-            x
-        elif a < 0.5 then
-            let x2 = x * x
-            // 2/√π Σ (−1)ⁿ x^(2n+1) / (n! (2n+1)), n = 0 … 7, by Horner in x².
-            let s =
-                1.0
-                + x2
-                  * (-1.0 / 3.0
-                     + x2
-                       * (1.0 / 10.0
-                          + x2
-                            * (-1.0 / 42.0
-                               + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0 + x2 * (1.0 / 9360.0 - x2 / 75600.0))))))
-
-            1.1283791670955126 * x * s
-        else
-            let t = 1.0 / (1.0 + 0.5 * a)
-
-            let erfc =
-                t
-                * exp (
-                    -a * a - 1.26551223
-                    + t
-                      * (1.00002368
-                         + t
-                           * (0.37409196
-                              + t
-                                * (0.09678418
-                                   + t
-                                     * (-0.18628806
-                                        + t
-                                          * (0.27886807
-                                             + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
-                )
-
-            if x > 0.0 then 1.0 - erfc else erfc - 1.0
-
     // The fused GELU and layer norm below: one kernel each way on the CPU backend's own arrays, instead of
     // a chain of elementwise ops, broadcasts and tape nodes (issue #12's ViT workload); on another backend,
     // the plain compositions of tensor ops.
@@ -231,58 +189,183 @@ module Functional =
     let private chunks (n: int) (size: int) (body: int -> int -> unit) =
         Parallelism.forTiles ((n + size - 1) / size) (fun t -> body (t * size) (min n ((t + 1) * size)))
 
-    /// GELU on the elements v (float32 or float64, read through `toFloat`, written through `ofFloat`).
-    let inline private geluOn
-        (x: Tensor)
-        (erf: float -> float)
-        (v: ^T[])
-        ([<InlineIfLambda>] toFloat: ^T -> float)
-        ([<InlineIfLambda>] ofFloat: float -> ^T)
-        (read: RawTensor -> ^T[])
-        (make: int[] * ^T[] -> RawTensor)
-        =
-        // y = x Φ(x), dy/dx = Φ(x) + x φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = exp(−x²/2)/√(2π).
+    /// GELU on float64 elements v: y = x Φ(x), dy/dx = Φ(x) + x φ(x), Φ(x) = (1 + erf(x/√2))/2,
+    /// φ(x) = exp(−x²/2)/√(2π), with the engine's erf (to about 1e-15): the reference that gradient
+    /// checks and the float32 kernel are measured against.
+    let private gelu64 (x: Tensor) (v: float[]) =
         let n = v.Length
-        let cdf: ^T[] = Array.zeroCreate n
-        let y: ^T[] = Array.zeroCreate n
+        let cdf: float[] = Array.zeroCreate n
+        let y: float[] = Array.zeroCreate n
         let shape = x.Raw.Shape
+        let b = x.Raw.Backend
 
         chunks n 4096 (fun lo hi ->
             for i in lo .. hi - 1 do
-                let xv = toFloat v[i]
-                let c = 0.5 * (1.0 + erf (xv * 0.7071067811865476))
-                cdf[i] <- ofFloat c
-                y[i] <- ofFloat (xv * c))
+                let c = 0.5 * (1.0 + Cpu.Elementwise.erf (v[i] * 0.7071067811865476))
+                cdf[i] <- c
+                y[i] <- v[i] * c)
 
         Tensor.Op(
-            make (shape, y),
+            b.OfFloat64(shape, y),
             [| x |],
             fun g _ ->
-                let gv = read g
-                let dx: ^T[] = Array.zeroCreate n
+                let gv = read64 g
+                let dx: float[] = Array.zeroCreate n
 
                 chunks n 4096 (fun lo hi ->
                     for i in lo .. hi - 1 do
-                        let xv = toFloat v[i]
+                        let xv = v[i]
+                        dx[i] <- gv[i] * (cdf[i] + xv * 0.3989422804014327 * exp (-0.5 * xv * xv)))
 
-                        dx[i] <-
-                            ofFloat (
-                                toFloat gv[i]
-                                * (toFloat cdf[i] + xv * 0.3989422804014327 * exp (-0.5 * xv * xv))
-                            ))
-
-                [| make (shape, dx) |]
+                [| b.OfFloat64(shape, dx) |]
         )
+
+    /// Φ(x) = erfc(−x/√2)/2 on a vector of float64 lanes, from the Chebyshev fit of erfc of Numerical
+    /// Recipes (Press et al., 2nd ed., §6.2, `erfcc`: fractional error below 1.2e-7 everywhere):
+    /// Φ = 1 − erfc(z)/2 for x ≥ 0 and erfc(z)/2 below, z = |x|/√2, so one branch-free formula serves
+    /// every lane and Φ's relative error stays below 1.2e-7 on both sides (Φ ≥ 1/2 where erfc's error
+    /// is subtracted). The vector type's own operations are passed in, so that one formula serves
+    /// Vector512 and Vector256 alike.
+    let inline private phiWith
+        ([<InlineIfLambda>] create: float -> ^V)
+        ([<InlineIfLambda>] absOf: ^V -> ^V)
+        ([<InlineIfLambda>] expOf: ^V -> ^V)
+        ([<InlineIfLambda>] whereNonNegative: ^V -> ^V -> ^V -> ^V)
+        (x: ^V)
+        : ^V =
+        let one = create 1.0
+        let z = absOf x * create 0.7071067811865476
+        let t = one / (one + z * create 0.5)
+
+        let poly =
+            create -1.26551223
+            + t
+              * (create 1.00002368
+                 + t
+                   * (create 0.37409196
+                      + t
+                        * (create 0.09678418
+                           + t
+                             * (create -0.18628806
+                                + t
+                                  * (create 0.27886807
+                                     + t
+                                       * (create -1.13520398
+                                          + t * (create 1.48851587 + t * (create -0.82215223 + t * create 0.17087277))))))))
+
+        let half = t * expOf (poly - z * z) * create 0.5
+        whereNonNegative x (one - half) half
+
+    /// GELU on float32 elements through float64 lanes (phiWith), `lanes` float32 elements a group: the
+    /// kernel that a vision transformer runs on every MLP hidden unit, forward and back. `widen` loads a
+    /// group as two float64 vectors, `narrow` stores two back; a last partial group goes through
+    /// zero-padded copies, so every element is computed by the same lanes wherever it stands.
+    let inline private geluLanes
+        (lanes: int)
+        ([<InlineIfLambda>] widen: float32[] -> int -> struct (^V * ^V))
+        ([<InlineIfLambda>] narrow: ^V -> ^V -> float32[] -> int -> unit)
+        ([<InlineIfLambda>] create: float -> ^V)
+        ([<InlineIfLambda>] expOf: ^V -> ^V)
+        ([<InlineIfLambda>] phi: ^V -> ^V)
+        (x: Tensor)
+        (v: float32[])
+        =
+        let n = v.Length
+        let cdf: float32[] = Array.zeroCreate n
+        let y: float32[] = Array.zeroCreate n
+        let shape = x.Raw.Shape
+        let b = x.Raw.Backend
+
+        // Elements at … at + count − 1 of an array, zero-padded to a whole group when count < lanes.
+        let load (a: float32[]) (at: int) (count: int) =
+            if count < lanes then
+                let tmp = Array.zeroCreate<float32> lanes
+                Array.blit a at tmp 0 count
+                widen tmp 0
+            else
+                widen a at
+
+        let store (l: ^V) (h: ^V) (a: float32[]) (at: int) (count: int) =
+            if count < lanes then
+                let tmp = Array.zeroCreate<float32> lanes
+                narrow l h tmp 0
+                Array.blit tmp 0 a at count
+            else
+                narrow l h a at
+
+        // Groups of `lanes` in lo … hi − 1, then the partial rest; chunks start at multiples of 4096,
+        // so the groups do not move with the thread count.
+        let inGroups lo hi (group: int -> int -> unit) =
+            let mutable i = lo
+
+            while i + lanes <= hi do
+                group i lanes
+                i <- i + lanes
+
+            if i < hi then group i (hi - i)
+
+        chunks n 4096 (fun lo hi ->
+            inGroups lo hi (fun at count ->
+                let struct (xl, xh) = load v at count
+                let pl, ph = phi xl, phi xh
+                store pl ph cdf at count
+                store (xl * pl) (xh * ph) y at count))
+
+        Tensor.Op(
+            b.OfFloat32(shape, y),
+            [| x |],
+            fun g _ ->
+                let gv = read32 g
+                let dx: float32[] = Array.zeroCreate n
+
+                // dx = g (Φ + x φ(x)), φ(x) = exp(−x²/2)/√(2π), Φ as the forward pass stored it.
+                chunks n 4096 (fun lo hi ->
+                    inGroups lo hi (fun at count ->
+                        let struct (xl, xh) = load v at count
+                        let struct (cl, ch) = load cdf at count
+                        let struct (gl, gh) = load gv at count
+                        let d (x: ^V) = x * create 0.3989422804014327 * expOf (create -0.5 * x * x)
+                        store (gl * (cl + d xl)) (gh * (ch + d xh)) dx at count))
+
+                [| b.OfFloat32(shape, dx) |]
+        )
+
+    /// The float32 GELU on 512-bit vectors where the processor runs them (16 float32, two times eight
+    /// float64 lanes), else on 256-bit ones.
+    let private gelu32 (x: Tensor) (v: float32[]) =
+        if Vector512.IsHardwareAccelerated then
+            geluLanes
+                16
+                (fun (a: float32[]) at ->
+                    let w = Vector512.Create<float32>(ReadOnlySpan<float32>(a, at, 16))
+                    struct (Vector512.WidenLower w, Vector512.WidenUpper w))
+                (fun (l: Vector512<float>) h (a: float32[]) at -> Vector512.Narrow(l, h).CopyTo(Span<float32>(a, at, 16)))
+                Vector512.Create<float>
+                Vector512.Exp
+                (phiWith Vector512.Create<float> Vector512.Abs Vector512.Exp (fun x a b ->
+                    Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), a, b)))
+                x
+                v
+        else
+            geluLanes
+                8
+                (fun (a: float32[]) at ->
+                    let w = Vector256.Create<float32>(ReadOnlySpan<float32>(a, at, 8))
+                    struct (Vector256.WidenLower w, Vector256.WidenUpper w))
+                (fun (l: Vector256<float>) h (a: float32[]) at -> Vector256.Narrow(l, h).CopyTo(Span<float32>(a, at, 8)))
+                Vector256.Create<float>
+                Vector256.Exp
+                (phiWith Vector256.Create<float> Vector256.Abs Vector256.Exp (fun x a b ->
+                    Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, Vector256<float>.Zero), a, b)))
+                x
+                v
 
     let gelu (x: Tensor) =
         match x.Raw with
         | :? Cpu.CpuTensor as c ->
-            let b = x.Raw.Backend
-
             match c.Storage with
-            // float32: erf to float32 precision (erf32); float64: the engine's, to about 1e-15.
-            | Cpu.F32 v -> geluOn x erf32 v float float32 read32 b.OfFloat32
-            | Cpu.F64 v -> geluOn x Cpu.Elementwise.erf v id id read64 b.OfFloat64
+            | Cpu.F32 v -> gelu32 x v
+            | Cpu.F64 v -> gelu64 x v
         | _ -> x * (Tensor.erf (x / sqrt 2.0) + 1.0) * 0.5
 
     /// SELU (Klambauer et al. 2017, eq. 2): λ x for x > 0, λ α (eˣ − 1) otherwise, with their λ and α.
