@@ -115,6 +115,34 @@ type Association =
         Scores: Tensor
     }
 
+/// hflayers' `association_activation`: a function of torch applied elementwise to the layer's output
+/// (after the output projection). The reference takes any torch function by name and silently applies
+/// none for a name torch lacks; here the elementwise ones of one argument, and an unknown name is refused.
+[<RequireQualifiedAccess>]
+type AssociationActivation =
+    | Relu
+    | Tanh
+    | Sigmoid
+
+    member a.Name =
+        match a with
+        | Relu -> "relu"
+        | Tanh -> "tanh"
+        | Sigmoid -> "sigmoid"
+
+    member a.Apply(x: Tensor) =
+        match a with
+        | Relu -> Tensor.relu x
+        | Tanh -> Tensor.tanh x
+        | Sigmoid -> Tensor.sigmoid x
+
+    static member All = [ Relu; Tanh; Sigmoid ]
+
+    static member Parse(name: string) =
+        match AssociationActivation.All |> List.tryFind (fun a -> a.Name = name) with
+        | Some a -> a
+        | None -> invalidArg (nameof name) $"unknown association activation '{name}': known are relu, tanh, sigmoid"
+
 /// The options of a Hopfield layer, named and defaulted as hflayers' `Hopfield` (mechanisms.md §5).
 type HopfieldSettings =
     {
@@ -149,10 +177,27 @@ type HopfieldSettings =
         ProjectionAsStatic: bool
         /// Biases on the Q, K, V projections and the output projection.
         Bias: bool
-        /// hflayers' `add_bias_kv` (as torch's MultiheadAttention): a learned key and a learned value
-        /// appended to every head's stored patterns after their projections (initialised xavier-normal,
-        /// N(0, 1/size), as torch); a mask gains a kept column for them.
+        /// hflayers' `add_bias_kv`, which its public layers call `concat_bias_pattern` (as torch's
+        /// MultiheadAttention): a learned key and a learned value appended to every head's stored
+        /// patterns after their projections (initialised xavier-normal, N(0, 1/size), as torch); a mask
+        /// gains a kept column for them. The reference's core tests its boolean static flags against None
+        /// before appending, so there it is never appended (mechanisms.md §5): built as the option intends.
         AddBiasKv: bool
+        /// hflayers' `add_zero_association` (torch's `add_zero_attn`): a zero key and a zero value
+        /// appended to every head's stored patterns after the projections and the bias pattern, never
+        /// masked. Its score is β ξ·0 = 0 in every step, so a query can put weight on "nothing": the
+        /// weights over the real keys sum to less than 1 and the zero value adds nothing to the output.
+        AddZeroAssociation: bool
+        /// hflayers' `normalize_hopfield_space`: layer normalisation (ε = 1e-5) over each head's hidden
+        /// dimension of the projected state patterns and stored patterns (queries and keys, not the
+        /// values), after the projections and before β, the bias pattern and the zero association; only
+        /// the first step's state, as the reference (later states ξ = p k are not normalised again).
+        NormalizeHopfieldSpace: bool
+        /// hflayers' `normalize_hopfield_space_affine`: a learned γ, β [hidden] ("norm_hopfield"), one pair
+        /// shared by the queries, the keys and every head, as the reference. Needs `NormalizeHopfieldSpace`.
+        NormalizeHopfieldSpaceAffine: bool
+        /// hflayers' `association_activation`, applied to the layer's output; None: no activation.
+        AssociationActivation: AssociationActivation option
         /// The output projection W_O.
         OutProjection: bool
         /// Dropout on the association matrix, in training.
@@ -182,6 +227,10 @@ type HopfieldSettings =
           ProjectionAsStatic = false
           Bias = true
           AddBiasKv = false
+          AddZeroAssociation = false
+          NormalizeHopfieldSpace = false
+          NormalizeHopfieldSpaceAffine = false
+          AssociationActivation = None
           OutProjection = true
           Dropout = 0.0
           Unit = NoUnit }
@@ -533,11 +582,16 @@ module PartialForgetting =
             fail
                 $"an unprojected pattern projection of size {sizes.Projection} needs pattern size {sizes.Projection}, got {pattern}"
 
+        if s.NormalizeHopfieldSpaceAffine && not s.NormalizeHopfieldSpace then
+            fail "an affine normalisation of the Hopfield space needs the normalisation itself (NormalizeHopfieldSpace)"
+
+        // hflayers' static execution (β = 1 by default) also needs the Hopfield space unnormalised.
         let allStatic =
             s.StateAsStatic
             && s.StoredAsStatic
             && s.ProjectionAsStatic
             && not s.OutProjection
+            && not s.NormalizeHopfieldSpace
 
         let beta =
             match s.Scaling with
@@ -585,6 +639,8 @@ module PartialForgetting =
                   yield "norm_state", norm sizes.State
               if s.NormalizeProjection && s.NormalizeAffine then
                   yield "norm_projection", norm sizes.Projection
+              if s.NormalizeHopfieldSpaceAffine then
+                  yield "norm_hopfield", norm d.Hidden
               if not s.StateAsStatic then
                   yield "q", projection keys[0] sizes.State (h * d.Hidden)
               if not s.StoredAsStatic then
@@ -618,7 +674,9 @@ module PartialForgetting =
     /// The core of every layer: state R [B, Q, dR], stored Y [B, K, dY], projection P [B, K, dP] →
     /// [B, Q, out] (or [B, Q, H·pattern] without an output projection), with the association matrix in the
     /// trace. Z = softmax(β (R W_Q)(Y W_K)ᵀ) (P W_V) W_O per head with the optional LayerNorms before
-    /// (mechanisms.md §5; hflayers' `Hopfield` with separate projections).
+    /// (mechanisms.md §5; hflayers' `Hopfield` with separate projections). In the reference's order: the
+    /// patterns' LayerNorms, the projections, the Hopfield space's LayerNorm of queries and keys, the bias
+    /// pattern, the zero association, the association, the output projection, the activation.
     let private core (s: HopfieldSettings) (sizes: HopfieldSizes) =
         let d = dimsOf s sizes
         let h = s.Heads
@@ -671,6 +729,32 @@ module PartialForgetting =
             let k = project s.StoredAsStatic "k" d.Hidden y
             let v = project s.ProjectionAsStatic "v" d.Pattern pp
 
+            // normalize_hopfield_space: each head's query and key rows over the hidden axis, before the
+            // bias pattern and the zero association join the keys (the reference's order).
+            let q, k =
+                if not s.NormalizeHopfieldSpace then
+                    q, k
+                else
+                    let gamma, beta =
+                        if s.NormalizeHopfieldSpaceAffine then
+                            let n = Params.get "norm_hopfield" p
+                            Params.tensor "gamma" n, Params.tensor "beta" n
+                        else
+                            Tensor.ones q.DType [| d.Hidden |], Tensor.zeros q.DType [| d.Hidden |]
+
+                    Functional.layerNorm 1e-5 gamma beta q, Functional.layerNorm 1e-5 gamma beta k
+
+            // A mask for one more key, kept: a column of ones (a mask broadcast over the keys stays).
+            let keepOneMore (m: Tensor) =
+                let ms = m.Shape
+
+                if ms.Length = 0 || ms[ms.Length - 1] = 1 then
+                    m
+                else
+                    let column = Array.copy ms
+                    column[ms.Length - 1] <- 1
+                    Tensor.concat (ms.Length - 1) [ m; Tensor.ones m.DType column ]
+
             // add_bias_kv: one more key and value per head, never masked.
             let k, v, mask =
                 if s.AddBiasKv then
@@ -681,19 +765,20 @@ module PartialForgetting =
                         |> Tensor.reshape [| 1; h; 1; width |]
                         |> Tensor.broadcastTo [| b; h; 1; width |]
 
-                    let mask =
-                        mask
-                        |> Option.map (fun m ->
-                            let ms = m.Shape
+                    Tensor.concat 2 [ k; bias "bias_k" d.Hidden ],
+                    Tensor.concat 2 [ v; bias "bias_v" d.Pattern ],
+                    Option.map keepOneMore mask
+                else
+                    k, v, mask
 
-                            if ms.Length = 0 || ms[ms.Length - 1] = 1 then
-                                m
-                            else
-                                let column = Array.copy ms
-                                column[ms.Length - 1] <- 1
-                                Tensor.concat (ms.Length - 1) [ m; Tensor.ones m.DType column ])
+            // add_zero_association: one more key and value per head, zero, never masked (the reference
+            // pads its masks with a kept column).
+            let k, v, mask =
+                if s.AddZeroAssociation then
+                    let zero (t: Tensor) =
+                        Tensor.zeros t.DType [| t.Shape[0]; h; 1; t.Shape[3] |]
 
-                    Tensor.concat 2 [ k; bias "bias_k" d.Hidden ], Tensor.concat 2 [ v; bias "bias_v" d.Pattern ], mask
+                    Tensor.concat 2 [ k; zero k ], Tensor.concat 2 [ v; zero v ], Option.map keepOneMore mask
                 else
                     k, v, mask
 
@@ -727,6 +812,11 @@ module PartialForgetting =
                     if s.Bias then z + Params.tensor "bias" o else z
                 else
                     z
+
+            let z =
+                match s.AssociationActivation with
+                | Some act -> act.Apply z
+                | None -> z
 
             z,
             [ { Path = ""

@@ -1141,3 +1141,410 @@ let biasKvTests =
               let ts = Params.tensors p |> Array.map (fun t -> t * 20.0)
               Expect.isNone (compare f ts) "reverse mode against finite differences"
           } ]
+
+/// A layer's parameters replaced by draws in [−1, 1] (its initial biases are 0 and its γ 1: drawn, every
+/// term of the hand computation matters).
+let private drawn (seed: int) (p: Params) =
+    Params.tensors p
+    |> Array.mapi (fun i t -> tensor (seed + 100 + i) t.Shape -1.0 1.0 0.0)
+    |> Params.withTensors p
+
+/// The association matrix a layer recorded, [B, H, Q, K].
+let private associationOf trace =
+    (Trace.tagged PartialForgetting.AssociationTag trace |> List.exactlyOne).Value
+
+[<Tests>]
+let zeroAssociationTests =
+    let plain =
+        { HopfieldSettings.Plain 0.8 with
+            AddZeroAssociation = true }
+
+    let layerSizes =
+        gen {
+            let! b, h = Gen.zip (Gen.choose (1, 3)) (Gen.choose (1, 3))
+            let! q, k, d = Gen.zip3 (Gen.choose (1, 4)) (Gen.choose (1, 5)) (Gen.choose (1, 4))
+            let! seed = seeds
+            return b, h, q, k, d, seed
+        }
+
+    testList
+        "Hopfield add_zero_association"
+        [ Checks.forAll
+              "unprojected: the steps of softmax over [β ξ·y, β ξ·0] with a zero value, by a direct loop"
+              50
+              (Gen.zip layerSizes (Gen.choose (1, 3)))
+              (fun ((b, _, q, k, d, seed), steps) ->
+                  let layer = PartialForgetting.hopfield { plain with UpdateSteps = steps } d d
+                  let p = layer.Init (Rng.create 1L) Float64
+                  let state = tensor seed [| b; q; d |] -1.0 1.0 0.0
+                  let stored = tensor (seed + 1) [| b; k; d |] -1.0 1.0 0.0
+                  let z, trace = layer.Forward eval p state stored
+                  let a = associationOf trace
+                  let xs, ys = state.ToFloat64Array(), stored.ToFloat64Array()
+
+                  // hflayers' loop with the zero pattern as key k and value k: ξ ← Σ_j p_j y_j, p over K + 1.
+                  let expectedZ = Array.zeroCreate (b * q * d)
+                  let expectedA = Array.zeroCreate (b * q * (k + 1))
+
+                  for bi in 0 .. b - 1 do
+                      for i in 0 .. q - 1 do
+                          let mutable xi = Array.init d (fun c -> xs[(bi * q + i) * d + c])
+                          let mutable weights = [||]
+
+                          for _ in 1..steps do
+                              let e =
+                                  Array.init (k + 1) (fun j ->
+                                      if j = k then
+                                          exp 0.0
+                                      else
+                                          exp (
+                                              0.8
+                                              * Seq.sum (
+                                                  seq { for c in 0 .. d - 1 -> xi[c] * ys[(bi * k + j) * d + c] }
+                                              )
+                                          ))
+
+                              let total = Array.sum e
+                              weights <- e |> Array.map (fun x -> x / total)
+
+                              xi <-
+                                  Array.init d (fun c ->
+                                      Seq.sum (seq { for j in 0 .. k - 1 -> weights[j] * ys[(bi * k + j) * d + c] }))
+
+                          for c in 0 .. d - 1 do
+                              expectedZ[(bi * q + i) * d + c] <- xi[c]
+
+                          for j in 0..k do
+                              expectedA[(bi * q + i) * (k + 1) + j] <- weights[j]
+
+                  let close (x: float[]) (y: float[]) =
+                      x.Length = y.Length
+                      && Array.forall2 (fun (u: float) v -> abs (u - v) < 1e-12) x y
+
+                  a.Shape = [| b; 1; q; k + 1 |]
+                  && close (z.ToFloat64Array()) expectedZ
+                  && close (a.ToFloat64Array()) expectedA
+                  && rowSums a |> Array.forall (fun s -> abs (s - 1.0) < 1e-12)
+                  // Over the real keys alone: less than 1, the rest went to the zero pattern.
+                  && Array.chunkBySize (k + 1) (a.ToFloat64Array())
+                     |> Array.forall (fun row -> Array.sum row[.. k - 1] < 1.0 && row[k] > 0.0))
+
+          Checks.forAll
+              "projected, several heads: the real keys' weights renormalised are the layer's without it, the output scaled by their mass"
+              50
+              layerSizes
+              (fun (b, h, q, k, d, seed) ->
+                  let s =
+                      { HopfieldSettings.Default with
+                          Heads = h
+                          HiddenSize = Some d
+                          OutProjection = false }
+
+                  let without = PartialForgetting.hopfield s 4 3
+                  let p = drawn seed (without.Init (Rng.create 2L) Float64)
+                  let state = tensor seed [| b; q; 4 |] -1.0 1.0 0.0
+                  let stored = tensor (seed + 1) [| b; k; 3 |] -1.0 1.0 0.0
+                  let z0, trace0 = without.Forward eval p state stored
+
+                  let z1, trace1 =
+                      (PartialForgetting.hopfield { s with AddZeroAssociation = true } 4 3).Forward eval p state stored
+
+                  let a0 = (associationOf trace0).ToFloat64Array()
+                  let a1 = (associationOf trace1).ToFloat64Array()
+                  let rows0, rows1 = Array.chunkBySize k a0, Array.chunkBySize (k + 1) a1
+
+                  // Rows are (b, head, query); the real keys' mass of row (bi, hi, i) scales head hi of z.
+                  let mass = rows1 |> Array.map (fun r -> Array.sum r[.. k - 1])
+                  let z0s, z1s = z0.ToFloat64Array(), z1.ToFloat64Array()
+
+                  let outputs =
+                      Seq.forall
+                          (fun (bi, i, hi, c) ->
+                              let at = ((bi * q + i) * h + hi) * d + c
+                              abs (z1s[at] - mass[(bi * h + hi) * q + i] * z0s[at]) < 1e-12)
+                          (seq {
+                              for bi in 0 .. b - 1 do
+                                  for i in 0 .. q - 1 do
+                                      for hi in 0 .. h - 1 do
+                                          for c in 0 .. d - 1 -> bi, i, hi, c
+                          })
+
+                  outputs
+                  && Array.forall2
+                      (fun (r0: float[]) (r1: float[]) ->
+                          let m = Array.sum r1[.. k - 1]
+
+                          m < 1.0
+                          && Array.forall2 (fun (x: float) y -> abs (x / m - y) < 1e-12) r1[.. k - 1] r0)
+                      rows0
+                      rows1)
+
+          test "a masked layer keeps the zero pattern, beside add_bias_kv; no parameters of its own" {
+              let s =
+                  { HopfieldSettings.Default with
+                      Heads = 2
+                      AddBiasKv = true
+                      AddZeroAssociation = true }
+
+              // Every real key masked: the bias and the zero pattern remain, both kept.
+              let layer =
+                  PartialForgetting.hopfieldMasked s 4 4 (Some(Tensor.zeros Float64 [| 1; 1; 1; 5 |]))
+
+              let p = layer.Init (Rng.create 3L) Float64
+              let state = tensor 1 [| 2; 3; 4 |] -1.0 1.0 0.0
+              let stored = tensor 2 [| 2; 5; 4 |] -1.0 1.0 0.0
+              let _, trace = layer.Forward eval p state stored
+              let a = associationOf trace
+              Expect.equal a.Shape [| 2; 2; 3; 7 |] "5 keys, the bias pattern, the zero pattern"
+
+              for row in Array.chunkBySize 7 (a.ToFloat64Array()) do
+                  Expect.equal row[..4] (Array.zeroCreate 5) "the real keys are masked"
+                  Expect.floatClose Accuracy.veryHigh (row[5] + row[6]) 1.0 "the bias and zero patterns share the row"
+
+              let names (s: HopfieldSettings) =
+                  (PartialForgetting.hopfield s 4 4).Init (Rng.create 3L) Float64
+                  |> Params.flatten
+                  |> List.map fst
+
+              Expect.equal
+                  (names { s with AddBiasKv = false })
+                  (names HopfieldSettings.Default)
+                  "no parameters of its own"
+          } ]
+
+[<Tests>]
+let hopfieldSpaceTests =
+    let settings =
+        { HopfieldSettings.Default with
+            NormalizeStored = false
+            NormalizeState = false
+            NormalizeProjection = false
+            NormalizeHopfieldSpace = true }
+
+    /// Layer normalisation of one row by hand, ε = 1e-5 (biased variance, as torch).
+    let normRow (gamma: float[]) (beta: float[]) (x: float[]) =
+        let mean = Array.average x
+        let var = x |> Array.averageBy (fun v -> (v - mean) * (v - mean))
+        Array.init x.Length (fun c -> (x[c] - mean) / sqrt (var + 1e-5) * gamma[c] + beta[c])
+
+    testList
+        "Hopfield normalize_hopfield_space"
+        [ Checks.forAll
+              "the association is softmax(β LN(r W_Q + b_Q) · LN(y W_K + b_K)) per head, by a direct loop"
+              50
+              (Gen.zip3 seeds (Gen.choose (1, 3)) (Gen.elements [ false; true ]))
+              (fun (seed, h, affine) ->
+                  let b, q, k, dr, dy, hidden = 2, 3, 4, 5, 3, 3
+
+                  let s =
+                      { settings with
+                          Heads = h
+                          HiddenSize = Some hidden
+                          NormalizeHopfieldSpaceAffine = affine }
+
+                  let layer = PartialForgetting.hopfield s dr dy
+                  let p = drawn seed (layer.Init (Rng.create 1L) Float64)
+                  let state = tensor seed [| b; q; dr |] -2.0 2.0 0.0
+                  let stored = tensor (seed + 1) [| b; k; dy |] -2.0 2.0 0.0
+                  let _, trace = layer.Forward eval p state stored
+                  let a = (associationOf trace).ToFloat64Array()
+                  let arr (name: string) = (Params.tensor name p).ToFloat64Array()
+
+                  let gamma, beta =
+                      if affine then
+                          arr "norm_hopfield/gamma", arr "norm_hopfield/beta"
+                      else
+                          Array.create hidden 1.0, Array.zeroCreate hidden
+
+                  // Row n of x [B·N, f] through weight [f, H·hidden] and bias, head hi's slice, normalised.
+                  let projected (x: float[]) (f: int) (w: float[]) (bias: float[]) (n: int) (hi: int) =
+                      Array.init hidden (fun c ->
+                          let col = hi * hidden + c
+
+                          bias[col]
+                          + Seq.sum (seq { for i in 0 .. f - 1 -> x[n * f + i] * w[i * h * hidden + col] }))
+                      |> normRow gamma beta
+
+                  let xs, ys = state.ToFloat64Array(), stored.ToFloat64Array()
+                  let beta0 = 1.0 / sqrt (float hidden)
+
+                  seq {
+                      for bi in 0 .. b - 1 do
+                          for hi in 0 .. h - 1 do
+                              for i in 0 .. q - 1 do
+                                  let qn = projected xs dr (arr "q/weight") (arr "q/bias") (bi * q + i) hi
+
+                                  let e =
+                                      Array.init k (fun j ->
+                                          let kn = projected ys dy (arr "k/weight") (arr "k/bias") (bi * k + j) hi
+                                          exp (beta0 * Array.fold2 (fun acc u v -> acc + u * v) 0.0 qn kn))
+
+                                  let total = Array.sum e
+
+                                  for j in 0 .. k - 1 ->
+                                      abs (a[((bi * h + hi) * q + i) * k + j] - e[j] / total) < 1e-12
+                  }
+                  |> Seq.forall id)
+
+          Checks.forAll
+              "without affine the layer is invariant to shifting and rescaling each head's queries and keys"
+              50
+              seeds
+              (fun seed ->
+                  // LN(c x + m) = LN(x) for c > 0 and m a constant of the row: exactly for a shift; for a
+                  // scale up to ε = 1e-5 against c² times the rows' variance, so two large scales are
+                  // compared (ε's share below 1e-11 / the row's variance). A shift or scale per head would change a
+                  // normalisation over the whole [H·hidden] row: only one per head passes.
+                  let h, hidden = 2, 3
+
+                  let layer =
+                      PartialForgetting.hopfield
+                          { settings with
+                              Heads = h
+                              HiddenSize = Some hidden }
+                          4
+                          4
+
+                  let p = drawn seed (layer.Init (Rng.create 1L) Float64)
+
+                  let perHead (values: float[]) =
+                      Tensor.ofFloat64 [| h * hidden |] (Array.init (h * hidden) (fun i -> values[i / hidden]))
+
+                  let moved (f: string -> Tensor -> Tensor) =
+                      Params.flatten p
+                      |> List.map (fun (path, t) -> f path t)
+                      |> Array.ofList
+                      |> Params.withTensors p
+
+                  let shifted =
+                      moved (fun path t ->
+                          match path with
+                          | "q/bias" -> t + perHead [| 3.0; -5.0 |]
+                          | "k/bias" -> t + perHead [| -2.0; 0.5 |]
+                          | _ -> t)
+
+                  let scaled (cq: float[]) (ck: float[]) =
+                      moved (fun path t ->
+                          match path with
+                          | "q/weight"
+                          | "q/bias" -> t * perHead cq
+                          | "k/weight"
+                          | "k/bias" -> t * perHead ck
+                          | _ -> t)
+
+                  let state = tensor seed [| 2; 3; 4 |] -2.0 2.0 0.0
+                  let stored = tensor (seed + 1) [| 2; 5; 4 |] -2.0 2.0 0.0
+                  let run (q: Params) = fst (layer.Forward eval q state stored)
+                  let z = run p
+                  let large = run (scaled [| 1000.0; 8000.0 |] [| 6000.0; 1500.0 |])
+
+                  maxAbsDiff z (run shifted) < 1e-12
+                  && maxAbsDiff large (run (scaled [| 8000.0; 2000.0 |] [| 1500.0; 9000.0 |])) < 1e-5)
+
+          test "its parameters: γ, β of the head dimension with affine, none without; affine alone is refused" {
+              let names (s: HopfieldSettings) =
+                  (PartialForgetting.hopfield s 8 6).Init (Rng.create 1L) Float64
+                  |> Params.flatten
+                  |> List.map (fun (n, t) -> n, List.ofArray t.Shape)
+                  |> List.filter (fun (n, _) -> n.StartsWith "norm_hopfield")
+
+              let s = { settings with Heads = 2 }
+              Expect.equal (names s) [] "no parameters without affine"
+
+              Expect.equal
+                  (names
+                      { s with
+                          NormalizeHopfieldSpaceAffine = true })
+                  [ "norm_hopfield/beta", [ 4 ]; "norm_hopfield/gamma", [ 4 ] ]
+                  "one pair of the head dimension 8 / 2, shared by queries, keys and heads"
+
+              let message =
+                  oneLine (fun () ->
+                      PartialForgetting.hopfield
+                          { HopfieldSettings.Default with
+                              NormalizeHopfieldSpaceAffine = true }
+                          4
+                          4
+                      |> ignore)
+
+              Expect.stringContains message "NormalizeHopfieldSpace" "names the missing option"
+          } ]
+
+[<Tests>]
+let associationActivationTests =
+    testList
+        "Hopfield association_activation"
+        [ Checks.forAll "the layer's output through the activation, elementwise, for each layer" 30 seeds (fun seed ->
+              let s =
+                  { HopfieldSettings.Default with
+                      Heads = 2 }
+
+              let bag = tensor seed [| 2; 5; 4 |] -1.0 1.0 0.0
+
+              AssociationActivation.All
+              |> List.forall (fun act ->
+                  let withAct =
+                      { s with
+                          AssociationActivation = Some act }
+
+                  let pairs: (Layer * Layer) list =
+                      [ PartialForgetting.pooling s 4 2, PartialForgetting.pooling withAct 4 2
+                        PartialForgetting.lookup s 4 3 false, PartialForgetting.lookup withAct 4 3 false
+                        Layer2.self (PartialForgetting.hopfield s 4 4),
+                        Layer2.self (PartialForgetting.hopfield withAct 4 4) ]
+
+                  pairs
+                  |> List.forall (fun (plain, activated) ->
+                      let p = drawn seed (plain.Init (Rng.create 1L) Float64)
+                      let y = Layer.apply plain eval p bag
+
+                      maxAbsDiff (act.Apply y) (Layer.apply activated eval p bag) = 0.0
+                      && AssociationActivation.Parse act.Name = act)))
+
+          test "an unknown activation is refused, naming the known ones" {
+              let message = oneLine (fun () -> AssociationActivation.Parse "softmax" |> ignore)
+              Expect.stringContains message "relu, tanh, sigmoid" "the known names"
+          }
+
+          test "gradients through a layer with every new option and a PFU, in float64" {
+              let s =
+                  { HopfieldSettings.Default with
+                      Heads = 2
+                      UpdateSteps = 2
+                      AddBiasKv = true
+                      AddZeroAssociation = true
+                      NormalizeHopfieldSpace = true
+                      NormalizeHopfieldSpaceAffine = true
+                      AssociationActivation = Some AssociationActivation.Tanh
+                      Unit = Pfu { PfuSettings.Default with Sigma = 0.0 } }
+
+              let layer = PartialForgetting.hopfield s 4 4
+              let p = drawn 7 (layer.Init (Rng.create 5L) Float64)
+              let state = tensor 3 [| 2; 3; 4 |] -1.0 1.0 0.0
+              let stored = tensor 4 [| 2; 5; 4 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let z, _ = layer.Forward eval (Params.withTensors p ts) state stored
+                  z * tensor 6 z.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              Expect.isNone (compare f (Params.tensors p)) "reverse mode against finite differences"
+          }
+
+          test "gradients through pooling with the Hopfield space normalised, without affine, and a zero association" {
+              let s =
+                  { HopfieldSettings.Default with
+                      Heads = 2
+                      NormalizeHopfieldSpace = true
+                      AddZeroAssociation = true
+                      AssociationActivation = Some AssociationActivation.Sigmoid }
+
+              let layer = PartialForgetting.pooling s 4 2
+              let p = drawn 9 (layer.Init (Rng.create 3L) Float64)
+              let bag = tensor 4 [| 2; 5; 4 |] -1.0 1.0 0.0
+
+              let f (ts: Tensor[]) =
+                  let y = Layer.apply layer eval (Params.withTensors p ts) bag
+                  y * tensor 6 y.Shape 0.5 1.5 0.0 |> Tensor.sum
+
+              Expect.isNone (compare f (Params.tensors p)) "reverse mode against finite differences"
+          } ]
