@@ -162,27 +162,25 @@ module Functional =
         let r t = Tensor.reshape shape t
         (x - r mean) / Tensor.sqrt (r variance + eps) * r gamma + r beta
 
-    /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
-    /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
     // The fused GELU and layer norm below: one kernel each way on the CPU backend's own arrays, instead of
     // a chain of elementwise ops, broadcasts and tape nodes (issue #12's ViT workload); on another backend,
     // the plain compositions of tensor ops.
 
-    /// The elements of a CPU tensor as float32, its own array where it is float32 (only read), else a copy.
-    let private read32 (r: RawTensor) =
+    /// A CPU tensor's own storage (only read), or None on another backend.
+    let private storageOf (r: RawTensor) =
         match r with
-        | :? Cpu.CpuTensor as c ->
-            match c.Storage with
-            | Cpu.F32 a -> a
-            | _ -> r.ToFloat32()
+        | :? Cpu.CpuTensor as c -> Some c.Storage
+        | _ -> None
+
+    /// The elements as float32 (or float64): the CPU tensor's own array where it has that dtype, else a copy.
+    let private read32 (r: RawTensor) =
+        match storageOf r with
+        | Some(Cpu.F32 a) -> a
         | _ -> r.ToFloat32()
 
     let private read64 (r: RawTensor) =
-        match r with
-        | :? Cpu.CpuTensor as c ->
-            match c.Storage with
-            | Cpu.F64 a -> a
-            | _ -> r.ToFloat64()
+        match storageOf r with
+        | Some(Cpu.F64 a) -> a
         | _ -> r.ToFloat64()
 
     /// body lo hi for consecutive chunks [lo, hi) of 0 … n − 1, over the parallel workers.
@@ -302,7 +300,8 @@ module Functional =
                 group i lanes
                 i <- i + lanes
 
-            if i < hi then group i (hi - i)
+            if i < hi then
+                group i (hi - i)
 
         chunks n 4096 (fun lo hi ->
             inGroups lo hi (fun at count ->
@@ -324,7 +323,10 @@ module Functional =
                         let struct (xl, xh) = load v at count
                         let struct (cl, ch) = load cdf at count
                         let struct (gl, gh) = load gv at count
-                        let d (x: ^V) = x * create 0.3989422804014327 * expOf (create -0.5 * x * x)
+
+                        let d (x: ^V) =
+                            x * create 0.3989422804014327 * expOf (create -0.5 * x * x)
+
                         store (gl * (cl + d xl)) (gh * (ch + d xh)) dx at count))
 
                 [| b.OfFloat32(shape, dx) |]
@@ -339,7 +341,8 @@ module Functional =
                 (fun (a: float32[]) at ->
                     let w = Vector512.Create<float32>(ReadOnlySpan<float32>(a, at, 16))
                     struct (Vector512.WidenLower w, Vector512.WidenUpper w))
-                (fun (l: Vector512<float>) h (a: float32[]) at -> Vector512.Narrow(l, h).CopyTo(Span<float32>(a, at, 16)))
+                (fun (l: Vector512<float>) h (a: float32[]) at ->
+                    Vector512.Narrow(l, h).CopyTo(Span<float32>(a, at, 16)))
                 Vector512.Create<float>
                 Vector512.Exp
                 (phiWith Vector512.Create<float> Vector512.Abs Vector512.Exp (fun x a b ->
@@ -352,7 +355,8 @@ module Functional =
                 (fun (a: float32[]) at ->
                     let w = Vector256.Create<float32>(ReadOnlySpan<float32>(a, at, 8))
                     struct (Vector256.WidenLower w, Vector256.WidenUpper w))
-                (fun (l: Vector256<float>) h (a: float32[]) at -> Vector256.Narrow(l, h).CopyTo(Span<float32>(a, at, 8)))
+                (fun (l: Vector256<float>) h (a: float32[]) at ->
+                    Vector256.Narrow(l, h).CopyTo(Span<float32>(a, at, 8)))
                 Vector256.Create<float>
                 Vector256.Exp
                 (phiWith Vector256.Create<float> Vector256.Abs Vector256.Exp (fun x a b ->
@@ -360,6 +364,8 @@ module Functional =
                 x
                 v
 
+    /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
+    /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
     let gelu (x: Tensor) =
         match x.Raw with
         | :? Cpu.CpuTensor as c ->
@@ -376,8 +382,11 @@ module Functional =
         Tensor.where positive x ((Tensor.exp (Tensor.minScalar 0.0 x) - 1.0) * alpha)
         * lambda
 
-    /// Layer norm over rows of w on the elements v, γ and β (float32 or float64, as in geluOn).
-    let inline private layerNormOn
+    /// Layer norm over rows of w on the elements v, γ and β (float32 or float64): each row's moments,
+    /// x̂ and y, and in the backward pass each row's dx, through SIMD spans (a row's sums in the dtype's
+    /// own precision, as torch.nn.LayerNorm); dγ and dβ sum over the rows in float64, row after row, so
+    /// they are the same numbers on any thread count, split across workers by columns.
+    let inline private layerNormOn< ^T when ^T :> Numerics.IFloatingPointIeee754< ^T > and ^T: comparison>
         (eps: float)
         (x: Tensor)
         (gamma: Tensor)
@@ -392,32 +401,31 @@ module Functional =
         let gm, bt = read gamma.Raw, read beta.Raw
         let rows = if w = 0 then 0 else v.Length / w
         let xhat: ^T[] = Array.zeroCreate v.Length
-        let rstd: float[] = Array.zeroCreate rows
+        let rstd: ^T[] = Array.zeroCreate rows
         let y: ^T[] = Array.zeroCreate v.Length
         let rowsPerChunk = max 1 (4096 / max 1 w)
+        let width = ofFloat (float w)
 
         chunks rows rowsPerChunk (fun lo hi ->
             for r in lo .. hi - 1 do
-                let o = r * w
-                let mutable sum = 0.0
+                let row = ReadOnlySpan(v, r * w, w)
+                let h = Span(xhat, r * w, w)
+                let mu = Numerics.Tensors.TensorPrimitives.Sum row / width
+                Numerics.Tensors.TensorPrimitives.Subtract(row, mu, h)
 
-                for j in 0 .. w - 1 do
-                    sum <- sum + toFloat v[o + j]
+                let variance =
+                    Numerics.Tensors.TensorPrimitives.SumOfSquares(Span< ^T>.op_Implicit h) / width
 
-                let mu = sum / float w
-                let mutable sq = 0.0
-
-                for j in 0 .. w - 1 do
-                    let c = toFloat v[o + j] - mu
-                    sq <- sq + c * c
-
-                let rs = 1.0 / sqrt (sq / float w + eps)
+                let rs = ofFloat (1.0 / sqrt (toFloat variance + eps))
                 rstd[r] <- rs
+                Numerics.Tensors.TensorPrimitives.Multiply(Span< ^T>.op_Implicit h, rs, h)
 
-                for j in 0 .. w - 1 do
-                    let h = (toFloat v[o + j] - mu) * rs
-                    xhat[o + j] <- ofFloat h
-                    y[o + j] <- ofFloat (h * toFloat gm[j] + toFloat bt[j]))
+                Numerics.Tensors.TensorPrimitives.FusedMultiplyAdd(
+                    Span< ^T>.op_Implicit h,
+                    ReadOnlySpan gm,
+                    ReadOnlySpan bt,
+                    Span(y, r * w, w)
+                ))
 
         Tensor.Op(
             make (x.Raw.Shape, y),
@@ -429,26 +437,24 @@ module Functional =
                     if needs[0] then
                         let dx: ^T[] = Array.zeroCreate v.Length
 
+                        // dx = r (ĝ − mean ĝ − x̂ mean(ĝ x̂)), ĝ = g γ, one row at a time.
                         chunks rows rowsPerChunk (fun lo hi ->
                             for r in lo .. hi - 1 do
-                                let o = r * w
-                                let mutable mg = 0.0
-                                let mutable mgx = 0.0
+                                let h = ReadOnlySpan(xhat, r * w, w)
+                                let d = Span(dx, r * w, w)
 
-                                for j in 0 .. w - 1 do
-                                    let gh = toFloat gv[o + j] * toFloat gm[j]
-                                    mg <- mg + gh
-                                    mgx <- mgx + gh * toFloat xhat[o + j]
+                                Numerics.Tensors.TensorPrimitives.Multiply(
+                                    ReadOnlySpan(gv, r * w, w),
+                                    ReadOnlySpan gm,
+                                    d
+                                )
 
-                                mg <- mg / float w
-                                mgx <- mgx / float w
-
-                                for j in 0 .. w - 1 do
-                                    dx[o + j] <-
-                                        ofFloat (
-                                            rstd[r]
-                                            * (toFloat gv[o + j] * toFloat gm[j] - mg - toFloat xhat[o + j] * mgx)
-                                        ))
+                                let gh = Span< ^T>.op_Implicit d
+                                let mg = Numerics.Tensors.TensorPrimitives.Sum gh / width
+                                let mgx = Numerics.Tensors.TensorPrimitives.Dot(gh, h) / width
+                                Numerics.Tensors.TensorPrimitives.FusedMultiplyAdd(h, -mgx, gh, d)
+                                Numerics.Tensors.TensorPrimitives.Subtract(Span< ^T>.op_Implicit d, mg, d)
+                                Numerics.Tensors.TensorPrimitives.Multiply(Span< ^T>.op_Implicit d, rstd[r], d))
 
                         make (x.Raw.Shape, dx)
                     else
@@ -456,15 +462,16 @@ module Functional =
 
                 let dg, db =
                     if needs[1] || needs[2] then
-                        // Summed over the rows in order: the same numbers on any thread count.
                         let dg, db = Array.zeroCreate w, Array.zeroCreate w
 
-                        for r in 0 .. rows - 1 do
-                            let o = r * w
+                        // Each column summed over the rows in order; columns are independent.
+                        Parallelism.forRanges w rows (fun first stop ->
+                            for r in 0 .. rows - 1 do
+                                let o = r * w
 
-                            for j in 0 .. w - 1 do
-                                dg[j] <- dg[j] + toFloat gv[o + j] * toFloat xhat[o + j]
-                                db[j] <- db[j] + toFloat gv[o + j]
+                                for j in first .. stop - 1 do
+                                    dg[j] <- dg[j] + toFloat gv[o + j] * toFloat xhat[o + j]
+                                    db[j] <- db[j] + toFloat gv[o + j])
 
                         (if needs[1] then
                              make ([| w |], Array.map ofFloat dg)

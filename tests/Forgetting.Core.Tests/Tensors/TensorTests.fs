@@ -432,7 +432,9 @@ let tests =
                   (Tensor.grad (fun x -> Tensor.sum (Functional.gelu x)) t).ToFloat64Array()
 
               let wideSlope = slope (Tensor.ofFloat64 [| points.Length |] points)
-              let narrowSlope = slope (Tensor.ofArray [| points.Length |] (points |> Array.map float32))
+
+              let narrowSlope =
+                  slope (Tensor.ofArray [| points.Length |] (points |> Array.map float32))
 
               for i in 0 .. points.Length - 1 do
                   // Relative to the terms' sizes Φ + |x| φ: they cancel near GELU's minimum (x ≈ −0.75).

@@ -94,7 +94,18 @@ let private signInto<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> Valu
         Numerics.Vector.ConditionalSelect(Numerics.Vector.GreaterThan(v, zero), one, below).CopyTo(out)
         Array.blit out 0 r i (x.Length - i)
 
-let private unary32 (op: UnaryOp) (x: float32[]) (r: float32[]) =
+/// One body for both dtypes, inlined at each: the same TensorPrimitives calls as hand-written twins.
+let inline private unaryTyped< ^T
+    when ^T :> IFloatingPointIeee754< ^T >
+    and ^T: comparison
+    and ^T: struct
+    and ^T: (new: unit -> ^T)
+    and ^T :> ValueType>
+    ([<InlineIfLambda>] erfOf: ^T -> ^T)
+    (op: UnaryOp)
+    (x: ^T[])
+    (r: ^T[])
+    =
     match op with
     | Neg -> TensorPrimitives.Negate(ro x, rw r)
     | Exp -> TensorPrimitives.Exp(ro x, rw r)
@@ -104,34 +115,19 @@ let private unary32 (op: UnaryOp) (x: float32[]) (r: float32[]) =
     | Sign -> signInto x r
     | Tanh -> TensorPrimitives.Tanh(ro x, rw r)
     | Sigmoid -> TensorPrimitives.Sigmoid(ro x, rw r)
-    | Relu -> TensorPrimitives.Max(ro x, 0.0f, rw r)
+    | Relu -> TensorPrimitives.Max(ro x, 'T.Zero, rw r)
     | Step -> map step x r
     | Square -> TensorPrimitives.Multiply(ro x, ro x, rw r)
-    | Reciprocal -> TensorPrimitives.Divide(1.0f, ro x, rw r)
-    | Erf -> map (fun v -> float32 (erf (float v))) x r
-
-let private unary64 (op: UnaryOp) (x: float[]) (r: float[]) =
-    match op with
-    | Neg -> TensorPrimitives.Negate(ro x, rw r)
-    | Exp -> TensorPrimitives.Exp(ro x, rw r)
-    | Log -> TensorPrimitives.Log(ro x, rw r)
-    | Sqrt -> TensorPrimitives.Sqrt(ro x, rw r)
-    | Abs -> TensorPrimitives.Abs(ro x, rw r)
-    | Sign -> signInto x r
-    | Tanh -> TensorPrimitives.Tanh(ro x, rw r)
-    | Sigmoid -> TensorPrimitives.Sigmoid(ro x, rw r)
-    | Relu -> TensorPrimitives.Max(ro x, 0.0, rw r)
-    | Step -> map step x r
-    | Square -> TensorPrimitives.Multiply(ro x, ro x, rw r)
-    | Reciprocal -> TensorPrimitives.Divide(1.0, ro x, rw r)
-    | Erf -> map erf x r
+    | Reciprocal -> TensorPrimitives.Divide('T.One, ro x, rw r)
+    | Erf -> map erfOf x r
 
 let unary (op: UnaryOp) (x: Storage) : Storage =
     let r = Storage.uninit x.DType x.Length
 
     match x, r with
-    | F32 x, F32 r -> unary32 op x r
-    | F64 x, F64 r -> unary64 op x r
+    // float32 through the float64 erf, rounded once.
+    | F32 x, F32 r -> unaryTyped (fun v -> float32 (erf (float v))) op x r
+    | F64 x, F64 r -> unaryTyped erf op x r
     | _ -> ()
 
     r

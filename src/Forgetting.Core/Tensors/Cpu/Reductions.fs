@@ -132,9 +132,7 @@ let median (x: Storage) =
 
     Select.kth ((v.Length - 1) / 2) v
 
-let inline private softmaxRows
-    ([<InlineIfLambda>] expInPlace: ^T[] -> int -> int -> unit)
-    ([<InlineIfLambda>] logOf: ^T -> ^T)
+let inline private softmaxRows< ^T when ^T :> IFloatingPointIeee754< ^T > and ^T: comparison>
     (log: bool)
     (x: ^T[])
     outer
@@ -143,7 +141,7 @@ let inline private softmaxRows
     (r: ^T[])
     =
     // Subtract the maximum before exponentiating: exp never overflows and log-softmax never sees log 0.
-    let colBuf = Array.zeroCreate len
+    let colBuf: ^T[] = Array.zeroCreate len
 
     for o in 0 .. outer - 1 do
         for i in 0 .. inner - 1 do
@@ -158,14 +156,14 @@ let inline private softmaxRows
                 colBuf[k] <- x[at k] - m
 
             let shifted = Array.copy colBuf
-            expInPlace colBuf 0 len
-            let mutable s = LanguagePrimitives.GenericZero
+            TensorPrimitives.Exp(ReadOnlySpan colBuf, Span colBuf)
+            let mutable s = 'T.Zero
 
             for k in 0 .. len - 1 do
                 s <- s + colBuf[k]
 
             if log then
-                let ls = logOf s
+                let ls = 'T.Log s
 
                 for k in 0 .. len - 1 do
                     r[at k] <- shifted[k] - ls
@@ -250,26 +248,8 @@ let softmax (log: bool) (x: Storage) (shape: int[]) (axis: int) : Storage =
         match x, r with
         | F32 x, F32 r when inner = 1 -> softmaxLast log x outer len r
         | F64 x, F64 r when inner = 1 -> softmaxLast log x outer len r
-        | F32 x, F32 r ->
-            softmaxRows
-                (fun (a: float32[]) o n -> TensorPrimitives.Exp(ReadOnlySpan(a, o, n), Span(a, o, n)))
-                MathF.Log
-                log
-                x
-                outer
-                len
-                inner
-                r
-        | F64 x, F64 r ->
-            softmaxRows
-                (fun (a: float[]) o n -> TensorPrimitives.Exp(ReadOnlySpan(a, o, n), Span(a, o, n)))
-                Math.Log
-                log
-                x
-                outer
-                len
-                inner
-                r
+        | F32 x, F32 r -> softmaxRows log x outer len inner r
+        | F64 x, F64 r -> softmaxRows log x outer len inner r
         | _ -> ()
 
     r
