@@ -7,13 +7,15 @@
 /// Two providers compute it, the same results within float tolerance: the managed kernel, always
 /// there, and the system OpenBLAS when it loads. The managed kernel is the default (its results do not
 /// depend on the thread count); FORGETTING_GEMM=openblas
-/// (read at the first GEMM) or useProvider choose otherwise. sgemmWith and dgemmWith name one.
+/// (read at the first GEMM) or useProvider choose otherwise; gemmWith names one. One body serves
+/// float32 and float64 (sgemm and dgemm are gemm at each).
 [<RequireQualifiedAccess>]
 module Forgetting.Tensors.Gemm
 
 #nowarn "9" // The managed kernel takes pinned pointers to the caller's arrays.
 
 open System
+open System.Numerics
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 open Microsoft.FSharp.NativeInterop
@@ -66,109 +68,102 @@ let private fromEnvironment () =
 let private initial = lazy (fromEnvironment ())
 let mutable private chosen: Provider option = None
 
-/// The provider sgemm and dgemm use now.
+/// The provider gemm uses now.
 let provider () : Provider =
     match chosen with
     | Some p -> p
     | None -> initial.Force()
 
-/// Make `p` the provider of every later sgemm and dgemm (overrides FORGETTING_GEMM).
+/// Make `p` the provider of every later gemm (overrides FORGETTING_GEMM).
 let useProvider (p: Provider) : unit =
     if p = OpenBlas && not (List.contains OpenBlas available) then
         openBlasMissing "Gemm.useProvider OpenBlas"
 
     chosen <- Some p
 
-let private checkArgs
-    (op: string)
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (a: 'T[])
-    (aOffset: int)
-    (lda: int)
-    (b: 'T[])
-    (bOffset: int)
-    (ldb: int)
-    (c: 'T[])
-    (cOffset: int)
-    (ldc: int)
-    =
-    // Messages are built only on failure: this runs on every call, tiny GEMMs included.
-    let shape () = $"m={m}, n={n}, k={k}"
+// The checks run on every call, tiny GEMMs included, so they allocate nothing unless they fail:
+// the messages are built by these functions, called only then, and no closure captures the shape.
+let private shapeText m n k = $"m={m}, n={n}, k={k}"
 
+let private storedText (name: string) trans rows cols m n k =
+    let transposed = if trans then " (transposed)" else ""
+    $"{name} is stored {rows}x{cols}{transposed} for {shapeText m n k}"
+
+/// One matrix of a GEMM stored rows x cols (as op(X) is transposed or not) at offset, row stride ld.
+let private checkMatrix (op: string) m n k (name: string) (ldName: string) trans (array: 'T[]) offset ld rows cols =
+    if isNull array then
+        invalidArg name $"{op}: {name} is null ({shapeText m n k})"
+
+    if ld < max 1 cols then
+        let stored = storedText name trans rows cols m n k
+        invalidArg ldName $"{op}: {stored}, so {ldName} must be >= {max 1 cols}, got {ld}"
+
+    if offset < 0 then
+        invalidArg (name + "Offset") $"{op}: {name}'s offset must be >= 0, got {offset} ({shapeText m n k})"
+
+    let needed =
+        if rows = 0 || cols = 0 then
+            int64 offset
+        else
+            int64 offset + int64 (rows - 1) * int64 ld + int64 cols
+
+    if needed > int64 array.Length then
+        let stored = storedText name trans rows cols m n k
+
+        invalidArg
+            name
+            $"{op}: {stored} with {ldName}={ld} from offset {offset}, so it needs {needed} elements; the array has {array.Length}"
+
+/// Checks gemmOn's arguments; op names the routine in the messages.
+let private checkArgs (op: string) transA transB m n k a aOffset lda b bOffset ldb c cOffset ldc =
     if m < 0 || n < 0 || k < 0 then
-        invalidArg "m" $"{op}: dimensions must be >= 0, got {shape ()}"
+        invalidArg "m" $"{op}: dimensions must be >= 0, got {shapeText m n k}"
 
-    let matrix (name: string) (trans: bool) (array: 'T[]) (offset: int) (ld: int) (rows: int) (cols: int) =
-        let stored () =
-            let transposed = if trans then " (transposed)" else ""
-            $"{name} is stored {rows}x{cols}{transposed} for {shape ()}"
+    checkMatrix op m n k "A" "lda" transA a aOffset lda (if transA then k else m) (if transA then m else k)
+    checkMatrix op m n k "B" "ldb" transB b bOffset ldb (if transB then n else k) (if transB then k else n)
+    checkMatrix op m n k "C" "ldc" false c cOffset ldc m n
 
-        if isNull array then
-            invalidArg name $"{op}: {name} is null ({shape ()})"
-
-        let ldName = "ld" + name.ToLowerInvariant()
-
-        if ld < max 1 cols then
-            invalidArg ldName $"{op}: {stored ()}, so {ldName} must be >= {max 1 cols}, got {ld}"
-
-        if offset < 0 then
-            invalidArg (name + "Offset") $"{op}: {name}'s offset must be >= 0, got {offset} ({shape ()})"
-
-        let needed =
-            if rows = 0 || cols = 0 then
-                int64 offset
-            else
-                int64 offset + int64 (rows - 1) * int64 ld + int64 cols
-
-        if needed > int64 array.Length then
-            invalidArg
-                name
-                $"{op}: {stored ()} with {ldName}={ld} from offset {offset}, so it needs {needed} elements; the array has {array.Length}"
-
-    matrix "A" transA a aOffset lda (if transA then k else m) (if transA then m else k)
-    matrix "B" transB b bOffset ldb (if transB then n else k) (if transB then k else n)
-    matrix "C" false c cOffset ldc m n
+// scale and small are written once for both element types against the generic math interfaces,
+// with explicit 'T.op_* calls: F#'s operators and `=` do not resolve through those interfaces for
+// the declared 'T of gemmOn. For float32 and float64 the JIT makes each call the one instruction
+// the operator was, so the products are computed as before, in the same order.
 
 /// C := beta · C, the whole GEMM when alpha = 0 or k = 0.
-let inline private scale m n (beta: ^T) (c: ^T[]) cOffset ldc =
-    if beta = LanguagePrimitives.GenericZero then
+let inline private scale<'T when 'T :> INumberBase<'T>> m n (beta: 'T) (c: 'T[]) cOffset ldc =
+    if 'T.op_Equality (beta, 'T.Zero) then
         for i in 0 .. m - 1 do
-            Array.fill c (cOffset + i * ldc) n LanguagePrimitives.GenericZero
-    elif beta <> LanguagePrimitives.GenericOne then
+            Array.fill c (cOffset + i * ldc) n 'T.Zero
+    elif 'T.op_Inequality (beta, 'T.One) then
         for i in 0 .. m - 1 do
             for j in cOffset + i * ldc .. cOffset + i * ldc + n - 1 do
-                c[j] <- beta * c[j]
+                c[j] <- 'T.op_Multiply (beta, c[j])
 
 // Below this many multiply-adds the direct loop beats packing (by some 50 ns at 4x4x4); at 8x8x8
 // the packed kernel is already twice as fast.
 let private smallWork = 256L
 
 /// The direct triple loop for tiny products.
-let inline private small
+let inline private small<'T when 'T :> INumberBase<'T>>
     transA
     transB
     m
     n
     k
-    (alpha: ^T)
-    (a: ^T[])
+    (alpha: 'T)
+    (a: 'T[])
     aOffset
     lda
-    (b: ^T[])
+    (b: 'T[])
     bOffset
     ldb
-    beta
-    (c: ^T[])
+    (beta: 'T)
+    (c: 'T[])
     cOffset
     ldc
     =
     for i in 0 .. m - 1 do
         for j in 0 .. n - 1 do
-            let mutable s = LanguagePrimitives.GenericZero
+            let mutable s = 'T.Zero
 
             for p in 0 .. k - 1 do
                 let x =
@@ -183,15 +178,15 @@ let inline private small
                     else
                         b[bOffset + p * ldb + j]
 
-                s <- s + x * y
+                s <- 'T.op_Addition (s, 'T.op_Multiply (x, y))
 
             let at = cOffset + i * ldc + j
 
             c[at] <-
-                if beta = LanguagePrimitives.GenericZero then
-                    alpha * s
+                if 'T.op_Equality (beta, 'T.Zero) then
+                    'T.op_Multiply (alpha, s)
                 else
-                    alpha * s + beta * c[at]
+                    'T.op_Addition ('T.op_Multiply (alpha, s), 'T.op_Multiply (beta, c[at]))
 
 // Fma with Avx2 is what the Vector256 kernels use; Avx2 also guarantees Avx for the loads and
 // broadcasts.
@@ -240,11 +235,11 @@ let private blocking32: ManagedGemm.Blocking =
       NC = 4096
       PackCost = 4.0 }
 
-let private blocking64: ManagedGemm.Blocking =
-    { MC = 72
-      KC = 256
-      NC = 2048
-      PackCost = 4.0 }
+// A float64 is twice the bytes of a float32, so the same cache footprint holds half the rows of
+// an A block and half the columns of B; the depth KC stays.
+let private halved (b: ManagedGemm.Blocking) = { b with MC = b.MC / 2; NC = b.NC / 2 }
+
+let private blocking64 = halved blocking32
 
 // The AVX-512 kernels' B micro-panel of 256 x 32 float32 (32 KB) leaves a third of L1 to the A
 // rows streaming past it. On Zen 5, 1024^3 and the MLP shapes moved by no more than the noise
@@ -257,29 +252,41 @@ let private blocking512x32: ManagedGemm.Blocking =
       NC = 4096
       PackCost = 8.0 }
 
-let private blocking512x64: ManagedGemm.Blocking =
-    { MC = 64
-      KC = 256
-      NC = 2048
-      PackCost = 8.0 }
+let private blocking512x64 = halved blocking512x32
 
 let private unsupported (engine: Engine) =
     invalidOp $"the managed GEMM kernel {engine} does not run on this processor"
 
-/// The float32 kernel an engine names (Fast: the first of `kernels`), with its blocking.
-let internal kernel32 (engine: Engine) : struct (ManagedGemm.Kernel<float32> * ManagedGemm.Blocking) =
-    match (if engine = Engine.Fast then kernels.Head else engine) with
-    | Engine.Avx512 when hasAvx512 -> struct (avx512x32, blocking512x32)
-    | Engine.Fma when hasFma -> struct (fma32, blocking32)
-    | Engine.Portable -> struct (portable32, blocking32)
-    | _ -> unsupported engine
+/// Whether 'T is float32; the JIT folds this per instantiation, so each element type keeps only
+/// its own branch wherever it is asked.
+let inline private isSingle<'T> () =
+    Type.op_Equality (typeof<'T>, typeof<float32>)
 
-/// The float64 kernel an engine names, with its blocking.
-let internal kernel64 (engine: Engine) : struct (ManagedGemm.Kernel<float> * ManagedGemm.Blocking) =
+/// The name of the BLAS routine over 'T, for error messages.
+let inline private routine<'T> () =
+    if isSingle<'T>() then
+        "sgemm"
+    elif Type.op_Equality (typeof<'T>, typeof<float>) then
+        "dgemm"
+    else
+        raise (NotSupportedException $"GEMM over {typeof<'T>}")
+
+/// Of a float32 kernel and its float64 twin, the one over 'T: a reference cast, no copy.
+let private pick<'T when 'T: unmanaged> (k32: ManagedGemm.Kernel<float32>) (k64: ManagedGemm.Kernel<float>) =
+    if isSingle<'T>() then
+        box k32 :?> ManagedGemm.Kernel<'T>
+    else
+        box k64 :?> ManagedGemm.Kernel<'T>
+
+/// The kernel over 'T an engine names (Fast: the first of `kernels`), with its blocking.
+let internal kernelOf<'T when 'T: unmanaged> (engine: Engine) : struct (ManagedGemm.Kernel<'T> * ManagedGemm.Blocking) =
+    let single = isSingle<'T>()
+
     match (if engine = Engine.Fast then kernels.Head else engine) with
-    | Engine.Avx512 when hasAvx512 -> struct (avx512x64, blocking512x64)
-    | Engine.Fma when hasFma -> struct (fma64, blocking64)
-    | Engine.Portable -> struct (portable64, blocking64)
+    | Engine.Avx512 when hasAvx512 ->
+        struct (pick<'T> avx512x32 avx512x64, (if single then blocking512x32 else blocking512x64))
+    | Engine.Fma when hasFma -> struct (pick<'T> fma32 fma64, (if single then blocking32 else blocking64))
+    | Engine.Portable -> struct (pick<'T> portable32 portable64, (if single then blocking32 else blocking64))
     | _ -> unsupported engine
 
 let private engineOf (provider: Provider) =
@@ -287,196 +294,73 @@ let private engineOf (provider: Provider) =
     | OpenBlas -> Engine.Blas
     | Managed -> kernels.Head
 
-let internal sgemmOn
+/// The one GEMM body, over float32 (sgemm) and float64 (dgemm).
+let internal gemmOn<'T when 'T: unmanaged and 'T :> INumberBase<'T>>
     (engine: Engine)
     (transA: bool)
     (transB: bool)
     (m: int)
     (n: int)
     (k: int)
-    (alpha: float32)
-    (a: float32[])
+    (alpha: 'T)
+    (a: 'T[])
     (aOffset: int)
     (lda: int)
-    (b: float32[])
+    (b: 'T[])
     (bOffset: int)
     (ldb: int)
-    (beta: float32)
-    (c: float32[])
+    (beta: 'T)
+    (c: 'T[])
     (cOffset: int)
     (ldc: int)
     : unit =
-    checkArgs "sgemm" transA transB m n k a aOffset lda b bOffset ldb c cOffset ldc
+    checkArgs (routine<'T>()) transA transB m n k a aOffset lda b bOffset ldb c cOffset ldc
 
     if m = 0 || n = 0 then
         ()
-    elif k = 0 || alpha = 0.0f then
+    elif k = 0 || 'T.op_Equality (alpha, 'T.Zero) then
         scale m n beta c cOffset ldc
-    elif engine = Engine.Blas then
-        Blas.sgemm transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
-    elif int64 m * int64 n * int64 k <= smallWork then
+    elif engine <> Engine.Blas && int64 m * int64 n * int64 k <= smallWork then
         small transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
     else
-        let struct (kernel, blocking) = kernel32 engine
-
+        // Both providers take pinned, offset pointers.
         use pa = fixed a
         use pb = fixed b
         use pc = fixed c
+        let a = NativePtr.toNativeInt (NativePtr.add pa aOffset)
+        let b = NativePtr.toNativeInt (NativePtr.add pb bOffset)
+        let c = NativePtr.toNativeInt (NativePtr.add pc cOffset)
 
-        ManagedGemm.gemm
-            kernel
-            blocking
-            1.0f
-            transA
-            transB
-            m
-            n
-            k
-            alpha
-            (NativePtr.toNativeInt (NativePtr.add pa aOffset))
-            lda
-            (NativePtr.toNativeInt (NativePtr.add pb bOffset))
-            ldb
-            beta
-            (NativePtr.toNativeInt (NativePtr.add pc cOffset))
-            ldc
+        if engine = Engine.Blas then
+            Blas.gemm transA transB m n k alpha a lda b ldb beta c ldc
+        else
+            let struct (kernel, blocking) = kernelOf<'T> engine
+            ManagedGemm.gemm kernel blocking 'T.One transA transB m n k alpha a lda b ldb beta c ldc
 
-let internal dgemmOn
-    (engine: Engine)
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float)
-    (a: float[])
-    (aOffset: int)
-    (lda: int)
-    (b: float[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float)
-    (c: float[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    checkArgs "dgemm" transA transB m n k a aOffset lda b bOffset ldb c cOffset ldc
+// The public entry points take gemmOn's arguments (their types follow from it) after a provider.
 
-    if m = 0 || n = 0 then
-        ()
-    elif k = 0 || alpha = 0.0 then
-        scale m n beta c cOffset ldc
-    elif engine = Engine.Blas then
-        Blas.dgemm transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
-    elif int64 m * int64 n * int64 k <= smallWork then
-        small transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
-    else
-        let struct (kernel, blocking) = kernel64 engine
+/// C := alpha · op(A) · op(B) + beta · C over float32 or float64, by the given provider.
+let gemmWith provider transA transB m n k (alpha: 'T) a aOffset lda b bOffset ldb beta c cOffset ldc : unit =
+    gemmOn (engineOf provider) transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
 
-        use pa = fixed a
-        use pb = fixed b
-        use pc = fixed c
+/// C := alpha · op(A) · op(B) + beta · C over float32 or float64, by the current provider.
+let gemm transA transB m n k (alpha: 'T) a aOffset lda b bOffset ldb beta c cOffset ldc : unit =
+    gemmOn (engineOf (provider ())) transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
 
-        ManagedGemm.gemm
-            kernel
-            blocking
-            1.0
-            transA
-            transB
-            m
-            n
-            k
-            alpha
-            (NativePtr.toNativeInt (NativePtr.add pa aOffset))
-            lda
-            (NativePtr.toNativeInt (NativePtr.add pb bOffset))
-            ldb
-            beta
-            (NativePtr.toNativeInt (NativePtr.add pc cOffset))
-            ldc
+// The BLAS names, kept for callers outside the library: gemm and gemmWith at one element type.
 
-/// sgemm by the given provider.
-let sgemmWith
-    (provider: Provider)
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float32)
-    (a: float32[])
-    (aOffset: int)
-    (lda: int)
-    (b: float32[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float32)
-    (c: float32[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    sgemmOn (engineOf provider) transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
+/// gemmWith over float32.
+let sgemmWith provider transA transB m n k (alpha: float32) a aOffset lda b bOffset ldb beta c cOffset ldc =
+    gemmWith provider transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
 
-/// dgemm by the given provider.
-let dgemmWith
-    (provider: Provider)
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float)
-    (a: float[])
-    (aOffset: int)
-    (lda: int)
-    (b: float[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float)
-    (c: float[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    dgemmOn (engineOf provider) transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
+/// gemmWith over float64.
+let dgemmWith provider transA transB m n k (alpha: float) a aOffset lda b bOffset ldb beta c cOffset ldc =
+    gemmWith provider transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
 
-/// C := alpha · op(A) · op(B) + beta · C in float32, by the current provider.
-let sgemm
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float32)
-    (a: float32[])
-    (aOffset: int)
-    (lda: int)
-    (b: float32[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float32)
-    (c: float32[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    sgemmWith (provider ()) transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
+/// gemm over float32.
+let sgemm transA transB m n k (alpha: float32) a aOffset lda b bOffset ldb beta c cOffset ldc =
+    gemm transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
 
-/// C := alpha · op(A) · op(B) + beta · C in float64, by the current provider.
-let dgemm
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float)
-    (a: float[])
-    (aOffset: int)
-    (lda: int)
-    (b: float[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float)
-    (c: float[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    dgemmWith (provider ()) transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc
+/// gemm over float64.
+let dgemm transA transB m n k (alpha: float) a aOffset lda b bOffset ldb beta c cOffset ldc =
+    gemm transA transB m n k alpha a aOffset lda b bOffset ldb beta c cOffset ldc

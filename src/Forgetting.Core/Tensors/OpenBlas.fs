@@ -3,11 +3,9 @@
 [<RequireQualifiedAccess>]
 module Forgetting.Tensors.OpenBlas
 
-#nowarn "9" // The arrays handed to OpenBLAS are pinned with `fixed` for the duration of the call.
-
 open System
+open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
-open Microsoft.FSharp.NativeInterop
 
 // CBLAS enum values (cblas.h).
 [<Literal>]
@@ -142,87 +140,26 @@ let private syncThreads (l: Library) =
 
 let private transpose flag = if flag then Trans else NoTrans
 
-/// cblas_sgemm, row-major, on arguments already checked by the caller: OpenBLAS reports bad
-/// arguments by printing to stderr and returning, which must never be reached.
-let internal sgemm
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float32)
-    (a: float32[])
-    (aOffset: int)
-    (lda: int)
-    (b: float32[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float32)
-    (c: float32[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    let l = get "sgemm"
+/// cblas_sgemm (float32) or cblas_dgemm (float64), row-major, on pinned, offset pointers and
+/// arguments already checked by the caller: OpenBLAS reports bad arguments by printing to stderr and
+/// returning, which must never be reached. The two routines differ only in the element type, so the
+/// call is the one place that tells them apart: the type test folds per instantiation, and BitCast
+/// hands alpha and beta over as the float32 or float64 they are, without boxing.
+let internal gemm transA transB m n k (alpha: 'T) a lda b ldb (beta: 'T) c ldc : unit =
+    let single = Type.op_Equality (typeof<'T>, typeof<float32>)
+
+    if not single && not (Type.op_Equality (typeof<'T>, typeof<float>)) then
+        raise (NotSupportedException $"OpenBLAS GEMM over {typeof<'T>}")
+
+    let l = get (if single then "sgemm" else "dgemm")
     syncThreads l
-    use pa = fixed a
-    use pb = fixed b
-    use pc = fixed c
+    let ta, tb = transpose transA, transpose transB
 
-    l.Sgemm.Invoke(
-        RowMajor,
-        transpose transA,
-        transpose transB,
-        m,
-        n,
-        k,
-        alpha,
-        NativePtr.toNativeInt (NativePtr.add pa aOffset),
-        lda,
-        NativePtr.toNativeInt (NativePtr.add pb bOffset),
-        ldb,
-        beta,
-        NativePtr.toNativeInt (NativePtr.add pc cOffset),
-        ldc
-    )
+    if single then
+        let alpha, beta =
+            Unsafe.BitCast<'T, float32> alpha, Unsafe.BitCast<'T, float32> beta
 
-/// cblas_dgemm, row-major, on arguments already checked by the caller (see sgemm).
-let internal dgemm
-    (transA: bool)
-    (transB: bool)
-    (m: int)
-    (n: int)
-    (k: int)
-    (alpha: float)
-    (a: float[])
-    (aOffset: int)
-    (lda: int)
-    (b: float[])
-    (bOffset: int)
-    (ldb: int)
-    (beta: float)
-    (c: float[])
-    (cOffset: int)
-    (ldc: int)
-    : unit =
-    let l = get "dgemm"
-    syncThreads l
-    use pa = fixed a
-    use pb = fixed b
-    use pc = fixed c
-
-    l.Dgemm.Invoke(
-        RowMajor,
-        transpose transA,
-        transpose transB,
-        m,
-        n,
-        k,
-        alpha,
-        NativePtr.toNativeInt (NativePtr.add pa aOffset),
-        lda,
-        NativePtr.toNativeInt (NativePtr.add pb bOffset),
-        ldb,
-        beta,
-        NativePtr.toNativeInt (NativePtr.add pc cOffset),
-        ldc
-    )
+        l.Sgemm.Invoke(RowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    else
+        let alpha, beta = Unsafe.BitCast<'T, float> alpha, Unsafe.BitCast<'T, float> beta
+        l.Dgemm.Invoke(RowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

@@ -332,18 +332,23 @@ module Tensor =
 
         sum t / float t.Numel
 
+    /// Reduce t along an axis (negative counts from the end), keeping it as size 1 or dropping it:
+    /// the axis as an index, t's shape and the result, for the caller's backward pass.
+    let private reduceAxis (op: ReduceOp) (name: string) (axis: int) (keepDim: bool) (t: Tensor) =
+        let a = Shape.axis name t.Raw.Shape axis
+        let from = t.Raw.Shape
+        let kept = t.Raw.Reduce(op, a)
+
+        struct (a,
+                from,
+                (if keepDim then
+                     kept
+                 else
+                     kept.Reshape(Shape.reduce from a false)))
+
     /// Sum along an axis (negative counts from the end).
     let sumAxis (axis: int) (keepDim: bool) (t: Tensor) =
-        let a = Shape.axis "sumAxis" t.Raw.Shape axis
-        let from = t.Raw.Shape
-        let kept = t.Raw.Reduce(Sum, a)
-
-        let r =
-            if keepDim then
-                kept
-            else
-                kept.Reshape(Shape.reduce from a false)
-
+        let struct (a, from, r) = reduceAxis Sum "sumAxis" axis keepDim t
         Tensor.Op(r, [| t |], (fun g _ -> [| g.Reshape(Shape.reduce from a true).Expand from |]))
 
     let meanAxis (axis: int) (keepDim: bool) (t: Tensor) =
@@ -356,15 +361,7 @@ module Tensor =
 
     /// Maximum along an axis; the gradient goes to the first maximum.
     let maxAxis (axis: int) (keepDim: bool) (t: Tensor) =
-        let a = Shape.axis "maxAxis" t.Raw.Shape axis
-        let from = t.Raw.Shape
-        let kept = t.Raw.Reduce(Max, a)
-
-        let r =
-            if keepDim then
-                kept
-            else
-                kept.Reshape(Shape.reduce from a false)
+        let struct (a, from, r) = reduceAxis Max "maxAxis" axis keepDim t
 
         Tensor.Op(
             r,

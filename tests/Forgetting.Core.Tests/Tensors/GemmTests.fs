@@ -297,19 +297,20 @@ let private kernelTests (name: string) =
     if List.contains e Gemm.kernels then
         testList
             $"{name} runs here"
-            [ Checks.forAll $"{name} dgemm on generated cases" 100 cases (runD (Gemm.dgemmOn e))
-              Checks.forAll $"{name} sgemm on generated cases" 100 cases (runS (Gemm.sgemmOn e))
+            [ Checks.forAll $"{name} dgemm on generated cases" 100 cases (runD (Gemm.gemmOn<float> e))
+              Checks.forAll $"{name} sgemm on generated cases" 100 cases (runS (Gemm.gemmOn<float32> e))
 
               test $"{name} on awkward and edge shapes" {
                   for c in awkwardCases @ edgeCases do
-                      Expect.isTrue (runD (Gemm.dgemmOn e) c) $"{name} dgemm %A{c}"
-                      Expect.isTrue (runS (Gemm.sgemmOn e) c) $"{name} sgemm %A{c}"
+                      Expect.isTrue (runD (Gemm.gemmOn<float> e) c) $"{name} dgemm %A{c}"
+                      Expect.isTrue (runS (Gemm.gemmOn<float32> e) c) $"{name} sgemm %A{c}"
               } ]
     else
         test $"{name} does not run here and is refused" {
             let refused =
                 Expectations.throws<InvalidOperationException> $"{name} (kernels here: %A{Gemm.kernels})" (fun () ->
-                    computeS (Gemm.sgemmOn e) (awkward (false, false) (20, 20, 20)) |> ignore)
+                    computeS (Gemm.gemmOn<float32> e) (awkward (false, false) (20, 20, 20))
+                    |> ignore)
 
             Expect.stringContains refused.Message name "the refusal names the kernel"
         }
@@ -413,15 +414,15 @@ let tests =
 
               Expect.equal Gemm.kernels.Head expected $"the first of the kernels here, %A{Gemm.kernels}"
               Expect.equal (List.last Gemm.kernels) Gemm.Engine.Portable "the last kernel"
-              let struct (fast, _) = Gemm.kernel32 Gemm.Engine.Fast
-              let struct (first, _) = Gemm.kernel32 Gemm.kernels.Head
+              let struct (fast, _) = Gemm.kernelOf<float32> Gemm.Engine.Fast
+              let struct (first, _) = Gemm.kernelOf<float32> Gemm.kernels.Head
               Expectations.same fast first "the Fast kernel is the first one"
           }
 
           test "beta = 0 overwrites C without reading it, even NaN" {
               let engines =
                   [ for p in Gemm.available -> string p, Gemm.dgemmWith p, Gemm.sgemmWith p ]
-                  @ [ for e in Gemm.kernels -> string e, Gemm.dgemmOn e, Gemm.sgemmOn e ]
+                  @ [ for e in Gemm.kernels -> string e, Gemm.gemmOn<float> e, Gemm.gemmOn<float32> e ]
 
               for name, dgemm, sgemm in engines do
                   // Tiny (the direct loop), large (the packed kernel), with edge tiles of rows and of narrow
@@ -482,8 +483,8 @@ let tests =
 
               for e in Gemm.kernels do
                   // The test means something only if the work is cut differently: one tile, then several.
-                  let struct (k32, b32) = Gemm.kernel32 e
-                  let struct (k64, b64) = Gemm.kernel64 e
+                  let struct (k32, b32) = Gemm.kernelOf<float32> e
+                  let struct (k64, b64) = Gemm.kernelOf<float> e
 
                   for g1, g2 in
                       [ ManagedGemm.grid k32.MR k32.NR b32 1 m n k, ManagedGemm.grid k32.MR k32.NR b32 2 m n k
@@ -498,14 +499,14 @@ let tests =
                       let runD workers =
                           Parallelism.withDegree workers (fun () ->
                               let c = Array.copy c0
-                              Gemm.dgemmOn e transA transB m n k 0.75 a 0 lda b 0 ldb 0.5 c 0 n
+                              Gemm.gemmOn<float> e transA transB m n k 0.75 a 0 lda b 0 ldb 0.5 c 0 n
                               c)
 
                       let runS workers =
                           Parallelism.withDegree workers (fun () ->
                               let c = Array.map float32 c0
 
-                              Gemm.sgemmOn
+                              Gemm.gemmOn<float32>
                                   e
                                   transA
                                   transB

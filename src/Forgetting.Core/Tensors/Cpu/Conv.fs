@@ -5,47 +5,51 @@ open Forgetting.Tensors
 
 let outSize (size: int) (k: int) (stride: int) (padding: int) = (size + 2 * padding - k) / stride + 1
 
-let inline private im2colLoop (x: ^T[]) n c h w kh kw stride padding (r: ^T[]) =
+/// The walk im2col and col2im share: for each image b, column-matrix row (channel, kernel offset)
+/// and output position, the index into the column matrix and, when the receptive field's pixel is
+/// inside the image, the index into the image (`inside`), else only the column index (`outside`).
+/// Rows of output positions that fall wholly above or below the image are reported through
+/// `outside` too, unless `skipOutside` says the caller has nothing to do there.
+let inline private walk
+    n
+    c
+    h
+    w
+    kh
+    kw
+    stride
+    padding
+    (skipOutside: bool)
+    ([<InlineIfLambda>] inside: int -> int -> unit)
+    ([<InlineIfLambda>] outside: int -> unit)
+    =
     let ho, wo = outSize h kh stride padding, outSize w kw stride padding
     let rows = c * kh * kw
 
     for b in 0 .. n - 1 do
         for row in 0 .. rows - 1 do
             let ch, ki, kj = row / (kh * kw), (row / kw) % kh, row % kw
-            let dst = (b * rows + row) * ho * wo
-            let src = (b * c + ch) * h * w
+            let col = (b * rows + row) * ho * wo
+            let image = (b * c + ch) * h * w
 
             for oi in 0 .. ho - 1 do
                 let i = oi * stride - padding + ki
 
-                for oj in 0 .. wo - 1 do
-                    let j = oj * stride - padding + kj
-
-                    r[dst + oi * wo + oj] <-
-                        if i >= 0 && i < h && j >= 0 && j < w then
-                            x[src + i * w + j]
-                        else
-                            LanguagePrimitives.GenericZero
-
-let inline private col2imLoop (cols: ^T[]) n c h w kh kw stride padding (r: ^T[]) =
-    let ho, wo = outSize h kh stride padding, outSize w kw stride padding
-    let rows = c * kh * kw
-
-    for b in 0 .. n - 1 do
-        for row in 0 .. rows - 1 do
-            let ch, ki, kj = row / (kh * kw), (row / kw) % kh, row % kw
-            let src = (b * rows + row) * ho * wo
-            let dst = (b * c + ch) * h * w
-
-            for oi in 0 .. ho - 1 do
-                let i = oi * stride - padding + ki
-
-                if i >= 0 && i < h then
+                if i >= 0 && i < h || not skipOutside then
                     for oj in 0 .. wo - 1 do
                         let j = oj * stride - padding + kj
 
-                        if j >= 0 && j < w then
-                            r[dst + i * w + j] <- r[dst + i * w + j] + cols[src + oi * wo + oj]
+                        if i >= 0 && i < h && j >= 0 && j < w then
+                            inside (col + oi * wo + oj) (image + i * w + j)
+                        else
+                            outside (col + oi * wo + oj)
+
+let inline private im2colLoop (x: ^T[]) n c h w kh kw stride padding (r: ^T[]) =
+    walk n c h w kh kw stride padding false (fun at from -> r[at] <- x[from]) (fun at ->
+        r[at] <- LanguagePrimitives.GenericZero)
+
+let inline private col2imLoop (cols: ^T[]) n c h w kh kw stride padding (r: ^T[]) =
+    walk n c h w kh kw stride padding true (fun from at -> r[at] <- r[at] + cols[from]) (fun _ -> ())
 
 let im2col (x: Storage) (shape: int[]) kh kw stride padding =
     let n, c, h, w = shape[0], shape[1], shape[2], shape[3]

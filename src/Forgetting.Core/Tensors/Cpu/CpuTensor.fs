@@ -133,45 +133,31 @@ and CpuTensor(storage: Storage, shape: int[]) =
         let r = Storage.uninit this.DType (batch * m * n)
         let aStep, bStep = rowsA * colsA, (if rankB = 3 then rowsB * colsB else 0)
 
-        for i in 0 .. batch - 1 do
-            match storage, o, r with
-            | F32 a, F32 b, F32 c ->
-                Gemm.sgemm
+        // One loop for both dtypes, inlined at each (Gemm.gemm is generic over them).
+        let inline batched (a: 'T[]) (b: 'T[]) (c: 'T[]) (one: 'T) (zero: 'T) =
+            for i in 0 .. batch - 1 do
+                Gemm.gemm
                     transposeThis
                     transposeOther
                     m
                     n
                     k
-                    1.0f
+                    one
                     a
                     (i * aStep)
                     colsA
                     b
                     (i * bStep)
                     colsB
-                    0.0f
+                    zero
                     c
                     (i * m * n)
                     n
-            | F64 a, F64 b, F64 c ->
-                Gemm.dgemm
-                    transposeThis
-                    transposeOther
-                    m
-                    n
-                    k
-                    1.0
-                    a
-                    (i * aStep)
-                    colsA
-                    b
-                    (i * bStep)
-                    colsB
-                    0.0
-                    c
-                    (i * m * n)
-                    n
-            | _ -> ()
+
+        match storage, o, r with
+        | F32 a, F32 b, F32 c -> batched a b c 1.0f 0.0f
+        | F64 a, F64 b, F64 c -> batched a b c 1.0 0.0
+        | _ -> ()
 
         CpuTensor.Of(r, outShape)
 
@@ -194,8 +180,8 @@ and CpuTensor(storage: Storage, shape: int[]) =
                 $"cannot add {Shape.show shape} × {Shape.show other.Shape} into {Shape.show addend.Shape}"
 
         match storage, o, c with
-        | F32 a, F32 b, F32 cv -> Gemm.sgemm transposeThis transposeOther m n k 1.0f a 0 colsA b 0 colsB 1.0f cv 0 n
-        | F64 a, F64 b, F64 cv -> Gemm.dgemm transposeThis transposeOther m n k 1.0 a 0 colsA b 0 colsB 1.0 cv 0 n
+        | F32 a, F32 b, F32 cv -> Gemm.gemm transposeThis transposeOther m n k 1.0f a 0 colsA b 0 colsB 1.0f cv 0 n
+        | F64 a, F64 b, F64 cv -> Gemm.gemm transposeThis transposeOther m n k 1.0 a 0 colsA b 0 colsB 1.0 cv 0 n
         | _ -> ()
 
         addend
@@ -233,25 +219,14 @@ and CpuTensor(storage: Storage, shape: int[]) =
 
     override this.ReluBackward g =
         match storage, this.Same("reluBackward", g) with
-        | F32 x, F32 gv -> CpuTensor.Of(F32(Fused.reluBackward32 x gv), shape)
-        | F64 x, F64 gv -> CpuTensor.Of(F64(Fused.reluBackward64 x gv), shape)
+        | F32 x, F32 gv -> CpuTensor.Of(F32(Fused.reluBackward x gv), shape)
+        | F64 x, F64 gv -> CpuTensor.Of(F64(Fused.reluBackward x gv), shape)
         | _ -> Shape.fail "reluBackward" "mixed dtypes"
 
     override this.AddScaled(other, alpha) =
-        match storage, this.Same("addScaled", other) with
-        | F32 x, F32 y ->
-            let r = System.GC.AllocateUninitializedArray<float32> x.Length
-
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                System.ReadOnlySpan y,
-                float32 alpha,
-                System.ReadOnlySpan x,
-                System.Span r
-            )
-
-            CpuTensor.Of(F32 r, shape)
-        | F64 x, F64 y ->
-            let r = System.GC.AllocateUninitializedArray<float> x.Length
+        // x + alpha·y in one SIMD pass, one body for both dtypes.
+        let inline scaled (x: ^T[]) (y: ^T[]) (alpha: ^T) =
+            let r = System.GC.AllocateUninitializedArray< ^T> x.Length
 
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
                 System.ReadOnlySpan y,
@@ -260,7 +235,11 @@ and CpuTensor(storage: Storage, shape: int[]) =
                 System.Span r
             )
 
-            CpuTensor.Of(F64 r, shape)
+            r
+
+        match storage, this.Same("addScaled", other) with
+        | F32 x, F32 y -> CpuTensor.Of(F32(scaled x y (float32 alpha)), shape)
+        | F64 x, F64 y -> CpuTensor.Of(F64(scaled x y alpha), shape)
         | _ -> Shape.fail "addScaled" "mixed dtypes"
 
     override this.AddMany others =
@@ -299,22 +278,19 @@ and CpuTensor(storage: Storage, shape: int[]) =
 
             r
 
+        // The others' arrays, which must have this one's type ^T[]: a type test on each, not a copy.
+        let inline like (_: ^T[]) : ^T[] list =
+            others
+            |> List.map (fun o ->
+                let y =
+                    match this.Same("addMany", o) with
+                    | F32 y -> box y
+                    | F64 y -> box y
+
+                match y with
+                | :? (^T[]) as y -> y
+                | _ -> Shape.fail "addMany" "mixed dtypes")
+
         match storage with
-        | F32 x ->
-            let ys =
-                others
-                |> List.map (fun o ->
-                    match this.Same("addMany", o) with
-                    | F32 y -> y
-                    | _ -> Shape.fail "addMany" "mixed dtypes")
-
-            CpuTensor.Of(F32(tiled x ys), shape)
-        | F64 x ->
-            let ys =
-                others
-                |> List.map (fun o ->
-                    match this.Same("addMany", o) with
-                    | F64 y -> y
-                    | _ -> Shape.fail "addMany" "mixed dtypes")
-
-            CpuTensor.Of(F64(tiled x ys), shape)
+        | F32 x -> CpuTensor.Of(F32(tiled x (like x)), shape)
+        | F64 x -> CpuTensor.Of(F64(tiled x (like x)), shape)

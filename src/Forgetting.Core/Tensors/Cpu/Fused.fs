@@ -5,30 +5,31 @@ open System
 open System.Numerics
 open System.Numerics.Tensors
 
-/// g where x > 0, else 0.
-let reluBackward32 (x: float32[]) (g: float32[]) =
-    let r = GC.AllocateUninitializedArray<float32> x.Length
-    let w = Vector<float32>.Count
+/// g where x > 0, else 0: a vector of elements at a time, then a scalar tail. One body for float32
+/// and float64 (a selection, so the same bits as any other way of computing it).
+let reluBackward<'T when 'T :> INumber<'T> and 'T: (new: unit -> 'T) and 'T: struct and 'T :> ValueType>
+    (x: 'T[])
+    (g: 'T[])
+    =
+    let r = GC.AllocateUninitializedArray<'T> x.Length
+    let w = Vector<'T>.Count
     let mutable i = 0
 
     while i <= x.Length - w do
-        let keep = Vector.GreaterThan(Vector<float32>(x, i), Vector<float32>.Zero)
-        Vector.ConditionalSelect(keep, Vector<float32>(g, i), Vector<float32>.Zero).CopyTo(r, i)
+        let keep = Vector.GreaterThan(Vector<'T>(x, i), Vector<'T>.Zero)
+        Vector.ConditionalSelect(keep, Vector<'T>(g, i), Vector<'T>.Zero).CopyTo(r, i)
         i <- i + w
 
     while i < x.Length do
-        r[i] <- if x[i] > 0.0f then g[i] else 0.0f
+        r[i] <- if 'T.op_GreaterThan (x[i], 'T.Zero) then g[i] else 'T.Zero
         i <- i + 1
 
     r
 
-let reluBackward64 (x: float[]) (g: float[]) =
-    Array.init x.Length (fun i -> if x[i] > 0.0 then g[i] else 0.0)
-
 /// σ = sigmoid(ρ h ⊙ wf), per row of h [rows, n]: three SIMD passes over a row that stays in cache.
-let gate32 (h: float32[]) (wf: float32[]) (rho: float32) =
+let inline private gate< ^T when ^T :> IFloatingPointIeee754< ^T >> (h: ^T[]) (wf: ^T[]) (rho: ^T) =
     let n = wf.Length
-    let r = GC.AllocateUninitializedArray<float32> h.Length
+    let r = GC.AllocateUninitializedArray< ^T> h.Length
 
     for row in 0 .. h.Length / n - 1 do
         let dst = Span(r, row * n, n)
@@ -38,17 +39,8 @@ let gate32 (h: float32[]) (wf: float32[]) (rho: float32) =
 
     r
 
-let gate64 (h: float[]) (wf: float[]) (rho: float) =
-    let n = wf.Length
-    let r = GC.AllocateUninitializedArray<float> h.Length
-
-    for row in 0 .. h.Length / n - 1 do
-        let dst = Span(r, row * n, n)
-        TensorPrimitives.Multiply(ReadOnlySpan(h, row * n, n), ReadOnlySpan wf, dst)
-        TensorPrimitives.Multiply(ReadOnlySpan(r, row * n, n), rho, dst)
-        TensorPrimitives.Sigmoid(ReadOnlySpan(r, row * n, n), dst)
-
-    r
+let gate32 h wf (rho: float32) = gate h wf rho
+let gate64 h wf (rho: float) = gate h wf rho
 
 /// d = g σ (1 − σ) ρ; gh = d ⊙ wf; gwf = Σ_rows d ⊙ h.
 let inline private gateBackward (h: ^T[]) (wf: ^T[]) (sigma: ^T[]) (g: ^T[]) (rho: ^T) =
