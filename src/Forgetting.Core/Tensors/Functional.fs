@@ -222,8 +222,8 @@ module Functional =
     /// Recipes (Press et al., 2nd ed., §6.2, `erfcc`: fractional error below 1.2e-7 everywhere):
     /// Φ = 1 − erfc(z)/2 for x ≥ 0 and erfc(z)/2 below, z = |x|/√2, so one branch-free formula serves
     /// every lane and Φ's relative error stays below 1.2e-7 on both sides (Φ ≥ 1/2 where erfc's error
-    /// is subtracted). The vector type's own operations are passed in, so that one formula serves
-    /// Vector512 and Vector256 alike.
+    /// is subtracted). The vector type's own operations are passed in, so that the formula does not
+    /// depend on one width.
     let inline private phiWith
         ([<InlineIfLambda>] create: float -> ^V)
         ([<InlineIfLambda>] absOf: ^V -> ^V)
@@ -332,37 +332,22 @@ module Functional =
                 [| b.OfFloat32(shape, dx) |]
         )
 
-    /// The float32 GELU on 512-bit vectors where the processor runs them (16 float32, two times eight
-    /// float64 lanes), else on 256-bit ones.
+    /// The float32 GELU on 512-bit vectors (16 float32, two times eight float64 lanes). Where the
+    /// processor has no 512-bit registers, the runtime carries out each Vector512 operation as two
+    /// 256-bit ones, so the same code serves both.
     let private gelu32 (x: Tensor) (v: float32[]) =
-        if Vector512.IsHardwareAccelerated then
-            geluLanes
-                16
-                (fun (a: float32[]) at ->
-                    let w = Vector512.Create<float32>(ReadOnlySpan<float32>(a, at, 16))
-                    struct (Vector512.WidenLower w, Vector512.WidenUpper w))
-                (fun (l: Vector512<float>) h (a: float32[]) at ->
-                    Vector512.Narrow(l, h).CopyTo(Span<float32>(a, at, 16)))
-                Vector512.Create<float>
-                Vector512.Exp
-                (phiWith Vector512.Create<float> Vector512.Abs Vector512.Exp (fun x a b ->
-                    Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), a, b)))
-                x
-                v
-        else
-            geluLanes
-                8
-                (fun (a: float32[]) at ->
-                    let w = Vector256.Create<float32>(ReadOnlySpan<float32>(a, at, 8))
-                    struct (Vector256.WidenLower w, Vector256.WidenUpper w))
-                (fun (l: Vector256<float>) h (a: float32[]) at ->
-                    Vector256.Narrow(l, h).CopyTo(Span<float32>(a, at, 8)))
-                Vector256.Create<float>
-                Vector256.Exp
-                (phiWith Vector256.Create<float> Vector256.Abs Vector256.Exp (fun x a b ->
-                    Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, Vector256<float>.Zero), a, b)))
-                x
-                v
+        geluLanes
+            16
+            (fun (a: float32[]) at ->
+                let w = Vector512.Create<float32>(ReadOnlySpan<float32>(a, at, 16))
+                struct (Vector512.WidenLower w, Vector512.WidenUpper w))
+            (fun (l: Vector512<float>) h (a: float32[]) at -> Vector512.Narrow(l, h).CopyTo(Span<float32>(a, at, 16)))
+            Vector512.Create<float>
+            Vector512.Exp
+            (phiWith Vector512.Create<float> Vector512.Abs Vector512.Exp (fun x a b ->
+                Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), a, b)))
+            x
+            v
 
     /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
     /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
