@@ -218,97 +218,86 @@ module Functional =
                 [| b.OfFloat64(shape, dx) |]
         )
 
-    /// Φ(x) = erfc(−x/√2)/2 on a vector of float64 lanes, from the Chebyshev fit of erfc of Numerical
-    /// Recipes (Press et al., 2nd ed., §6.2, `erfcc`: fractional error below 1.2e-7 everywhere):
-    /// Φ = 1 − erfc(z)/2 for x ≥ 0 and erfc(z)/2 below, z = |x|/√2, so one branch-free formula serves
-    /// every lane and Φ's relative error stays below 1.2e-7 on both sides (Φ ≥ 1/2 where erfc's error
-    /// is subtracted). The vector type's own operations are passed in, so that the formula does not
-    /// depend on one width.
-    let inline private phiWith
-        ([<InlineIfLambda>] create: float -> ^V)
-        ([<InlineIfLambda>] absOf: ^V -> ^V)
-        ([<InlineIfLambda>] expOf: ^V -> ^V)
-        ([<InlineIfLambda>] whereNonNegative: ^V -> ^V -> ^V -> ^V)
-        (x: ^V)
-        : ^V =
-        let one = create 1.0
-        let z = absOf x * create 0.7071067811865476
-        let t = one / (one + z * create 0.5)
+    /// Φ(x) = erfc(−x/√2)/2 on eight float64 lanes, from the Chebyshev fit of erfc of Numerical Recipes
+    /// (Press et al., 2nd ed., §6.2, `erfcc`: fractional error below 1.2e-7 everywhere): Φ = 1 − erfc(z)/2
+    /// for x ≥ 0 and erfc(z)/2 below, z = |x|/√2, so one branch-free formula serves every lane and Φ's
+    /// relative error stays below 1.2e-7 on both sides (Φ ≥ 1/2 where erfc's error is subtracted).
+    let inline private phiLanes (x: Vector512<float>) =
+        let inline c (v: float) = Vector512.Create v
+        let one = Vector512<float>.One
+        let z = Vector512.Abs x * c 0.7071067811865476
+        let t = one / (one + z * c 0.5)
 
         let poly =
-            create -1.26551223
+            c -1.26551223
             + t
-              * (create 1.00002368
+              * (c 1.00002368
                  + t
-                   * (create 0.37409196
+                   * (c 0.37409196
                       + t
-                        * (create 0.09678418
+                        * (c 0.09678418
                            + t
-                             * (create -0.18628806
+                             * (c -0.18628806
                                 + t
-                                  * (create 0.27886807
+                                  * (c 0.27886807
                                      + t
-                                       * (create -1.13520398
-                                          + t * (create 1.48851587 + t * (create -0.82215223 + t * create 0.17087277))))))))
+                                       * (c -1.13520398 + t * (c 1.48851587 + t * (c -0.82215223 + t * c 0.17087277))))))))
 
-        let half = t * expOf (poly - z * z) * create 0.5
-        whereNonNegative x (one - half) half
+        let half = t * Vector512.Exp(poly - z * z) * c 0.5
+        Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), one - half, half)
 
-    /// GELU on float32 elements through float64 lanes (phiWith), `lanes` float32 elements a group: the
-    /// kernel that a vision transformer runs on every MLP hidden unit, forward and back. `widen` loads a
-    /// group as two float64 vectors, `narrow` stores two back; a last partial group goes through
-    /// zero-padded copies, so every element is computed by the same lanes wherever it stands.
-    let inline private geluLanes
-        (lanes: int)
-        ([<InlineIfLambda>] widen: float32[] -> int -> struct (^V * ^V))
-        ([<InlineIfLambda>] narrow: ^V -> ^V -> float32[] -> int -> unit)
-        ([<InlineIfLambda>] create: float -> ^V)
-        ([<InlineIfLambda>] expOf: ^V -> ^V)
-        ([<InlineIfLambda>] phi: ^V -> ^V)
-        (x: Tensor)
-        (v: float32[])
-        =
+    /// x φ(x) = x exp(−x²/2)/√(2π) on eight float64 lanes.
+    let inline private densityTimes (x: Vector512<float>) =
+        x
+        * Vector512.Create 0.3989422804014327
+        * Vector512.Exp(Vector512.Create -0.5 * x * x)
+
+    /// Sixteen float32 elements from `at` (`count` of them, zero-padded when fewer) as two vectors of
+    /// eight float64 lanes.
+    let inline private load16 (a: float32[]) (at: int) (count: int) =
+        let w =
+            if count < 16 then
+                let tmp = Array.zeroCreate<float32> 16
+                Array.blit a at tmp 0 count
+                Vector512.Create<float32>(ReadOnlySpan<float32> tmp)
+            else
+                Vector512.Create<float32>(ReadOnlySpan<float32>(a, at, 16))
+
+        struct (Vector512.WidenLower w, Vector512.WidenUpper w)
+
+    /// Two vectors of eight float64 lanes stored as `count` float32 elements from `at`.
+    let inline private store16 (l: Vector512<float>) (h: Vector512<float>) (a: float32[]) (at: int) (count: int) =
+        let w = Vector512.Narrow(l, h)
+
+        if count < 16 then
+            let tmp = Array.zeroCreate<float32> 16
+            w.CopyTo(Span<float32> tmp)
+            Array.blit tmp 0 a at count
+        else
+            w.CopyTo(Span<float32>(a, at, 16))
+
+    /// The float32 GELU, sixteen elements at a time through float64 lanes (phiLanes): the kernel that a
+    /// vision transformer runs on every MLP hidden unit, forward and back. Chunks start at multiples of
+    /// 4096, so every element is computed by the same lanes wherever it stands and whatever the thread
+    /// count; a last partial group goes through zero-padded copies. Vector512 serves processors without
+    /// 512-bit registers too: the runtime then carries out each operation as two 256-bit ones.
+    let private gelu32 (x: Tensor) (v: float32[]) =
         let n = v.Length
         let cdf: float32[] = Array.zeroCreate n
         let y: float32[] = Array.zeroCreate n
         let shape = x.Raw.Shape
         let b = x.Raw.Backend
 
-        // Elements at … at + count − 1 of an array, zero-padded to a whole group when count < lanes.
-        let load (a: float32[]) (at: int) (count: int) =
-            if count < lanes then
-                let tmp = Array.zeroCreate<float32> lanes
-                Array.blit a at tmp 0 count
-                widen tmp 0
-            else
-                widen a at
-
-        let store (l: ^V) (h: ^V) (a: float32[]) (at: int) (count: int) =
-            if count < lanes then
-                let tmp = Array.zeroCreate<float32> lanes
-                narrow l h tmp 0
-                Array.blit tmp 0 a at count
-            else
-                narrow l h a at
-
-        // Groups of `lanes` in lo … hi − 1, then the partial rest; chunks start at multiples of 4096,
-        // so the groups do not move with the thread count.
-        let inGroups lo hi (group: int -> int -> unit) =
+        chunks n 4096 (fun lo hi ->
             let mutable i = lo
 
-            while i + lanes <= hi do
-                group i lanes
-                i <- i + lanes
-
-            if i < hi then
-                group i (hi - i)
-
-        chunks n 4096 (fun lo hi ->
-            inGroups lo hi (fun at count ->
-                let struct (xl, xh) = load v at count
-                let pl, ph = phi xl, phi xh
-                store pl ph cdf at count
-                store (xl * pl) (xh * ph) y at count))
+            while i < hi do
+                let count = min 16 (hi - i)
+                let struct (xl, xh) = load16 v i count
+                let pl, ph = phiLanes xl, phiLanes xh
+                store16 pl ph cdf i count
+                store16 (xl * pl) (xh * ph) y i count
+                i <- i + 16)
 
         Tensor.Op(
             b.OfFloat32(shape, y),
@@ -317,37 +306,20 @@ module Functional =
                 let gv = read32 g
                 let dx: float32[] = Array.zeroCreate n
 
-                // dx = g (Φ + x φ(x)), φ(x) = exp(−x²/2)/√(2π), Φ as the forward pass stored it.
+                // dx = g (Φ + x φ(x)), Φ as the forward pass stored it.
                 chunks n 4096 (fun lo hi ->
-                    inGroups lo hi (fun at count ->
-                        let struct (xl, xh) = load v at count
-                        let struct (cl, ch) = load cdf at count
-                        let struct (gl, gh) = load gv at count
+                    let mutable i = lo
 
-                        let d (x: ^V) =
-                            x * create 0.3989422804014327 * expOf (create -0.5 * x * x)
-
-                        store (gl * (cl + d xl)) (gh * (ch + d xh)) dx at count))
+                    while i < hi do
+                        let count = min 16 (hi - i)
+                        let struct (xl, xh) = load16 v i count
+                        let struct (cl, ch) = load16 cdf i count
+                        let struct (gl, gh) = load16 gv i count
+                        store16 (gl * (cl + densityTimes xl)) (gh * (ch + densityTimes xh)) dx i count
+                        i <- i + 16)
 
                 [| b.OfFloat32(shape, dx) |]
         )
-
-    /// The float32 GELU on 512-bit vectors (16 float32, two times eight float64 lanes). Where the
-    /// processor has no 512-bit registers, the runtime carries out each Vector512 operation as two
-    /// 256-bit ones, so the same code serves both.
-    let private gelu32 (x: Tensor) (v: float32[]) =
-        geluLanes
-            16
-            (fun (a: float32[]) at ->
-                let w = Vector512.Create<float32>(ReadOnlySpan<float32>(a, at, 16))
-                struct (Vector512.WidenLower w, Vector512.WidenUpper w))
-            (fun (l: Vector512<float>) h (a: float32[]) at -> Vector512.Narrow(l, h).CopyTo(Span<float32>(a, at, 16)))
-            Vector512.Create<float>
-            Vector512.Exp
-            (phiWith Vector512.Create<float> Vector512.Abs Vector512.Exp (fun x a b ->
-                Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), a, b)))
-            x
-            v
 
     /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
     /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
