@@ -147,6 +147,61 @@ let tests =
               Expect.stringContains r.Stderr "epochs must be at least 1, got 0" "the message"
               Expect.equal (r.Stderr.Trim().Split('\n').Length) 1 "one line"
           }
+          test "forgetting run re-runs a repertoire study and a ViT study to the same numbers" {
+              // The repertoire generator, the ViT's data (a generated set in the layout of Fashion-MNIST's
+              // published files, fetched into a private cache) and every unit's draws come from the
+              // recipe: a re-run that missed one of them would move the accuracies or the masses.
+              let cache = Fixtures.cachedAs "fashion-mnist" 96 48
+              let environment = [ "FORGETTING_DATA", cache ]
+
+              let study (name: string) (args: string list) =
+                  let dir = Path.Combine(Cli.tempDir (), name)
+                  let first = Cli.runWith environment ("hopfield" :: args @ [ "--out"; dir ])
+                  Expect.equal first.ExitCode 0 $"{name}: exit code; stderr: {first.Stderr}"
+                  let again = Path.Combine(dir, "again")
+
+                  let second =
+                      Cli.runWith environment [ "run"; Path.Combine(dir, "recipe.json"); "--out"; again ]
+
+                  Expect.equal second.ExitCode 0 $"{name}: exit code of run; stderr: {second.Stderr}"
+
+                  let numbers (folder: string) =
+                      File.ReadAllLines(Path.Combine(folder, "runs.csv"))
+                      |> Array.map (fun l -> l.Split(',')[..4] |> String.concat ",")
+
+                  Expect.equal (numbers again) (numbers dir) $"{name}: the same runs, accuracies and masses"
+                  Expect.equal (numbers dir).Length 3 $"{name}: a header and two units"
+
+              study
+                  "repertoire"
+                  [ "--task"
+                    "repertoire"
+                    "--units"
+                    "none"
+                    "pfu"
+                    "--epochs"
+                    "1"
+                    "--seeds"
+                    "1"
+                    "--bags"
+                    "16" ]
+
+              study
+                  "vit"
+                  [ "--task"
+                    "vit"
+                    "--units"
+                    "none"
+                    "pfu"
+                    "--epochs"
+                    "1"
+                    "--seeds"
+                    "1"
+                    "--train-limit"
+                    "64"
+                    "--test-limit"
+                    "32" ]
+          }
           test "forgetting bench --workload hopfield and vit-epoch print one JSON line each; --images 0 is refused" {
               for args, workload in
                   [ [ "--workload"; "hopfield"; "--reps"; "3" ], "hopfield"
