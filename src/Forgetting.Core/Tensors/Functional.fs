@@ -283,8 +283,9 @@ module Functional =
     /// 512-bit registers too: the runtime then carries out each operation as two 256-bit ones.
     let private gelu32 (x: Tensor) (v: float32[]) =
         let n = v.Length
-        let cdf: float32[] = Array.zeroCreate n
-        let y: float32[] = Array.zeroCreate n
+        // Every element of the results is written below (the chunks cover 0 … n − 1): no zeroing.
+        let cdf: float32[] = GC.AllocateUninitializedArray n
+        let y: float32[] = GC.AllocateUninitializedArray n
         let shape = x.Raw.Shape
         let b = x.Raw.Backend
 
@@ -304,7 +305,7 @@ module Functional =
             [| x |],
             fun g _ ->
                 let gv = read32 g
-                let dx: float32[] = Array.zeroCreate n
+                let dx: float32[] = GC.AllocateUninitializedArray n
 
                 // dx = g (Φ + x φ(x)), Φ as the forward pass stored it.
                 chunks n 4096 (fun lo hi ->
@@ -357,9 +358,10 @@ module Functional =
         let w = x.Raw.Shape[x.Rank - 1]
         let gm, bt = read gamma.Raw, read beta.Raw
         let rows = if w = 0 then 0 else v.Length / w
-        let xhat: ^T[] = Array.zeroCreate v.Length
-        let rstd: ^T[] = Array.zeroCreate rows
-        let y: ^T[] = Array.zeroCreate v.Length
+        // Every row of the results is written below: no zeroing.
+        let xhat: ^T[] = GC.AllocateUninitializedArray v.Length
+        let rstd: ^T[] = GC.AllocateUninitializedArray rows
+        let y: ^T[] = GC.AllocateUninitializedArray v.Length
         let rowsPerChunk = max 1 (4096 / max 1 w)
         let width = ofFloat (float w)
 
@@ -392,7 +394,7 @@ module Functional =
 
                 let dx =
                     if needs[0] then
-                        let dx: ^T[] = Array.zeroCreate v.Length
+                        let dx: ^T[] = GC.AllocateUninitializedArray v.Length
 
                         // dx = r (ĝ − mean ĝ − x̂ mean(ĝ x̂)), ĝ = g γ, one row at a time.
                         chunks rows rowsPerChunk (fun lo hi ->
