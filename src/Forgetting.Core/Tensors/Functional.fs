@@ -187,36 +187,49 @@ module Functional =
     let private chunks (n: int) (size: int) (body: int -> int -> unit) =
         Parallelism.forTiles ((n + size - 1) / size) (fun t -> body (t * size) (min n ((t + 1) * size)))
 
+    /// The GELU op y = x Φ(x) around its kernels, over chunks of 4096 elements: `forward cdf y lo hi`
+    /// writes Φ and y there, `backward cdf g dx lo hi` writes dx = g (Φ + x φ(x)); every element of
+    /// the results is written, so their arrays are not zeroed first.
+    let inline private geluOp
+        (x: Tensor)
+        (n: int)
+        (read: RawTensor -> ^T[])
+        (make: int[] * ^T[] -> RawTensor)
+        ([<InlineIfLambda>] forward: ^T[] -> ^T[] -> int -> int -> unit)
+        ([<InlineIfLambda>] backward: ^T[] -> ^T[] -> ^T[] -> int -> int -> unit)
+        =
+        let cdf: ^T[] = GC.AllocateUninitializedArray n
+        let y: ^T[] = GC.AllocateUninitializedArray n
+        chunks n 4096 (forward cdf y)
+
+        Tensor.Op(
+            make (x.Raw.Shape, y),
+            [| x |],
+            fun g _ ->
+                let gv = read g
+                let dx: ^T[] = GC.AllocateUninitializedArray n
+                chunks n 4096 (backward cdf gv dx)
+                [| make (x.Raw.Shape, dx) |]
+        )
+
     /// GELU on float64 elements v: y = x Φ(x), dy/dx = Φ(x) + x φ(x), Φ(x) = (1 + erf(x/√2))/2,
     /// φ(x) = exp(−x²/2)/√(2π), with the engine's erf (to about 1e-15): the reference that gradient
     /// checks and the float32 kernel are measured against.
     let private gelu64 (x: Tensor) (v: float[]) =
-        let n = v.Length
-        let cdf: float[] = Array.zeroCreate n
-        let y: float[] = Array.zeroCreate n
-        let shape = x.Raw.Shape
-        let b = x.Raw.Backend
-
-        chunks n 4096 (fun lo hi ->
-            for i in lo .. hi - 1 do
-                let c = 0.5 * (1.0 + Cpu.Elementwise.erf (v[i] * 0.7071067811865476))
-                cdf[i] <- c
-                y[i] <- v[i] * c)
-
-        Tensor.Op(
-            b.OfFloat64(shape, y),
-            [| x |],
-            fun g _ ->
-                let gv = read64 g
-                let dx: float[] = Array.zeroCreate n
-
-                chunks n 4096 (fun lo hi ->
-                    for i in lo .. hi - 1 do
-                        let xv = v[i]
-                        dx[i] <- gv[i] * (cdf[i] + xv * 0.3989422804014327 * exp (-0.5 * xv * xv)))
-
-                [| b.OfFloat64(shape, dx) |]
-        )
+        geluOp
+            x
+            v.Length
+            read64
+            x.Raw.Backend.OfFloat64
+            (fun cdf y lo hi ->
+                for i in lo .. hi - 1 do
+                    let c = 0.5 * (1.0 + Cpu.Elementwise.erf (v[i] * 0.7071067811865476))
+                    cdf[i] <- c
+                    y[i] <- v[i] * c)
+            (fun cdf gv dx lo hi ->
+                for i in lo .. hi - 1 do
+                    let xv = v[i]
+                    dx[i] <- gv[i] * (cdf[i] + xv * 0.3989422804014327 * exp (-0.5 * xv * xv)))
 
     /// Φ(x) = erfc(−x/√2)/2 on eight float64 lanes, from the Chebyshev fit of erfc of Numerical Recipes
     /// (Press et al., 2nd ed., §6.2, `erfcc`: fractional error below 1.2e-7 everywhere): Φ = 1 − erfc(z)/2
@@ -282,45 +295,31 @@ module Functional =
     /// count; a last partial group goes through zero-padded copies. Vector512 serves processors without
     /// 512-bit registers too: the runtime then carries out each operation as two 256-bit ones.
     let private gelu32 (x: Tensor) (v: float32[]) =
-        let n = v.Length
-        // Every element of the results is written below (the chunks cover 0 … n − 1): no zeroing.
-        let cdf: float32[] = GC.AllocateUninitializedArray n
-        let y: float32[] = GC.AllocateUninitializedArray n
-        let shape = x.Raw.Shape
-        let b = x.Raw.Backend
+        geluOp
+            x
+            v.Length
+            read32
+            x.Raw.Backend.OfFloat32
+            (fun cdf y lo hi ->
+                let mutable i = lo
 
-        chunks n 4096 (fun lo hi ->
-            let mutable i = lo
+                while i < hi do
+                    let count = min 16 (hi - i)
+                    let struct (xl, xh) = load16 v i count
+                    let pl, ph = phiLanes xl, phiLanes xh
+                    store16 pl ph cdf i count
+                    store16 (xl * pl) (xh * ph) y i count
+                    i <- i + 16)
+            (fun cdf gv dx lo hi ->
+                let mutable i = lo
 
-            while i < hi do
-                let count = min 16 (hi - i)
-                let struct (xl, xh) = load16 v i count
-                let pl, ph = phiLanes xl, phiLanes xh
-                store16 pl ph cdf i count
-                store16 (xl * pl) (xh * ph) y i count
-                i <- i + 16)
-
-        Tensor.Op(
-            b.OfFloat32(shape, y),
-            [| x |],
-            fun g _ ->
-                let gv = read32 g
-                let dx: float32[] = GC.AllocateUninitializedArray n
-
-                // dx = g (Φ + x φ(x)), Φ as the forward pass stored it.
-                chunks n 4096 (fun lo hi ->
-                    let mutable i = lo
-
-                    while i < hi do
-                        let count = min 16 (hi - i)
-                        let struct (xl, xh) = load16 v i count
-                        let struct (cl, ch) = load16 cdf i count
-                        let struct (gl, gh) = load16 gv i count
-                        store16 (gl * (cl + densityTimes xl)) (gh * (ch + densityTimes xh)) dx i count
-                        i <- i + 16)
-
-                [| b.OfFloat32(shape, dx) |]
-        )
+                while i < hi do
+                    let count = min 16 (hi - i)
+                    let struct (xl, xh) = load16 v i count
+                    let struct (cl, ch) = load16 cdf i count
+                    let struct (gl, gh) = load16 gv i count
+                    store16 (gl * (cl + densityTimes xl)) (gh * (ch + densityTimes xh)) dx i count
+                    i <- i + 16)
 
     /// GELU, exact (PyTorch's nn.GELU default, as in timm's vision transformer): x Φ(x) with Φ the
     /// standard normal distribution function, 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016).
