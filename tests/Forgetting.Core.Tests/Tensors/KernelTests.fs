@@ -200,15 +200,22 @@ let tests =
                           [| a; b |]))
 
           Sequencing.degreeOfParallelism
-          <| test "large broadcast arithmetic, sums, softmax and its gradient are bit-identical on 1 and 2 threads" {
+          <| test
+              "large broadcast arithmetic, sums, softmax, its gradient and permutations are bit-identical on 1 and 2 threads" {
               // Above the size where the kernels split their work: one long row (equal shapes), many
-              // rows (a column broadcast), softmax rows, and column sums.
+              // rows (a column broadcast), softmax rows, column sums, a transpose and a permutation.
               let x = Tensor.uniform (Rng.create 3L) Float32 [| 256; 1031 |] -3.0 3.0
               let y = Tensor.uniform (Rng.create 4L) Float32 [| 256; 1031 |] 0.5 2.0
               let column = Tensor.uniform (Rng.create 5L) Float32 [| 256; 1 |] 0.5 2.0
 
               let run () =
-                  [ x * y; x / column; x - column; Tensor.softmax -1 x; Tensor.sumAxis 0 true x ]
+                  [ x * y
+                    x / column
+                    x - column
+                    Tensor.softmax -1 x
+                    Tensor.sumAxis 0 true x
+                    Tensor.transpose x
+                    Tensor.permute [| 0; 2; 1; 3 |] (Tensor.reshape [| 64; 4; 1031; 1 |] x) ]
                   @ [ Tensor.grad (fun x -> Tensor.sum (Tensor.softmax -1 x * y)) x ]
                   |> List.map (fun t -> t.ToFloat64Array())
 

@@ -82,9 +82,13 @@ let rowCount (dims: int[]) =
     let inner = dims[dims.Length - 1]
     if inner = 0 then 0 else Shape.numel dims / inner
 
-/// Every innermost row of a collapsed walk of two inputs (rowsBetween over all of them).
-let inline rows2 (dims: int[]) (sa: int[]) (sb: int[]) ([<InlineIfLambda>] row: int -> int -> int -> unit) =
-    rowsBetween 0 (rowCount dims) dims sa sb row
+/// Every row of a collapsed walk of one input, the rows split across workers when the copy is large
+/// (a copy is the same whichever worker makes it).
+let inline private copyRows1 (dims: int[]) (s: int[]) ([<InlineIfLambda>] row: int -> int -> unit) =
+    let inner = dims[dims.Length - 1]
+
+    Parallelism.forRanges (rowCount dims) inner (fun first stop ->
+        rowsBetween first stop dims s s (fun o i _ -> row o i))
 
 /// Fill r (of `shape`, row-major) by reading x through `strides`, collapsed first. Rows that stay
 /// contiguous are block copies, a broadcast row is a fill, and a swap of the last two axes (a batch of
@@ -98,9 +102,9 @@ let inline private stridedCopy (x: ^T[]) (strides: int[]) (shape: int[]) (r: ^T[
     if r.Length = 0 then
         ()
     elif s[rank - 1] = 1 then
-        rows2 dims s s (fun o i _ -> Array.Copy(x, i, r, o, inner))
+        copyRows1 dims s (fun o i -> Array.Copy(x, i, r, o, inner))
     elif s[rank - 1] = 0 then
-        rows2 dims s s (fun o i _ -> Array.Fill(r, x[i], o, inner))
+        copyRows1 dims s (fun o i -> Array.Fill(r, x[i], o, inner))
     elif rank >= 2 && s[rank - 2] = 1 && s[rank - 1] = dims[rank - 2] then
         // Output blocks [c, r] read from input blocks [r, c]: r = dims[rank-1], c = dims[rank-2].
         let rowsIn, colsIn = dims[rank - 1], dims[rank - 2]
@@ -108,16 +112,16 @@ let inline private stridedCopy (x: ^T[]) (strides: int[]) (shape: int[]) (r: ^T[
         let outerSteps = Array.append s[.. rank - 3] [| 1 |]
         let tile = 32
 
-        rows2 outerDims outerSteps outerSteps (fun o i _ ->
+        copyRows1 outerDims outerSteps (fun o i ->
             for i0 in 0..tile .. rowsIn - 1 do
                 for j0 in 0..tile .. colsIn - 1 do
                     for a in i0 .. min rowsIn (i0 + tile) - 1 do
                         for b in j0 .. min colsIn (j0 + tile) - 1 do
                             r[o + b * rowsIn + a] <- x[i + a * colsIn + b])
     else
-        rows2 dims s s (fun o i _ ->
-            let step = s[rank - 1]
+        let step = s[rank - 1]
 
+        copyRows1 dims s (fun o i ->
             for j in 0 .. inner - 1 do
                 r[o + j] <- x[i + j * step])
 
