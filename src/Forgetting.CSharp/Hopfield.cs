@@ -39,7 +39,8 @@ public sealed class HopfieldBagClassifier
         var defaults = BitPatternSettings.Default;
         var data = BitPatternBags.defaults;
         _settings = new BitPatternSettings(
-            BitPatternLayer.Parse(layer), adapted, ForgettingUnit.Parse(unit), epochs, defaults.BatchSize,
+            BitPatternLayer.Parse(layer),
+            adapted ? BitPatternLayerOptions.Adapted : BitPatternLayerOptions.Defaults, ForgettingUnit.Parse(unit), epochs, defaults.BatchSize,
             defaults.LearningRate, defaults.WeightDecay, defaults.ClipNorm,
             new BitPatternOptions(bags, data.InstancesPerBag, data.Bits, data.SignalCount, data.SignalsPerBag,
                 data.PositiveFraction, bags * 3 / 4, data.Seed),

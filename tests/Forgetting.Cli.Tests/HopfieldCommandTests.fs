@@ -84,7 +84,12 @@ let tests =
                     [ "--task"; "mnist" ], "unknown task 'mnist': bit-pattern, repertoire or vit"
                     [ "--epochs"; "0" ], "epochs must be at least 1, got 0"
                     [ "--task"; "repertoire"; "--witness-rate"; "0" ], "witness_rate must be in (0, 1], got 0"
-                    [ "--task"; "vit"; "--bags"; "64" ], "hopfield has no setting 'bags'" ] do
+                    [ "--task"; "vit"; "--bags"; "64" ], "hopfield has no setting 'bags'"
+                    [ "--adapted"; "false"; "--heads"; "3" ], "3 heads do not divide the 8 bits of an instance"
+                    [ "--task"; "vit"; "--heads"; "5" ], "5 heads do not divide the width 64"
+                    [ "--task"; "vit"; "--beta"; "1" ], "hopfield has no setting 'beta'"
+                    [ "--pfu-threshold"; "half" ], "pfu_threshold must be median or a number, got half"
+                    [ "--dropout"; "1" ], "dropout must be in [0, 1), got 1" ] do
                   let r = Cli.run ("hopfield" :: args)
                   Expect.equal r.ExitCode 2 $"exit code of {args}"
                   Expect.stringContains r.Stderr says "the message"
@@ -106,6 +111,12 @@ let tests =
                         "pfu"
                         "--median-scope"
                         "query"
+                        "--beta"
+                        "0.5"
+                        "--update-steps"
+                        "2"
+                        "--pfu-below"
+                        "-3"
                         "--epochs"
                         "2"
                         "--seeds"
@@ -116,7 +127,10 @@ let tests =
                         dir ]
 
               Expect.equal first.ExitCode 0 $"exit code; stderr: {first.Stderr}"
+              Expect.stringContains first.Stdout "own settings: 8 head(s), hidden 8, β 0.5, 2 step(s)" "the options"
               let recipe = Path.Combine(dir, "recipe.json")
+              let settings = File.ReadAllText recipe
+              Expect.stringContains settings "\"pfu_below\": \"-3\"" "the PFU's constant recorded"
               let again = Path.Combine(dir, "again")
               let second = Cli.run [ "run"; recipe; "--out"; again ]
               Expect.equal second.ExitCode 0 $"exit code of run; stderr: {second.Stderr}"

@@ -19,9 +19,18 @@ type HopfieldArgs =
     | Layers of string list
     | Units of string list
     | Adapted of bool
+    | Heads of int
+    | Hidden of int
+    | Beta of float
+    | Update_Steps of int
+    | Dropout of float
+    | Width of int
+    | Blocks of int
     | Median_Scope of string
     | Pfu_Sigma of float
     | Detach_Threshold
+    | Pfu_Threshold of string
+    | Pfu_Below of string
     | Epochs of int
     | Seeds of int
     | Seed of int
@@ -42,11 +51,22 @@ type HopfieldArgs =
             | Layers _ -> "bit-pattern: layers to compare: hopfield, pooling, lookup (default: pooling)."
             | Units _ -> "partial-forgetting units to compare: none, relu, pfu (default: none relu pfu)."
             | Adapted _ ->
-                "bit-pattern: the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5) when true (default), hflayers' defaults when false."
+                "bit-pattern: the layer options' defaults: the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5) when true (default), hflayers' defaults (1 head, hidden 8, β 1/√8, 1 step, no dropout) when false."
+            | Heads _ -> "bit-pattern: association heads; vit: attention heads, dividing the width (default 4)."
+            | Hidden _ -> "bit-pattern: each head's association space (0: 8 bits / heads)."
+            | Beta _ -> "bit-pattern: β, the association's inverse temperature (0: 1/√hidden)."
+            | Update_Steps _ -> "bit-pattern: association steps (hflayers' update_steps_max + 1)."
+            | Dropout _ -> "bit-pattern: dropout on the association matrix in training, in [0, 1)."
+            | Width _ -> "vit: the token width (default 64)."
+            | Blocks _ -> "vit: transformer blocks (default 4)."
             | Median_Scope _ ->
                 "the PFU's median over: call (bit-pattern's default), sample (repertoire's default: one bag), head or query."
             | Pfu_Sigma _ -> "σ of the PFU's threshold noise ε = N(0, 1)·σ² in training (default 0.01)."
             | Detach_Threshold -> "cut the PFU's threshold from the gradient (default: as the reference, not cut)."
+            | Pfu_Threshold _ ->
+                "the PFU's threshold before its noise: median (the default, over --median-scope) or a fixed number."
+            | Pfu_Below _ ->
+                "what the PFU gives a score below its threshold: threshold (the default, the reference's) or a fixed number."
             | Epochs _ -> "epochs per run (default: bit-pattern 250, the demo's; repertoire 20)."
             | Seeds _ -> "seeds per layer and unit, 1 … n (default 3)."
             | Seed _ -> "the first seed (default 1)."
@@ -70,9 +90,18 @@ let private given (args: ParseResults<HopfieldArgs>) : (string * SettingValue) l
           | Layers l -> "layers", Choice(String.concat "," l)
           | Units u -> "units", Choice(String.concat "," u)
           | Adapted b -> "adapted", Switch b
+          | Heads n -> "heads", Count n
+          | Hidden n -> "hidden", Count n
+          | Beta x -> "beta", Number x
+          | Update_Steps n -> "update_steps", Count n
+          | Dropout x -> "dropout", Number x
+          | Width n -> "width", Count n
+          | Blocks n -> "blocks", Count n
           | Median_Scope m -> "median_scope", Choice m
           | Pfu_Sigma x -> "pfu_sigma", Number x
           | Detach_Threshold -> "detach_threshold", Switch true
+          | Pfu_Threshold t -> "pfu_threshold", Choice t
+          | Pfu_Below t -> "pfu_below", Choice t
           | Epochs n -> "epochs", Count n
           | Seeds n -> "seeds", Count n
           | Seed n -> "first_seed", Count n
@@ -160,8 +189,21 @@ let execute (overwrite: bool) (cacheDir: string option) (out: string option) (co
             (match task with
              | "repertoire" -> $"""repertoires, witness rate {TermSetting.toFloat s "witness_rate"}"""
              | "vit" -> "Fashion-MNIST"
-             | _ when TermSetting.toBool s "adapted" -> "adapted settings"
-             | _ -> "default settings")
+             | _ ->
+                 let o = HopfieldStudy.layerOptions s
+
+                 let named =
+                     if o = BitPatternLayerOptions.Adapted then
+                         "adapted settings"
+                     elif o = BitPatternLayerOptions.Defaults then
+                         "default settings"
+                     else
+                         "own settings"
+
+                 let hidden = o.HiddenSize |> Option.map string |> Option.defaultValue "8/heads"
+                 let beta = o.Scaling |> Option.map string |> Option.defaultValue "1/√hidden"
+
+                 $"{named}: {o.Heads} head(s), hidden {hidden}, β {beta}, {o.UpdateSteps} step(s), dropout {o.Dropout}")
 
         printfn "%-10s %-6s %-18s %-12s %s" "layer" "unit" "accuracy" "forgotten" "vs none (paired)"
 

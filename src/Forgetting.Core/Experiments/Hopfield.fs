@@ -30,13 +30,44 @@ type BitPatternLayer =
         | Some l -> l
         | None -> invalidArg (nameof name) $"unknown Hopfield layer '{name}': known are hopfield, pooling, lookup"
 
+/// The Hopfield layer's options that hflayers' bit-pattern demo adapts; the rest stay at hflayers'
+/// defaults (HopfieldSettings.Default).
+type BitPatternLayerOptions =
+    {
+        Heads: int
+        /// Each head's association space; None: the state size / heads.
+        HiddenSize: int option
+        /// β; None: 1/√hidden.
+        Scaling: float option
+        /// Association steps (hflayers' update_steps_max + 1).
+        UpdateSteps: int
+        /// Dropout on the association matrix, in training.
+        Dropout: float
+    }
+
+    /// hflayers' defaults: one head, hidden = the state size, β = 1/√hidden, one step, no dropout.
+    static member Defaults =
+        { Heads = 1
+          HiddenSize = None
+          Scaling = None
+          UpdateSteps = 1
+          Dropout = 0.0 }
+
+    /// The demo's adapted settings: hidden 8, 8 heads, update_steps_max 3 (4 association steps), β = 0.25,
+    /// association dropout 0.5.
+    static member Adapted =
+        { Heads = 8
+          HiddenSize = Some 8
+          Scaling = Some 0.25
+          UpdateSteps = 4
+          Dropout = 0.5 }
+
 /// One run of the bit-pattern multiple-instance task (mechanisms.md §5, hflayers' demo).
 type BitPatternSettings =
     {
         Layer: BitPatternLayer
-        /// The demo's adapted settings (hidden 8, 8 heads, update_steps_max 3 = 4 association steps,
-        /// β = 0.25, association dropout 0.5); otherwise hflayers' defaults.
-        Adapted: bool
+        /// The layer's options (default: the demo's adapted ones).
+        Options: BitPatternLayerOptions
         Unit: ForgettingUnit
         /// 250 in the demo.
         Epochs: int
@@ -55,7 +86,7 @@ type BitPatternSettings =
 
     static member Default =
         { Layer = Pooling
-          Adapted = true
+          Options = BitPatternLayerOptions.Adapted
           Unit = NoUnit
           Epochs = 250
           BatchSize = 32
@@ -82,19 +113,15 @@ type BitPatternResult =
 [<RequireQualifiedAccess>]
 module BitPatternTask =
 
-    /// The Hopfield layer's settings: hflayers' defaults or the demo's adapted ones, with the unit.
-    let layerSettings (adapted: bool) (unit: ForgettingUnit) =
-        if adapted then
-            { HopfieldSettings.Default with
-                HiddenSize = Some 8
-                Heads = 8
-                UpdateSteps = 4
-                Scaling = Some 0.25
-                Dropout = 0.5
-                Unit = unit }
-        else
-            { HopfieldSettings.Default with
-                Unit = unit }
+    /// The Hopfield layer's settings: hflayers' defaults with the given options and the unit.
+    let layerSettings (o: BitPatternLayerOptions) (unit: ForgettingUnit) =
+        { HopfieldSettings.Default with
+            Heads = o.Heads
+            HiddenSize = o.HiddenSize
+            Scaling = o.Scaling
+            UpdateSteps = o.UpdateSteps
+            Dropout = o.Dropout
+            Unit = unit }
 
     /// A bag set as examples: inputs [N, instances · bits], labels 0/1.
     let examples (bags: BagSet) =
@@ -116,7 +143,7 @@ module BitPatternTask =
     /// that softmax cross-entropy over the two logits is the demo's binary cross-entropy of z
     /// (softmax(0, z) = (1 − σ(z), σ(z))).
     let model (s: BitPatternSettings) (instances: int) (bits: int) (distinct: int) =
-        let hs = layerSettings s.Adapted s.Unit
+        let hs = layerSettings s.Options s.Unit
 
         let bag =
             Layer.stateless "bag" (fun x -> Tensor.reshape [| x.Shape[0]; instances; bits |] x)
@@ -609,10 +636,55 @@ module HopfieldStudy =
     let private positive name doc value =
         TermSetting.count name doc value "at least 1" (fun n -> n >= 1)
 
+    /// A number, or a word standing for "not a number" (e.g. the PFU's median threshold).
+    let private numberOr (name: string) (doc: string) (word: string) (wants: string) (valid: float -> bool) =
+        { Name = name
+          Doc = doc
+          Default = Choice word
+          Check =
+            function
+            | Choice w when w = word -> None
+            | Choice t ->
+                match
+                    System.Double.TryParse(
+                        t,
+                        System.Globalization.NumberStyles.Float,
+                        System.Globalization.CultureInfo.InvariantCulture
+                    )
+                with
+                | true, x when System.Double.IsFinite x && valid x -> None
+                | _ -> Some $"{name} must be {word} or {wants}, got {t}"
+            | Number x when System.Double.IsFinite x && valid x -> None
+            | v -> Some $"{name} must be {word} or {wants}, got {v}" }
+
+    /// A `numberOr` setting's value: None for its word.
+    let private numberOrNone (s: Settings) (name: string) =
+        match s[name] with
+        | Number x -> Some x
+        | Choice t ->
+            match
+                System.Double.TryParse(
+                    t,
+                    System.Globalization.NumberStyles.Float,
+                    System.Globalization.CultureInfo.InvariantCulture
+                )
+            with
+            | true, x -> Some x
+            | _ -> None
+        | _ -> None
+
     /// The settings of a study of `task`, with that task's defaults (the reference demo's and DeepRC's,
-    /// mechanisms.md §5; timm's for the ViT).
-    let settingsFor (task: string) : SettingSpec list =
+    /// mechanisms.md §5; timm's for the ViT); the bit-pattern layer's options default to the demo's
+    /// adapted ones when `adapted`, else to hflayers' defaults.
+    let settingsFor (task: string) (adapted: bool) : SettingSpec list =
         let bits, rep = BitPatternSettings.Default, RepertoireSettings.Default
+        let vit = VisionTransformerSettings.Default
+
+        let layer =
+            if adapted then
+                BitPatternLayerOptions.Adapted
+            else
+                BitPatternLayerOptions.Defaults
 
         [ TermSetting.choice "task" "bit-pattern, repertoire or vit" task tasks
           if task = "bit-pattern" then
@@ -621,8 +693,37 @@ module HopfieldStudy =
 
               TermSetting.switch
                   "adapted"
-                  "the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5), else hflayers' defaults"
-                  bits.Adapted
+                  "the layer options' defaults: the demo's adapted settings (hidden 8, 8 heads, 4 association steps, β 0.25, dropout 0.5), else hflayers' defaults"
+                  adapted
+
+              positive "heads" "association heads" layer.Heads
+
+              TermSetting.count
+                  "hidden"
+                  "each head's association space (0: the state size / heads)"
+                  (defaultArg layer.HiddenSize 0)
+                  "≥ 0"
+                  (fun n -> n >= 0)
+
+              TermSetting.number
+                  "beta"
+                  "β, the inverse temperature of the association (0: 1/√hidden)"
+                  (defaultArg layer.Scaling 0.0)
+                  "≥ 0"
+                  (fun x -> x >= 0.0)
+
+              positive "update_steps" "association steps (hflayers' update_steps_max + 1)" layer.UpdateSteps
+
+              TermSetting.number
+                  "dropout"
+                  "dropout on the association matrix, in training"
+                  layer.Dropout
+                  "in [0, 1)"
+                  (fun x -> x >= 0.0 && x < 1.0)
+          if task = "vit" then
+              positive "width" "the token width" vit.Width
+              positive "blocks" "transformer blocks" vit.Blocks
+              positive "heads" "attention heads (they divide the width)" vit.Heads
           listOf "units" "the partial-forgetting units compared: none, relu, pfu" "none,relu,pfu" (fun n ->
               ForgettingUnit.Parse n |> ignore)
           { Name = "median_scope"
@@ -650,6 +751,18 @@ module HopfieldStudy =
               "≥ 0"
               (fun x -> x >= 0.0)
           TermSetting.switch "detach_threshold" "cut the PFU's threshold from the gradient" PfuSettings.Default.Detach
+          numberOr
+              "pfu_threshold"
+              "the PFU's threshold before its noise: median (over median_scope) or a fixed number"
+              "median"
+              "a number"
+              (fun _ -> true)
+          numberOr
+              "pfu_below"
+              "the value the PFU gives scores below its threshold: threshold (the reference's) or a fixed number"
+              "threshold"
+              "a number"
+              (fun _ -> true)
           positive
               "epochs"
               "epochs per run"
@@ -713,7 +826,29 @@ module HopfieldStudy =
             | Some(_, v) -> invalidArg "task" $"unknown task '{v}': bit-pattern, repertoire or vit"
             | None -> "bit-pattern"
 
-        TermSetting.resolve Kind (settingsFor task) given
+        let adapted =
+            match given |> List.tryFindBack (fun (n, _) -> n = "adapted") with
+            | Some(_, Switch b) -> b
+            | _ -> BitPatternSettings.Default.Options = BitPatternLayerOptions.Adapted
+
+        let s = TermSetting.resolve Kind (settingsFor task adapted) given
+
+        if task = "bit-pattern" then
+            let bits = BitPatternSettings.Default.Data.Bits
+
+            match s["hidden"], s["heads"] with
+            | Count 0, Count h when bits % h <> 0 ->
+                invalidArg "heads" $"{h} heads do not divide the {bits} bits of an instance: give a hidden size"
+            | _ -> ()
+
+        if task = "vit" then
+            let width, heads = s["width"], s["heads"]
+
+            match width, heads with
+            | Count w, Count h when w % h <> 0 -> invalidArg "heads" $"{h} heads do not divide the width {w}"
+            | _ -> ()
+
+        s
 
     /// The study as a recipe: the settings resolved, the rest of the recipe at its defaults (a Hopfield
     /// study trains its own models on its own data).
@@ -730,9 +865,13 @@ module HopfieldStudy =
     /// The PFU with the study's threshold options.
     let private pfu (s: Settings) =
         { PfuSettings.Default with
-            Threshold = Median(MedianScope.Parse(TermSetting.toChoice s "median_scope"))
+            Threshold =
+                match numberOrNone s "pfu_threshold" with
+                | Some a -> Fixed a
+                | None -> Median(MedianScope.Parse(TermSetting.toChoice s "median_scope"))
             Sigma = TermSetting.toFloat s "pfu_sigma"
-            Detach = TermSetting.toBool s "detach_threshold" }
+            Detach = TermSetting.toBool s "detach_threshold"
+            Below = numberOrNone s "pfu_below" }
 
     let units (s: Settings) =
         names (TermSetting.toChoice s "units")
@@ -740,6 +879,22 @@ module HopfieldStudy =
             match ForgettingUnit.Parse n with
             | Pfu _ -> Pfu(pfu s)
             | u -> u)
+
+    /// The bit-pattern layer's options.
+    let layerOptions (s: Settings) : BitPatternLayerOptions =
+        let positiveOrNone =
+            function
+            | 0 -> None
+            | n -> Some n
+
+        { Heads = TermSetting.toInt s "heads"
+          HiddenSize = positiveOrNone (TermSetting.toInt s "hidden")
+          Scaling =
+            match TermSetting.toFloat s "beta" with
+            | 0.0 -> None
+            | b -> Some b
+          UpdateSteps = TermSetting.toInt s "update_steps"
+          Dropout = TermSetting.toFloat s "dropout" }
 
     let seeds (s: Settings) =
         let first = TermSetting.toInt s "first_seed"
@@ -788,6 +943,9 @@ module HopfieldStudy =
 
                   VisionTransformer.run
                       { VisionTransformerSettings.Default with
+                          Width = TermSetting.toInt s "width"
+                          Blocks = TermSetting.toInt s "blocks"
+                          Heads = TermSetting.toInt s "heads"
                           Unit = unit }
                       epochs
                       batch
@@ -810,7 +968,7 @@ module HopfieldStudy =
                           { d with
                               Layer = layer
                               Unit = unit
-                              Adapted = TermSetting.toBool s "adapted"
+                              Options = layerOptions s
                               Epochs = epochs
                               BatchSize = batch
                               LearningRate = lr

@@ -589,11 +589,13 @@ let bitPatternTests =
               Expect.isTrue (distinct > 8 && distinct <= 256) $"distinct 8-bit instances: {distinct}"
 
               for layer in Forgetting.Experiments.BitPatternLayer.All do
-                  for adapted in [ false; true ] do
+                  for options in
+                      [ Forgetting.Experiments.BitPatternLayerOptions.Defaults
+                        Forgetting.Experiments.BitPatternLayerOptions.Adapted ] do
                       let s =
                           { Forgetting.Experiments.BitPatternSettings.Default with
                               Layer = layer
-                              Adapted = adapted
+                              Options = options
                               Unit = ReluUnit }
 
                       let net = Forgetting.Experiments.BitPatternTask.model s 16 8 distinct
@@ -623,7 +625,7 @@ let bitPatternTests =
               let s =
                   { Forgetting.Experiments.BitPatternSettings.Default with
                       Epochs = 3
-                      Adapted = false
+                      Options = Forgetting.Experiments.BitPatternLayerOptions.Defaults
                       Unit = Pfu PfuSettings.Default
                       Data =
                           { BitPatternBags.defaults with
@@ -849,6 +851,62 @@ let studyTests =
                   "resolved again from JSON"
 
               Expect.equal (Forgetting.Experiments.HopfieldStudy.seeds r.Study.Value.Settings) [ 1..5 ] "seeds 1 … 5"
+          }
+
+          test "the layer's and the PFU's options reach the runs: adapted or hflayers' defaults, each overridable" {
+              let options given =
+                  Forgetting.Experiments.HopfieldStudy.layerOptions (Forgetting.Experiments.HopfieldStudy.resolve given)
+
+              Expect.equal (options []) Forgetting.Experiments.BitPatternLayerOptions.Adapted "the demo's adapted"
+
+              Expect.equal
+                  (options [ "adapted", Switch false ])
+                  Forgetting.Experiments.BitPatternLayerOptions.Defaults
+                  "hflayers' defaults"
+
+              Expect.equal
+                  (options [ "adapted", Switch false; "beta", Number 2.0; "update_steps", Count 3 ])
+                  { Forgetting.Experiments.BitPatternLayerOptions.Defaults with
+                      Scaling = Some 2.0
+                      UpdateSteps = 3 }
+                  "β and the steps overridden, the rest hflayers'"
+
+              let pfu given =
+                  Forgetting.Experiments.HopfieldStudy.units (
+                      Forgetting.Experiments.HopfieldStudy.resolve ([ "units", Choice "pfu" ] @ given)
+                  )
+
+              Expect.equal (pfu []) [ Pfu PfuSettings.Default ] "the reference's PFU"
+
+              Expect.equal
+                  (pfu [ "pfu_threshold", Choice "0.25"; "pfu_below", Choice "-1e4" ])
+                  [ Pfu
+                        { PfuSettings.Default with
+                            Threshold = Fixed 0.25
+                            Below = Some -1e4 } ]
+                  "a fixed threshold and a constant below it"
+
+              let vit =
+                  Forgetting.Experiments.HopfieldStudy.resolve [ "task", Choice "vit"; "width", Count 32 ]
+
+              Expect.equal (vit["width"], vit["heads"], vit["blocks"]) (Count 32, Count 4, Count 4) "the ViT's shape"
+          }
+
+          test "a study the layer would refuse is refused when it is resolved, before any run" {
+              for given, says in
+                  [ [ "heads", Count 3; "hidden", Count 0 ], "3 heads do not divide the 8 bits"
+                    [ "task", Choice "vit"; "heads", Count 3 ], "3 heads do not divide the width 64"
+                    [ "pfu_threshold", Choice "half" ], "pfu_threshold must be median or a number"
+                    [ "dropout", Number 1.0 ], "dropout must be in [0, 1)"
+                    [ "beta", Number -0.5 ], "beta must be ≥ 0" ] do
+                  let message =
+                      try
+                          Forgetting.Experiments.HopfieldStudy.resolve given |> ignore
+                          failtest $"{given} accepted"
+                      with :? ArgumentException as e ->
+                          e.Message
+
+                  Expect.stringContains message says $"the message for {given}"
           }
 
           test "unknown tasks, units, layers and scopes and values out of range are refused in one line" {
