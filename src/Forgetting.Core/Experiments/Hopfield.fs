@@ -636,6 +636,18 @@ module HopfieldStudy =
     let private positive name doc value =
         TermSetting.count name doc value "at least 1" (fun n -> n >= 1)
 
+    /// A finite number written in invariant culture, or None.
+    let private tryNumber (t: string) =
+        match
+            System.Double.TryParse(
+                t,
+                System.Globalization.NumberStyles.Float,
+                System.Globalization.CultureInfo.InvariantCulture
+            )
+        with
+        | true, x when System.Double.IsFinite x -> Some x
+        | _ -> None
+
     /// A number, or a word standing for "not a number" (e.g. the PFU's median threshold).
     let private numberOr (name: string) (doc: string) (word: string) (wants: string) (valid: float -> bool) =
         { Name = name
@@ -645,14 +657,8 @@ module HopfieldStudy =
             function
             | Choice w when w = word -> None
             | Choice t ->
-                match
-                    System.Double.TryParse(
-                        t,
-                        System.Globalization.NumberStyles.Float,
-                        System.Globalization.CultureInfo.InvariantCulture
-                    )
-                with
-                | true, x when System.Double.IsFinite x && valid x -> None
+                match tryNumber t with
+                | Some x when valid x -> None
                 | _ -> Some $"{name} must be {word} or {wants}, got {t}"
             | Number x when System.Double.IsFinite x && valid x -> None
             | v -> Some $"{name} must be {word} or {wants}, got {v}" }
@@ -661,16 +667,7 @@ module HopfieldStudy =
     let private numberOrNone (s: Settings) (name: string) =
         match s[name] with
         | Number x -> Some x
-        | Choice t ->
-            match
-                System.Double.TryParse(
-                    t,
-                    System.Globalization.NumberStyles.Float,
-                    System.Globalization.CultureInfo.InvariantCulture
-                )
-            with
-            | true, x -> Some x
-            | _ -> None
+        | Choice t -> tryNumber t
         | _ -> None
 
     /// The settings of a study of `task`, with that task's defaults (the reference demo's and DeepRC's,
