@@ -2,6 +2,7 @@ namespace Forgetting.Tensors
 
 open System
 open System.Runtime.Intrinsics
+open Forgetting.Tensors.Cpu
 
 /// Neural-network ops built on the engine: losses, convolution, pooling, dropout, normalisation.
 /// Those with a fused derivative rule (cross-entropy, im2col, max-pool) have it beside the forward
@@ -198,8 +199,8 @@ module Functional =
         ([<InlineIfLambda>] forward: ^T[] -> ^T[] -> int -> int -> unit)
         ([<InlineIfLambda>] backward: ^T[] -> ^T[] -> ^T[] -> int -> int -> unit)
         =
-        let cdf: ^T[] = GC.AllocateUninitializedArray n
-        let y: ^T[] = GC.AllocateUninitializedArray n
+        let cdf: ^T[] = Buffers.Uninit n
+        let y: ^T[] = Buffers.Uninit n
         chunks n 4096 (forward cdf y)
 
         Tensor.Op(
@@ -207,7 +208,7 @@ module Functional =
             [| x |],
             fun g _ ->
                 let gv = read g
-                let dx: ^T[] = GC.AllocateUninitializedArray n
+                let dx: ^T[] = Buffers.Uninit n
                 chunks n 4096 (backward cdf gv dx)
                 [| make (x.Raw.Shape, dx) |]
         )
@@ -358,9 +359,9 @@ module Functional =
         let gm, bt = read gamma.Raw, read beta.Raw
         let rows = if w = 0 then 0 else v.Length / w
         // Every row of the results is written below: no zeroing.
-        let xhat: ^T[] = GC.AllocateUninitializedArray v.Length
-        let rstd: ^T[] = GC.AllocateUninitializedArray rows
-        let y: ^T[] = GC.AllocateUninitializedArray v.Length
+        let xhat: ^T[] = Buffers.Uninit v.Length
+        let rstd: ^T[] = Buffers.Uninit rows
+        let y: ^T[] = Buffers.Uninit v.Length
         let rowsPerChunk = max 1 (4096 / max 1 w)
         let width = ofFloat (float w)
 
@@ -393,7 +394,7 @@ module Functional =
 
                 let dx =
                     if needs[0] then
-                        let dx: ^T[] = GC.AllocateUninitializedArray v.Length
+                        let dx: ^T[] = Buffers.Uninit v.Length
 
                         // dx = r (ĝ − mean ĝ − x̂ mean(ĝ x̂)), ĝ = g γ, one row at a time.
                         chunks rows rowsPerChunk (fun lo hi ->

@@ -110,11 +110,11 @@ module Fused =
     let private shortcutRaw (h: RawTensor) (sigma: RawTensor) =
         match cpu [ h; sigma ] with
         | Some [ F32 x; F32 s ] ->
-            let r = GC.AllocateUninitializedArray<float32> x.Length
+            let r = Buffers.Uninit<float32> x.Length
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(ReadOnlySpan x, ReadOnlySpan s, ReadOnlySpan x, Span r)
             CpuTensor.Of(F32 r, h.Shape)
         | Some [ F64 x; F64 s ] ->
-            let r = GC.AllocateUninitializedArray<float> x.Length
+            let r = Buffers.Uninit<float> x.Length
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(ReadOnlySpan x, ReadOnlySpan s, ReadOnlySpan x, Span r)
             CpuTensor.Of(F64 r, h.Shape)
         | _ -> h.Binary(Add, h.Binary(Mul, sigma))

@@ -72,6 +72,10 @@ type RawTensor(shape: int[], dtype: DType) =
 
     abstract Backend: IBackend
 
+    /// The buffer that holds the elements, by identity: tensors that share one (a reshape shares its
+    /// input's) return the same object, which is how the tape knows a gradient is no longer read.
+    abstract Buffer: obj
+
     abstract Cast: dtype: DType -> RawTensor
     abstract Reshape: shape: int[] -> RawTensor
     abstract Permute: axes: int[] -> RawTensor
@@ -161,3 +165,11 @@ and IBackend =
     abstract OfFloat32: shape: int[] * data: float32[] -> RawTensor
     abstract OfFloat64: shape: int[] * data: float[] -> RawTensor
     abstract Full: shape: int[] * dtype: DType * value: float -> RawTensor
+
+    /// Begin a scope in which the backend records the buffers it allocates on this thread (the tape
+    /// opens one for a backward pass); disposing the result ends it.
+    abstract OpenScope: unit -> System.IDisposable
+
+    /// The tape will not read this tensor's buffer again, nor has it given it to anyone: the backend
+    /// may reuse it, if the open scope allocated it (any other buffer must be left alone).
+    abstract Release: RawTensor -> unit

@@ -202,14 +202,51 @@ module internal Tape =
         // Each node's incoming gradients are kept until the node is reached (after all its consumers, in
         // reverse creation order), then summed in one buffer.
         let incoming = Dictionary<Node, RawTensor list>(HashIdentity.Reference)
+        let results = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+        let backend = output.Raw.Backend
 
+        // The gradient buffers the tape holds, each with the number of places that hold it (pending
+        // lists and results; rules may return a gradient they were given, or a reshape of it, so one
+        // buffer can be held twice). When the count falls to zero nothing will read the buffer again,
+        // and the backend may reuse it for the next op: a training step then makes its large arrays
+        // once instead of every time. Results are never let go: the caller owns them.
+        let holders = Dictionary<obj, int>(HashIdentity.Reference)
+
+        let hold (t: RawTensor) =
+            match holders.TryGetValue t.Buffer with
+            | true, c -> holders[t.Buffer] <- c + 1
+            | _ -> holders[t.Buffer] <- 1
+
+        let letGo (t: RawTensor) =
+            match holders.TryGetValue t.Buffer with
+            | true, 1 ->
+                holders.Remove t.Buffer |> ignore
+                backend.Release t
+            | true, c -> holders[t.Buffer] <- c - 1
+            | _ -> ()
+
+        let push (p: Node) (g: RawTensor) =
+            hold g
+
+            match incoming.TryGetValue p with
+            | true, gs -> incoming[p] <- g :: gs
+            | _ -> incoming[p] <- [ g ]
+
+        // The sum of a node's incoming gradients, held once; the parts are let go.
         let total (n: Node) =
             match incoming.TryGetValue n with
-            | true, [ g ] -> Some g
-            | true, g :: rest -> Some(g.AddMany rest)
-            | _ -> None
+            | true, gs ->
+                incoming.Remove n |> ignore
 
-        let results = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+                match gs with
+                | [ g ] -> Some g
+                | g :: rest ->
+                    let sum = g.AddMany rest
+                    hold sum
+                    List.iter letGo gs
+                    Some sum
+                | [] -> None
+            | _ -> None
 
         let wanted =
             HashSet<Node>(
@@ -218,6 +255,8 @@ module internal Tape =
             )
 
         if output.IsTracked then
+            use _ = backend.OpenScope()
+
             // Every node reachable from the output, in reverse creation order (a reverse topological order).
             let seen = HashSet<Node>(HashIdentity.Reference)
             let stack = Stack<Node>()
@@ -248,7 +287,7 @@ module internal Tape =
                 then
                     needed.Add n |> ignore
 
-            incoming[output.Node] <- [ output.Raw.Backend.Full(output.Raw.Shape, output.DType, 1.0) ]
+            push output.Node (backend.Full(output.Raw.Shape, output.DType, 1.0))
 
             // Gradient buffers no one but the tape holds (from ops that own their gradients): an op
             // that can accumulate adds its own contribution into such a buffer in place (a matrix
@@ -258,9 +297,8 @@ module internal Tape =
             for n in order do
                 match total n with
                 | Some g when n.Parents.Length > 0 ->
-                    incoming.Remove n |> ignore
-
                     if wanted.Contains n then
+                        hold g
                         results[n] <- g
 
                     let needs = n.Parents |> Array.map (fun p -> p.IsTracked && needed.Contains p.Node)
@@ -277,7 +315,9 @@ module internal Tape =
                                     if not (isNull sum) then
                                         owned.Remove pending |> ignore
                                         owned.Add sum |> ignore
-                                        incoming[p] <- [ sum ]
+                                        incoming.Remove p |> ignore
+                                        push p sum
+                                        letGo pending
                                         needs[i] <- false
                                 | _ -> ()
 
@@ -286,15 +326,17 @@ module internal Tape =
 
                         for i in 0 .. n.Parents.Length - 1 do
                             if needs[i] then
-                                let p = n.Parents[i].Node
-
                                 if n.OwnsGradients then
                                     owned.Add parentGrads[i] |> ignore
 
-                                match incoming.TryGetValue p with
-                                | true, gs -> incoming[p] <- parentGrads[i] :: gs
-                                | _ -> incoming[p] <- [ parentGrads[i] ]
-                | Some g -> results[n] <- g
+                                push n.Parents[i].Node parentGrads[i]
+
+                    // Every rule that reads g has run.
+                    letGo g
+                | Some g ->
+                    hold g
+                    results[n] <- g
+                    letGo g
                 | None -> ()
 
         variables

@@ -14,6 +14,9 @@ type CpuBackend private () =
         member _.Full(shape, dtype, value) =
             CpuTensor(Storage.full dtype (Shape.numel shape) value, shape) :> RawTensor
 
+        member _.OpenScope() = Buffers.Open()
+        member _.Release t = Buffers.Release t.Buffer
+
 /// A tensor of the CPU backend: one contiguous array.
 and CpuTensor(storage: Storage, shape: int[]) =
     inherit RawTensor(shape, storage.DType)
@@ -37,6 +40,11 @@ and CpuTensor(storage: Storage, shape: int[]) =
     override _.ToFloat64() = Storage.toFloat64 storage
 
     override _.Backend = CpuBackend.Instance
+
+    override _.Buffer =
+        match storage with
+        | F32 a -> box a
+        | F64 a -> box a
 
     override _.Cast dtype =
         CpuTensor.Of(Storage.cast dtype storage, shape)
@@ -226,7 +234,7 @@ and CpuTensor(storage: Storage, shape: int[]) =
     override this.AddScaled(other, alpha) =
         // x + alpha·y in one SIMD pass, one body for both dtypes.
         let inline scaled (x: ^T[]) (y: ^T[]) (alpha: ^T) =
-            let r = System.GC.AllocateUninitializedArray< ^T> x.Length
+            let r = Buffers.Uninit< ^T> x.Length
 
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
                 System.ReadOnlySpan y,
@@ -267,7 +275,7 @@ and CpuTensor(storage: Storage, shape: int[]) =
                     )
 
         let inline tiled (x: ^T[]) (ys: ^T[] list) =
-            let r = System.GC.AllocateUninitializedArray< ^T> x.Length
+            let r = Buffers.Uninit< ^T> x.Length
 
             if tiles <= 2 then
                 sum x ys r 0 x.Length

@@ -11,7 +11,7 @@ let reluBackward<'T when 'T :> INumber<'T> and 'T: (new: unit -> 'T) and 'T: str
     (x: 'T[])
     (g: 'T[])
     =
-    let r = GC.AllocateUninitializedArray<'T> x.Length
+    let r = Buffers.Uninit<'T> x.Length
     let w = Vector<'T>.Count
     let mutable i = 0
 
@@ -29,7 +29,7 @@ let reluBackward<'T when 'T :> INumber<'T> and 'T: (new: unit -> 'T) and 'T: str
 /// σ = sigmoid(ρ h ⊙ wf), per row of h [rows, n]: three SIMD passes over a row that stays in cache.
 let inline private gate< ^T when ^T :> IFloatingPointIeee754< ^T >> (h: ^T[]) (wf: ^T[]) (rho: ^T) =
     let n = wf.Length
-    let r = GC.AllocateUninitializedArray< ^T> h.Length
+    let r = Buffers.Uninit< ^T> h.Length
 
     for row in 0 .. h.Length / n - 1 do
         let dst = Span(r, row * n, n)
@@ -45,7 +45,7 @@ let gate64 h wf (rho: float) = gate h wf rho
 /// d = g σ (1 − σ) ρ; gh = d ⊙ wf; gwf = Σ_rows d ⊙ h.
 let inline private gateBackward (h: ^T[]) (wf: ^T[]) (sigma: ^T[]) (g: ^T[]) (rho: ^T) =
     let n = wf.Length
-    let gh = GC.AllocateUninitializedArray< ^T> h.Length
+    let gh = Buffers.Uninit< ^T> h.Length
     let gwf = Array.zeroCreate< ^T> n
     let one = LanguagePrimitives.GenericOne< ^T>
 
@@ -90,8 +90,8 @@ let lateral64 (h: float[]) (sigma: float[]) n = lateral h sigma n
 
 /// Gradients (h, σ) of `lateral`, times scale.
 let inline private lateralBackward (h: ^T[]) (sigma: ^T[]) (n: int) (scale: ^T) =
-    let gh = GC.AllocateUninitializedArray< ^T> h.Length
-    let gs = GC.AllocateUninitializedArray< ^T> h.Length
+    let gh = Buffers.Uninit< ^T> h.Length
+    let gs = Buffers.Uninit< ^T> h.Length
     let one = LanguagePrimitives.GenericOne< ^T>
 
     for row in 0 .. h.Length / n - 1 do
@@ -135,10 +135,10 @@ type LayerSaved<'T> =
 let inline private layerStats (ofFloat: float -> ^T) (h: ^T[]) (sigma: ^T[]) (n: int) (shortcut: bool) =
     let rows = h.Length / n
     let w = Vector< ^T>.Count
-    let out = GC.AllocateUninitializedArray< ^T> h.Length
+    let out = Buffers.Uninit< ^T> h.Length
     let colSum = Array.zeroCreate< ^T> n
-    let sumA = GC.AllocateUninitializedArray< ^T> rows
-    let sumB = GC.AllocateUninitializedArray< ^T> rows
+    let sumA = Buffers.Uninit< ^T> rows
+    let sumB = Buffers.Uninit< ^T> rows
     let mutable total = 0.0
 
     for row in 0 .. rows - 1 do
@@ -180,7 +180,7 @@ let inline private layerStats (ofFloat: float -> ^T) (h: ^T[]) (sigma: ^T[]) (n:
         sumB[row] <- sb
         total <- total + (float sa * float sb - float sab)
 
-    let stats = GC.AllocateUninitializedArray< ^T>(n + 1)
+    let stats = Buffers.Uninit< ^T>(n + 1)
     let perRow = ofFloat (1.0 / float rows)
 
     for i in 0 .. n - 1 do
@@ -224,7 +224,7 @@ let inline private layerBackward
     let one = LanguagePrimitives.GenericOne< ^T>
     let perRow: ^T = ofFloat (1.0 / float rows)
     let lB: ^T = gStats[n] * perRow
-    let gh = GC.AllocateUninitializedArray< ^T> h.Length
+    let gh = Buffers.Uninit< ^T> h.Length
     let gwf = Array.zeroCreate< ^T> n
     let cB = Array.init n (fun i -> gStats[i] * perRow)
     let hasOut = not (isNull gOut)

@@ -22,13 +22,13 @@ module Storage =
     /// An array whose every element the caller will write: not zeroed, which saves a pass.
     let uninit (dtype: DType) (n: int) =
         match dtype with
-        | Float32 -> F32(System.GC.AllocateUninitializedArray<float32> n)
-        | Float64 -> F64(System.GC.AllocateUninitializedArray<float> n)
+        | Float32 -> F32(Buffers.Uninit<float32> n)
+        | Float64 -> F64(Buffers.Uninit<float> n)
 
     let zeros (dtype: DType) (n: int) =
         match dtype with
-        | Float32 -> F32(Array.zeroCreate n)
-        | Float64 -> F64(Array.zeroCreate n)
+        | Float32 -> F32(Buffers.Zeros<float32> n)
+        | Float64 -> F64(Buffers.Zeros<float> n)
 
     let full (dtype: DType) (n: int) (value: float) =
         match dtype with
