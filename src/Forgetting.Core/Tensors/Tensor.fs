@@ -333,10 +333,7 @@ module internal Tape =
 
                     // Every rule that reads g has run.
                     letGo g
-                | Some g ->
-                    hold g
-                    results[n] <- g
-                    letGo g
+                | Some g -> results[n] <- g // the pending sum's hold passes to the result
                 | None -> ()
 
         variables

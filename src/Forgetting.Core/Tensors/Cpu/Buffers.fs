@@ -111,24 +111,20 @@ type internal Buffers private () =
                 if Object.ReferenceEquals(Buffers.born, mine) then
                     Buffers.born <- previous }
 
+    static member private Keep(a: 'T[]) =
+        let bytes = int64 a.Length * int64 sizeof<'T>
+
+        if Buffers.held + bytes <= maxBytes && FreeArrays<'T>.Give(a, perLength) then
+            Buffers.held <- Buffers.held + bytes
+
     /// Give back an array that nothing will read again, if the open scope allocated it (any other
     /// array is left alone: it may be an input, a parameter or an activation someone still holds).
     static member Release(a: obj) =
         if not (isNull Buffers.born) && Buffers.born.Remove a then
-            let bytes, kept =
-                match a with
-                | :? (float32[]) as f ->
-                    int64 f.Length * 4L,
-                    Buffers.held + int64 f.Length * 4L <= maxBytes
-                    && FreeArrays<float32>.Give(f, perLength)
-                | :? (float[]) as d ->
-                    int64 d.Length * 8L,
-                    Buffers.held + int64 d.Length * 8L <= maxBytes
-                    && FreeArrays<float>.Give(d, perLength)
-                | _ -> 0L, false
-
-            if kept then
-                Buffers.held <- Buffers.held + bytes
+            match a with
+            | :? (float32[]) as f -> Buffers.Keep f
+            | :? (float[]) as d -> Buffers.Keep d
+            | _ -> ()
 
     /// Arrays reused on this thread so far (for tests of the pool itself).
     static member Reused = Buffers.reused
