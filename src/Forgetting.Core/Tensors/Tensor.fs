@@ -341,3 +341,31 @@ module internal Tape =
             match results.TryGetValue v.Node with
             | true, g -> g
             | _ -> v.Raw.Backend.Full(v.Raw.Shape, v.DType, 0.0))
+
+    /// After the last gradient of `outputs` is taken: give the backend back the array of every tracked
+    /// value the outputs were computed from (the tape's intermediates, down to the variables), except
+    /// those sharing an array with `kept`. The backend takes back only arrays allocated in its open
+    /// scope, so the variables, made before it, and untracked constants a layer may keep from call to
+    /// call are never reused.
+    let releaseIntermediates (outputs: Tensor[]) (kept: RawTensor seq) =
+        let keep = HashSet<obj>(kept |> Seq.map (fun r -> r.Buffer), HashIdentity.Reference)
+
+        let seen = HashSet<Node>(HashIdentity.Reference)
+        let stack = Stack<Tensor>()
+
+        for y in outputs do
+            keep.Add y.Raw.Buffer |> ignore
+
+            if y.IsTracked then
+                stack.Push y
+
+        while stack.Count > 0 do
+            let t = stack.Pop()
+
+            if seen.Add t.Node then
+                if not (keep.Contains t.Raw.Buffer) then
+                    t.Raw.Backend.Release t.Raw
+
+                for p in t.Node.Parents do
+                    if p.IsTracked then
+                        stack.Push p

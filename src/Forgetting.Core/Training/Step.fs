@@ -61,8 +61,10 @@ module Step =
 
         let mutable statistics = []
 
+        // The forward pass's intermediates go back to the backend after the gradients: only the trace
+        // (running statistics among it) and the logits may be read after the step.
         let values, grads =
-            Tensor.gradientsAt
+            Tensor.gradientsOfStep
                 (fun ts ->
                     let v = view model (Mode.Train rng) (Params.withTensors p ts) batch
 
@@ -78,7 +80,8 @@ module Step =
                          [| total; Objective.taskLoss v |]
                      else
                          [| total |]),
-                    ts)
+                    ts,
+                    v.Logits :: [ for e in v.Trace -> e.Value ])
                 leaves
 
         let g = Params.withTensors p grads[0]
