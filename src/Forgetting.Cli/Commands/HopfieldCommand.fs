@@ -116,6 +116,9 @@ let private given (args: ParseResults<HopfieldArgs>) : (string * SettingValue) l
 
 /// The study recipe's settings checked again (a recipe file may have been edited): a bad value is one
 /// line and exit 2.
+// A mass that is zero up to rounding (1 minus a row of a softmax) shown as 0.0000, not -0.0000.
+let private unsigned (v: float) = System.Math.Round(v, 4) + 0.0
+
 let private checkedSettings (recipe: Recipe) =
     match recipe.Study with
     | Some st when st.Kind = HopfieldStudy.Kind ->
@@ -170,7 +173,7 @@ let execute (overwrite: bool) (cacheDir: string option) (out: string option) (co
                     let r = runner unit seed progress
 
                     reporter.Line
-                        $"{label}: test accuracy {r.TestAccuracy:F4}, forgotten attention mass {r.ForgottenMass:F4} ({sw.Elapsed.TotalSeconds:F0} s)"
+                        $"{label}: test accuracy {r.TestAccuracy:F4}, forgotten attention mass {unsigned r.ForgottenMass:F4} ({sw.Elapsed.TotalSeconds:F0} s)"
 
                     { HopfieldRun.Model = name
                       Unit = unit.Name
@@ -218,7 +221,7 @@ let execute (overwrite: bool) (cacheDir: string option) (out: string option) (co
                 row.Model
                 row.Unit
                 $"{row.Accuracy:F4} ± {row.AccuracySd:F4}"
-                $"{row.Forgotten:F4}"
+                $"{unsigned row.Forgotten:F4}"
                 d
 
         match dir with
