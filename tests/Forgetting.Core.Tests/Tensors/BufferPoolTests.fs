@@ -47,6 +47,13 @@ let private onFreshThread (f: unit -> 'a) =
 
     result
 
+// A float32 batch of 64 × 48 from `seed` and two 48 × 48 weights from the next two seeds, every array
+// above the pool's minimum length.
+let private batchAndWeights (seed: int) =
+    tensor seed [| 64; 48 |] -1.0 1.0 0.0 |> Tensor.cast Float32,
+    [| tensor (seed + 1) [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32
+       tensor (seed + 2) [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32 |]
+
 // A step of a net whose running statistics (1024 of them, above the pool's minimum length) come out
 // of the forward pass in its trace, with dropout, and Adam's buffers.
 let private bnNet =
@@ -139,11 +146,7 @@ let tests =
                   first = fresh && second = fresh)
 
           test "a returned gradient, the inputs and the activations are never reused" {
-              let x = tensor 7 [| 64; 48 |] -1.0 1.0 0.0 |> Tensor.cast Float32
-
-              let ws =
-                  [| tensor 8 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32
-                     tensor 9 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32 |]
+              let x, ws = batchAndWeights 7
 
               let kept = Tensor.grads (loss x) ws
               let keptValues = kept |> Array.map (fun g -> g.ToFloat64Array())
@@ -168,11 +171,7 @@ let tests =
 
           test "a second backward pass of the same shapes reuses the first one's dead buffers" {
               onFreshThread (fun () ->
-                  let x = tensor 3 [| 64; 48 |] -1.0 1.0 0.0 |> Tensor.cast Float32
-
-                  let ws =
-                      [| tensor 4 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32
-                         tensor 5 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32 |]
+                  let x, ws = batchAndWeights 3
 
                   gradientsOf x ws |> ignore
                   let before = Buffers.Reused
@@ -205,11 +204,7 @@ let tests =
 
           test "a step's intermediate is reused only when the step does not keep it" {
               onFreshThread (fun () ->
-                  let x = tensor 11 [| 64; 48 |] -1.0 1.0 0.0 |> Tensor.cast Float32
-
-                  let ws =
-                      [| tensor 12 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32
-                         tensor 13 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32 |]
+                  let x, ws = batchAndWeights 11
 
                   let mutable kept = None
 
@@ -233,11 +228,7 @@ let tests =
 
           test "giving a step's intermediates back cuts what a steady step allocates" {
               onFreshThread (fun () ->
-                  let x = tensor 15 [| 64; 48 |] -1.0 1.0 0.0 |> Tensor.cast Float32
-
-                  let ws =
-                      [| tensor 16 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32
-                         tensor 17 [| 48; 48 |] -0.5 0.5 0.0 |> Tensor.cast Float32 |]
+                  let x, ws = batchAndWeights 15
 
                   let allocated (step: unit -> unit) =
                       for _ in 1..3 do
