@@ -114,11 +114,11 @@ let private given (args: ParseResults<HopfieldArgs>) : (string * SettingValue) l
           | Out _
           | Overwrite -> () ]
 
-/// The study recipe's settings checked again (a recipe file may have been edited): a bad value is one
-/// line and exit 2.
 // A mass that is zero up to rounding (1 minus a row of a softmax) shown as 0.0000, not -0.0000.
 let private unsigned (v: float) = System.Math.Round(v, 4) + 0.0
 
+/// The study recipe's settings checked again (a recipe file may have been edited): a bad value is one
+/// line and exit 2.
 let private checkedSettings (recipe: Recipe) =
     match recipe.Study with
     | Some st when st.Kind = HopfieldStudy.Kind ->

@@ -616,11 +616,11 @@ module Tensor =
         outputs |> Array.map (fun y -> y.StopGradient()), grads
 
     /// gradientsAt for one training step, whose intermediate values nothing reads afterwards: `f` also
-    /// returns the tensors it computed that outlive the step (a layer's running statistics, its trace).
-    /// Every other value the outputs were computed from gives its array back to the backend, whose next
-    /// ops reuse it, so that a step makes its large arrays once instead of every time. The contract
-    /// this rests on: `f` hands out every tensor it wants to keep through its result, and keeps none
-    /// aside (in a mutable cell, say) for later.
+    /// returns the tensors it computed that outlive the step (a layer's trace). Those, the tensors the
+    /// gradients are taken at and the gradients themselves are kept; every other value the outputs were
+    /// computed from gives its array back to the backend, whose next ops reuse it, so that a step makes
+    /// its large arrays once instead of every time. The contract this rests on: `f` hands out every
+    /// tensor it wants to keep through its result, and keeps none aside (in a mutable cell, say).
     let gradientsOfStep (f: Tensor[] -> Tensor[] * Tensor[] * Tensor list) (xs: Tensor[]) : Tensor[] * Tensor[][] =
         if xs.Length = 0 then
             gradientsAt (fun vars -> let outputs, at, _ = f vars in outputs, at) xs
@@ -630,7 +630,12 @@ module Tensor =
             let outputs, at, kept = f vars
             let grads = outputs |> Array.map (fun y -> Tape.gradients y at)
 
-            Tape.releaseIntermediates outputs (Seq.append (kept |> Seq.map (fun t -> t.Raw)) (Seq.concat grads))
+            Tape.releaseIntermediates
+                outputs
+                (Seq.concat
+                    [ kept |> Seq.map (fun t -> t.Raw)
+                      at |> Seq.map (fun t -> t.Raw)
+                      Seq.concat grads ])
 
             outputs |> Array.map (fun y -> y.StopGradient()), grads |> Array.map (Array.map Tensor.OfRaw)
 
