@@ -62,7 +62,7 @@ module Step =
         let mutable statistics = []
 
         // The forward pass's intermediates go back to the backend after the gradients: only the trace
-        // (running statistics among it) and the logits may be read after the step.
+        // (running statistics among it), the logits and the gradients may be read after them.
         let values, grads =
             Tensor.gradientsOfStep
                 (fun ts ->
