@@ -55,6 +55,117 @@ let withDegree (n: int) (body: unit -> 'a) : 'a =
     finally
         Volatile.Write(&explicitDegree, previous)
 
+/// One call of forTiles handed to the crew: its tiles are claimed one at a time from `next`, so a
+/// crew member that wakes after the last tile was claimed (or after the call returned) finds none
+/// and touches nothing else.
+[<Sealed; AllowNullLiteral>]
+type private CrewJob(body: int -> unit, count: int, helpers: int) =
+    [<DefaultValue>]
+    val mutable Next: int
+
+    [<DefaultValue>]
+    val mutable Remaining: int
+
+    [<DefaultValue>]
+    val mutable Failure: exn
+
+    member _.Helpers = helpers
+
+    /// Claim and run tiles until none is left; the last tile to finish sets Remaining to 0.
+    member job.Work() =
+        let mutable tile = Interlocked.Increment &job.Next - 1
+
+        while tile < count do
+            try
+                body tile
+            with e ->
+                Interlocked.CompareExchange(&job.Failure, e, null) |> ignore
+
+            Interlocked.Decrement &job.Remaining |> ignore
+            tile <- Interlocked.Increment &job.Next - 1
+
+/// Threads that stay awake for a while after a kernel, waiting for the next one. A training step
+/// runs many kernels of 50-500 us each with short single-threaded gaps between them; waking a
+/// sleeping thread-pool thread for each one cost 50-100 us on the 2-vCPU VMs measured
+/// (bench/RESULTS.md), as much as the second core saved. A crew member spins on the job counter
+/// for 200 us after its last job before it blocks, as OpenBLAS's threads do: long enough to bridge
+/// the gaps within a step, short enough not to hold a core through a pause.
+[<Sealed>]
+type private Crew(size: int) =
+    static let spinTicks = Diagnostics.Stopwatch.Frequency * 200L / 1_000_000L
+
+    let mutable owned = 0
+    let mutable generation = 0L
+    let mutable current: CrewJob = null
+    let asleep = Array.zeroCreate<int> size
+    let wake = Array.init size (fun _ -> new SemaphoreSlim(0))
+
+    let run (member': int) =
+        let mutable seen = 0L
+
+        while true do
+            let started = Diagnostics.Stopwatch.GetTimestamp()
+            let mutable spins = 0
+
+            while Volatile.Read &generation = seen
+                  && (spins < 64 || Diagnostics.Stopwatch.GetTimestamp() - started < spinTicks) do
+                Thread.SpinWait 8
+                spins <- spins + 1
+
+            if Volatile.Read &generation = seen then
+                // Announce the sleep, then look again: a caller that bumped the generation before
+                // seeing the announcement has not released us, one that saw it will (or has).
+                Interlocked.Exchange(&asleep[member'], 1) |> ignore
+
+                if Volatile.Read &generation = seen then
+                    wake[member'].Wait()
+                elif Interlocked.Exchange(&asleep[member'], 0) = 0 then
+                    // The caller took the announcement back and released us: consume it.
+                    wake[member'].Wait()
+
+            seen <- Volatile.Read &generation
+            let job = Volatile.Read &current
+
+            if not (isNull job) && member' < job.Helpers then
+                job.Work()
+
+    do
+        for m in 0 .. size - 1 do
+            let thread =
+                Thread((fun () -> run m), IsBackground = true, Name = $"forgetting-crew-{m}")
+
+            thread.Start()
+
+    member _.Size = size
+
+    /// Run the job's tiles on the calling thread and up to job.Helpers crew members; false when
+    /// another call owns the crew (a concurrent or nested forTiles), which then runs elsewhere.
+    member _.TryRun(job: CrewJob) : bool =
+        if Interlocked.CompareExchange(&owned, 1, 0) <> 0 then
+            false
+        else
+            try
+                Volatile.Write(&current, job)
+                Interlocked.Increment &generation |> ignore
+
+                for m in 0 .. job.Helpers - 1 do
+                    if Interlocked.Exchange(&asleep[m], 0) = 1 then
+                        wake[m].Release() |> ignore
+
+                job.Work()
+                let mutable wait = SpinWait()
+
+                // Never Sleep(1) while waiting for the last tile: a millisecond is longer than most kernels.
+                while Volatile.Read &job.Remaining > 0 do
+                    wait.SpinOnce(-1)
+
+                true
+            finally
+                Volatile.Write(&owned, 0)
+
+// Created at the first parallel kernel, with one member per core beyond the caller's.
+let private crew = lazy (Crew(max 1 (Environment.ProcessorCount - 1)))
+
 /// Run `body` on every tile index 0 .. count-1, over at most `degree ()` workers; inline on the
 /// calling thread when there is one worker or one tile. Each index must write only its own outputs.
 let forTiles (count: int) (body: int -> unit) : unit =
@@ -67,13 +178,21 @@ let forTiles (count: int) (body: int -> unit) : unit =
         for tile in 0 .. count - 1 do
             body tile
     else
-        try
-            Parallel.For(0, count, ParallelOptions(MaxDegreeOfParallelism = workers), Action<int> body)
-            |> ignore
-        with :? AggregateException as e when e.InnerExceptions.Count = 1 ->
-            // A kernel's own exception (an argument check, a native failure) is more useful to the
-            // caller than the wrapper Parallel.For puts around it.
-            ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw()
+        let crew = crew.Force()
+        let job = CrewJob(body, count, min crew.Size (workers - 1))
+        job.Remaining <- count
+
+        if crew.TryRun job then
+            if not (isNull job.Failure) then
+                ExceptionDispatchInfo.Capture(job.Failure).Throw()
+        else
+            try
+                Parallel.For(0, count, ParallelOptions(MaxDegreeOfParallelism = workers), Action<int> body)
+                |> ignore
+            with :? AggregateException as e when e.InnerExceptions.Count = 1 ->
+                // A kernel's own exception (an argument check, a native failure) is more useful to
+                // the caller than the wrapper Parallel.For puts around it.
+                ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw()
 
 // Below about this many elements of work a hand-off to another worker (some microseconds) costs more
 // than the second core saves on a streaming kernel.
