@@ -92,6 +92,11 @@ type FmaKernel<'T when 'T: unmanaged>() =
     inherit Kernel<'T>(6, 2 * Vector256<'T>.Count)
 
     override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        // Read before the accumulators exist: EqualityComparer's static may need its class
+        // constructor, a call, and on System V every vector register is caller-saved, so the JIT
+        // would keep all its accumulators on the stack through the loop (two to eight times
+        // slower when the kernel is compiled before the comparer is first used elsewhere).
+        let betaZero = EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>)
         let w = Vector256<'T>.Count
         let a0 = a
         let a1 = NativePtr.add a aRow
@@ -142,7 +147,7 @@ type FmaKernel<'T when 'T: unmanaged>() =
 
         let alphaV = Vector256.Create alpha
 
-        if EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>) then
+        if betaZero then
             let inline put (row: int) (lo: Vector256<'T>) (hi: Vector256<'T>) =
                 let r = NativePtr.add c (row * ldc)
                 Vector256.Store(Vector256.Multiply(alphaV, lo), r)
@@ -178,6 +183,8 @@ type Avx512NarrowKernel<'T when 'T: unmanaged>() =
     inherit Kernel<'T>(8, Vector512<'T>.Count)
 
     override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        // Before the accumulators exist, as in FmaKernel.
+        let betaZero = EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>)
         let a0 = a
         let a1 = NativePtr.add a aRow
         let a2 = NativePtr.add a (2 * aRow)
@@ -214,7 +221,7 @@ type Avx512NarrowKernel<'T when 'T: unmanaged>() =
 
         let alphaV = Vector512.Create alpha
 
-        if EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>) then
+        if betaZero then
             Vector512.Store(Vector512.Multiply(alphaV, c0), NativePtr.add c (0 * ldc))
             Vector512.Store(Vector512.Multiply(alphaV, c1), NativePtr.add c (1 * ldc))
             Vector512.Store(Vector512.Multiply(alphaV, c2), NativePtr.add c (2 * ldc))
@@ -251,6 +258,8 @@ type Avx512Kernel<'T when 'T: unmanaged>() =
     override _.MaskedMoves = Avx512BW.IsSupported
 
     override _.Run(kc, a, aRow, aStep, b, c, ldc, alpha, beta) =
+        // Before the accumulators exist, as in FmaKernel.
+        let betaZero = EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>)
         let w = Vector512<'T>.Count
         let a0 = a
         let a1 = NativePtr.add a aRow
@@ -313,7 +322,7 @@ type Avx512Kernel<'T when 'T: unmanaged>() =
 
         let alphaV = Vector512.Create alpha
 
-        if EqualityComparer<'T>.Default.Equals(beta, Unchecked.defaultof<'T>) then
+        if betaZero then
             let inline put (row: int) (lo: Vector512<'T>) (hi: Vector512<'T>) =
                 let r = NativePtr.add c (row * ldc)
                 Vector512.Store(Vector512.Multiply(alphaV, lo), r)
@@ -667,12 +676,12 @@ type Grid =
       TileRows: int
       TileCols: int }
 
-// Below this many multiply-adds a GEMM runs on the calling thread. Waking a second worker costs
-// 5-20 us (more on a busy machine), about what the kernel needs for this much work: on this
-// 2-core machine 96^3 was slower on two threads (15-22 us) than on one (14 us), 128^3 faster
-// (20 us against 34). The AVX-512 kernel, twice as fast, left the break-even about there:
-// 128x64x128 (2^20) reached 400 GFLOP/s on two threads against 257 on one, 64^3 gained nothing.
-let private parallelThreshold = 1L <<< 20
+// Below this many multiply-adds a GEMM runs on the calling thread. Handing tiles to a crew member
+// that is still spinning (Parallelism.forTiles) costs about a microsecond: on the 2-vCPU Xeon of
+// bench/RESULTS.md two threads gained 1.2-1.3x at 64^3 (2^18) and 128x10x128, and nothing or less
+// at 48^3 and 64x32x64. (Waking a thread-pool thread, before the crew, cost 50-100 us there, and
+// the break-even was 2^20.)
+let private parallelThreshold = 1L <<< 18
 
 /// Choose the tiles for `workers` workers. Tile edges fall on multiples of MR and NR counted from
 /// C's corner, whatever the grid, so every element of C is computed by the same operations (the
