@@ -88,11 +88,12 @@ type private CrewJob(body: int -> unit, count: int, helpers: int) =
 /// runs many kernels of 50-500 us each with short single-threaded gaps between them; waking a
 /// sleeping thread-pool thread for each one cost 50-100 us on the 2-vCPU VMs measured
 /// (bench/RESULTS.md), as much as the second core saved. A crew member spins on the job counter
-/// for 200 us after its last job before it blocks, as OpenBLAS's threads do: long enough to bridge
-/// the gaps within a step, short enough not to hold a core through a pause.
+/// for 1 ms after its last job before it blocks, as OpenBLAS's threads do: long enough to bridge
+/// the single-threaded gaps of a training step (its batch's labels, the loss's read-out, a
+/// collection), short enough not to hold a core through a pause.
 [<Sealed>]
 type private Crew(size: int) =
-    static let spinTicks = Diagnostics.Stopwatch.Frequency * 200L / 1_000_000L
+    static let spinTicks = Diagnostics.Stopwatch.Frequency / 1000L
 
     let mutable owned = 0
     let mutable generation = 0L

@@ -50,7 +50,7 @@ let tests =
 
                 testCase "a second thread takes tiles, also after the crew has gone to sleep"
                 <| fun () ->
-                    // Between calls the crew spins for 200 us, then blocks: the 5 ms pauses make
+                    // Between calls the crew spins for 1 ms, then blocks: the 5 ms pauses make
                     // it block, so each call also exercises its wake-up.
                     let twoThreads =
                         [ for _ in 1..20 ->

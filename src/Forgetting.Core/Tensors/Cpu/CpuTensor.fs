@@ -232,16 +232,19 @@ and CpuTensor(storage: Storage, shape: int[]) =
         | _ -> Shape.fail "reluBackward" "mixed dtypes"
 
     override this.AddScaled(other, alpha) =
-        // x + alpha·y in one SIMD pass, one body for both dtypes.
+        // x + alpha·y in one SIMD pass, one body for both dtypes, over the cores in ranges: each
+        // element is one multiply-add whatever the split. (The optimizer's update of every
+        // parameter goes through here; on one core it was 11 % of an MLP epoch.)
         let inline scaled (x: ^T[]) (y: ^T[]) (alpha: ^T) =
             let r = Buffers.Uninit< ^T> x.Length
 
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                System.ReadOnlySpan y,
-                alpha,
-                System.ReadOnlySpan x,
-                System.Span r
-            )
+            Parallelism.forRanges x.Length 1 (fun first stop ->
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
+                    System.ReadOnlySpan(y, first, stop - first),
+                    alpha,
+                    System.ReadOnlySpan(x, first, stop - first),
+                    System.Span(r, first, stop - first)
+                ))
 
             r
 
