@@ -37,7 +37,7 @@ let tests =
         "parallelism"
         [ Sequencing.degreeOfParallelism
           <| testList
-              "forTiles"
+              "forTiles and its callers"
               [ testCase "runs every tile exactly once at degrees 1, 2 and 3"
                 <| fun () ->
                     for degree in [ 1; 2; 3 ] do
@@ -114,4 +114,19 @@ let tests =
                         for c in 0..1 do
                             let hits = results[c]
                             Expect.isTrue (Array.forall ((=) 20) hits[0..149]) $"caller {c}: each tile 20 times"
-                            Expect.isTrue (Array.forall ((=) 0) hits[150..]) $"caller {c}: no tile beyond the count") ] ]
+                            Expect.isTrue (Array.forall ((=) 0) hits[150..]) $"caller {c}: no tile beyond the count")
+                testCase "a gather split over threads copies every row it names"
+                <| fun () ->
+                    // 300 rows of 97: far above the split threshold of 2^14 elements.
+                    let x = Tensor.uniform (Rng.create 11L) Float32 [| 500; 97 |] -1.0 1.0
+                    let indices = Array.init 300 (fun i -> (i * 37 + 11) % 500)
+                    let all = x.ToFloat64Array()
+
+                    let expected =
+                        [| for i in indices do
+                               yield! all[i * 97 .. i * 97 + 96] |]
+
+                    for degree in [ 1; 2 ] do
+                        let g = Parallelism.withDegree degree (fun () -> Tensor.gather indices x)
+                        Expect.equal g.Shape [| 300; 97 |] "the gathered shape"
+                        Expect.equal (g.ToFloat64Array()) expected $"the named rows, in order, at degree {degree}" ] ]
