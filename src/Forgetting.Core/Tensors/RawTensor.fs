@@ -173,3 +173,7 @@ and IBackend =
     /// The tape will not read this tensor's buffer again, nor has it given it to anyone: the backend
     /// may reuse it, if the open scope allocated it (any other buffer must be left alone).
     abstract Release: RawTensor -> unit
+
+    /// Release every buffer the innermost open scope allocated and has not been given back, except
+    /// those for which `keep` holds (RawTensor.Buffer identities).
+    abstract ReleaseAllocated: keep: (obj -> bool) -> unit

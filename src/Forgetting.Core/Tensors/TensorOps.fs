@@ -615,6 +615,27 @@ module Tensor =
 
         outputs |> Array.map (fun y -> y.StopGradient()), grads
 
+    // The step of gradientsOfStep inside its scope, `after` of the gradients still inside it.
+    let private stepThen
+        (f: Tensor[] -> Tensor[] * Tensor[] * Tensor list)
+        (xs: Tensor[])
+        (after: Tensor[] -> Tensor[] -> Tensor list -> Tensor[][] -> 'r)
+        : Tensor[] * 'r =
+        use _ = xs[0].Raw.Backend.OpenScope()
+        let vars = xs |> Array.map Tensor.Variable
+        let outputs, at, kept = f vars
+        let grads = outputs |> Array.map (fun y -> Tape.gradients y at)
+
+        Tape.releaseIntermediates
+            outputs
+            (Seq.concat
+                [ kept |> Seq.map (fun t -> t.Raw)
+                  at |> Seq.map (fun t -> t.Raw)
+                  Seq.concat grads ])
+
+        let values = outputs |> Array.map (fun y -> y.StopGradient())
+        values, after values at kept (grads |> Array.map (Array.map Tensor.OfRaw))
+
     /// gradientsAt for one training step, whose intermediate values nothing reads afterwards: `f` also
     /// returns the tensors it computed that outlive the step (a layer's trace). Those, the tensors the
     /// gradients are taken at and the gradients themselves are kept; every other value the outputs were
@@ -625,18 +646,44 @@ module Tensor =
         if xs.Length = 0 then
             gradientsAt (fun vars -> let outputs, at, _ = f vars in outputs, at) xs
         else
-            use _ = xs[0].Raw.Backend.OpenScope()
-            let vars = xs |> Array.map Tensor.Variable
-            let outputs, at, kept = f vars
-            let grads = outputs |> Array.map (fun y -> Tape.gradients y at)
+            stepThen f xs (fun _ _ _ grads -> grads)
 
-            Tape.releaseIntermediates
-                outputs
-                (Seq.concat
-                    [ kept |> Seq.map (fun t -> t.Raw)
-                      at |> Seq.map (fun t -> t.Raw)
-                      Seq.concat grads ])
+    /// gradientsOfStep, then `update` of its gradients, for a step whose update is the last reader of
+    /// them (an optimizer's): afterwards the gradients and every array the update made go back to the
+    /// backend too, except those shared with `keptOf` of the update's result (the new parameters and
+    /// the optimizer's buffers), with the step's outputs or with what `f` kept. Adam's dozen
+    /// temporaries per parameter and last step's gradients then become this step's new parameters.
+    /// The contract: `update` keeps no array it made other than through its result.
+    let gradientsOfStepThen
+        (f: Tensor[] -> Tensor[] * Tensor[] * Tensor list)
+        (xs: Tensor[])
+        (update: Tensor[][] -> 'r)
+        (keptOf: 'r -> Tensor seq)
+        : Tensor[] * 'r =
+        if xs.Length = 0 then
+            let values, grads = gradientsOfStep f xs
+            values, update grads
+        else
+            let backend = xs[0].Raw.Backend
 
-            outputs |> Array.map (fun y -> y.StopGradient()), grads |> Array.map (Array.map Tensor.OfRaw)
+            stepThen f xs (fun values at kept grads ->
+                let keep = System.Collections.Generic.HashSet<obj>(HashIdentity.Reference)
+
+                let result =
+                    use _ = backend.OpenScope()
+                    let r = update grads
+
+                    for t in Seq.concat [ keptOf r; Seq.ofArray values; Seq.ofArray at; Seq.ofList kept ] do
+                        keep.Add t.Raw.Buffer |> ignore
+
+                    backend.ReleaseAllocated keep.Contains
+                    r
+
+                // The gradients were allocated in the step's scope, which is the open one again.
+                for g in Seq.concat grads do
+                    if not (keep.Contains g.Raw.Buffer) then
+                        backend.Release g.Raw
+
+                result)
 
     let grads (f: Tensor[] -> Tensor) (xs: Tensor[]) = valueAndGrads f xs |> snd

@@ -61,31 +61,41 @@ module Step =
 
         let mutable statistics = []
 
+        let step (ts: Tensor[]) =
+            let v = view model (Mode.Train rng) (Params.withTensors p ts) batch
+
+            statistics <-
+                [ for e in v.Trace do
+                      match e.Kind with
+                      | Statistic param -> (if e.Path = "" then param else e.Path + "/" + param), e.Value
+                      | _ -> () ]
+
+            let total = Objective.loss state.Objective v
+
+            (if observes then
+                 [| total; Objective.taskLoss v |]
+             else
+                 [| total |]),
+            ts,
+            v.Logits :: [ for e in v.Trace -> e.Value ]
+
+        let update (grads: Tensor[][]) =
+            optimizer.Update state.Optimizer p (Params.withTensors p grads[0])
+
         // The forward pass's intermediates go back to the backend after the gradients: only the trace
-        // (running statistics among it), the logits and the gradients may be read after them.
-        let values, grads =
-            Tensor.gradientsOfStep
-                (fun ts ->
-                    let v = view model (Mode.Train rng) (Params.withTensors p ts) batch
+        // (running statistics among it), the logits and the gradients may be read after them. Without a
+        // term that observes the step, the update is the gradients' last reader, and they and the
+        // update's own temporaries go back too: only the new parameters and buffers stay.
+        let values, (p', optimizerState), taskGradient =
+            if observes then
+                let values, grads = Tensor.gradientsOfStep step leaves
+                values, update grads, Some(Params.withTensors p grads[1])
+            else
+                let values, updated =
+                    Tensor.gradientsOfStepThen step leaves update (fun (p', o: OptimizerState) ->
+                        Seq.append (Params.tensors p') o.Buffers.Values)
 
-                    statistics <-
-                        [ for e in v.Trace do
-                              match e.Kind with
-                              | Statistic param -> (if e.Path = "" then param else e.Path + "/" + param), e.Value
-                              | _ -> () ]
-
-                    let total = Objective.loss state.Objective v
-
-                    (if observes then
-                         [| total; Objective.taskLoss v |]
-                     else
-                         [| total |]),
-                    ts,
-                    v.Logits :: [ for e in v.Trace -> e.Value ])
-                leaves
-
-        let g = Params.withTensors p grads[0]
-        let p', optimizerState = optimizer.Update state.Optimizer p g
+                values, updated, None
 
         // Running statistics are not trained: the layer's own update of them replaces the optimizer's.
         let p' =
@@ -93,14 +103,14 @@ module Step =
             |> List.fold (fun acc (path, value) -> Params.replace path (Tensor.stopGradient value) acc) p'
 
         let objective =
-            if observes then
+            match taskGradient with
+            | Some taskGradient ->
                 Objective.observe
                     { Before = p
                       After = p'
-                      TaskGradient = Params.withTensors p grads[1] }
+                      TaskGradient = taskGradient }
                     state.Objective
-            else
-                state.Objective
+            | None -> state.Objective
 
         { Params = p'
           Optimizer = optimizerState

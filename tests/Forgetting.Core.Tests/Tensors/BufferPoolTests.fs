@@ -255,4 +255,64 @@ let tests =
                       releasing
                       (keeping - 30_000L)
                       "fewer bytes allocated when the intermediates go back")
+          }
+          test "an update in the step's scope keeps what it returns, and hands back the gradients and its temporaries" {
+              onFreshThread (fun () ->
+                  let x, ws = batchAndWeights 21
+
+                  // An update with a temporary per parameter (as momentum or Adam make), returning new
+                  // parameters of the gradients' lengths, which a later step's pool may hand out again.
+                  let update (ws: Tensor[]) (grads: Tensor[][]) =
+                      Array.map2 (fun (w: Tensor) g -> Tensor.addScaled w -0.01 (g * 2.0)) ws grads[0]
+
+                  let _, expected =
+                      Tensor.gradientsAt (fun vs -> let o, at, _ = stepLoss x false vs in o, at) ws
+
+                  let expected = update ws expected |> Array.map (fun t -> t.ToFloat64Array())
+
+                  let _, updated =
+                      Tensor.gradientsOfStepThen (stepLoss x false) ws (update ws) Seq.ofArray
+
+                  Expect.equal (updated |> Array.map (fun t -> t.ToFloat64Array())) expected "the update's result"
+
+                  let before = Buffers.Reused
+
+                  for seed in 30..40 do
+                      let other = tensor seed [| 64; 48 |] -1.0 1.0 0.0 |> Tensor.cast Float32
+
+                      Tensor.gradientsOfStepThen (stepLoss other false) ws (update ws) Seq.ofArray
+                      |> ignore
+
+                  Expect.isGreaterThan (Buffers.Reused - before) 0L "buffers reused by the later steps"
+
+                  Expect.equal
+                      (updated |> Array.map (fun t -> t.ToFloat64Array()))
+                      expected
+                      "the returned parameters unchanged by the later steps")
+          }
+
+          test "handing back the gradients and the update's temporaries cuts what a steady step allocates" {
+              onFreshThread (fun () ->
+                  let x, ws = batchAndWeights 25
+
+                  let update (grads: Tensor[][]) =
+                      Array.map2 (fun (w: Tensor) g -> Tensor.addScaled w -0.01 (g * 2.0)) ws grads[0]
+
+                  let allocated (step: unit -> unit) =
+                      for _ in 1..3 do
+                          step ()
+
+                      let before = System.GC.GetAllocatedBytesForCurrentThread()
+                      step ()
+                      System.GC.GetAllocatedBytesForCurrentThread() - before
+
+                  let together =
+                      allocated (fun () ->
+                          Tensor.gradientsOfStepThen (stepLoss x false) ws update Seq.ofArray |> ignore)
+
+                  let apart =
+                      allocated (fun () -> Tensor.gradientsOfStep (stepLoss x false) ws |> snd |> update |> ignore)
+
+                  // Two gradients and two temporaries of 48 x 48 float32 (9 kB each) are made again apart.
+                  Expect.isLessThan together (apart - 30_000L) "fewer bytes allocated with the update in the scope")
           } ]

@@ -100,7 +100,9 @@ type internal Buffers private () =
             Array.Clear a
             Buffers.Record a
 
-    /// Begin recording the arrays allocated on this thread; the result ends it (scopes nest).
+    /// Begin recording the arrays allocated on this thread; the result ends it. Scopes nest: what an
+    /// inner scope allocated and did not give back counts as allocated by the enclosing one, which may
+    /// give it back later (the gradients a backward pass returns, after the optimizer has read them).
     static member Open() =
         let previous = Buffers.born
         let mine = HashSet<obj>(HashIdentity.Reference)
@@ -109,7 +111,10 @@ type internal Buffers private () =
         { new IDisposable with
             member _.Dispose() =
                 if Object.ReferenceEquals(Buffers.born, mine) then
-                    Buffers.born <- previous }
+                    Buffers.born <- previous
+
+                    if not (isNull previous) then
+                        previous.UnionWith mine }
 
     static member private Keep(a: 'T[]) =
         let bytes = int64 a.Length * int64 sizeof<'T>
@@ -125,6 +130,13 @@ type internal Buffers private () =
             | :? (float32[]) as f -> Buffers.Keep f
             | :? (float[]) as d -> Buffers.Keep d
             | _ -> ()
+
+    /// Give back every array the open scope allocated and has not given back, except those `keep` holds.
+    static member ReleaseAllocated(keep: obj -> bool) =
+        if not (isNull Buffers.born) then
+            for a in Seq.toArray Buffers.born do
+                if not (keep a) then
+                    Buffers.Release a
 
     /// Arrays reused on this thread so far (for tests of the pool itself).
     static member Reused = Buffers.reused

@@ -16,6 +16,7 @@ type CpuBackend private () =
 
         member _.OpenScope() = Buffers.Open()
         member _.Release t = Buffers.Release t.Buffer
+        member _.ReleaseAllocated keep = Buffers.ReleaseAllocated keep
 
 /// A tensor of the CPU backend: one contiguous array.
 and CpuTensor(storage: Storage, shape: int[]) =
