@@ -118,6 +118,20 @@ let private stepLoss (x: Tensor) (keep: bool) (ws: Tensor[]) =
     let y = Tensor.softmax 1 (Tensor.matmul h ws[1])
     [| Tensor.sum (y * y) |], ws, (if keep then [ h ] else [])
 
+/// The bytes this thread allocates in a fourth call of `step`, after three that warm its pool.
+let private allocatedBySteadyStep (step: unit -> unit) =
+    for _ in 1..3 do
+        step ()
+
+    let before = System.GC.GetAllocatedBytesForCurrentThread()
+    step ()
+    System.GC.GetAllocatedBytesForCurrentThread() - before
+
+// An update with a temporary per parameter (as momentum or Adam make), returning new parameters of
+// the gradients' lengths, which a later step's pool may hand out again.
+let private doubledSgd (ws: Tensor[]) (grads: Tensor[][]) =
+    Array.map2 (fun (w: Tensor) g -> Tensor.addScaled w -0.01 (g * 2.0)) ws grads[0]
+
 let private cases =
     Gen.zip3 (Gen.choose (32, 96)) (Gen.choose (32, 64)) (Gen.elements [ Float32; Float64 ])
 
@@ -230,19 +244,11 @@ let tests =
               onFreshThread (fun () ->
                   let x, ws = batchAndWeights 15
 
-                  let allocated (step: unit -> unit) =
-                      for _ in 1..3 do
-                          step ()
-
-                      let before = System.GC.GetAllocatedBytesForCurrentThread()
-                      step ()
-                      System.GC.GetAllocatedBytesForCurrentThread() - before
-
                   let releasing =
-                      allocated (fun () -> Tensor.gradientsOfStep (stepLoss x false) ws |> ignore)
+                      allocatedBySteadyStep (fun () -> Tensor.gradientsOfStep (stepLoss x false) ws |> ignore)
 
                   let keeping =
-                      allocated (fun () ->
+                      allocatedBySteadyStep (fun () ->
                           Tensor.gradientsAt
                               (fun vs ->
                                   let outputs, at, _ = stepLoss x false vs
@@ -260,10 +266,7 @@ let tests =
               onFreshThread (fun () ->
                   let x, ws = batchAndWeights 21
 
-                  // An update with a temporary per parameter (as momentum or Adam make), returning new
-                  // parameters of the gradients' lengths, which a later step's pool may hand out again.
-                  let update (ws: Tensor[]) (grads: Tensor[][]) =
-                      Array.map2 (fun (w: Tensor) g -> Tensor.addScaled w -0.01 (g * 2.0)) ws grads[0]
+                  let update = doubledSgd
 
                   let _, expected =
                       Tensor.gradientsAt (fun vs -> let o, at, _ = stepLoss x false vs in o, at) ws
@@ -295,23 +298,15 @@ let tests =
               onFreshThread (fun () ->
                   let x, ws = batchAndWeights 25
 
-                  let update (grads: Tensor[][]) =
-                      Array.map2 (fun (w: Tensor) g -> Tensor.addScaled w -0.01 (g * 2.0)) ws grads[0]
-
-                  let allocated (step: unit -> unit) =
-                      for _ in 1..3 do
-                          step ()
-
-                      let before = System.GC.GetAllocatedBytesForCurrentThread()
-                      step ()
-                      System.GC.GetAllocatedBytesForCurrentThread() - before
+                  let update = doubledSgd ws
 
                   let together =
-                      allocated (fun () ->
+                      allocatedBySteadyStep (fun () ->
                           Tensor.gradientsOfStepThen (stepLoss x false) ws update Seq.ofArray |> ignore)
 
                   let apart =
-                      allocated (fun () -> Tensor.gradientsOfStep (stepLoss x false) ws |> snd |> update |> ignore)
+                      allocatedBySteadyStep (fun () ->
+                          Tensor.gradientsOfStep (stepLoss x false) ws |> snd |> update |> ignore)
 
                   // Two gradients and two temporaries of 48 x 48 float32 (9 kB each) are made again apart.
                   Expect.isLessThan together (apart - 30_000L) "fewer bytes allocated with the update in the scope")
