@@ -67,7 +67,7 @@ let private memory (t: Timing) =
 
 let private gemmLines reps =
     for m, k, n in [ 1024, 1024, 1024; 128, 784, 256 ] do
-        let t, gflops = Workloads.gemm m k n reps
+        let t, gflops, allocating = Workloads.gemm m k n reps
 
         Obj(
             [ "workload", Str "gemm"
@@ -77,7 +77,8 @@ let private gemmLines reps =
               "n", Int n
               "dtype", Str "float32"
               "ms_median", Num t.Median
-              "gflops", Num gflops ]
+              "gflops", Num gflops
+              "ms_median_allocating", Num allocating.Median ]
             @ engine ()
         )
         |> render false

@@ -72,14 +72,22 @@ module Workloads =
           HeapEndMb = heapMb ()
           PeakWorkingSetMb = float (Process.GetCurrentProcess().PeakWorkingSet64) / 1048576.0 }
 
-    /// C = A·B for float32 m×k by k×n: the timing and GFLOP/s at the median.
+    /// C = A·B for float32 m×k by k×n, timed two ways: by `Gemm.gemm` into one C kept for every call,
+    /// as torch.mm(a, b, out=c) in bench/torch_bench.py, and by `Tensor.matmul`, which allocates each
+    /// product. Returns the first timing, its GFLOP/s at the median, and the second timing.
     let gemm (m: int) (k: int) (n: int) (reps: int) =
         let rng = Rng.create 1L
         let ka, kb = Rng.split rng
         let a = Tensor.uniform ka Float32 [| m; k |] -1.0 1.0
         let b = Tensor.uniform kb Float32 [| k; n |] -1.0 1.0
-        let t = time 3 reps (fun _ -> Tensor.matmul a b |> ignore)
-        t, 2.0 * float m * float k * float n / (t.Median * 1e6)
+        let aData, bData = a.ToArray(), b.ToArray()
+        let c = Array.zeroCreate<float32> (m * n)
+
+        let into =
+            time 3 reps (fun _ -> Gemm.gemm false false m n k 1.0f aData 0 k bData 0 n 0.0f c 0 n)
+
+        let allocating = time 3 reps (fun _ -> Tensor.matmul a b |> ignore)
+        into, 2.0 * float m * float k * float n / (into.Median * 1e6), allocating
 
     /// One plain SGD step (forward, backward, update, lr 0.01) of the MLP 784-256-256-128-10 with ReLU
     /// and cross-entropy on a fixed random batch, as in bench/torch_bench.py: `sgd` for the plain net,

@@ -201,7 +201,7 @@ let tests =
 
           Sequencing.degreeOfParallelism
           <| test
-              "large broadcast arithmetic, sums, softmax, its gradient and permutations are bit-identical on 1 and 2 threads" {
+              "large broadcast and elementwise arithmetic, sums, softmax, gradients and permutations are bit-identical on 1 and 2 threads" {
               // Above the size where the kernels split their work: one long row (equal shapes), many
               // rows (a column broadcast), softmax rows, column sums, a transpose and a permutation.
               let x = Tensor.uniform (Rng.create 3L) Float32 [| 256; 1031 |] -3.0 3.0
@@ -215,8 +215,20 @@ let tests =
                     Tensor.softmax -1 x
                     Tensor.sumAxis 0 true x
                     Tensor.transpose x
-                    Tensor.permute [| 0; 2; 1; 3 |] (Tensor.reshape [| 64; 4; 1031; 1 |] x) ]
-                  @ [ Tensor.grad (fun x -> Tensor.sum (Tensor.softmax -1 x * y)) x ]
+                    Tensor.permute [| 0; 2; 1; 3 |] (Tensor.reshape [| 64; 4; 1031; 1 |] x)
+                    // Unary and scalar kernels, so that a split of them over the cores (whose SIMD
+                    // tails must not move with the split) cannot change a bit unnoticed.
+                    Tensor.exp x
+                    Tensor.log y
+                    Tensor.tanh x
+                    Tensor.sigmoid x
+                    Tensor.erf x
+                    Tensor.sign x
+                    Tensor.relu x
+                    x * 0.37
+                    1.5 - x ]
+                  @ [ Tensor.grad (fun x -> Tensor.sum (Tensor.softmax -1 x * y)) x
+                      Tensor.grad (fun x -> Tensor.sum (Tensor.relu x * y)) x ]
                   |> List.map (fun t -> t.ToFloat64Array())
 
               let one = Parallelism.withDegree 1 run
