@@ -74,6 +74,7 @@ let tests =
               Expect.stringContains r.Stdout "deeprc     pfu" "the PFU's row"
               let settings = File.ReadAllText(Path.Combine(dir, "recipe.json"))
               Expect.stringContains settings "\"median_scope\": \"sample\"" "the PFU's median per bag, DeepRC's scope"
+              Expect.isFalse (settings.Contains "\"scenario\"") "no scenario the study does not read"
           }
 
           test "unknown units, layers, scopes and tasks are one line and exit 2" {

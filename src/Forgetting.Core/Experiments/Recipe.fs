@@ -301,10 +301,26 @@ module Recipe =
     let private int (n: int) = JsonValue.Create n :> JsonNode
     let private flag (b: bool) = JsonValue.Create b :> JsonNode
 
-    /// The recipe as a JSON node.
-    let toJson (r: Recipe) : JsonNode =
-        let settings (values: Settings) =
-            obj [ for KeyValue(k, v) in values -> k, setting v ]
+    /// Study kinds whose settings say everything they train (the Hopfield study: its task, layers,
+    /// units, epochs and optimizer). They read nothing else of a recipe, so their recipes are written as
+    /// the label and the study alone, without a scenario, model, terms or optimizer that a reader of
+    /// the results folder would take for the run's, and read back with the defaults in their place.
+    let selfContainedStudies = [ "hopfield" ]
+
+    let private isSelfContained (study: StudySpec option) =
+        study |> Option.exists (fun st -> List.contains st.Kind selfContainedStudies)
+
+    let private settingsJson (values: Settings) =
+        obj [ for KeyValue(k, v) in values -> k, setting v ]
+
+    let private studyJson (study: StudySpec option) =
+        match study with
+        | None -> null
+        | Some st -> obj [ "kind", str st.Kind; "settings", settingsJson st.Settings ]
+
+    /// Every field of the recipe.
+    let private fullJson (r: Recipe) : JsonNode =
+        let settings = settingsJson
 
         obj
             [ "label", str r.Label
@@ -356,10 +372,14 @@ module Recipe =
               "epochs_per_task", int r.EpochsPerTask
               "batch_size", int r.BatchSize
               "seed", JsonValue.Create r.Seed
-              "study",
-              (match r.Study with
-               | None -> null
-               | Some st -> obj [ "kind", str st.Kind; "settings", settings st.Settings ]) ]
+              "study", studyJson r.Study ]
+
+    /// The recipe as a JSON node: a self-contained study's as its label and study alone.
+    let toJson (r: Recipe) : JsonNode =
+        if isSelfContained r.Study then
+            obj [ "label", str r.Label; "study", studyJson r.Study ]
+        else
+            fullJson r
 
     /// The recipe as indented JSON text.
     let toText (r: Recipe) =
@@ -467,12 +487,21 @@ module Recipe =
     let private settingsOf (where: string) (n: JsonNode) =
         [ for KeyValue(name, v) in asObject where n -> name, settingOf where name v ]
 
-    /// A recipe from JSON, every term resolved against `kinds` (its settings' defaults filled in and
-    /// checked; a study's settings are resolved by its kind when it runs); a malformed one raises
-    /// ArgumentException with a one-line message naming the field. "label" and "study" may be left
-    /// out (no label, no study).
-    let ofJson (kinds: TermKind list) (node: JsonNode) : Recipe =
-        let root = asObject "the recipe" node
+    let private studyOf (root: JsonObject) : StudySpec option =
+        tryField "study" root
+        |> Option.map (fun n ->
+            let st = asObject "study" n
+
+            { Kind = getString "study" "kind" st
+              Settings = field "study" "settings" st |> settingsOf "study.settings" |> Map.ofList })
+
+    let private labelOf (root: JsonObject) =
+        match tryField "label" root with
+        | Some _ -> getString "the recipe" "label" root
+        | None -> ""
+
+    /// Every field of a recipe from JSON (ofJson).
+    let private ofFullJson (kinds: TermKind list) (root: JsonObject) : Recipe =
         let s = field "the recipe" "scenario" root |> asObject "scenario"
         let m = field "the recipe" "model" root |> asObject "model"
         let o = field "the recipe" "optimizer" root |> asObject "optimizer"
@@ -523,18 +552,7 @@ module Recipe =
                 { TermSpec.Kind = kindName
                   Settings = TermSetting.resolve kindName kind.Settings given })
 
-        let study =
-            tryField "study" root
-            |> Option.map (fun n ->
-                let st = asObject "study" n
-
-                { Kind = getString "study" "kind" st
-                  Settings = field "study" "settings" st |> settingsOf "study.settings" |> Map.ofList })
-
-        { Label =
-            match tryField "label" root with
-            | Some _ -> getString "the recipe" "label" root
-            | None -> ""
+        { Label = labelOf root
           Scenario =
             { Kind = getString "scenario" "kind" s
               Setting = getString "scenario" "setting" s
@@ -622,7 +640,23 @@ module Recipe =
           EpochsPerTask = getInt "the recipe" "epochs_per_task" root
           BatchSize = getInt "the recipe" "batch_size" root
           Seed = getInt64 "the recipe" "seed" root
-          Study = study }
+          Study = studyOf root }
+
+    /// A recipe from JSON, every term resolved against `kinds` (its settings' defaults filled in and
+    /// checked; a study's settings are resolved by its kind when it runs); a malformed one raises
+    /// ArgumentException with a one-line message naming the field. "label" and "study" may be left
+    /// out (no label, no study). A self-contained study's recipe may hold only its label and study
+    /// (toJson writes it so); one with every field, as written before, is read in full.
+    let ofJson (kinds: TermKind list) (node: JsonNode) : Recipe =
+        let root = asObject "the recipe" node
+        let study = studyOf root
+
+        if isSelfContained study && (tryField "scenario" root).IsNone then
+            { defaults with
+                Label = labelOf root
+                Study = study }
+        else
+            ofFullJson kinds root
 
     let scenarioKinds = [ "single"; "permuted"; "split"; "sequence"; "stream" ]
     let settings = [ "task"; "domain"; "class" ]

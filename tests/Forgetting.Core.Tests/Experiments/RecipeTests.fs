@@ -57,6 +57,24 @@ let tests =
               Expect.equal r { Recipe.defaults with Label = "" } "no label, no study"
           }
 
+          test "a Hopfield study's recipe is its label and study alone, and one written in full still reads" {
+              let r = HopfieldStudy.recipe [ "task", Choice "repertoire"; "seeds", Count 2 ]
+              let node = Recipe.toJson r :?> JsonObject
+
+              Expect.sequenceEqual
+                  [ for KeyValue(k, _) in node -> k ]
+                  [ "label"; "study" ]
+                  "no scenario, model, terms or optimizer the study does not read"
+
+              Expect.equal (roundTrip r) r "the same recipe"
+              Expect.contains Recipe.selfContainedStudies HopfieldStudy.Kind "the study is self-contained"
+
+              // Folders written before this form hold every field, the defaults among them.
+              let full = Recipe.toJson { r with Study = None } :?> JsonObject
+              full["study"] <- node["study"].DeepClone()
+              Expect.equal (Recipe.ofJson Catalog.terms full) r "read in full"
+          }
+
           test "each runner refuses the recipes of the others, in one line" {
               let single = Recipe.single
               let sequence = Methods.apply "ewc" [] Recipe.defaults
