@@ -81,7 +81,7 @@ module Workloads =
         let a = Tensor.uniform ka Float32 [| m; k |] -1.0 1.0
         let b = Tensor.uniform kb Float32 [| k; n |] -1.0 1.0
         let aData, bData = a.ToArray(), b.ToArray()
-        let c = Array.zeroCreate<float32> (m * n)
+        let c = Array.zeroCreate<float32>(m * n)
 
         let into =
             time 3 reps (fun _ -> Gemm.gemm false false m n k 1.0f aData 0 k bData 0 n 0.0f c 0 n)
